@@ -1,0 +1,36 @@
+# The two commands: `make run` starts the whole stack, `make test` runs every test.
+# Both set everything up from a fresh clone first (virtualenv, dependencies, generated gRPC code).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test bench setup proto lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) scripts/gen_protos.py
+	touch $(STAMP)
+
+proto: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+run: $(STAMP)
+	$(VENV)/bin/docjobs up
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/queue.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services tests bench scripts
+	$(VENV)/bin/ruff format --check services tests bench scripts
+
+clean:
+	rm -rf $(VENV) .docjobs

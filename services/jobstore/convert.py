@@ -1,0 +1,125 @@
+"""Database rows to protobuf messages (the only place that knows both shapes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+Row = Mapping[str, Any]
+
+STATUS_TO_PB = {
+    "pending": pb.JOB_STATUS_PENDING,
+    "processing": pb.JOB_STATUS_PROCESSING,
+    "completed": pb.JOB_STATUS_COMPLETED,
+    "failed": pb.JOB_STATUS_FAILED,
+    "cancelled": pb.JOB_STATUS_CANCELLED,
+}
+PB_TO_STATUS = {v: k for k, v in STATUS_TO_PB.items()}
+
+KIND_TO_PB = {
+    "status": pb.EVENT_KIND_STATUS,
+    "progress": pb.EVENT_KIND_PROGRESS,
+    "completed": pb.EVENT_KIND_COMPLETED,
+    "failed": pb.EVENT_KIND_FAILED,
+    "cancelled": pb.EVENT_KIND_CANCELLED,
+}
+TERMINAL_KINDS = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _json_obj(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return json.loads(value)  # type: ignore[no-any-return]
+    return dict(value)
+
+
+def job_error(value: Any) -> pb.JobError | None:
+    error = _json_obj(value)
+    if not error:
+        return None
+    return pb.JobError(code=str(error.get("code", "")), message=str(error.get("message", "")),
+                       retryable=bool(error.get("retryable", False)))
+
+
+def job(row: Row) -> pb.Job:
+    msg = pb.Job(
+        id=str(row["id"]),
+        user_id=row["user_id"],
+        session_id=row["session_id"],
+        message_id=row["message_id"],
+        job_type=row["job_type"],
+        status=STATUS_TO_PB[row["status"]],
+        title=row["title"],
+        payload_json=row["payload"],
+        result_json=row["result"] or "",
+        priority=row["priority"],
+        retry_count=row["retry_count"],
+        max_retries=row["max_retries"],
+        progress=row["progress"],
+        progress_message=row["progress_message"],
+        worker_id=row["worker_id"] or "",
+        idempotency_key=row["idempotency_key"] or "",
+        last_event_id=row["last_event_id"] or 0,
+        artifact_id=str(row["artifact_id"]) if row["artifact_id"] else "",
+    )
+    error = job_error(row["error"])
+    if error is not None:
+        msg.error.CopyFrom(error)
+    for field in ("created_at", "run_at", "started_at", "completed_at", "expires_at", "updated_at"):
+        ts = timestamp(row[field])
+        if ts is not None:
+            getattr(msg, field).CopyFrom(ts)
+    return msg
+
+
+def event(row: Row) -> pb.JobEvent:
+    data = _json_obj(row["data"]) or {}
+    msg = pb.JobEvent(
+        id=row["id"],
+        job_id=str(row["job_id"]),
+        kind=KIND_TO_PB[row["kind"]],
+        status=STATUS_TO_PB.get(row["status"], pb.JOB_STATUS_UNSPECIFIED),
+        progress=int(data.get("progress", 0) or 0),
+        message=str(data.get("message", "") or ""),
+        job_type=row["job_type"],
+        user_id=row["user_id"],
+        session_id=row["session_id"],
+        attempt=row["attempt"],
+    )
+    if "result" in data and data["result"] is not None:
+        msg.result_json = json.dumps(data["result"], separators=(",", ":"))
+    error = job_error(data.get("error"))
+    if error is not None:
+        msg.error.CopyFrom(error)
+    ts = timestamp(row["created_at"])
+    if ts is not None:
+        msg.created_at.CopyFrom(ts)
+    if data.get("retry_at"):
+        # jsonb renders timestamptz as ISO 8601 with an offset.
+        msg.retry_at.FromDatetime(datetime.fromisoformat(data["retry_at"]))
+    return msg
+
+
+def artifact(row: Row) -> pb.Artifact:
+    msg = pb.Artifact(id=str(row["id"]), job_id=str(row["job_id"]), filename=row["filename"],
+                      content_type=row["content_type"], size_bytes=row["size_bytes"], sha256=row["sha256"])
+    ts = timestamp(row["created_at"])
+    if ts is not None:
+        msg.created_at.CopyFrom(ts)
+    return msg

@@ -1,0 +1,142 @@
+"""LISTEN/NOTIFY as a doorbell: one LISTEN connection per jobstore process, and a debounced NOTIFY.
+
+The events table is the truth; a notification only says "look again" (its payload names the job types
+that got claimable work, so waiting Claims on other replicas wake without a query). Notifications are
+coalesced: at most one NOTIFY is in flight per process, and whatever rings meanwhile goes out in the next
+one, because a transaction that NOTIFYs takes a cluster-wide lock at commit.
+
+When the LISTEN connection drops, it is re-established with capped backoff, and `on_reconnect` runs so
+the event dispatcher reads what was committed meanwhile (Postgres does not replay missed notifications).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "docjobs_events"
+MAX_PAYLOAD = 7000  # Postgres allows 8000 bytes
+WAKE_ALL = "*"  # payload that wakes every waiting claim, whatever its job types
+
+
+class Doorbell:
+    def __init__(self, dsn: str, pool: asyncpg.Pool, *, on_ring: Callable[[set[str]], None],
+                 on_reconnect: Callable[[], None], health_check_s: float = 5.0) -> None:
+        self._dsn = dsn
+        self._pool = pool
+        self._on_ring = on_ring
+        self._on_reconnect = on_reconnect
+        self._health_check_s = health_check_s
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._send_wanted = asyncio.Event()
+        self._pending_types: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.reconnects = 0
+
+    @property
+    def listening(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process id of the LISTEN connection (tests terminate it on purpose)."""
+        return self._conn.get_server_pid() if self.listening and self._conn is not None else None
+
+    async def start(self) -> None:
+        await self._connect()
+        self._tasks = [asyncio.create_task(self._supervise(), name="doorbell-listen"),
+                       asyncio.create_task(self._send_loop(), name="doorbell-notify")]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._send_wanted.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._conn is not None and not self._conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), 2)
+
+    def ring(self, pending_types: Iterable[str] = ()) -> None:
+        """Ask for a NOTIFY soon; pending_types are job types that got claimable work."""
+        self._pending_types.update(pending_types)
+        self._send_wanted.set()
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        conn.add_termination_listener(lambda _c: self._lost.set())
+        await conn.add_listener(CHANNEL, self._on_notification)
+        self._lost.clear()
+        self._conn = conn
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        types = {t for t in payload.split(",") if t}
+        self._on_ring(types)
+
+    async def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._lost.wait(), self._health_check_s)
+            except TimeoutError:
+                if await self._healthy():
+                    continue
+            if self._stopping.is_set():
+                return
+            await self._reconnect()
+
+    async def _healthy(self) -> bool:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return False
+        try:
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), self._health_check_s)
+            return True
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
+            return False
+
+    async def _reconnect(self) -> None:
+        old, self._conn = self._conn, None
+        if old is not None:
+            old.terminate()
+        log.warning("LISTEN connection lost; reconnecting")
+        delay = 0.05
+        while not self._stopping.is_set():
+            try:
+                await self._connect()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.debug("LISTEN reconnect failed: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.reconnects += 1
+            log.warning("LISTEN connection re-established; catching up from the events table")
+            self._on_reconnect()
+            return
+
+    async def _send_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._send_wanted.wait()
+            self._send_wanted.clear()
+            if self._stopping.is_set():
+                return
+            types, self._pending_types = self._pending_types, set()
+            payload = ",".join(sorted(types))
+            if len(payload) > MAX_PAYLOAD:
+                payload = WAKE_ALL
+            try:
+                await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # The rows are committed; replicas that miss this bell find them on their next read.
+                log.debug("NOTIFY failed: %s", exc)
+                await asyncio.sleep(0.1)

@@ -1,0 +1,190 @@
+"""The event dispatcher: one reader of the events table per jobstore process, fanning out to Watch
+streams in memory and waking waiting Claims.
+
+Event ids come from a sequence, so concurrent transactions can commit them out of order: id 10 may be
+visible before id 9 commits. Reading "id > last seen" would then skip 9 for ever. The dispatcher keeps a
+settled cursor instead:
+
+* every read first notes A, the highest id handed out so far, then (one statement, one snapshot) reads
+  the events after the cursor together with the snapshot's xmax X. A transaction holding an id <= A
+  already had its transaction id when it took that event id (events are written after the job row), so
+  its xid is < X;
+* once a later snapshot has xmin >= X, every such transaction has ended, so nothing <= A can still
+  appear: the cursor moves to A;
+* events above the cursor that were already delivered are remembered (and skipped) until then.
+
+So every committed event is delivered exactly once, in id order per job, however commits interleave,
+and a LISTEN reconnect needs nothing but another read. Subscribers get bounded queues; one that falls
+behind is marked overflowed and re-reads from the table itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+from . import convert
+from .queries import Q
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 2000
+IDLE_READ_S = 1.0  # a safety read when no bell rang; costs one small query
+SETTLE_READ_S = 0.02  # re-read soon while delivered events are not yet settled
+
+
+@dataclass(eq=False)
+class Subscription:
+    job_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    queue: asyncio.Queue[pb.JobEvent] = field(default_factory=lambda: asyncio.Queue(maxsize=1024))
+    overflowed: bool = False
+
+    def matches(self, event: pb.JobEvent) -> bool:
+        if self.job_id is not None:
+            return event.job_id == self.job_id
+        if self.user_id is not None and event.user_id != self.user_id:
+            return False
+        return not (self.session_id is not None and event.session_id != self.session_id)
+
+
+class EventDispatcher:
+    def __init__(self, pool: asyncpg.Pool, *, on_claimable: Callable[[set[str]], None]) -> None:
+        self._pool = pool
+        self._on_claimable = on_claimable
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._cursor = 0
+        self._delivered: set[int] = set()
+        self._checkpoints: deque[tuple[int, int]] = deque()
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._scoped: set[Subscription] = set()
+        self.reads = 0
+        self.delivered_total = 0
+        self.healthy = True
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._by_job.values()) + len(self._scoped)
+
+    async def start(self) -> None:
+        self._cursor = await self._pool.fetchval(Q.events_sequence_position)
+        self._task = asyncio.create_task(self._run(), name="event-dispatcher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def poke(self) -> None:
+        """Something was committed (here or, per NOTIFY, elsewhere): read again soon."""
+        self._wake.set()
+
+    def subscribe(self, *, job_id: str | None = None, user_id: str | None = None,
+                  session_id: str | None = None) -> Subscription:
+        sub = Subscription(job_id=job_id, user_id=user_id, session_id=session_id)
+        if job_id is not None:
+            self._by_job.setdefault(job_id, set()).add(sub)
+        else:
+            self._scoped.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub.job_id is not None:
+            subs = self._by_job.get(sub.job_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_job[sub.job_id]
+        else:
+            self._scoped.discard(sub)
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            timeout = SETTLE_READ_S if self._checkpoints else IDLE_READ_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                await self._read()
+                if failures:
+                    log.warning("event dispatcher reads the database again")
+                failures = 0
+                self.healthy = True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                if failures == 0:
+                    log.warning("event dispatcher cannot read events: %s", exc)
+                failures += 1
+                self.healthy = False
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                self._wake.set()
+
+    async def _read(self) -> None:
+        while True:
+            self.reads += 1
+            async with self._pool.acquire() as conn:
+                position = await conn.fetchval(Q.events_sequence_position)
+                rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH,
+                                        list(self._delivered))
+            xmin, xmax = rows[0]["xmin"], rows[0]["xmax"]
+            claimable: set[str] = set()
+            last_read = self._cursor
+            count = 0
+            for row in rows:
+                event_id = row["id"]
+                if event_id is None:
+                    continue
+                count += 1
+                last_read = event_id
+                self._delivered.add(event_id)
+                if row["kind"] == "status" and row["status"] == "pending":
+                    claimable.add(row["job_type"])
+                self._deliver(convert.event(row))
+            full = count >= READ_BATCH
+            # A full batch may have left events unread above last_read: settle no further than that.
+            self._checkpoints.append((min(position, last_read) if full else position, xmax))
+            while self._checkpoints and self._checkpoints[0][1] <= xmin:
+                settled, _ = self._checkpoints.popleft()
+                if settled > self._cursor:
+                    self._cursor = settled
+            if self._delivered:
+                self._delivered = {i for i in self._delivered if i > self._cursor}
+            if claimable:
+                self._on_claimable(claimable)
+            if not full:
+                return
+
+    def _deliver(self, event: pb.JobEvent) -> None:
+        self.delivered_total += 1
+        for sub in self._by_job.get(event.job_id, ()):
+            self._put(sub, event)
+        for sub in self._scoped:
+            if sub.matches(event):
+                self._put(sub, event)
+
+    @staticmethod
+    def _put(sub: Subscription, event: pb.JobEvent) -> None:
+        if sub.overflowed:
+            return
+        try:
+            sub.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            sub.overflowed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(pb.JobEvent())  # wakes the reader; id 0 marks the overflow

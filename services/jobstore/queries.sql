@@ -1,0 +1,367 @@
+-- Every SQL statement of the jobstore, by name. Parameters are $n only.
+-- queries.py loads this file; each query starts with a line "-- name: <name>".
+--
+-- Rules kept by every statement that changes a job:
+-- * the state machine is guarded here: a transition updates only rows in the state it leaves (and, for a
+--   worker, holding its lease token); a miss is an answer (stale lease), never a silent success;
+-- * the event row is inserted in the same statement, from the RETURNING rows of the job update, so it is
+--   written after the job row is locked (one job's events commit in id order) and after the transaction
+--   has its xid (the event dispatcher relies on both).
+
+-- name: enqueue
+WITH inserted AS (
+    INSERT INTO document_jobs (id, user_id, session_id, message_id, job_type, title, payload, priority,
+                               max_retries, run_at, expires_at, idempotency_key)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, coalesce($10, now()), $11, $12)
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'status', 'pending', 1,
+           CASE WHEN run_at > created_at THEN jsonb_build_object('run_at', run_at) ELSE '{}'::jsonb END
+      FROM inserted
+    RETURNING job_id, id
+)
+SELECT inserted.*, event.id AS last_event_id
+  FROM inserted JOIN event ON event.job_id = inserted.id;
+
+-- name: get_job_by_idempotency_key
+SELECT j.*, (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
+  FROM document_jobs j
+ WHERE j.user_id = $1 AND j.idempotency_key = $2;
+
+-- name: get_job
+SELECT j.*, (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
+  FROM document_jobs j
+ WHERE j.id = $1;
+
+-- name: list_jobs
+-- $1 user_id or NULL, $2 session_id or NULL, $3 statuses (empty: all), $4 cursor created_at or NULL,
+-- $5 cursor id, $6 limit.
+SELECT j.*, (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
+  FROM document_jobs j
+ WHERE ($1::text IS NULL OR j.user_id = $1)
+   AND ($2::text IS NULL OR j.session_id = $2)
+   AND (cardinality($3::text[]) = 0 OR j.status = ANY($3::text[]))
+   AND ($4::timestamptz IS NULL OR (j.created_at, j.id) < ($4, $5::uuid))
+ ORDER BY j.created_at DESC, j.id DESC
+ LIMIT $6;
+
+-- name: cancel
+-- $1 job id, $2 reason.
+WITH cancelled AS (
+    UPDATE document_jobs
+       SET status = 'cancelled', completed_at = now(), updated_at = now(), lease_expires_at = NULL,
+           error = jsonb_build_object('code', 'cancelled', 'message', $2::text, 'retryable', false)
+     WHERE id = $1 AND status IN ('pending', 'processing')
+    RETURNING *
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'cancelled', 'cancelled', retry_count + 1,
+           jsonb_build_object('error', error)
+      FROM cancelled
+    RETURNING job_id, id
+)
+SELECT cancelled.*, event.id AS last_event_id
+  FROM cancelled JOIN event ON event.job_id = cancelled.id;
+
+-- name: claim
+-- $1 job types, $2 max jobs, $3 lease ms, $4 worker id.
+WITH picked AS (
+    SELECT id
+      FROM document_jobs
+     WHERE status = 'pending'
+       AND job_type = ANY($1::text[])
+       AND run_at <= now()
+       AND (expires_at IS NULL OR expires_at > now())
+     ORDER BY priority DESC, created_at, id
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE document_jobs j
+       SET status = 'processing', lease_token = gen_random_uuid(),
+           lease_expires_at = now() + $3 * interval '1 millisecond', worker_id = $4,
+           started_at = now(), updated_at = now(), progress = 0, progress_message = ''
+      FROM picked
+     WHERE j.id = picked.id
+    RETURNING j.*
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'status', 'processing', retry_count + 1,
+           jsonb_build_object('worker_id', worker_id)
+      FROM claimed
+    RETURNING job_id, id
+)
+SELECT claimed.*, event.id AS last_event_id
+  FROM claimed JOIN event ON event.job_id = claimed.id
+ ORDER BY claimed.priority DESC, claimed.created_at, claimed.id;
+
+-- name: next_due_in
+-- Seconds until the next pending job of these types becomes due (NULL: none pending).
+SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds
+  FROM document_jobs
+ WHERE status = 'pending' AND job_type = ANY($1::text[]);
+
+-- name: heartbeat
+-- $1 job id, $2 lease token, $3 lease ms, $4 progress or NULL, $5 message or NULL.
+WITH current AS (
+    SELECT id, progress, progress_message
+      FROM document_jobs
+     WHERE id = $1 AND lease_token = $2 AND status = 'processing'
+       FOR UPDATE
+), renewed AS (
+    UPDATE document_jobs j
+       SET lease_expires_at = now() + $3 * interval '1 millisecond',
+           progress = coalesce($4, j.progress),
+           progress_message = coalesce($5, j.progress_message),
+           updated_at = now()
+      FROM current
+     WHERE j.id = current.id
+    RETURNING j.*, (j.progress, j.progress_message) IS DISTINCT FROM
+                   (current.progress, current.progress_message) AS progressed
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'progress', 'processing', retry_count + 1,
+           jsonb_build_object('progress', progress, 'message', progress_message)
+      FROM renewed
+     WHERE progressed
+    RETURNING job_id, id
+)
+SELECT renewed.lease_expires_at, event.id AS event_id
+  FROM renewed LEFT JOIN event ON event.job_id = renewed.id;
+
+-- name: lease_state
+-- Why a worker's call on a job missed: the job's status and whether the token is the current one.
+SELECT status, lease_token = $2 AS token_matches
+  FROM document_jobs
+ WHERE id = $1;
+
+-- name: complete
+-- $1 job id, $2 lease token, $3 result, $4 artifact id or NULL.
+WITH completed AS (
+    UPDATE document_jobs
+       SET status = 'completed', result = $3::jsonb, artifact_id = $4, error = NULL, progress = 100,
+           completed_at = now(), updated_at = now(), lease_expires_at = NULL
+     WHERE id = $1 AND lease_token = $2 AND status = 'processing'
+    RETURNING *
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'completed', 'completed', retry_count + 1,
+           jsonb_build_object('result', result, 'progress', 100)
+      FROM completed
+    RETURNING job_id, id
+), superseded_artifacts AS (
+    -- Artifacts uploaded by earlier attempts (a worker that died after uploading) are not kept.
+    DELETE FROM artifacts a
+     USING completed
+     WHERE a.job_id = completed.id AND a.id IS DISTINCT FROM completed.artifact_id
+)
+SELECT completed.*, event.id AS last_event_id
+  FROM completed JOIN event ON event.job_id = completed.id;
+
+-- name: artifact_belongs_to_job
+SELECT EXISTS (SELECT 1 FROM artifacts WHERE id = $1 AND job_id = $2 AND state = 'stored') AS belongs;
+
+-- name: fail
+-- $1 job id, $2 lease token, $3 error code, $4 error message, $5 retryable,
+-- $6 retry base ms, $7 retry cap ms, $8 jitter in [0, 1).
+WITH current AS (
+    SELECT id, retry_count, max_retries, expires_at,
+           $5::bool AND retry_count < max_retries AS may_retry,
+           now() + docjobs_retry_delay(retry_count + 1, $6, $7, $8) AS retry_at
+      FROM document_jobs
+     WHERE id = $1 AND lease_token = $2 AND status = 'processing'
+       FOR UPDATE
+), decided AS (
+    SELECT *, may_retry AND (expires_at IS NULL OR retry_at < expires_at) AS will_retry FROM current
+), failed AS (
+    UPDATE document_jobs j
+       SET status = CASE WHEN d.will_retry THEN 'pending' ELSE 'failed' END,
+           retry_count = CASE WHEN d.will_retry THEN j.retry_count + 1 ELSE j.retry_count END,
+           run_at = CASE WHEN d.will_retry THEN d.retry_at ELSE j.run_at END,
+           completed_at = CASE WHEN d.will_retry THEN NULL ELSE now() END,
+           lease_token = CASE WHEN d.will_retry THEN NULL ELSE j.lease_token END,
+           lease_expires_at = NULL,
+           error = jsonb_build_object('code', $3::text, 'message', $4::text, 'retryable', d.will_retry),
+           updated_at = now()
+      FROM decided d
+     WHERE j.id = d.id
+    RETURNING j.*, d.will_retry, d.retry_at
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type,
+           CASE WHEN will_retry THEN 'status' ELSE 'failed' END, status,
+           CASE WHEN will_retry THEN retry_count + 1 ELSE retry_count + 1 END,
+           CASE WHEN will_retry
+                THEN jsonb_build_object('error', error, 'retry_at', retry_at, 'message', 'retry scheduled')
+                ELSE jsonb_build_object('error', error) END
+      FROM failed
+    RETURNING job_id, id
+)
+SELECT failed.*, event.id AS last_event_id
+  FROM failed JOIN event ON event.job_id = failed.id;
+
+-- name: reap_expired_leases
+-- Jobs whose worker stopped renewing its lease: back to pending with backoff, or failed when retries
+-- are spent. $1 retry base ms, $2 retry cap ms, $3 batch size.
+WITH stale AS (
+    SELECT id
+      FROM document_jobs
+     WHERE status = 'processing' AND lease_expires_at < now()
+     ORDER BY lease_expires_at
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+), reaped AS (
+    UPDATE document_jobs j
+       SET status = CASE WHEN j.retry_count < j.max_retries THEN 'pending' ELSE 'failed' END,
+           retry_count = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1 ELSE j.retry_count END,
+           run_at = CASE WHEN j.retry_count < j.max_retries
+                         THEN now() + docjobs_retry_delay(j.retry_count + 1, $1, $2, random())
+                         ELSE j.run_at END,
+           completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE now() END,
+           lease_token = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE j.lease_token END,
+           lease_expires_at = NULL,
+           error = jsonb_build_object(
+               'code', 'lease_expired',
+               'message', 'worker ' || coalesce(j.worker_id, '') || ' stopped renewing its lease',
+               'retryable', j.retry_count < j.max_retries),
+           updated_at = now()
+      FROM stale
+     WHERE j.id = stale.id
+    RETURNING j.*
+)
+INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+SELECT id, user_id, session_id, job_type,
+       CASE WHEN status = 'pending' THEN 'status' ELSE 'failed' END, status, retry_count + 1,
+       CASE WHEN status = 'pending'
+            THEN jsonb_build_object('error', error, 'retry_at', run_at, 'message', 'retry scheduled')
+            ELSE jsonb_build_object('error', error) END
+  FROM reaped
+RETURNING job_type, status;
+
+-- name: expire_jobs
+-- Jobs not finished by their expiry time fail with reason "expired". $1 batch size.
+WITH due AS (
+    SELECT id
+      FROM document_jobs
+     WHERE status IN ('pending', 'processing') AND expires_at <= now()
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED
+), expired AS (
+    UPDATE document_jobs j
+       SET status = 'failed', completed_at = now(), updated_at = now(), lease_expires_at = NULL,
+           error = jsonb_build_object('code', 'expired', 'message',
+                                      'the job was not finished by its expiry time', 'retryable', false)
+      FROM due
+     WHERE j.id = due.id
+    RETURNING j.*
+)
+INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+SELECT id, user_id, session_id, job_type, 'failed', 'failed', retry_count + 1,
+       jsonb_build_object('error', error)
+  FROM expired
+RETURNING job_id;
+
+-- name: delete_finished_jobs
+-- Retention: finished jobs older than $1 seconds, with their events and artifacts (cascade). $2 batch.
+DELETE FROM document_jobs
+ WHERE id IN (SELECT id
+                FROM document_jobs
+               WHERE status IN ('completed', 'failed', 'cancelled')
+                 AND completed_at < now() - $1 * interval '1 second'
+               LIMIT $2);
+
+-- name: delete_unkept_artifacts
+-- Artifacts of finished jobs that are not the job's result (uploaded by an attempt that did not complete).
+DELETE FROM artifacts a
+ USING document_jobs j
+ WHERE a.job_id = j.id
+   AND j.status IN ('completed', 'failed', 'cancelled')
+   AND a.id IS DISTINCT FROM j.artifact_id;
+
+-- name: try_maintenance_lock
+SELECT pg_try_advisory_xact_lock($1) AS locked;
+
+-- name: stats_counts
+SELECT job_type, status, job_count, due_count, oldest_due_run_at FROM document_job_stats;
+
+-- name: stats_rates
+SELECT count(*) FILTER (WHERE kind = 'status' AND status = 'pending' AND NOT (data ? 'error'))
+           AS enqueued,
+       count(*) FILTER (WHERE kind = 'completed') AS completed,
+       count(*) FILTER (WHERE kind = 'failed') AS failed,
+       count(*) FILTER (WHERE kind = 'status' AND status = 'pending' AND data ? 'error') AS retried,
+       count(*) FILTER (WHERE data -> 'error' ->> 'code' = 'lease_expired') AS expired_leases
+  FROM job_events
+ WHERE created_at > now() - interval '1 minute';
+
+-- name: stats_extra
+SELECT extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_due_age,
+       count(*) FILTER (WHERE run_at > now()) AS delayed
+  FROM document_jobs
+ WHERE status = 'pending';
+
+-- name: events_sequence_position
+-- The highest event id handed out so far (committed or not). Read before events_after's snapshot.
+SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position FROM job_events_id_seq;
+
+-- name: events_after
+-- Events after $1 (all jobs), leaving out ids already delivered ($3), with the snapshot's transaction
+-- horizon: xmin (every older transaction has ended) and xmax (every transaction that started later is
+-- newer). At least one row is returned.
+SELECT s.xmin, s.xmax, e.*
+  FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+               pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) s
+  LEFT JOIN LATERAL (SELECT *
+                       FROM job_events
+                      WHERE id > $1 AND NOT (id = ANY($3::bigint[]))
+                      ORDER BY id
+                      LIMIT $2) e ON true
+ ORDER BY e.id;
+
+-- name: job_events_after
+SELECT * FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3;
+
+-- name: scope_events_after
+-- $1 user id or NULL, $2 session id or NULL, $3 after id, $4 limit.
+SELECT *
+  FROM job_events
+ WHERE ($1::text IS NULL OR user_id = $1)
+   AND ($2::text IS NULL OR session_id = $2)
+   AND id > $3
+ ORDER BY id
+ LIMIT $4;
+
+-- name: begin_artifact
+-- $1 artifact id, $2 job id, $3 lease token, $4 filename, $5 content type.
+INSERT INTO artifacts (id, job_id, filename, content_type)
+SELECT $1, $2, $4, $5
+ WHERE EXISTS (SELECT 1 FROM document_jobs WHERE id = $2 AND lease_token = $3 AND status = 'processing')
+RETURNING id;
+
+-- name: insert_artifact_chunk
+INSERT INTO artifact_chunks (artifact_id, seq, data) VALUES ($1, $2, $3);
+
+-- name: finish_artifact
+-- Stored only while the uploader still holds the lease. $1 id, $2 job id, $3 lease token, $4 size,
+-- $5 sha256, $6 chunk count.
+UPDATE artifacts
+   SET state = 'stored', size_bytes = $4, sha256 = $5, chunk_count = $6
+ WHERE id = $1 AND state = 'uploading'
+   AND EXISTS (SELECT 1 FROM document_jobs WHERE id = $2 AND lease_token = $3 AND status = 'processing')
+RETURNING *;
+
+-- name: delete_artifact
+DELETE FROM artifacts WHERE id = $1;
+
+-- name: delete_abandoned_uploads
+-- Uploads whose stream broke and whose uploader could not clean up. $1 age in seconds.
+DELETE FROM artifacts WHERE state = 'uploading' AND created_at < now() - $1 * interval '1 second';
+
+-- name: get_artifact
+SELECT a.*, j.user_id
+  FROM artifacts a JOIN document_jobs j ON j.id = a.job_id
+ WHERE a.id = $1 AND a.state = 'stored';
+
+-- name: get_artifact_chunk
+SELECT data FROM artifact_chunks WHERE artifact_id = $1 AND seq = $2;

@@ -1,0 +1,190 @@
+"""The jobstore process: wiring, lifecycle (start, ready, drain, stop) and the command-line entry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from docjobs.settings import SettingsError, environ
+from docjobs.v1 import jobstore_pb2, jobstore_pb2_grpc
+
+from .claims import ClaimWaiters
+from .doorbell import WAKE_ALL, Doorbell
+from .events import EventDispatcher
+from .maintenance import Maintenance
+from .migrations import migrate
+from .service import JobStoreService
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("jobstore")
+
+SERVICE_NAME = jobstore_pb2.DESCRIPTOR.services_by_name["JobStore"].full_name
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.so_reuseport", 0),
+]
+HEALTH_CHECK_S = 1.0
+
+
+class JobStoreServer:
+    """Everything one jobstore process runs, started and stopped in order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.shutdown = asyncio.Event()
+        self.port = 0
+        self.pool: asyncpg.Pool
+        self.claims = ClaimWaiters()
+        self.dispatcher: EventDispatcher
+        self.doorbell: Doorbell
+        self.store: Store
+        self.maintenance: Maintenance
+        self.service: JobStoreService
+        self.health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        self.pool = await _connect_pool(self.settings)
+        async with self.pool.acquire() as conn:
+            await migrate(conn)
+        self.dispatcher = EventDispatcher(self.pool, on_claimable=self.claims.wake)
+        self.doorbell = Doorbell(self.settings.database_url, self.pool, on_ring=self._on_ring,
+                                 on_reconnect=self._on_reconnect)
+        self.store = Store(self.pool, self.settings, self.claims, on_commit=self._on_commit)
+        self.maintenance = Maintenance(self.pool, self.settings, on_change=self._on_commit)
+        self.service = JobStoreService(self.store, self.dispatcher, self.settings, self.shutdown)
+        await self.dispatcher.start()
+        await self.doorbell.start()
+        await self.maintenance.start()
+
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        jobstore_pb2_grpc.add_JobStoreServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME], server)
+        self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.grpc_host}:{self.settings.grpc_port}")
+        await server.start()
+        self._server = server
+        await self._set_serving(True)
+        self._health_task = asyncio.create_task(self._watch_health(), name="health")
+        log.info("jobstore serving on %s:%d", self.settings.grpc_host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Drain: report NOT_SERVING, end streams and waiting claims, let calls finish, close the pool."""
+        log.info("jobstore shutting down")
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await _maybe_await(self.health.enter_graceful_shutdown())
+        self.shutdown.set()
+        self.store.shutting_down.set()
+        self.claims.wake(None)
+        if self._server is not None:
+            await self._server.stop(self.settings.shutdown_grace_s)
+        await self.maintenance.stop()
+        await self.doorbell.stop()
+        await self.dispatcher.stop()
+        await self.pool.close()
+        log.info("jobstore stopped")
+
+    def _on_commit(self, claimable_types: set[str]) -> None:
+        self.doorbell.ring(claimable_types)
+        self.dispatcher.poke()
+
+    def _on_ring(self, types: set[str]) -> None:
+        if WAKE_ALL in types:
+            self.claims.wake(None)
+        elif types:
+            self.claims.wake(types)
+        self.dispatcher.poke()
+
+    def _on_reconnect(self) -> None:
+        self.dispatcher.poke()
+        self.claims.wake(None)
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await _maybe_await(self.health.set(name, status))
+
+    async def _watch_health(self) -> None:
+        """SERVING while the database answers; NOT_SERVING (readiness fails) while it does not."""
+        serving = True
+        while not self.shutdown.is_set():
+            await asyncio.sleep(HEALTH_CHECK_S)
+            try:
+                await asyncio.wait_for(self.pool.fetchval("SELECT 1"), HEALTH_CHECK_S * 2)
+                ok = True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                ok = False
+            if ok != serving and not self.shutdown.is_set():
+                serving = ok
+                log.warning("database %s", "reachable again" if ok else "unreachable: reporting NOT_SERVING")
+                await self._set_serving(ok)
+
+
+async def _maybe_await(value: object) -> None:
+    if asyncio.iscoroutine(value):
+        await value
+
+
+async def _connect_pool(settings: Settings) -> asyncpg.Pool:
+    """Connect, waiting for a database that is still starting (logged once, not per try)."""
+    delay = 0.1
+    logged = False
+    while True:
+        try:
+            return await asyncpg.create_pool(settings.database_url, min_size=2, max_size=settings.pool_size,
+                                             max_inactive_connection_lifetime=60.0, command_timeout=60.0)
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError) as exc:
+            if not logged:
+                log.warning("waiting for the database: %s", exc)
+                logged = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def serve(settings: Settings) -> None:
+    server = JobStoreServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    await server.stop()
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env(environ())
+    except SettingsError as exc:
+        print(f"jobstore: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

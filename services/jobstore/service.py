@@ -1,0 +1,313 @@
+"""The gRPC servicer: parse the request, call one store method, map the result.
+
+Errors are mapped in one place (`_status_for`): domain errors to their status codes, a database that
+cannot be reached to UNAVAILABLE, and anything unexpected to INTERNAL with a log line (never a
+traceback to the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import grpc
+
+from docjobs.v1 import jobstore_pb2 as pb
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+from . import convert, validation
+from .errors import FailedPrecondition, InvalidArgument, JobStoreError, NotFound, Unavailable
+from .events import EventDispatcher, Subscription
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+HISTORY_PAGE = 500
+T = TypeVar("T")
+
+_DB_DOWN = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+            asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, TimeoutError)
+
+
+def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    if isinstance(exc, InvalidArgument):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, NotFound):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, FailedPrecondition):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, Unavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, asyncpg.DataError):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"rejected by the database: {exc}"
+    if isinstance(exc, _DB_DOWN):
+        return grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry"
+    if isinstance(exc, JobStoreError):
+        return grpc.StatusCode.INTERNAL, str(exc)
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    mapped = _status_for(exc)
+    if mapped is None:
+        log.exception("unexpected error in %s", _method_name(context), exc_info=exc)
+        mapped = grpc.StatusCode.INTERNAL, "internal error"
+    metadata: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, InvalidArgument):
+        metadata = (("docjobs-field", exc.field),)
+    await context.abort(mapped[0], mapped[1], metadata)
+
+
+def _method_name(context: grpc.aio.ServicerContext) -> str:
+    try:
+        return str(context._rpc_event.call_details.method.decode())  # type: ignore[attr-defined]
+    except AttributeError:
+        return "rpc"
+
+
+def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await fn(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+            raise AssertionError("unreachable") from exc
+
+    return wrapper
+
+
+def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return wrapper
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStoreService(pb_grpc.JobStoreServicer):
+    def __init__(self, store: Store, dispatcher: EventDispatcher, settings: Settings,
+                 shutdown: asyncio.Event) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self._shutdown = shutdown
+        self.open_watches = 0
+
+    @unary
+    async def Enqueue(self, request: pb.EnqueueRequest, context: grpc.aio.ServicerContext) -> pb.EnqueueResponse:
+        row, created = await self._store.enqueue(validation.enqueue(request, self._settings, _now()))
+        return pb.EnqueueResponse(job=convert.job(row), created=created)
+
+    @unary
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return convert.job(await self._store.get_job(*validation.get_job(request)))
+
+    @unary
+    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        user_id, session_id, statuses, cursor, page_size = validation.list_jobs(request)
+        rows = await self._store.list_jobs(user_id, session_id, statuses, cursor, page_size + 1)
+        response = pb.ListJobsResponse(jobs=[convert.job(r) for r in rows[:page_size]])
+        if len(rows) > page_size:
+            last = rows[page_size - 1]
+            response.next_page_token = validation.encode_page_token(last["created_at"], last["id"])
+        return response
+
+    @unary
+    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return convert.job(await self._store.cancel(*validation.cancel(request)))
+
+    @unary
+    async def GetStats(self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext) -> pb.Stats:
+        stats = await self._store.stats()
+        out = pb.Stats(oldest_due_pending_age_seconds=max(0.0, stats["oldest_due_age"]),
+                       delayed_pending=stats["delayed"])
+        for row in stats["counts"]:
+            out.counts.append(pb.TypeStatusCount(job_type=row["job_type"],
+                                                 status=convert.STATUS_TO_PB[row["status"]],
+                                                 count=row["job_count"]))
+            out.due_pending += row["due_count"]
+            if row["status"] == "processing":
+                out.processing += row["job_count"]
+        rates = stats["rates"]
+        out.enqueued_last_minute = rates["enqueued"]
+        out.completed_last_minute = rates["completed"]
+        out.failed_last_minute = rates["failed"]
+        out.retried_last_minute = rates["retried"]
+        out.expired_leases_last_minute = rates["expired_leases"]
+        return out
+
+    @unary
+    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimResponse:
+        worker_id, job_types, max_jobs, wait_s, lease_ms = validation.claim(request, self._settings)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait_s = max(0.0, min(wait_s, remaining - 0.05))
+        rows = await self._store.claim(worker_id, job_types, max_jobs, wait_s, lease_ms)
+        response = pb.ClaimResponse()
+        for row in rows:
+            claimed = response.jobs.add(job=convert.job(row), lease_token=str(row["lease_token"]),
+                                        attempt=row["retry_count"] + 1)
+            claimed.lease_expires_at.FromDatetime(row["lease_expires_at"])
+        return response
+
+    @unary
+    async def Heartbeat(self, request: pb.HeartbeatRequest,
+                        context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
+        beat = await self._store.heartbeat(*validation.heartbeat(request, self._settings))
+        response = pb.HeartbeatResponse(cancelled=beat.cancelled)
+        if beat.lease_expires_at is not None:
+            response.lease_expires_at.FromDatetime(beat.lease_expires_at)
+        return response
+
+    @unary
+    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return convert.job(await self._store.complete(*validation.complete(request)))
+
+    @unary
+    async def Fail(self, request: pb.FailRequest, context: grpc.aio.ServicerContext) -> pb.FailResponse:
+        row = await self._store.fail(*validation.fail(request))
+        response = pb.FailResponse(job=convert.job(row), will_retry=row["will_retry"])
+        if row["will_retry"]:
+            response.retry_at.FromDatetime(row["retry_at"])
+        return response
+
+    @unary
+    async def UploadArtifact(self, request_iterator: AsyncIterator[pb.UploadArtifactRequest],
+                             context: grpc.aio.ServicerContext) -> pb.Artifact:
+        iterator = request_iterator.__aiter__()
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            raise InvalidArgument("header", "the stream was empty") from None
+        header = validation.artifact_header(first)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for part in iterator:
+                if part.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("chunk", "only the first message may be a header")
+                yield part.chunk
+
+        return convert.artifact(await self._store.upload_artifact(header, chunks()))
+
+    @streaming
+    async def DownloadArtifact(self, request: pb.DownloadArtifactRequest,
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DownloadArtifactResponse]:
+        artifact = await self._store.get_artifact(*validation.download(request))
+        yield pb.DownloadArtifactResponse(info=convert.artifact(artifact))
+        async for chunk in self._store.artifact_chunks(artifact):
+            yield pb.DownloadArtifactResponse(chunk=chunk)
+
+    @streaming
+    async def Watch(self, request: pb.WatchRequest,
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
+        job_id, user_id, session_id, after_id = validation.watch(request)
+        if job_id is not None:
+            await self._store.get_job(job_id, user_id)  # NOT_FOUND before anything streams
+        # Subscribe first, then read the history: whatever commits in between arrives live.
+        if job_id is not None:
+            sub = self._dispatcher.subscribe(job_id=str(job_id))
+        else:
+            sub = self._dispatcher.subscribe(user_id=user_id, session_id=session_id)
+        self.open_watches += 1
+        try:
+            if job_id is not None:
+                async for event in self._watch_job(job_id, user_id, after_id, sub):
+                    yield event
+            else:
+                async for event in self._watch_scope(user_id, session_id, after_id, sub):
+                    yield event
+        finally:
+            self.open_watches -= 1
+            self._dispatcher.unsubscribe(sub)
+
+    async def _watch_job(self, job_id: Any, user_id: str | None, after_id: int,
+                         sub: Subscription) -> AsyncIterator[pb.JobEvent]:
+        job = await self._store.get_job(job_id, user_id)
+        finished = job["status"] in convert.TERMINAL_STATUSES
+        last = after_id
+        while True:  # the stored history, then resync reads after an overflow
+            while True:
+                rows = await self._store.job_events_after(job_id, last, HISTORY_PAGE)
+                for row in rows:
+                    event = convert.event(row)
+                    last = event.id
+                    yield event
+                    if row["kind"] in convert.TERMINAL_KINDS:
+                        return
+                if len(rows) < HISTORY_PAGE:
+                    break
+            if finished:
+                return  # the terminal event was at or before after_event_id
+            while True:
+                event = await self._next_live(sub)
+                if event.id == 0:  # overflow marker: read from the table again
+                    sub.overflowed = False
+                    while not sub.queue.empty():
+                        sub.queue.get_nowait()
+                    break
+                if event.id <= last:
+                    continue
+                last = event.id
+                yield event
+                if event.kind in (pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED):
+                    return
+
+    async def _watch_scope(self, user_id: str | None, session_id: str | None, after_id: int,
+                           sub: Subscription) -> AsyncIterator[pb.JobEvent]:
+        seen: set[int] = set()
+        last = after_id
+        while True:
+            rows = await self._store.scope_events_after(user_id, session_id, last, HISTORY_PAGE)
+            for row in rows:
+                event = convert.event(row)
+                seen.add(event.id)
+                last = event.id
+                yield event
+            if len(rows) < HISTORY_PAGE:
+                break
+        while True:
+            event = await self._next_live(sub)
+            if event.id == 0:
+                raise Unavailable("this watcher fell behind; watch again from the last event id received")
+            if event.id in seen:  # committed after we subscribed, but also in the history read
+                seen.discard(event.id)
+                continue
+            yield event
+
+    async def _next_live(self, sub: Subscription) -> pb.JobEvent:
+        if self._shutdown.is_set():
+            raise Unavailable("the jobstore is shutting down; watch again from the last event id received")
+        get = asyncio.ensure_future(sub.queue.get())
+        stop = asyncio.ensure_future(self._shutdown.wait())
+        try:
+            done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not get.done():
+                get.cancel()
+        if get in done:
+            return get.result()
+        raise Unavailable("the jobstore is shutting down; watch again from the last event id received")

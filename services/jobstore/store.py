@@ -1,0 +1,268 @@
+"""The job store's domain operations over the database: one method per thing a caller can do.
+
+Transports (service.py) parse requests into the plain arguments taken here and map the results and
+JobStoreError subclasses back. After every commit that other parties may wait for, `_committed` rings
+the doorbell (other replicas), pokes the local event dispatcher and wakes local waiting claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from .claims import ClaimWaiters
+from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .queries import Q
+from .settings import Settings
+
+Row = asyncpg.Record
+ARTIFACT_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NewJob:
+    job_type: str
+    payload_json: str
+    title: str
+    user_id: str
+    session_id: str
+    message_id: str
+    priority: int
+    max_retries: int | None
+    run_at: datetime | None
+    expires_at: datetime | None
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    lease_expires_at: datetime | None
+    cancelled: bool
+
+
+@dataclass(frozen=True)
+class ArtifactHeader:
+    job_id: uuid.UUID
+    lease_token: uuid.UUID
+    filename: str
+    content_type: str
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, claims: ClaimWaiters, *,
+                 on_commit: Callable[[set[str]], None] = lambda _types: None,
+                 jitter: Callable[[], float] = random.random) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._claims = claims
+        self._on_commit = on_commit
+        self._jitter = jitter
+        self.shutting_down = asyncio.Event()
+
+    def _committed(self, claimable_types: set[str] | None = None) -> None:
+        types = claimable_types or set()
+        if types:
+            self._claims.wake(types)
+        self._on_commit(types)
+
+    # --- clients -------------------------------------------------------------------------------
+
+    async def enqueue(self, job: NewJob) -> tuple[Row, bool]:
+        max_retries = job.max_retries if job.max_retries is not None else self._settings.default_max_retries
+        row = await self._pool.fetchrow(
+            Q.enqueue, uuid.uuid4(), job.user_id, job.session_id, job.message_id, job.job_type, job.title,
+            job.payload_json, job.priority, max_retries, job.run_at, job.expires_at, job.idempotency_key)
+        if row is not None:
+            self._committed({job.job_type})
+            return row, True
+        # The idempotency key matched a job that exists (or is being committed by a racing call, whose
+        # unique-index entry made this insert wait until it committed).
+        existing = await self._pool.fetchrow(Q.get_job_by_idempotency_key, job.user_id, job.idempotency_key)
+        if existing is None:  # pragma: no cover - the conflicting job was deleted in between
+            raise FailedPrecondition("idempotency key conflict; retry the call")
+        return existing, False
+
+    async def get_job(self, job_id: uuid.UUID, user_id: str | None) -> Row:
+        row = await self._pool.fetchrow(Q.get_job, job_id)
+        if row is None or (user_id is not None and row["user_id"] != user_id):
+            raise NotFound(f"job {job_id} not found")
+        return row
+
+    async def list_jobs(self, user_id: str | None, session_id: str | None, statuses: list[str],
+                        cursor: tuple[datetime, uuid.UUID] | None, limit: int) -> list[Row]:
+        created, job_id = cursor if cursor is not None else (None, None)
+        return await self._pool.fetch(Q.list_jobs, user_id, session_id, statuses, created, job_id, limit)
+
+    async def cancel(self, job_id: uuid.UUID, user_id: str | None, reason: str) -> Row:
+        await self.get_job(job_id, user_id)  # NOT_FOUND for an unknown job or another user's
+        row = await self._pool.fetchrow(Q.cancel, job_id, reason or "cancelled by request")
+        if row is None:
+            current = await self.get_job(job_id, user_id)
+            raise FailedPrecondition(f"job {job_id} is already {current['status']}")
+        self._committed()
+        return row
+
+    async def stats(self) -> dict[str, Any]:
+        async with self._pool.acquire() as conn:
+            counts = await conn.fetch(Q.stats_counts)
+            rates = await conn.fetchrow(Q.stats_rates)
+            extra = await conn.fetchrow(Q.stats_extra)
+        return {"counts": counts, "rates": rates, "oldest_due_age": extra["oldest_due_age"] or 0.0,
+                "delayed": extra["delayed"]}
+
+    # --- workers -------------------------------------------------------------------------------
+
+    async def claim(self, worker_id: str, job_types: list[str], max_jobs: int, wait_s: float,
+                    lease_ms: int) -> list[Row]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            waiter = self._claims.register(job_types)
+            try:
+                rows = await self._pool.fetch(Q.claim, job_types, max_jobs, lease_ms, worker_id)
+                if rows:
+                    self._committed()
+                    return rows
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self.shutting_down.is_set():
+                    return []
+                next_due = await self._pool.fetchval(Q.next_due_in, job_types)
+                timeout = remaining if next_due is None else min(remaining, max(next_due, 0.0) + 0.001)
+                await waiter.wait(timeout)
+            finally:
+                self._claims.unregister(waiter)
+
+    async def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID, progress: int | None,
+                        message: str | None, lease_ms: int) -> Heartbeat:
+        row = await self._pool.fetchrow(Q.heartbeat, job_id, token, lease_ms, progress, message)
+        if row is not None:
+            if row["event_id"] is not None:
+                self._committed()
+            return Heartbeat(lease_expires_at=row["lease_expires_at"], cancelled=False)
+        state = await self._lease_state(job_id, token)
+        if state == "cancelled":
+            return Heartbeat(lease_expires_at=None, cancelled=True)
+        raise FailedPrecondition(f"lease on job {job_id} is no longer held (job is {state})")
+
+    async def complete(self, job_id: uuid.UUID, token: uuid.UUID, result_json: str,
+                       artifact_id: uuid.UUID | None) -> Row:
+        if artifact_id is not None:
+            belongs = await self._pool.fetchval(Q.artifact_belongs_to_job, artifact_id, job_id)
+            if not belongs:
+                raise InvalidArgument("artifact_id", "no stored artifact with this id for this job")
+        row = await self._pool.fetchrow(Q.complete, job_id, token, result_json, artifact_id)
+        if row is None:
+            state = await self._lease_state(job_id, token)
+            raise FailedPrecondition(f"lease on job {job_id} is no longer held (job is {state}); "
+                                     "not completed")
+        self._committed()
+        return row
+
+    async def fail(self, job_id: uuid.UUID, token: uuid.UUID, code: str, message: str,
+                   retryable: bool) -> Row:
+        row = await self._pool.fetchrow(
+            Q.fail, job_id, token, code, message, retryable, self._settings.retry_base_ms,
+            self._settings.retry_cap_ms, self._jitter())
+        if row is None:
+            state = await self._lease_state(job_id, token)
+            raise FailedPrecondition(f"lease on job {job_id} is no longer held (job is {state})")
+        self._committed({row["job_type"]} if row["will_retry"] else None)
+        return row
+
+    async def _lease_state(self, job_id: uuid.UUID, token: uuid.UUID) -> str:
+        row = await self._pool.fetchrow(Q.lease_state, job_id, token)
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        if row["status"] == "cancelled" and row["token_matches"]:
+            return "cancelled"
+        if row["status"] == "processing":
+            return "processing under another lease"
+        return str(row["status"])
+
+    # --- artifacts -----------------------------------------------------------------------------
+
+    async def upload_artifact(self, header: ArtifactHeader, chunks: AsyncIterator[bytes]) -> Row:
+        artifact_id = uuid.uuid4()
+        created = await self._pool.fetchval(Q.begin_artifact, artifact_id, header.job_id, header.lease_token,
+                                            header.filename, header.content_type)
+        if created is None:
+            state = await self._lease_state(header.job_id, header.lease_token)
+            raise FailedPrecondition(f"lease on job {header.job_id} is no longer held (job is {state})")
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            seq = 0
+            buffer = bytearray()
+            async for chunk in chunks:
+                buffer += chunk
+                digest.update(chunk)
+                size += len(chunk)
+                while len(buffer) >= ARTIFACT_CHUNK_BYTES:
+                    await self._pool.execute(Q.insert_artifact_chunk, artifact_id, seq,
+                                             bytes(buffer[:ARTIFACT_CHUNK_BYTES]))
+                    del buffer[:ARTIFACT_CHUNK_BYTES]
+                    seq += 1
+            if buffer:
+                await self._pool.execute(Q.insert_artifact_chunk, artifact_id, seq, bytes(buffer))
+                seq += 1
+            row = await self._pool.fetchrow(Q.finish_artifact, artifact_id, header.job_id,
+                                            header.lease_token, size, digest.hexdigest(), seq)
+            if row is None:
+                raise FailedPrecondition(f"lease on job {header.job_id} was lost during the upload")
+            return row
+        except BaseException:
+            await asyncio.shield(self._discard_artifact(artifact_id))
+            raise
+
+    async def _discard_artifact(self, artifact_id: uuid.UUID) -> None:
+        try:
+            await self._pool.execute(Q.delete_artifact, artifact_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass  # maintenance deletes abandoned uploads
+
+    async def get_artifact(self, artifact_id: uuid.UUID, user_id: str | None) -> Row:
+        row = await self._pool.fetchrow(Q.get_artifact, artifact_id)
+        if row is None or (user_id is not None and row["user_id"] != user_id):
+            raise NotFound(f"artifact {artifact_id} not found")
+        return row
+
+    async def artifact_chunks(self, artifact: Row) -> AsyncIterator[bytes]:
+        """The artifact's bytes, one stored chunk at a time (bounded memory)."""
+        for seq in range(artifact["chunk_count"]):
+            data = await self._pool.fetchval(Q.get_artifact_chunk, artifact["id"], seq)
+            if data is None:
+                raise NotFound(f"artifact {artifact['id']} was deleted while being read")
+            yield data
+
+    # --- event history -------------------------------------------------------------------------
+
+    async def job_events_after(self, job_id: uuid.UUID, after_id: int, limit: int) -> list[Row]:
+        return await self._pool.fetch(Q.job_events_after, job_id, after_id, limit)
+
+    async def scope_events_after(self, user_id: str | None, session_id: str | None, after_id: int,
+                                 limit: int) -> list[Row]:
+        return await self._pool.fetch(Q.scope_events_after, user_id, session_id, after_id, limit)
+
+
+def json_object(text: str, field: str, max_bytes: int) -> str:
+    """Validate that text is one JSON object of at most max_bytes; returns it unchanged."""
+    if len(text.encode("utf-8")) > max_bytes:
+        raise InvalidArgument(field, f"larger than {max_bytes} bytes")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(field, "must be a JSON object")
+    if "\\u0000" in text:
+        raise InvalidArgument(field, "must not contain the NUL character (\\u0000)")
+    return text

@@ -1,0 +1,234 @@
+"""Turning gRPC requests into domain arguments. Every problem is an InvalidArgument naming the field."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+from .convert import PB_TO_STATUS
+from .errors import InvalidArgument
+from .settings import Settings
+from .store import ArtifactHeader, NewJob, json_object
+
+JOB_TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+MAX_RESULT_BYTES = 1024 * 1024
+MAX_ID_CHARS = 200
+MAX_TITLE_CHARS = 500
+MAX_WAIT_MS = 60_000
+MAX_DELAY = timedelta(days=365)
+
+
+def _text(value: str, field: str, *, required: bool = False, max_chars: int = MAX_ID_CHARS) -> str:
+    if required and not value.strip():
+        raise InvalidArgument(field, "required")
+    if len(value) > max_chars:
+        raise InvalidArgument(field, f"longer than {max_chars} characters")
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+        raise InvalidArgument(field, "must not contain control characters")
+    return value
+
+
+def uuid_field(value: str, field: str) -> uuid.UUID:
+    if not value:
+        raise InvalidArgument(field, "required")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(field, "not a UUID") from None
+
+
+def _optional_user(value: str) -> str | None:
+    return _text(value, "user_id") or None
+
+
+def _timestamp(ts: Timestamp, field: str) -> datetime:
+    try:
+        value = ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "not a valid timestamp") from None
+    return value
+
+
+def enqueue(req: pb.EnqueueRequest, settings: Settings, now: datetime) -> NewJob:
+    if not req.job_type:
+        raise InvalidArgument("job_type", "required")
+    if not JOB_TYPE.match(req.job_type):
+        raise InvalidArgument("job_type", "must be lowercase letters, digits, '-' or '_' (at most 64)")
+    if not req.payload_json:
+        raise InvalidArgument("payload_json", "required")
+    json_object(req.payload_json, "payload_json", MAX_PAYLOAD_BYTES)
+    if not -1000 <= req.priority <= 1000:
+        raise InvalidArgument("priority", "must be between -1000 and 1000")
+    max_retries = None
+    if req.HasField("max_retries"):
+        if not 0 <= req.max_retries <= 100:
+            raise InvalidArgument("max_retries", "must be between 0 and 100")
+        max_retries = req.max_retries
+    run_at = None
+    if req.delay_ms and req.HasField("run_at"):
+        raise InvalidArgument("delay_ms", "give delay_ms or run_at, not both")
+    if req.delay_ms < 0 or req.delay_ms > MAX_DELAY.total_seconds() * 1000:
+        raise InvalidArgument("delay_ms", "must be between 0 and one year")
+    if req.delay_ms:
+        run_at = now + timedelta(milliseconds=req.delay_ms)
+    elif req.HasField("run_at"):
+        run_at = _timestamp(req.run_at, "run_at")
+        if run_at > now + MAX_DELAY:
+            raise InvalidArgument("run_at", "more than a year ahead")
+    expires_at = None
+    if req.ttl_ms and req.HasField("expires_at"):
+        raise InvalidArgument("ttl_ms", "give ttl_ms or expires_at, not both")
+    if req.ttl_ms < 0 or req.ttl_ms > 10 * MAX_DELAY.total_seconds() * 1000:
+        raise InvalidArgument("ttl_ms", "must be positive and at most ten years")
+    if req.ttl_ms:
+        expires_at = now + timedelta(milliseconds=req.ttl_ms)
+    elif req.HasField("expires_at"):
+        expires_at = _timestamp(req.expires_at, "expires_at")
+        if expires_at <= now:
+            raise InvalidArgument("expires_at", "must be in the future")
+    if expires_at is not None and run_at is not None and expires_at <= run_at:
+        raise InvalidArgument("expires_at", "must be after the job's start time")
+    return NewJob(
+        job_type=req.job_type,
+        payload_json=req.payload_json,
+        title=_text(req.title, "title", max_chars=MAX_TITLE_CHARS),
+        user_id=_text(req.user_id, "user_id", required=True),
+        session_id=_text(req.session_id, "session_id"),
+        message_id=_text(req.message_id, "message_id"),
+        priority=req.priority,
+        max_retries=max_retries,
+        run_at=run_at,
+        expires_at=expires_at,
+        idempotency_key=_text(req.idempotency_key, "idempotency_key") or None,
+    )
+
+
+def get_job(req: pb.GetJobRequest) -> tuple[uuid.UUID, str | None]:
+    return uuid_field(req.job_id, "job_id"), _optional_user(req.user_id)
+
+
+def cancel(req: pb.CancelRequest) -> tuple[uuid.UUID, str | None, str]:
+    return (uuid_field(req.job_id, "job_id"), _optional_user(req.user_id),
+            _text(req.reason, "reason", max_chars=MAX_TITLE_CHARS))
+
+
+def list_jobs(req: pb.ListJobsRequest) -> tuple[str | None, str | None, list[str],
+                                                tuple[datetime, uuid.UUID] | None, int]:
+    user_id = _optional_user(req.user_id)
+    session_id = _text(req.session_id, "session_id") or None
+    if user_id is None and session_id is None:
+        raise InvalidArgument("user_id", "give user_id and/or session_id")
+    statuses = []
+    for status in req.statuses:
+        if status not in PB_TO_STATUS:
+            raise InvalidArgument("statuses", f"unknown status {status}")
+        statuses.append(PB_TO_STATUS[status])
+    page_size = req.page_size or 50
+    if not 1 <= page_size <= 500:
+        raise InvalidArgument("page_size", "must be between 1 and 500")
+    return user_id, session_id, statuses, decode_page_token(req.page_token), page_size
+
+
+def encode_page_token(created_at: datetime, job_id: uuid.UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(job_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, uuid.UUID] | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), uuid.UUID(job_id)
+    except (ValueError, TypeError):
+        raise InvalidArgument("page_token", "not a token from a previous response") from None
+
+
+def lease_ms(value: int, settings: Settings, field: str = "lease_ms") -> int:
+    if value == 0:
+        return settings.default_lease_ms
+    if not 1000 <= value <= 3_600_000:
+        raise InvalidArgument(field, "must be between 1000 and 3600000")
+    return value
+
+
+def claim(req: pb.ClaimRequest, settings: Settings) -> tuple[str, list[str], int, float, int]:
+    worker_id = _text(req.worker_id, "worker_id", required=True)
+    if not req.job_types:
+        raise InvalidArgument("job_types", "give at least one job type")
+    for job_type in req.job_types:
+        if not JOB_TYPE.match(job_type):
+            raise InvalidArgument("job_types", f"invalid job type {job_type[:80]!r}")
+    max_jobs = req.max_jobs or 1
+    if not 1 <= max_jobs <= 100:
+        raise InvalidArgument("max_jobs", "must be between 1 and 100")
+    if not 0 <= req.wait_ms <= MAX_WAIT_MS:
+        raise InvalidArgument("wait_ms", f"must be between 0 and {MAX_WAIT_MS}")
+    return worker_id, sorted(set(req.job_types)), max_jobs, req.wait_ms / 1000, lease_ms(req.lease_ms, settings)
+
+
+def lease(job_id: str, token: str) -> tuple[uuid.UUID, uuid.UUID]:
+    return uuid_field(job_id, "job_id"), uuid_field(token, "lease_token")
+
+
+def heartbeat(req: pb.HeartbeatRequest, settings: Settings) -> tuple[uuid.UUID, uuid.UUID, int | None,
+                                                                     str | None, int]:
+    job_id, token = lease(req.job_id, req.lease_token)
+    progress = None
+    if req.HasField("progress"):
+        if not 0 <= req.progress <= 100:
+            raise InvalidArgument("progress", "must be between 0 and 100")
+        progress = req.progress
+    message = _text(req.message, "message", max_chars=MAX_TITLE_CHARS) or None
+    return job_id, token, progress, message, lease_ms(req.lease_ms, settings)
+
+
+def complete(req: pb.CompleteRequest) -> tuple[uuid.UUID, uuid.UUID, str, uuid.UUID | None]:
+    job_id, token = lease(req.job_id, req.lease_token)
+    result = json_object(req.result_json or "{}", "result_json", MAX_RESULT_BYTES)
+    artifact_id = uuid_field(req.artifact_id, "artifact_id") if req.artifact_id else None
+    return job_id, token, result, artifact_id
+
+
+def fail(req: pb.FailRequest) -> tuple[uuid.UUID, uuid.UUID, str, str, bool]:
+    job_id, token = lease(req.job_id, req.lease_token)
+    code = _text(req.error_code, "error_code", required=True)
+    message = _text(req.error_message, "error_message", max_chars=10_000)
+    return job_id, token, code, message, req.retryable
+
+
+def artifact_header(req: pb.UploadArtifactRequest) -> ArtifactHeader:
+    if req.WhichOneof("part") != "header":
+        raise InvalidArgument("header", "the first message must be the artifact header")
+    h = req.header
+    job_id, token = lease(h.job_id, h.lease_token)
+    filename = _text(h.filename, "filename", required=True)
+    if "/" in filename or "\\" in filename or filename in {".", ".."}:
+        raise InvalidArgument("filename", "must be a file name without a path")
+    content_type = _text(h.content_type, "content_type", required=True)
+    return ArtifactHeader(job_id=job_id, lease_token=token, filename=filename, content_type=content_type)
+
+
+def download(req: pb.DownloadArtifactRequest) -> tuple[uuid.UUID, str | None]:
+    return uuid_field(req.artifact_id, "artifact_id"), _optional_user(req.user_id)
+
+
+def watch(req: pb.WatchRequest) -> tuple[uuid.UUID | None, str | None, str | None, int]:
+    if req.after_event_id < 0:
+        raise InvalidArgument("after_event_id", "must not be negative")
+    user_id = _optional_user(req.user_id)
+    session_id = _text(req.session_id, "session_id") or None
+    if req.job_id:
+        return uuid_field(req.job_id, "job_id"), user_id, None, req.after_event_id
+    if user_id is None and session_id is None:
+        raise InvalidArgument("job_id", "give job_id, or user_id and/or session_id")
+    return None, user_id, session_id, req.after_event_id

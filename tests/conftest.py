@@ -1,0 +1,145 @@
+"""Fixtures: one real embedded Postgres per test session, a migrated template database cloned for each
+test, and real jobstore gRPC servers on loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from docjobs.pgserver import EmbeddedPostgres
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+from jobstore.migrations import migrate
+from jobstore.server import JobStoreServer
+from jobstore.settings import Settings
+
+TEMPLATE_DB = "docjobs_template"
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), max_connections=400)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg: EmbeddedPostgres) -> str:
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(pg.dsn_for(TEMPLATE_DB))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return TEMPLATE_DB
+
+
+async def create_database(pg: EmbeddedPostgres, template: str | None) -> str:
+    name = f"test_{os.getpid()}_{next(_db_counter)}"
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        clause = f" TEMPLATE {template}" if template else ""
+        await conn.execute(f"CREATE DATABASE {name}{clause}")
+    finally:
+        await conn.close()
+    return pg.dsn_for(name)
+
+
+@pytest.fixture
+async def database_url(pg: EmbeddedPostgres, template_db: str) -> str:
+    """A fresh, migrated database of this test's own."""
+    return await create_database(pg, template_db)
+
+
+@pytest.fixture
+async def empty_database_url(pg: EmbeddedPostgres) -> str:
+    return await create_database(pg, None)
+
+
+def test_settings(database_url: str, **overrides: object) -> Settings:
+    base = Settings(database_url=database_url, grpc_port=0, maintenance_interval_s=0.1,
+                    retry_base_ms=200.0, retry_cap_ms=2_000.0, shutdown_grace_s=2.0)
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+class RunningJobStore:
+    def __init__(self, server: JobStoreServer, channel: grpc.aio.Channel) -> None:
+        self.server = server
+        self.channel = channel
+        self.stub = pb_grpc.JobStoreStub(channel)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+async def start_jobstore(settings: Settings) -> RunningJobStore:
+    server = JobStoreServer(settings)
+    port = await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}",
+                                        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    return RunningJobStore(server, channel)
+
+
+@pytest.fixture
+async def jobstore_factory(database_url: str) -> AsyncIterator[object]:
+    started: list[RunningJobStore] = []
+
+    async def factory(**overrides: object) -> RunningJobStore:
+        running = await start_jobstore(test_settings(database_url, **overrides))
+        started.append(running)
+        return running
+
+    yield factory
+    for running in reversed(started):
+        await running.channel.close()
+        if not running.server.shutdown.is_set():
+            await running.server.stop()
+
+
+@pytest.fixture
+async def jobstore(jobstore_factory) -> RunningJobStore:  # type: ignore[no-untyped-def]
+    return await jobstore_factory()
+
+
+@pytest.fixture
+def stub(jobstore: RunningJobStore) -> pb_grpc.JobStoreStub:
+    return jobstore.stub
+
+
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
+    """Poll a condition (sync or async) until it holds; fails the test with a timeout otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,38 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from docjobs.v1 import jobstore_pb2 as pb
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+
+async def enqueue(stub: pb_grpc.JobStoreStub, user_id: str = "user-1", job_type: str = "spreadsheet",
+                  payload: dict[str, Any] | None = None, **fields: Any) -> pb.Job:
+    response = await stub.Enqueue(pb.EnqueueRequest(
+        job_type=job_type, user_id=user_id,
+        payload_json=json.dumps(payload if payload is not None else {"spec": {"sheets": []}}), **fields))
+    return response.job
+
+
+async def claim(stub: pb_grpc.JobStoreStub, worker: str = "worker-1", types: tuple[str, ...] = (
+        "spreadsheet", "document", "pdf", "presentation"), max_jobs: int = 1, wait_ms: int = 0,
+        lease_ms: int = 30_000) -> list[pb.ClaimedJob]:
+    response = await stub.Claim(pb.ClaimRequest(worker_id=worker, job_types=list(types), max_jobs=max_jobs,
+                                                wait_ms=wait_ms, lease_ms=lease_ms))
+    return list(response.jobs)
+
+
+async def collect_events(stub: pb_grpc.JobStoreStub, request: pb.WatchRequest, count: int | None = None,
+                         ) -> list[pb.JobEvent]:
+    """Events from a Watch stream: until it ends, or until count events arrived."""
+    events: list[pb.JobEvent] = []
+    call = stub.Watch(request)
+    async for event in call:
+        events.append(event)
+        if count is not None and len(events) >= count:
+            call.cancel()
+            break
+    return events
