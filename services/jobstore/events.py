@@ -5,12 +5,12 @@ Event ids come from a sequence, so concurrent transactions can commit them out o
 visible before id 9 commits. Reading "id > last seen" would then skip 9 for ever. The dispatcher keeps a
 settled cursor instead:
 
-* every read first notes A, the highest id handed out so far, then (one statement, one snapshot) reads
-  the events after the cursor together with the snapshot's xmax X. A transaction holding an id <= A
-  already had its transaction id when it took that event id (events are written after the job row), so
-  its xid is < X;
-* once a later snapshot has xmin >= X, every such transaction has ended, so nothing <= A can still
-  appear: the cursor moves to A;
+* every read first notes A, the highest id handed out so far, and then takes a fresh transaction id X.
+  A transaction holding an event id <= A already had its own xid when it took that id (events are
+  written after the job row), so its xid is < X;
+* then (one statement, one snapshot) it reads the events after the cursor and the snapshot's xmin;
+* once a snapshot has xmin >= X, every such transaction has ended and is visible to it, so nothing
+  <= A can still appear: after delivering what that read found, the cursor moves to A;
 * events above the cursor that were already delivered are remembered (and skipped) until then.
 
 So every committed event is delivered exactly once, in id order per job, however commits interleave,
@@ -78,7 +78,7 @@ class EventDispatcher:
         return sum(len(s) for s in self._by_job.values()) + len(self._scoped)
 
     async def start(self) -> None:
-        self._cursor = await self._pool.fetchval(Q.events_sequence_position)
+        self._cursor = (await self._pool.fetchrow(Q.events_sequence_position))["position"]
         self._task = asyncio.create_task(self._run(), name="event-dispatcher")
 
     async def stop(self) -> None:
@@ -139,10 +139,9 @@ class EventDispatcher:
         while True:
             self.reads += 1
             async with self._pool.acquire() as conn:
-                position = await conn.fetchval(Q.events_sequence_position)
-                rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH,
-                                        list(self._delivered))
-            xmin, xmax = rows[0]["xmin"], rows[0]["xmax"]
+                mark = await conn.fetchrow(Q.events_sequence_position)
+                rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH, list(self._delivered))
+            position, horizon, xmin = mark["position"], mark["horizon"], rows[0]["xmin"]
             claimable: set[str] = set()
             last_read = self._cursor
             count = 0
@@ -158,7 +157,7 @@ class EventDispatcher:
                 self._deliver(convert.event(row))
             full = count >= READ_BATCH
             # A full batch may have left events unread above last_read: settle no further than that.
-            self._checkpoints.append((min(position, last_read) if full else position, xmax))
+            self._checkpoints.append((min(position, last_read) if full else position, horizon))
             while self._checkpoints and self._checkpoints[0][1] <= xmin:
                 settled, _ = self._checkpoints.popleft()
                 if settled > self._cursor:

@@ -302,16 +302,20 @@ SELECT extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::f
  WHERE status = 'pending';
 
 -- name: events_sequence_position
--- The highest event id handed out so far (committed or not). Read before events_after's snapshot.
-SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position FROM job_events_id_seq;
+-- The highest event id handed out so far (committed or not), then a fresh transaction id X taken after
+-- reading it: every transaction that holds an event id up to that position has an xid below X. (A
+-- snapshot's xmax would not do: it is one past the latest *completed* xid, and running transactions
+-- above it are not in the snapshot at all.) Taking an xid writes no WAL and is not flushed at commit.
+SELECT s.position, pg_current_xact_id()::text::bigint AS horizon
+  FROM (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position
+          FROM job_events_id_seq
+        OFFSET 0) s;
 
 -- name: events_after
--- Events after $1 (all jobs), leaving out ids already delivered ($3), with the snapshot's transaction
--- horizon: xmin (every older transaction has ended) and xmax (every transaction that started later is
--- newer). At least one row is returned.
-SELECT s.xmin, s.xmax, e.*
-  FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
-               pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) s
+-- Events after $1 (all jobs), leaving out ids already delivered ($3), with the snapshot's xmin: every
+-- transaction with a lower xid has ended (committed and visible here, or aborted). At least one row.
+SELECT s.xmin, e.*
+  FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) s
   LEFT JOIN LATERAL (SELECT *
                        FROM job_events
                       WHERE id > $1 AND NOT (id = ANY($3::bigint[]))

@@ -292,7 +292,9 @@ class JobStoreService(pb_grpc.JobStoreServicer):
             event = await self._next_live(sub)
             if event.id == 0:
                 raise Unavailable("this watcher fell behind; watch again from the last event id received")
-            if event.id in seen:  # committed after we subscribed, but also in the history read
+            if event.id <= after_id:  # read by the dispatcher only now, but committed before we subscribed
+                continue
+            if event.id in seen:  # also in the history read
                 seen.discard(event.id)
                 continue
             yield event

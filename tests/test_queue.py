@@ -1,0 +1,290 @@
+"""Queue semantics over the real gRPC path and a real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+import pytest
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+from .conftest import new_user, wait_until
+from .helpers import claim, collect_events, enqueue
+
+
+async def test_eight_concurrent_claimers_take_each_of_2000_jobs_exactly_once(stub) -> None:
+    user = new_user()
+    ids = set()
+    for start in range(0, 2000, 200):
+        jobs = await asyncio.gather(*(enqueue(stub, user_id=user, priority=i % 5) for i in range(start, start + 200)))
+        ids.update(j.id for j in jobs)
+    assert len(ids) == 2000
+    claimed_by: Counter[str] = Counter()
+
+    async def worker(n: int) -> None:
+        while True:
+            got = await claim(stub, worker=f"w{n}", max_jobs=10)
+            if not got:
+                return
+            for c in got:
+                claimed_by[c.job.id] += 1
+            await asyncio.gather(*(stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+                                   for c in got))
+
+    await asyncio.gather(*(worker(n) for n in range(8)))
+    assert set(claimed_by) == ids
+    assert max(claimed_by.values()) == 1
+    listed = await stub.ListJobs(pb.ListJobsRequest(user_id=user, statuses=[pb.JOB_STATUS_COMPLETED],
+                                                    page_size=500))
+    assert len(listed.jobs) == 500 and listed.next_page_token
+
+
+async def test_priority_first_then_oldest(stub) -> None:
+    low = await enqueue(stub, priority=0, title="low")
+    high = await enqueue(stub, priority=10, title="high")
+    low2 = await enqueue(stub, priority=0, title="low2")
+    order = [c.job.title for c in await claim(stub, max_jobs=3)]
+    assert order == ["high", "low", "low2"]
+    del low, high, low2
+
+
+async def test_delayed_job_is_not_claimed_before_it_is_due(stub) -> None:
+    job = await enqueue(stub, delay_ms=1500)
+    assert await claim(stub) == []
+    assert job.run_at.ToDatetime(tzinfo=UTC) > job.created_at.ToDatetime(tzinfo=UTC)
+    # A long-poll claim sleeps until the job is due and takes it then.
+    started = datetime.now(UTC)
+    [got] = await claim(stub, wait_ms=10_000)
+    assert got.job.id == job.id
+    assert datetime.now(UTC) >= job.run_at.ToDatetime(tzinfo=UTC) - timedelta(milliseconds=5)
+    assert datetime.now(UTC) - started < timedelta(seconds=9)
+
+
+async def test_run_at_in_the_future(stub) -> None:
+    run_at = datetime.now(UTC) + timedelta(hours=1)
+    req = pb.EnqueueRequest(job_type="pdf", user_id="u", payload_json="{}")
+    req.run_at.FromDatetime(run_at)
+    job = (await stub.Enqueue(req)).job
+    assert abs(job.run_at.ToDatetime(tzinfo=UTC) - run_at) < timedelta(milliseconds=1)
+    assert await claim(stub) == []
+
+
+async def test_claim_only_takes_the_requested_types(stub) -> None:
+    await enqueue(stub, job_type="pdf")
+    assert await claim(stub, types=("spreadsheet",)) == []
+    assert len(await claim(stub, types=("pdf",))) == 1
+
+
+async def test_long_poll_claim_wakes_on_enqueue_through_another_replica(jobstore_factory) -> None:
+    a = await jobstore_factory()
+    b = await jobstore_factory()
+    waiting = asyncio.create_task(claim(a.stub, wait_ms=20_000))
+    await wait_until(lambda: len(a.server.claims) == 1)
+    job = await enqueue(b.stub)
+    # Woken by NOTIFY from the other replica, long before the 20 s wait ends.
+    got = await asyncio.wait_for(waiting, 10)
+    assert [c.job.id for c in got] == [job.id]
+
+
+async def test_worker_that_stops_heartbeating_loses_its_job_and_its_late_complete_is_refused(stub) -> None:
+    job = await enqueue(stub, max_retries=2)
+    [first] = await claim(stub, worker="dies", lease_ms=1000)
+    # The lease runs out; the reaper puts the job back with backoff; another worker takes it.
+    [second] = await claim(stub, worker="lives", wait_ms=15_000)
+    assert second.job.id == job.id and second.attempt == 2
+    assert second.lease_token != first.lease_token
+    assert second.job.error.code == "lease_expired"
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=first.lease_token))
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as late_beat:
+        await stub.Heartbeat(pb.HeartbeatRequest(job_id=job.id, lease_token=first.lease_token))
+    assert late_beat.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    done = await stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=second.lease_token))
+    assert done.status == pb.JOB_STATUS_COMPLETED
+    # Exactly once: a second Complete with the winning token is refused too.
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=second.lease_token))
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_heartbeat_extends_the_lease_and_records_progress(stub) -> None:
+    job = await enqueue(stub)
+    [c] = await claim(stub, lease_ms=1000)
+    for progress in (10, 40, 70):
+        beat = await stub.Heartbeat(pb.HeartbeatRequest(job_id=job.id, lease_token=c.lease_token,
+                                                        progress=progress, message=f"at {progress}", lease_ms=1000))
+        assert not beat.cancelled
+        await asyncio.sleep(0.4)  # longer than the lease in total, but renewed each time
+    current = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
+    assert current.status == pb.JOB_STATUS_PROCESSING
+    assert (current.progress, current.progress_message) == (70, "at 70")
+    events = await collect_events(stub, pb.WatchRequest(job_id=job.id), count=5)
+    assert [e.kind for e in events] == [pb.EVENT_KIND_STATUS, pb.EVENT_KIND_STATUS] + [pb.EVENT_KIND_PROGRESS] * 3
+    assert [e.progress for e in events[2:]] == [10, 40, 70]
+
+
+async def test_retries_back_off_exponentially_and_end_failed_with_the_last_error(stub) -> None:
+    job = await enqueue(stub, max_retries=2)
+    retry_delays = []
+    for attempt in (1, 2, 3):
+        [c] = await claim(stub, wait_ms=15_000)
+        assert c.attempt == attempt
+        failed_at = datetime.now(UTC)
+        reply = await stub.Fail(pb.FailRequest(job_id=job.id, lease_token=c.lease_token, error_code="boom",
+                                               error_message=f"attempt {attempt} failed", retryable=True))
+        if attempt < 3:
+            assert reply.will_retry and reply.job.status == pb.JOB_STATUS_PENDING
+            retry_delays.append((reply.retry_at.ToDatetime(tzinfo=UTC) - failed_at).total_seconds())
+        else:
+            assert not reply.will_retry
+            assert reply.job.status == pb.JOB_STATUS_FAILED
+    # base 200 ms with equal jitter: first retry in [0.1, 0.2] s, second in [0.2, 0.4] s.
+    assert 0.09 <= retry_delays[0] <= 0.25
+    assert 0.19 <= retry_delays[1] <= 0.45
+    final = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
+    assert final.status == pb.JOB_STATUS_FAILED
+    assert (final.error.code, final.error.message) == ("boom", "attempt 3 failed")
+    assert final.retry_count == 2
+    # The watcher never saw "failed" before the last attempt: retries are status events back to pending.
+    events = await collect_events(stub, pb.WatchRequest(job_id=job.id))
+    kinds = [(e.kind, e.status) for e in events]
+    assert kinds.count((pb.EVENT_KIND_FAILED, pb.JOB_STATUS_FAILED)) == 1
+    assert kinds[-1] == (pb.EVENT_KIND_FAILED, pb.JOB_STATUS_FAILED)
+    retry_events = [e for e in events if e.kind == pb.EVENT_KIND_STATUS and e.error.code == "boom"]
+    assert len(retry_events) == 2 and all(e.retry_at.seconds > 0 for e in retry_events)
+
+
+async def test_not_retryable_failure_fails_at_once(stub) -> None:
+    job = await enqueue(stub, max_retries=5)
+    [c] = await claim(stub)
+    reply = await stub.Fail(pb.FailRequest(job_id=job.id, lease_token=c.lease_token, error_code="invalid_spec",
+                                           error_message="sheet 1 has no name", retryable=False))
+    assert not reply.will_retry and reply.job.status == pb.JOB_STATUS_FAILED
+    assert reply.job.error.code == "invalid_spec"
+
+
+async def test_lease_expiry_with_no_retries_left_fails_the_job(stub) -> None:
+    job = await enqueue(stub, max_retries=0)
+    await claim(stub, lease_ms=1000)
+    final = await wait_until(lambda: _status_is(stub, job.id, pb.JOB_STATUS_FAILED), timeout=15)
+    assert final.error.code == "lease_expired"
+
+
+async def _status_is(stub, job_id: str, status: int):  # type: ignore[no-untyped-def]
+    job = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
+    return job if job.status == status else None
+
+
+async def test_expired_jobs_fail_with_reason_expired(stub) -> None:
+    pending = await enqueue(stub, ttl_ms=300, job_type="pdf")
+    processing = await enqueue(stub, ttl_ms=600, job_type="document")
+    [c] = await claim(stub, types=("document",))
+    assert c.job.id == processing.id
+    for job in (pending, processing):
+        final = await wait_until(lambda j=job: _status_is(stub, j.id, pb.JOB_STATUS_FAILED), timeout=15)
+        assert final.error.code == "expired"
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await stub.Complete(pb.CompleteRequest(job_id=processing.id, lease_token=c.lease_token))
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    events = await collect_events(stub, pb.WatchRequest(job_id=pending.id))
+    assert events[-1].kind == pb.EVENT_KIND_FAILED and events[-1].error.code == "expired"
+
+
+async def test_an_expired_job_is_never_claimed(stub, database_url) -> None:
+    job = await enqueue(stub, ttl_ms=60_000)
+    conn = await asyncpg.connect(database_url)
+    try:  # expiry passed, but maintenance has not run yet
+        await conn.execute("UPDATE document_jobs SET expires_at = now() - interval '1 second' WHERE id = $1",
+                           uuid.UUID(job.id))
+    finally:
+        await conn.close()
+    assert await claim(stub) == []
+
+
+async def test_cancel_a_pending_job(stub) -> None:
+    job = await enqueue(stub)
+    cancelled = await stub.Cancel(pb.CancelRequest(job_id=job.id, reason="user closed the tab"))
+    assert cancelled.status == pb.JOB_STATUS_CANCELLED
+    assert cancelled.error.message == "user closed the tab"
+    assert await claim(stub) == []
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await stub.Cancel(pb.CancelRequest(job_id=job.id))
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    events = await collect_events(stub, pb.WatchRequest(job_id=job.id))
+    assert events[-1].kind == pb.EVENT_KIND_CANCELLED
+
+
+async def test_cancel_a_processing_job_tells_its_worker_and_refuses_its_complete(stub) -> None:
+    job = await enqueue(stub)
+    [c] = await claim(stub)
+    await stub.Cancel(pb.CancelRequest(job_id=job.id))
+    beat = await stub.Heartbeat(pb.HeartbeatRequest(job_id=job.id, lease_token=c.lease_token, progress=50))
+    assert beat.cancelled
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=c.lease_token))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_CANCELLED
+
+
+async def test_another_users_job_is_not_found(stub) -> None:
+    job = await enqueue(stub, user_id="alice")
+    for call in (stub.GetJob(pb.GetJobRequest(job_id=job.id, user_id="mallory")),
+                 stub.Cancel(pb.CancelRequest(job_id=job.id, user_id="mallory"))):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await collect_events(stub, pb.WatchRequest(job_id=job.id, user_id="mallory"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_idempotent_enqueue_under_20_concurrent_calls_makes_one_job(stub) -> None:
+    user = new_user()
+    requests = [pb.EnqueueRequest(job_type="pdf", user_id=user, payload_json=json.dumps({"n": 1}),
+                                  idempotency_key="msg-42") for _ in range(20)]
+    replies = await asyncio.gather(*(stub.Enqueue(r) for r in requests))
+    assert len({r.job.id for r in replies}) == 1
+    assert sum(r.created for r in replies) == 1
+    listed = await stub.ListJobs(pb.ListJobsRequest(user_id=user))
+    assert len(listed.jobs) == 1
+    # The same key for another user is another job.
+    other = await stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id=new_user(), payload_json="{}",
+                                                 idempotency_key="msg-42"))
+    assert other.created and other.job.id != replies[0].job.id
+
+
+async def test_list_jobs_pages_newest_first(stub) -> None:
+    user = new_user()
+    made = [await enqueue(stub, user_id=user, session_id="s1", title=f"t{i}") for i in range(7)]
+    await enqueue(stub, user_id=user, session_id="s2")
+    seen, token = [], ""
+    while True:
+        page = await stub.ListJobs(pb.ListJobsRequest(user_id=user, session_id="s1", page_size=3, page_token=token))
+        seen += [j.title for j in page.jobs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [j.title for j in reversed(made)]
+
+
+async def test_stats_count_by_type_and_status(stub) -> None:
+    await enqueue(stub, job_type="pdf")
+    await enqueue(stub, job_type="pdf")
+    await enqueue(stub, job_type="document", delay_ms=60_000)
+    [c] = await claim(stub, types=("pdf",))
+    await stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+    stats = await stub.GetStats(pb.GetStatsRequest())
+    counts = {(c.job_type, c.status): c.count for c in stats.counts}
+    assert counts[("pdf", pb.JOB_STATUS_PENDING)] == 1
+    assert counts[("pdf", pb.JOB_STATUS_COMPLETED)] == 1
+    assert counts[("document", pb.JOB_STATUS_PENDING)] == 1
+    assert (stats.due_pending, stats.delayed_pending, stats.processing) == (1, 1, 0)
+    assert stats.enqueued_last_minute == 3 and stats.completed_last_minute == 1
+    assert stats.oldest_due_pending_age_seconds >= 0

@@ -1,0 +1,197 @@
+"""Watch: stored events then live ones, every event once and in order, whatever drops in between."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+from .conftest import new_user, wait_until
+from .helpers import claim, collect_events, enqueue
+
+
+async def run_job_to_completion(stub, job_id: str, progress_steps: int = 3) -> None:  # type: ignore[no-untyped-def]
+    [c] = [c for c in await claim(stub, wait_ms=5000) if c.job.id == job_id]
+    for step in range(1, progress_steps + 1):
+        await stub.Heartbeat(pb.HeartbeatRequest(job_id=job_id, lease_token=c.lease_token,
+                                                 progress=step * 100 // (progress_steps + 1)))
+    await stub.Complete(pb.CompleteRequest(job_id=job_id, lease_token=c.lease_token, result_json='{"ok": true}'))
+
+
+def assert_in_order_once(events: list[pb.JobEvent]) -> None:
+    ids = [e.id for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
+
+
+async def test_watch_from_zero_replays_then_streams_live_and_ends_after_the_terminal_event(stub) -> None:
+    job = await enqueue(stub)
+    watcher = asyncio.create_task(collect_events(stub, pb.WatchRequest(job_id=job.id)))
+    await asyncio.sleep(0)  # the watcher may subscribe before or after the first events: both must work
+    await run_job_to_completion(stub, job.id)
+    events = await asyncio.wait_for(watcher, 10)
+    assert [e.kind for e in events] == [pb.EVENT_KIND_STATUS, pb.EVENT_KIND_STATUS, *[pb.EVENT_KIND_PROGRESS] * 3,
+                                        pb.EVENT_KIND_COMPLETED]
+    assert [e.status for e in events[:2]] == [pb.JOB_STATUS_PENDING, pb.JOB_STATUS_PROCESSING]
+    assert events[-1].result_json == '{"ok":true}'
+    assert_in_order_once(events)
+    # A finished job answers its whole history at once, and the stream ends.
+    again = await asyncio.wait_for(collect_events(stub, pb.WatchRequest(job_id=job.id)), 5)
+    assert [e.id for e in again] == [e.id for e in events]
+
+
+async def test_watch_from_the_middle_resumes_without_loss_or_duplicate(stub) -> None:
+    job = await enqueue(stub)
+    [c] = await claim(stub)
+    await stub.Heartbeat(pb.HeartbeatRequest(job_id=job.id, lease_token=c.lease_token, progress=30))
+    first = await collect_events(stub, pb.WatchRequest(job_id=job.id), count=2)
+    resumed = asyncio.create_task(collect_events(stub, pb.WatchRequest(job_id=job.id, after_event_id=first[-1].id)))
+    await stub.Heartbeat(pb.HeartbeatRequest(job_id=job.id, lease_token=c.lease_token, progress=60))
+    await stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=c.lease_token))
+    rest = await asyncio.wait_for(resumed, 10)
+    everything = await collect_events(stub, pb.WatchRequest(job_id=job.id))
+    assert [e.id for e in first + rest] == [e.id for e in everything]
+    assert [e.progress for e in rest if e.kind == pb.EVENT_KIND_PROGRESS] == [30, 60]
+
+
+async def test_watch_after_the_terminal_event_ends_at_once(stub) -> None:
+    job = await enqueue(stub)
+    await run_job_to_completion(stub, job.id, progress_steps=0)
+    events = await collect_events(stub, pb.WatchRequest(job_id=job.id))
+    tail = await asyncio.wait_for(collect_events(stub, pb.WatchRequest(job_id=job.id, after_event_id=events[-1].id)), 5)
+    assert tail == []
+
+
+async def test_watch_survives_a_forced_drop_of_the_listen_connection(jobstore_factory, pg) -> None:
+    a = await jobstore_factory()  # serves the watchers
+    b = await jobstore_factory()  # does the writes, so a hears of them only through its LISTEN connection
+    jobs = [await enqueue(b.stub) for _ in range(5)]
+    watchers = [asyncio.create_task(collect_events(a.stub, pb.WatchRequest(job_id=j.id))) for j in jobs]
+    await wait_until(lambda: a.server.dispatcher.subscriber_count == 5)
+    old_pid = a.server.doorbell.backend_pid
+    reconnects = a.server.doorbell.reconnects
+    admin = await asyncpg.connect(pg.dsn)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", old_pid)
+    finally:
+        await admin.close()
+    # Events committed while a is not listening must still reach its watchers (catch-up read).
+    for job in jobs[:3]:
+        await run_job_to_completion(b.stub, job.id, progress_steps=2)
+    await wait_until(lambda: a.server.doorbell.reconnects > reconnects, timeout=15)
+    assert a.server.doorbell.backend_pid != old_pid
+    for job in jobs[3:]:
+        await run_job_to_completion(b.stub, job.id, progress_steps=2)
+    results = await asyncio.wait_for(asyncio.gather(*watchers), 20)
+    for events in results:
+        assert [e.kind for e in events] == [pb.EVENT_KIND_STATUS, pb.EVENT_KIND_STATUS, pb.EVENT_KIND_PROGRESS,
+                                            pb.EVENT_KIND_PROGRESS, pb.EVENT_KIND_COMPLETED]
+        assert_in_order_once(events)
+
+
+async def test_events_committed_out_of_id_order_are_all_delivered(stub, jobstore, database_url) -> None:
+    """Event 9 commits after event 10: a reader that only asks for "after 10" would lose 9."""
+    user = new_user()
+    slow_job = await enqueue(stub, user_id=user, job_type="pdf")
+    fast_job = await enqueue(stub, user_id=user, job_type="document")
+    baseline = await collect_events(stub, pb.WatchRequest(user_id=user), count=2)
+    watcher = asyncio.create_task(collect_events(stub, pb.WatchRequest(user_id=user,
+                                                                       after_event_id=baseline[-1].id), count=2))
+    await wait_until(lambda: jobstore.server.dispatcher.subscriber_count == 1)
+    conn = await asyncpg.connect(database_url)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        # The way every transition writes: lock the job row, then insert its event (takes the lower id).
+        await conn.execute("UPDATE document_jobs SET updated_at = now() WHERE id = $1", uuid.UUID(slow_job.id))
+        slow_id = await conn.fetchval(
+            "INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)"
+            " VALUES ($1, $2, '', 'pdf', 'progress', 'pending', 1, '{\"progress\": 1}') RETURNING id",
+            uuid.UUID(slow_job.id), user)
+        # Meanwhile another job's event gets a higher id and commits first.
+        cancelled = await stub.Cancel(pb.CancelRequest(job_id=fast_job.id))
+        assert cancelled.last_event_id > slow_id
+        await wait_until(lambda: jobstore.server.dispatcher.delivered_total >= 1)
+        await asyncio.sleep(0.1)  # let the dispatcher read a few times while the lower id is in flight
+        await tx.commit()
+    finally:
+        await conn.close()
+    events = await asyncio.wait_for(watcher, 10)
+    assert sorted(e.id for e in events) == [slow_id, cancelled.last_event_id]
+
+
+async def test_watch_a_session_streams_every_job_of_it(stub) -> None:
+    user = new_user()
+    jobs = [await enqueue(stub, user_id=user, session_id="chat-1") for _ in range(3)]
+    await enqueue(stub, user_id=user, session_id="chat-2")
+    watcher = asyncio.create_task(collect_events(stub, pb.WatchRequest(session_id="chat-1", user_id=user), count=9))
+    for job in jobs:
+        await run_job_to_completion(stub, job.id, progress_steps=0)
+    events = await asyncio.wait_for(watcher, 10)
+    assert_in_order_once(events)
+    assert {e.job_id for e in events} == {j.id for j in jobs}
+    assert sum(e.kind == pb.EVENT_KIND_COMPLETED for e in events) == 3
+
+
+async def test_many_watchers_share_one_listen_connection_and_the_pool(jobstore_factory, database_url) -> None:
+    a = await jobstore_factory(pool_size=4)
+    jobs = [await enqueue(a.stub) for _ in range(50)]
+    watchers = [asyncio.create_task(collect_events(a.stub, pb.WatchRequest(job_id=j.id))) for j in jobs]
+    await wait_until(lambda: a.server.dispatcher.subscriber_count == 50)
+    conn = await asyncpg.connect(database_url)
+    try:
+        used = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                   " AND pid <> pg_backend_pid()")
+    finally:
+        await conn.close()
+    assert used <= 4 + 1  # the pool plus the one LISTEN connection, whatever the number of watchers
+    for job in jobs:
+        await a.stub.Cancel(pb.CancelRequest(job_id=job.id))
+    results = await asyncio.wait_for(asyncio.gather(*watchers), 20)
+    assert all(events[-1].kind == pb.EVENT_KIND_CANCELLED for events in results)
+
+
+async def test_shutdown_ends_open_watch_streams_with_unavailable(jobstore_factory) -> None:
+    a = await jobstore_factory()
+    job = await enqueue(a.stub)
+    watcher = asyncio.create_task(collect_events(a.stub, pb.WatchRequest(job_id=job.id)))
+    await wait_until(lambda: a.server.dispatcher.subscriber_count == 1)
+    await a.server.stop()
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(watcher, 10)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_concurrent_writers_on_two_replicas_every_watcher_sees_its_whole_history(jobstore_factory) -> None:
+    """Writes interleave across jobs and replicas, so event ids commit out of order all the time."""
+    a = await jobstore_factory()
+    b = await jobstore_factory()
+    user = new_user()
+    jobs = [await enqueue((a, b)[i % 2].stub, user_id=user) for i in range(40)]
+    job_watchers = {j.id: asyncio.create_task(collect_events(a.stub, pb.WatchRequest(job_id=j.id))) for j in jobs}
+    scope_watcher = asyncio.create_task(collect_events(b.stub, pb.WatchRequest(user_id=user), count=40 * 7))
+
+    async def worker(n: int) -> None:
+        stub = (a, b)[n % 2].stub
+        while True:
+            got = await claim(stub, worker=f"w{n}", max_jobs=2)
+            if not got:
+                return
+            for step in range(1, 5):
+                await asyncio.gather(*(stub.Heartbeat(pb.HeartbeatRequest(
+                    job_id=c.job.id, lease_token=c.lease_token, progress=step * 20)) for c in got))
+            await asyncio.gather(*(stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+                                   for c in got))
+
+    await asyncio.gather(*(worker(n) for n in range(6)))
+    for job_id, watcher in job_watchers.items():
+        events = await asyncio.wait_for(watcher, 20)
+        stored = await collect_events(a.stub, pb.WatchRequest(job_id=job_id))
+        assert [e.id for e in events] == [e.id for e in stored]
+        assert len(events) == 7
+    scoped = await asyncio.wait_for(scope_watcher, 20)
+    assert len({e.id for e in scoped}) == len(scoped) == 40 * 7
