@@ -1,0 +1,136 @@
+"""Artifacts: chunked upload under a lease, streamed download, one artifact kept per job."""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+from .helpers import claim, enqueue
+
+MiB = 1024 * 1024
+
+
+def upload_requests(job_id: str, token: str, chunks, filename: str = "report.xlsx",  # type: ignore[no-untyped-def]
+                    content_type: str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"):
+    async def gen():  # type: ignore[no-untyped-def]
+        yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(job_id=job_id, lease_token=token, filename=filename,
+                                                                content_type=content_type))
+        for chunk in chunks:
+            yield pb.UploadArtifactRequest(chunk=chunk)
+
+    return gen()
+
+
+def pseudo_random_chunks(total: int, size: int, digest):  # type: ignore[no-untyped-def]
+    """Deterministic incompressible bytes, made one chunk at a time (never the whole file)."""
+    sent, counter = 0, 0
+    while sent < total:
+        block = b"".join(hashlib.sha256(f"{counter}-{i}".encode()).digest() for i in range(size // 32))
+        block = block[: min(size, total - sent)]
+        digest.update(block)
+        sent += len(block)
+        counter += 1
+        yield block
+
+
+async def download(stub, artifact_id: str, digest=None, user_id: str = ""):  # type: ignore[no-untyped-def]
+    info, size = None, 0
+    async for part in stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=artifact_id, user_id=user_id)):
+        if part.WhichOneof("part") == "info":
+            info = part.info
+        else:
+            size += len(part.chunk)
+            if digest is not None:
+                digest.update(part.chunk)
+    return info, size
+
+
+async def test_a_50_mb_artifact_round_trips_with_bounded_memory(stub, database_url) -> None:
+    job = await enqueue(stub, job_type="pdf")
+    [c] = await claim(stub)
+    total = 50 * MiB
+    sent_digest, got_digest = hashlib.sha256(), hashlib.sha256()
+    tracemalloc.start()
+    try:
+        artifact = await stub.UploadArtifact(upload_requests(job.id, c.lease_token,
+                                                             pseudo_random_chunks(total, 256 * 1024, sent_digest)))
+        info, size = await download(stub, artifact.id, got_digest)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert artifact.size_bytes == total == size == info.size_bytes
+    assert artifact.sha256 == sent_digest.hexdigest() == got_digest.hexdigest()
+    # Client and server share this process: neither held the 50 MB file whole.
+    assert peak < 16 * MiB, f"peak Python memory {peak / MiB:.1f} MiB"
+    conn = await asyncpg.connect(database_url)
+    try:
+        chunks = await conn.fetchval("SELECT count(*) FROM artifact_chunks WHERE artifact_id = $1",
+                                     uuid.UUID(artifact.id))
+    finally:
+        await conn.close()
+    assert chunks == 50
+
+
+async def test_complete_keeps_only_the_result_artifact(stub, database_url) -> None:
+    job = await enqueue(stub, max_retries=1)
+    [first] = await claim(stub, lease_ms=1000)
+    orphan = await stub.UploadArtifact(upload_requests(job.id, first.lease_token, [b"first attempt"]))
+    [second] = await claim(stub, wait_ms=15_000)  # the first worker "died" after uploading
+    kept = await stub.UploadArtifact(upload_requests(job.id, second.lease_token, [b"second ", b"attempt"]))
+    done = await stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=second.lease_token,
+                                                  artifact_id=kept.id, result_json='{"filename": "report.xlsx"}'))
+    assert done.artifact_id == kept.id
+    _, size = await download(stub, kept.id)
+    assert size == len(b"second attempt")
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await download(stub, orphan.id)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM artifacts WHERE job_id = $1", uuid.UUID(job.id)) == 1
+    finally:
+        await conn.close()
+
+
+async def test_upload_with_a_stale_lease_is_refused_and_leaves_nothing(stub, database_url) -> None:
+    job = await enqueue(stub)
+    [c] = await claim(stub)
+    await stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=c.lease_token))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.UploadArtifact(upload_requests(job.id, c.lease_token, [b"late"]))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM artifacts") == 0
+    finally:
+        await conn.close()
+
+
+async def test_another_users_artifact_is_not_found(stub) -> None:
+    job = await enqueue(stub, user_id="alice")
+    [c] = await claim(stub)
+    artifact = await stub.UploadArtifact(upload_requests(job.id, c.lease_token, [b"x"]))
+    info, _ = await download(stub, artifact.id, user_id="alice")
+    assert info.filename == "report.xlsx"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await download(stub, artifact.id, user_id="mallory")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_complete_with_an_artifact_of_another_job_is_invalid(stub) -> None:
+    job_a = await enqueue(stub)
+    job_b = await enqueue(stub)
+    claimed = {c.job.id: c for c in await claim(stub, max_jobs=2)}
+    art_b = await stub.UploadArtifact(upload_requests(job_b.id, claimed[job_b.id].lease_token, [b"b"]))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Complete(pb.CompleteRequest(job_id=job_a.id, lease_token=claimed[job_a.id].lease_token,
+                                               artifact_id=art_b.id))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "artifact_id" in err.value.details()
