@@ -5,8 +5,12 @@ that got claimable work, so waiting Claims on other replicas wake without a quer
 coalesced: at most one NOTIFY is in flight per process, and whatever rings meanwhile goes out in the next
 one, because a transaction that NOTIFYs takes a cluster-wide lock at commit.
 
+NOTIFYs are sent on the LISTEN connection itself, so the process can tell its own notifications (same
+backend pid) from other replicas' and ignore them: it already knows what it committed.
+
 When the LISTEN connection drops, it is re-established with capped backoff, and `on_reconnect` runs so
 the event dispatcher reads what was committed meanwhile (Postgres does not replay missed notifications).
+A bell that could not be sent while the connection was down goes out, waking everything, after it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,9 @@ WAKE_ALL = "*"  # payload that wakes every waiting claim, whatever its job types
 
 
 class Doorbell:
-    def __init__(self, dsn: str, pool: asyncpg.Pool, *, on_ring: Callable[[set[str]], None],
+    def __init__(self, dsn: str, *, on_ring: Callable[[set[str]], None],
                  on_reconnect: Callable[[], None], health_check_s: float = 5.0) -> None:
         self._dsn = dsn
-        self._pool = pool
         self._on_ring = on_ring
         self._on_reconnect = on_reconnect
         self._health_check_s = health_check_s
@@ -39,6 +42,8 @@ class Doorbell:
         self._send_wanted = asyncio.Event()
         self._pending_types: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._unsent = False
+        self._conn_lock = asyncio.Lock()  # one statement at a time on the LISTEN connection
         self.reconnects = 0
 
     @property
@@ -79,7 +84,9 @@ class Doorbell:
         self._lost.clear()
         self._conn = conn
 
-    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notification(self, conn: asyncpg.Connection, pid: int, _channel: str, payload: str) -> None:
+        if pid == conn.get_server_pid():
+            return  # our own bell
         types = {t for t in payload.split(",") if t}
         self._on_ring(types)
 
@@ -99,7 +106,8 @@ class Doorbell:
         if conn is None or conn.is_closed():
             return False
         try:
-            await asyncio.wait_for(conn.fetchval("SELECT 1"), self._health_check_s)
+            async with self._conn_lock:
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), self._health_check_s)
             return True
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
             return False
@@ -122,6 +130,8 @@ class Doorbell:
             self.reconnects += 1
             log.warning("LISTEN connection re-established; catching up from the events table")
             self._on_reconnect()
+            if self._unsent:
+                self.ring({WAKE_ALL})
             return
 
     async def _send_loop(self) -> None:
@@ -130,13 +140,26 @@ class Doorbell:
             self._send_wanted.clear()
             if self._stopping.is_set():
                 return
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                self._unsent = True  # rung again after the reconnect
+                continue
             types, self._pending_types = self._pending_types, set()
             payload = ",".join(sorted(types))
             if len(payload) > MAX_PAYLOAD:
                 payload = WAKE_ALL
             try:
-                await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                async with self._conn_lock:
+                    await conn.execute(f"NOTIFY {CHANNEL}, '{_quote(payload)}'")
+                self._unsent = False
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # The rows are committed; replicas that miss this bell find them on their next read.
                 log.debug("NOTIFY failed: %s", exc)
-                await asyncio.sleep(0.1)
+                self._unsent = True
+
+
+def _quote(payload: str) -> str:
+    """Job types are [a-z0-9_-] and WAKE_ALL is "*"; anything else never reaches the SQL text."""
+    if not all(c.isalnum() or c in ",_-*" for c in payload):
+        raise ValueError(f"unexpected NOTIFY payload {payload!r}")
+    return payload

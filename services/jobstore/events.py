@@ -14,7 +14,10 @@ settled cursor instead:
 * events above the cursor that were already delivered are remembered (and skipped) until then.
 
 So every committed event is delivered exactly once, in id order per job, however commits interleave,
-and a LISTEN reconnect needs nothing but another read. Subscribers get bounded queues; one that falls
+and a LISTEN reconnect needs nothing but another read. While no stream subscribes, nothing needs
+delivering: the dispatcher then only moves its cursor (one small query, rate-limited), so a stream that
+subscribes later does not make it read a backlog. Reads are coalesced: however many bells ring, at most
+one read runs at a time, and at most one per ACTIVE_MIN_INTERVAL_S. Subscribers get bounded queues; one that falls
 behind is marked overflowed and re-reads from the table itself.
 """
 
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 READ_BATCH = 2000
 IDLE_READ_S = 1.0  # a safety read when no bell rang; costs one small query
 SETTLE_READ_S = 0.02  # re-read soon while delivered events are not yet settled
+ACTIVE_MIN_INTERVAL_S = 0.002  # with subscribers: at most one read per 2 ms, however often bells ring
+IDLE_MIN_INTERVAL_S = 0.05  # without subscribers: only the cursor moves, at most every 50 ms
 
 
 @dataclass(eq=False)
@@ -122,11 +127,17 @@ class EventDispatcher:
             if self._stopping:
                 return
             try:
-                await self._read()
+                if self.subscriber_count:
+                    await self._read()
+                    pause = ACTIVE_MIN_INTERVAL_S
+                else:
+                    await self._advance_idle()
+                    pause = IDLE_MIN_INTERVAL_S
                 if failures:
                     log.warning("event dispatcher reads the database again")
                 failures = 0
                 self.healthy = True
+                await asyncio.sleep(pause)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 if failures == 0:
                     log.warning("event dispatcher cannot read events: %s", exc)
@@ -158,16 +169,28 @@ class EventDispatcher:
             full = count >= READ_BATCH
             # A full batch may have left events unread above last_read: settle no further than that.
             self._checkpoints.append((min(position, last_read) if full else position, horizon))
-            while self._checkpoints and self._checkpoints[0][1] <= xmin:
-                settled, _ = self._checkpoints.popleft()
-                if settled > self._cursor:
-                    self._cursor = settled
-            if self._delivered:
-                self._delivered = {i for i in self._delivered if i > self._cursor}
+            self._settle(xmin)
             if claimable:
                 self._on_claimable(claimable)
             if not full:
                 return
+
+    async def _advance_idle(self) -> None:
+        """No subscriber: settle the cursor without reading events (none would be delivered)."""
+        self.reads += 1
+        async with self._pool.acquire() as conn:
+            mark = await conn.fetchrow(Q.events_sequence_position)
+            xmin = await conn.fetchval(Q.snapshot_xmin)
+        self._checkpoints.append((mark["position"], mark["horizon"]))
+        self._settle(xmin)
+
+    def _settle(self, xmin: int) -> None:
+        while self._checkpoints and self._checkpoints[0][1] <= xmin:
+            settled, _ = self._checkpoints.popleft()
+            if settled > self._cursor:
+                self._cursor = settled
+        if self._delivered:
+            self._delivered = {i for i in self._delivered if i > self._cursor}
 
     def _deliver(self, event: pb.JobEvent) -> None:
         self.delivered_total += 1

@@ -137,13 +137,17 @@ SELECT status, lease_token = $2 AS token_matches
  WHERE id = $1;
 
 -- name: complete
--- $1 job id, $2 lease token, $3 result, $4 artifact id or NULL.
-WITH completed AS (
-    UPDATE document_jobs
-       SET status = 'completed', result = $3::jsonb, artifact_id = $4, error = NULL, progress = 100,
-           completed_at = now(), updated_at = now(), lease_expires_at = NULL
-     WHERE id = $1 AND lease_token = $2 AND status = 'processing'
-    RETURNING *
+-- Completes a batch of jobs in one statement: $1 job ids, $2 lease tokens, $3 results, $4 artifact ids
+-- (NULL for none). A job whose token is stale or that is no longer processing is simply not returned.
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[]) AS i(id, lease_token, result, artifact_id)
+), completed AS (
+    UPDATE document_jobs j
+       SET status = 'completed', result = i.result::jsonb, artifact_id = i.artifact_id, error = NULL,
+           progress = 100, completed_at = now(), updated_at = now(), lease_expires_at = NULL
+      FROM input i
+     WHERE j.id = i.id AND j.lease_token = i.lease_token AND j.status = 'processing'
+    RETURNING j.*
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
     SELECT id, user_id, session_id, job_type, 'completed', 'completed', retry_count + 1,
@@ -322,6 +326,9 @@ SELECT s.xmin, e.*
                       ORDER BY id
                       LIMIT $2) e ON true
  ORDER BY e.id;
+
+-- name: snapshot_xmin
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
 
 -- name: job_events_after
 SELECT * FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3;

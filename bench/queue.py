@@ -1,0 +1,163 @@
+"""Queue benchmark through the real gRPC path (run by `make bench`, never by `make test`).
+
+Starts an embedded Postgres (fsync on, default durable settings) and a jobstore process, then from
+this process:
+  1. enqueues N jobs (64 concurrent calls) and reports enqueues/s;
+  2. runs K workers, each a claim loop (batches of B) that completes every job it gets (no rendering),
+     and reports jobs/s from the first claim to the last completion;
+  3. measures enqueue-to-claim latency for an idle worker that waits in a long-poll Claim: a single job
+     is enqueued, and the time from sending Enqueue to receiving the claimed job is recorded, R times;
+  4. samples the number of Postgres connections of the benchmark database during all of it.
+
+Usage: python bench/queue.py [--jobs N] [--workers K] [--batch B] [--latency-rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from processes import JobStoreProcess  # noqa: E402
+
+from docjobs.pgserver import EmbeddedPostgres  # noqa: E402
+from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
+
+TYPES = ["spreadsheet", "document", "pdf", "presentation"]
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+async def sample_connections(dsn: str, stop: asyncio.Event, peak: list[int]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        while not stop.is_set():
+            n = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                    " AND pid <> pg_backend_pid()")
+            peak[0] = max(peak[0], n)
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+async def enqueue_all(stub: pb_grpc.JobStoreStub, n: int, concurrency: int = 64) -> float:
+    counter = iter(range(n))
+
+    async def one_client() -> None:
+        for i in counter:
+            await stub.Enqueue(pb.EnqueueRequest(job_type=TYPES[i % 4], user_id=f"user-{i % 50}",
+                                                 priority=i % 3, payload_json='{"spec": {"noop": true}}'))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    return n / (time.perf_counter() - started)
+
+
+async def drain(stub: pb_grpc.JobStoreStub, n: int, workers: int, batch: int) -> float:
+    done = 0
+    finished = asyncio.Event()
+
+    async def worker(k: int) -> None:
+        nonlocal done
+        while not finished.is_set():
+            reply = await stub.Claim(pb.ClaimRequest(worker_id=f"bench-{k}", job_types=TYPES, max_jobs=batch,
+                                                     wait_ms=200, lease_ms=60_000))
+            await asyncio.gather(*(stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+                                   for c in reply.jobs))
+            done += len(reply.jobs)
+            if done >= n:
+                finished.set()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(workers)))
+    return n / (time.perf_counter() - started)
+
+
+async def latency(stub: pb_grpc.JobStoreStub, rounds: int) -> list[float]:
+    samples = []
+    for i in range(rounds):
+        waiting = asyncio.ensure_future(stub.Claim(pb.ClaimRequest(
+            worker_id="idle", job_types=["pdf"], max_jobs=1, wait_ms=10_000, lease_ms=60_000)))
+        await asyncio.sleep(0.02)  # the claim is parked in its long-poll
+        started = time.perf_counter()
+        await stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id="lat", payload_json=f'{{"n": {i}}}'))
+        reply = await waiting
+        samples.append((time.perf_counter() - started) * 1000)
+        assert len(reply.jobs) == 1
+        c = reply.jobs[0]
+        await stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+    return samples
+
+
+async def run(args: argparse.Namespace, dsn: str, address: str) -> None:
+    stop = asyncio.Event()
+    peak = [0]
+    sampler = asyncio.create_task(sample_connections(dsn, stop, peak))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.JobStoreStub(channel)
+        await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
+        enqueue_rate = await enqueue_all(stub, args.jobs)
+        drain_rate = await drain(stub, args.jobs, args.workers, args.batch)
+        lat = await latency(stub, args.latency_rounds)
+        stats = await stub.GetStats(pb.GetStatsRequest())
+    stop.set()
+    await sampler
+    completed = sum(c.count for c in stats.counts if c.status == pb.JOB_STATUS_COMPLETED)
+    assert completed == args.jobs + args.latency_rounds, completed
+    print(f"docjobs queue benchmark: {args.jobs} jobs, {args.workers} workers, claim batch {args.batch}, "
+          f"{os.cpu_count()} cores, Postgres fsync on")
+    print(f"  enqueue                 {enqueue_rate:8.0f} jobs/s  (64 concurrent Enqueue calls)")
+    print(f"  claim + complete        {drain_rate:8.0f} jobs/s  (target >= 1500; ratio {drain_rate / 1500:.2f})")
+    print(f"  enqueue-to-claim p50    {statistics.median(lat):8.2f} ms      (target <= 3; idle long-polling worker)")
+    print(f"  enqueue-to-claim p99    {percentile(lat, 99):8.2f} ms      (target <= 15; {len(lat)} rounds)")
+    print(f"  Postgres connections    {peak[0]:8d}         (peak; pool size {args.pool} + 1 LISTEN)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--latency-rounds", type=int, default=300)
+    parser.add_argument("--pool", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="docjobs-bench-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp))
+        pg.start()
+        admin = pg.dsn
+        asyncio.run(_create_db(admin))
+        dsn = pg.dsn_for("bench")
+        store = JobStoreProcess(dsn, env={"DOCJOBS_DB_POOL_SIZE": str(args.pool), "DOCJOBS_LOG_LEVEL": "warning"})
+        store.start()
+        try:
+            store.wait_healthy()
+            asyncio.run(run(args, dsn, store.address))
+        finally:
+            store.terminate()
+            pg.stop()
+
+
+async def _create_db(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE DATABASE bench")
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    main()
