@@ -96,3 +96,21 @@ async def test_sigterm_drains_ends_streams_and_exits_cleanly(database_url) -> No
             await conn.close()
     finally:
         store.kill()
+
+
+async def test_health_and_reflection_are_served(jobstore) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    health_stub = health_pb2_grpc.HealthStub(jobstore.channel)
+    reply = await health_stub.Check(health_pb2.HealthCheckRequest(service="docjobs.v1.JobStore"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(jobstore.channel)
+
+    async def ask():  # type: ignore[no-untyped-def]
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async for answer in reflection.ServerReflectionInfo(ask()):
+        names = {s.name for s in answer.list_services_response.service}
+        assert {"docjobs.v1.JobStore", "grpc.health.v1.Health"} <= names
+        break
