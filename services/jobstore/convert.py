@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -33,12 +33,16 @@ TERMINAL_KINDS = frozenset({"completed", "failed", "cancelled"})
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    # Timestamp.FromDatetime goes through time tuples; this is the same arithmetic, exact to the
+    # microsecond, several times faster (it runs for six fields of every job in every answer).
+    delta = value - _EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def _json_obj(value: Any) -> dict[str, Any] | None:
@@ -82,9 +86,12 @@ def job(row: Row) -> pb.Job:
     if error is not None:
         msg.error.CopyFrom(error)
     for field in ("created_at", "run_at", "started_at", "completed_at", "expires_at", "updated_at"):
-        ts = timestamp(row[field])
-        if ts is not None:
-            getattr(msg, field).CopyFrom(ts)
+        value = row[field]
+        if value is not None:
+            delta = value - _EPOCH
+            target = getattr(msg, field)
+            target.seconds = delta.days * 86_400 + delta.seconds
+            target.nanos = delta.microseconds * 1000
     return msg
 
 
