@@ -1,0 +1,531 @@
+"""The zygote: a warm parent that forks one child per render.
+
+It is started by the renderer as its own process, with an almost empty environment, and speaks JSON
+lines on stdin/stdout. At start it imports the document libraries (so a child costs a fork, not half a
+second of imports) and, where it runs as root, isolates itself once:
+
+* a new network namespace: the children have no network at all (not even a working loopback);
+* a new mount namespace in which every mount is read-only, and /tmp, /var/tmp and /dev/shm are small
+  private tmpfs mounts; job directories live in the private /tmp, so nothing a job writes reaches the
+  host, and finished documents are copied out through a directory handle opened before isolating.
+
+Each code job's child additionally runs as a uid of its own (no other process has it), with no
+supplementary groups and no_new_privs, so it cannot read other processes' files or /proc entries, and
+every process it starts can be killed at once (kill(-1) as that uid). Every child gets rlimits on CPU
+time, address space, file size, processes and open files, and a wall-clock deadline; the code child
+has an empty environment and its job directory as working directory.
+
+Where a step is not possible (not root, no namespaces), the zygote says so in its "ready" message and
+the renderer logs it at start.
+
+Requests (one JSON object per line):
+  {"op": "render", "id": ..., "job_type": ..., "mode": "spec"|"code", "spec"|"code": ..., "title": ...}
+  {"op": "cancel", "id": ...}
+Answers:
+  {"ready": true, "isolation": {...}}
+  {"id": ..., "progress": 0-100, "message": ...}
+  {"id": ..., "ok": true, "file": <host path>, "preview": {...}}
+  {"id": ..., "ok": false, "error": ..., "retryable": false}
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import selectors
+import shutil
+import signal
+import stat
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import linux
+
+EXTENSIONS = {"spreadsheet": "xlsx", "document": "docx", "pdf": "pdf", "presentation": "pptx"}
+UID_BASE = 2_000_000_000  # far above any account
+UIDS_PER_ZYGOTE = 64  # each zygote takes a block of its own, from its pid, so two never share a uid
+PR_SET_CHILD_SUBREAPER = 36
+MAX_MESSAGE = 1024 * 1024
+PREVIEW_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 60.0
+    cpu_s: int = 30
+    memory_mb: int = 1024
+    file_mb: int = 100
+    processes: int = 16
+    tmpfs_mb: int = 512
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Limits:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass
+class Job:
+    id: str
+    job_type: str
+    mode: str
+    request: dict[str, Any]
+    directory: str
+    uid: int | None
+    stage: str = "render"
+    pid: int = 0
+    pipe: int = -1
+    deadline: float = 0.0
+    buffer: bytes = b""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    killed_for: str | None = None
+    file: str | None = None
+
+
+# Modules model-written code commonly uses, and codecs the libraries load lazily. A code job's uid may not
+# be able to read the Python installation (a home directory's pyenv, say); what is imported here, the
+# children inherit already loaded.
+WARM_STDLIB = (
+    "base64", "calendar", "collections", "copy", "csv", "dataclasses", "datetime", "decimal", "encodings.cp437",
+    "encodings.idna", "encodings.latin_1", "encodings.utf_16", "encodings.utf_8_sig", "encodings.ascii", "enum",
+    "fractions", "functools", "hashlib", "io", "itertools", "json", "locale", "math", "operator", "pathlib",
+    "random", "re", "statistics", "string", "textwrap", "typing", "unicodedata", "uuid", "zipfile", "zlib",
+)
+
+
+def warm() -> None:
+    """Import what renders need (and what model-written code usually imports) once, before forking."""
+    import importlib
+
+    for name in WARM_STDLIB:
+        importlib.import_module(name)
+    import docx  # noqa: F401
+    import openpyxl  # noqa: F401
+    import openpyxl.chart  # noqa: F401
+    import openpyxl.styles  # noqa: F401
+    import pptx  # noqa: F401
+    import pptx.chart.data  # noqa: F401
+    import pptx.util  # noqa: F401
+    import pypdf  # noqa: F401
+    import reportlab.lib.pagesizes  # noqa: F401
+    import reportlab.lib.styles  # noqa: F401
+    import reportlab.pdfgen.canvas  # noqa: F401
+    import reportlab.platypus  # noqa: F401
+
+    from .. import preview  # noqa: F401
+    from ..spec import document, pdf, presentation, spreadsheet  # noqa: F401
+
+
+class Zygote:
+    def __init__(self, out_dir: str, work_dir: str, limits: Limits, spec_limits: Limits) -> None:
+        self.limits = limits
+        self.spec_limits = spec_limits
+        self.out_fd = os.open(out_dir, os.O_DIRECTORY | os.O_RDONLY)
+        self.work_dir = work_dir
+        self.root = os.geteuid() == 0
+        self.isolation: dict[str, str] = {}
+        self.jobs: dict[str, Job] = {}
+        self.by_pid: dict[int, Job] = {}
+        first = UID_BASE + (os.getpid() % 2**21) * UIDS_PER_ZYGOTE
+        self.free_uids = list(range(first + UIDS_PER_ZYGOTE - 1, first - 1, -1))
+        self.selector = selectors.DefaultSelector()
+        self.stdin_buffer = b""
+
+    # --- isolation, once ---------------------------------------------------------------------------
+
+    def isolate(self) -> None:
+        if not self.root:
+            self.isolation = {
+                "network": "none: not running as root, so no network namespace",
+                "filesystem": "none: job directories are on the host file system",
+                "uid": "shared: code runs as the renderer's own user",
+            }
+            os.makedirs(self.work_dir, exist_ok=True)
+            return
+        try:
+            linux.unshare(linux.CLONE_NEWNET | linux.CLONE_NEWNS)
+        except OSError as exc:
+            self.isolation = {"network": f"none: {exc}", "filesystem": f"none: {exc}", "uid": "per job"}
+            os.makedirs(self.work_dir, exist_ok=True)
+            return
+        self.isolation["network"] = "namespace: no interfaces up"
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        failed = []
+        for point in sorted(set(linux.mount_points()), key=len):
+            if point.startswith(("/proc", "/sys", "/dev")):
+                continue
+            try:
+                linux.mount(None, point, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY
+                            | linux.MS_NOSUID | linux.MS_NODEV)
+            except OSError:
+                failed.append(point)
+        for point, size in (("/tmp", self.limits.tmpfs_mb), ("/var/tmp", 16), ("/dev/shm", 16)):
+            if os.path.isdir(point):
+                linux.mount("tmpfs", point, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"size={size}m,mode=0755")
+        self.work_dir = "/tmp/docjobs-jobs"
+        os.makedirs(self.work_dir, mode=0o711)
+        self.isolation["filesystem"] = ("read-only, private tmpfs /tmp" if not failed
+                                        else f"read-only except {', '.join(failed)}; private tmpfs /tmp")
+        self.isolation["uid"] = "per job"
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        linux.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a job are reaped here, not by init
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the renderer decides when we stop (stdin EOF)
+        os.set_blocking(0, False)
+        self.selector.register(0, selectors.EVENT_READ, "stdin")
+        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        send({"ready": True, "isolation": self.isolation, "pid": os.getpid()})
+        while True:
+            deadlines = [j.deadline for j in self.jobs.values() if j.pid]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            for key, _ in self.selector.select(timeout):
+                if key.data == "stdin":
+                    if not self._read_stdin():
+                        self._shutdown()
+                        return
+                elif key.data == "signal":
+                    try:
+                        os.read(wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                else:
+                    self._read_child(key.data)
+            self._reap()
+            now = time.monotonic()
+            for job in list(self.jobs.values()):
+                if job.pid and now >= job.deadline and job.killed_for is None:
+                    limit = self._limits(job).timeout_s if job.stage == "render" else PREVIEW_TIMEOUT_S
+                    job.killed_for = f"timed out after {limit:g} s (wall clock)"
+                    self._kill(job)
+
+    def _read_stdin(self) -> bool:
+        try:
+            chunk = os.read(0, 65536)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        self.stdin_buffer += chunk
+        while b"\n" in self.stdin_buffer:
+            line, self.stdin_buffer = self.stdin_buffer.split(b"\n", 1)
+            if line.strip():
+                self._handle(json.loads(line))
+        return True
+
+    def _handle(self, request: dict[str, Any]) -> None:
+        if request["op"] == "cancel":
+            job = self.jobs.get(request["id"])
+            if job is not None and job.pid and job.killed_for is None:
+                job.killed_for = "cancelled"
+                self._kill(job)
+            return
+        job_id = request["id"]
+        if request["mode"] == "code" and self.root and not self.free_uids:
+            send({"id": job_id, "ok": False, "error": "too many code jobs at once", "retryable": True})
+            return
+        uid = self.free_uids.pop() if (request["mode"] == "code" and self.root) else None
+        directory = os.path.join(self.work_dir, job_id)
+        os.makedirs(directory, mode=0o700)
+        if uid is not None:
+            os.chown(directory, uid, uid)
+        job = Job(id=job_id, job_type=request["job_type"], mode=request["mode"], request=request,
+                  directory=directory, uid=uid)
+        self.jobs[job_id] = job
+        self._start(job, self._render_child)
+
+    def _limits(self, job: Job) -> Limits:
+        return self.limits if job.mode == "code" else self.spec_limits
+
+    def _start(self, job: Job, target: Any) -> None:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                os.close(read_fd)
+                self._enter_child(job, write_fd)
+                target(job, write_fd)
+                os._exit(0)
+            except BaseException as exc:  # noqa: BLE001
+                _child_send(write_fd, {"error": _describe(exc)})
+                os._exit(1)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        job.pid, job.pipe, job.buffer = pid, read_fd, b""
+        limit = self._limits(job).timeout_s if job.stage == "render" else PREVIEW_TIMEOUT_S
+        job.deadline = time.monotonic() + limit
+        self.by_pid[pid] = job
+        self.selector.register(read_fd, selectors.EVENT_READ, job)
+
+    def _enter_child(self, job: Job, write_fd: int) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, write_fd)
+        os.closerange(write_fd + 1, 65536)
+        limits = self._limits(job)
+        with open("/proc/self/statm") as f:
+            current = int(f.read().split()[0]) * resource.getpagesize()
+        memory = current + limits.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * 1024 * 1024,) * 2)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if job.uid is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+            os.setgroups([])
+            os.setgid(job.uid)
+            os.setuid(job.uid)
+        if job.mode == "code":
+            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+        os.chdir(job.directory)
+        os.environ.clear()
+        os.environ["HOME"] = job.directory
+
+    # --- what the children run -------------------------------------------------------------------
+
+    def _render_child(self, job: Job, out: int) -> None:
+        ext = EXTENSIONS[job.job_type]
+        if job.mode == "spec":
+            from ..preview import preview
+            from ..spec import render
+
+            path = Path(job.directory) / f"document.{ext}"
+            render(job.job_type, job.request["spec"], job.request.get("title", ""), path,
+                   lambda p, m: _child_send(out, {"progress": p, "message": m}))
+            _child_send(out, {"progress": 97, "message": "preview"})
+            _child_send(out, {"done": True, "preview": preview(job.job_type, path)})
+            return
+        _child_send(out, {"progress": 10, "message": "running the document code"})
+        code = compile(job.request["code"], "<document code>", "exec")
+        scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__,
+                                 "output_path": f"document.{ext}"}
+        exec(code, scope)  # noqa: S102 - this is the sandbox
+        _child_send(out, {"done": True})
+
+    def _preview_child(self, job: Job, out: int) -> None:
+        from ..preview import preview
+
+        assert job.file is not None
+        _child_send(out, {"done": True, "preview": preview(job.job_type, Path(job.directory) / job.file)})
+
+    # --- children's messages and ends --------------------------------------------------------------
+
+    def _read_child(self, job: Job) -> None:
+        while True:
+            try:
+                chunk = os.read(job.pipe, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._close_pipe(job)
+                return
+            job.buffer += chunk
+            if len(job.buffer) > MAX_MESSAGE:
+                job.killed_for = job.killed_for or "sent too much output"
+                self._kill(job)
+                self._close_pipe(job)
+                return
+            while b"\n" in job.buffer:
+                line, job.buffer = job.buffer.split(b"\n", 1)
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if "progress" in message:
+                    send({"id": job.id, "progress": int(message["progress"]),
+                          "message": str(message.get("message", ""))[:200]})
+                else:
+                    job.messages.append(message)
+
+    def _close_pipe(self, job: Job) -> None:
+        if job.pipe >= 0:
+            self.selector.unregister(job.pipe)
+            os.close(job.pipe)
+            job.pipe = -1
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            job = self.by_pid.pop(pid, None)
+            if job is None:
+                continue  # an orphan of some job, adopted as subreaper
+            if job.pipe >= 0:
+                self._read_child(job)
+                self._close_pipe(job)
+            job.pid = 0
+            self._kill(job)  # whatever the job left running
+            self._after_stage(job, status)
+
+    def _after_stage(self, job: Job, status: int) -> None:
+        final = job.messages[-1] if job.messages else {}
+        if job.killed_for is not None:
+            return self._finish(job, error=job.killed_for)
+        if "error" in final:
+            return self._finish(job, error=str(final["error"]))
+        if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0 or not final.get("done"):
+            return self._finish(job, error=_exit_reason(status, self._limits(job)))
+        if job.stage == "render" and job.mode == "code":
+            found = self._output_file(job)
+            if isinstance(found, str) and found.startswith("!"):
+                return self._finish(job, error=found[1:])
+            job.file = found
+            job.stage = "preview"
+            job.messages = []
+            send({"id": job.id, "progress": 90, "message": "checking the saved document"})
+            return self._start(job, self._preview_child)
+        job.file = job.file or f"document.{EXTENSIONS[job.job_type]}"
+        return self._finish(job, preview=final.get("preview", {}))
+
+    def _output_file(self, job: Job) -> str:
+        ext = EXTENSIONS[job.job_type]
+        names = [n for n in os.listdir(job.directory) if n.lower().endswith("." + ext)]
+        if not names:
+            return f"!the code saved no .{ext} file in its output directory (use output_path)"
+        if len(names) > 1:
+            return f"!the code saved {len(names)} .{ext} files ({', '.join(sorted(names)[:5])}); save exactly one"
+        if not stat.S_ISREG(os.lstat(os.path.join(job.directory, names[0])).st_mode):
+            return f"!{names[0]} is not a regular file"
+        return names[0]
+
+    def _finish(self, job: Job, error: str | None = None, preview: dict[str, Any] | None = None) -> None:
+        answer: dict[str, Any] = {"id": job.id}
+        if error is None:
+            try:
+                answer.update(ok=True, file=self._copy_out(job), preview=preview or {})
+            except OSError as exc:
+                answer.update(ok=False, error=f"the saved document cannot be read: {exc.strerror}",
+                              retryable=False)
+        elif job.killed_for == "cancelled":
+            answer.update(ok=False, error="cancelled", retryable=False, cancelled=True)
+        else:
+            answer.update(ok=False, error=error, retryable=False)
+        shutil.rmtree(job.directory, ignore_errors=True)
+        if job.uid is not None:
+            self.free_uids.append(job.uid)
+        self.jobs.pop(job.id, None)
+        send(answer)
+
+    def _copy_out(self, job: Job) -> str:
+        """Copy the document to the host's output directory, refusing anything but a regular file."""
+        assert job.file is not None
+        source = os.open(os.path.join(job.directory, job.file), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(source).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            name = f"{job.id}.{EXTENSIONS[job.job_type]}"
+            target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=self.out_fd)
+            try:
+                while chunk := os.read(source, 1024 * 1024):
+                    os.write(target, chunk)
+            finally:
+                os.close(target)
+        finally:
+            os.close(source)
+        return name
+
+    def _kill(self, job: Job) -> None:
+        if job.uid is not None:
+            # Every process of the job's uid, wherever it went (setsid, double fork): kill(-1) as that uid.
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.setgid(job.uid)
+                    os.setuid(job.uid)
+                    os.kill(-1, signal.SIGKILL)
+                finally:
+                    os._exit(0)
+            _wait_quietly(pid)
+        elif job.pid:
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _shutdown(self) -> None:
+        for job in list(self.jobs.values()):
+            job.killed_for = "the renderer is stopping"
+            self._kill(job)
+
+
+def _wait_quietly(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _exit_reason(status: int, limits: Limits) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU:
+            return f"exceeded the CPU time limit of {limits.cpu_s} s"
+        if sig == signal.SIGXFSZ:
+            return f"tried to write a file larger than the limit of {limits.file_mb} MB"
+        if sig == signal.SIGKILL:
+            return f"was killed (CPU time limit of {limits.cpu_s} s or memory limit of {limits.memory_mb} MB)"
+        return f"was killed by signal {signal.Signals(sig).name}"
+    return f"exited with status {os.WEXITSTATUS(status)} without finishing"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "ran out of memory (the memory limit was reached)"
+    if isinstance(exc, SyntaxError) and exc.filename == "<document code>":
+        return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    lines = [f"{type(exc).__name__}: {exc}"]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<document code>"]
+    if frames:
+        lines.append(f"(line {frames[-1].lineno} of the document code)")
+    from ..specs import SpecError
+
+    if isinstance(exc, SpecError):
+        return str(exc)
+    return " ".join(lines)[:1000]
+
+
+def _child_send(fd: int, message: dict[str, Any]) -> None:
+    data = (json.dumps(message, default=str) + "\n").encode()
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def send(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    warm()
+    zygote = Zygote(config["out_dir"], config["work_dir"], Limits.from_json(config.get("code_limits", {})),
+                    Limits.from_json(config.get("spec_limits", {})))
+    zygote.isolate()
+    zygote.run()
+
+
+if __name__ == "__main__":
+    main()

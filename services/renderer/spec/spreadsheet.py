@@ -1,0 +1,146 @@
+"""Spreadsheet specs to xlsx with openpyxl."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.chart import BarChart, LineChart, PieChart, Reference
+from openpyxl.styles import Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.worksheet import Worksheet
+
+from ..specs import SpecError
+from . import Progress
+
+CURRENCY_FORMATS = {
+    "USD": '"$"#,##0.00', "EUR": '#,##0.00 "€"', "GBP": '"£"#,##0.00', "JPY": '"¥"#,##0',
+    "CHF": '"CHF" #,##0.00', "CAD": '"CA$"#,##0.00', "AUD": '"A$"#,##0.00',
+}
+NUMBER_FORMATS = {
+    "text": "@", "integer": "#,##0", "decimal": "#,##0.00", "percent": "0.0%", "date": "yyyy-mm-dd",
+    "datetime": "yyyy-mm-dd hh:mm",
+}
+DEFAULT_HEADER_FILL = "1F4E78"
+DEFAULT_HEADER_FONT = "FFFFFF"
+
+
+def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> None:
+    workbook = Workbook()
+    workbook.remove(workbook.active)
+    workbook.properties.title = title
+    sheets = spec["sheets"]
+    seen: set[str] = set()
+    total_rows = sum(len(s.get("rows", [])) for s in sheets) or 1
+    done_rows = 0
+    for index, sheet_spec in enumerate(sheets):
+        name = sheet_spec["name"]
+        if name.lower() in seen:
+            raise SpecError(f"spec.sheets[{index}].name", f"duplicate sheet name {name!r}")
+        seen.add(name.lower())
+        sheet = workbook.create_sheet(name)
+        done_rows = _fill_sheet(sheet, sheet_spec, index, progress, done_rows, total_rows)
+    progress(95, "saving")
+    workbook.save(path)
+
+
+def _fill_sheet(sheet: Worksheet, spec: dict[str, Any], index: int, progress: Progress, done_rows: int,
+                total_rows: int) -> int:
+    columns = spec["columns"]
+    style = spec.get("headerStyle", {})
+    header_font = Font(bold=style.get("bold", True), color=style.get("fontColor", "#" + DEFAULT_HEADER_FONT)[1:])
+    header_fill = PatternFill("solid", fgColor=style.get("fill", "#" + DEFAULT_HEADER_FILL)[1:])
+    formats = [_number_format(c) for c in columns]
+    kinds = [c.get("format") for c in columns]
+    for col, column in enumerate(columns, start=1):
+        cell = sheet.cell(row=1, column=col, value=column["header"])
+        cell.font = header_font
+        cell.fill = header_fill
+        width = column.get("width", max(10, min(60, len(column["header"]) + 4)))
+        sheet.column_dimensions[get_column_letter(col)].width = width
+    rows = spec.get("rows", [])
+    step = max(1, len(rows) // 20)
+    for r, row in enumerate(rows):
+        if len(row) > len(columns):
+            raise SpecError(f"spec.sheets[{index}].rows[{r}]", f"has {len(row)} cells but the sheet has "
+                                                                f"{len(columns)} columns")
+        for c, value in enumerate(row):
+            cell = sheet.cell(row=r + 2, column=c + 1)
+            _set_value(cell, value, kinds[c], f"spec.sheets[{index}].rows[{r}][{c}]")
+            if formats[c] is not None:
+                cell.number_format = formats[c]
+        if r % step == 0:
+            progress(5 + int(85 * (done_rows + r) / total_rows), f"sheet {spec['name']}: row {r + 1} of {len(rows)}")
+    last_row = len(rows) + 1
+    last_col = get_column_letter(len(columns))
+    if spec.get("freezeHeader", True):
+        sheet.freeze_panes = "A2"
+    if spec.get("autoFilter", True):
+        sheet.auto_filter.ref = f"A1:{last_col}{last_row}"
+    for n, chart_spec in enumerate(spec.get("charts", [])):
+        _add_chart(sheet, chart_spec, len(columns), last_row, f"spec.sheets[{index}].charts[{n}]")
+    return done_rows + len(rows)
+
+
+def _number_format(column: dict[str, Any]) -> str | None:
+    if "numberFormat" in column:
+        return str(column["numberFormat"])
+    kind = column.get("format")
+    if kind == "currency":
+        return CURRENCY_FORMATS[column.get("currency", "USD")]
+    return NUMBER_FORMATS.get(kind) if kind else None
+
+
+def _set_value(cell: Any, value: Any, kind: str | None, where: str) -> None:
+    if isinstance(value, dict):
+        formula = value["formula"]
+        cell.value = formula if formula.startswith("=") else "=" + formula
+        return
+    if isinstance(value, str) and kind in ("date", "datetime") and value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise SpecError(where, f"{value!r} is not an ISO 8601 date") from None
+        cell.value = parsed.date() if kind == "date" and len(value) <= 10 else parsed
+        return
+    if isinstance(value, str | date) or value is None or isinstance(value, bool | int | float):
+        cell.value = value
+        if isinstance(value, str) and value.startswith("="):
+            cell.data_type = "s"  # text that looks like a formula stays text (no formula injection)
+        return
+    raise SpecError(where, f"unsupported value {value!r}")
+
+
+def _add_chart(sheet: Worksheet, spec: dict[str, Any], n_columns: int, last_row: int, where: str) -> None:
+    for key, col in [("categoryColumn", spec["categoryColumn"])] + [
+            (f"valueColumns[{i}]", c) for i, c in enumerate(spec["valueColumns"])]:
+        if col >= n_columns:
+            raise SpecError(f"{where}.{key}", f"column {col} does not exist (the sheet has {n_columns})")
+    if last_row < 2:
+        raise SpecError(where, "a chart needs at least one data row")
+    kind = spec["type"]
+    chart: Any
+    if kind in ("bar", "column"):
+        chart = BarChart()
+        chart.type = "bar" if kind == "bar" else "col"
+    elif kind == "line":
+        chart = LineChart()
+    else:
+        chart = PieChart()
+    if spec.get("title"):
+        chart.title = spec["title"]
+    if kind != "pie":
+        if spec.get("yAxisTitle"):
+            chart.y_axis.title = spec["yAxisTitle"]
+        if spec.get("xAxisTitle"):
+            chart.x_axis.title = spec["xAxisTitle"]
+    for col in spec["valueColumns"]:
+        data = Reference(sheet, min_col=col + 1, min_row=1, max_row=last_row)
+        chart.add_data(data, titles_from_data=True)
+    categories = Reference(sheet, min_col=spec["categoryColumn"] + 1, min_row=2, max_row=last_row)
+    chart.set_categories(categories)
+    chart.width, chart.height = 18, 9
+    anchor = spec.get("anchor") or f"{get_column_letter(n_columns + 2)}2"
+    sheet.add_chart(chart, anchor)

@@ -1,0 +1,87 @@
+"""The declarative specs: one JSON Schema per job type, validation with errors that name the field.
+
+This module imports nothing heavy (no document libraries), so the gateway can validate a request
+against the same schemas before anything is enqueued.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from referencing import Registry, Resource
+
+JOB_TYPES = ("spreadsheet", "document", "pdf", "presentation")
+EXTENSIONS = {"spreadsheet": "xlsx", "document": "docx", "pdf": "pdf", "presentation": "pptx"}
+CONTENT_TYPES = {
+    "spreadsheet": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "document": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "pdf": "application/pdf",
+    "presentation": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+}
+SCHEMA_BASE = "https://docjobs.dev/schemas/"
+
+
+class SpecError(ValueError):
+    """The spec does not describe a document we can render. `path` locates the problem (e.g.
+    "spec.sheets[0].rows[2][1]"); the message says what is wrong there."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+def schema_names() -> list[str]:
+    return [*JOB_TYPES, "common"]
+
+
+@cache
+def _raw(name: str) -> dict[str, Any]:
+    text = resources.files(__package__).joinpath("schemas", f"{name}.json").read_text(encoding="utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def schema(job_type: str) -> dict[str, Any]:
+    return _raw(job_type)
+
+
+@cache
+def _validator(job_type: str) -> jsonschema.protocols.Validator:
+    registry: Registry = Registry().with_resources(
+        (SCHEMA_BASE + f"{name}.json", Resource.from_contents(_raw(name))) for name in schema_names())
+    cls = jsonschema.validators.validator_for(_raw(job_type))
+    return cls(_raw(job_type), registry=registry)  # type: ignore[no-any-return]
+
+
+def format_path(parts: Any, root: str = "spec") -> str:
+    out = root
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def validate(job_type: str, spec: Any, root: str = "spec") -> None:
+    """Raise SpecError for the most relevant problem of spec, if any."""
+    if job_type not in JOB_TYPES:
+        raise SpecError("documentType", f"unknown document type {job_type!r}; one of {', '.join(JOB_TYPES)}")
+    error = jsonschema.exceptions.best_match(_validator(job_type).iter_errors(spec))
+    if error is None:
+        return
+    # For a oneOf over block kinds, the deepest matching alternative says more than "not valid under".
+    while error.context:
+        deeper = jsonschema.exceptions.best_match(error.context)
+        if deeper is None:
+            break
+        error = deeper
+    raise SpecError(format_path(error.absolute_path, root), _message(error))
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    message = error.message
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return message
