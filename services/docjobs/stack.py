@@ -90,7 +90,14 @@ class Stack:
     def plan(self, dsn: str) -> list[Service]:
         env = {**self.env, "DATABASE_URL": dsn, "DOCJOBS_GRPC_PORT": str(self.settings.grpc_port)}
         jobstore_address = f"127.0.0.1:{self.settings.grpc_port}"
-        return [Service("jobstore", [sys.executable, "-m", "jobstore.server"], env, grpc_healthy(jobstore_address))]
+        services = [Service("jobstore", [sys.executable, "-m", "jobstore.server"], env, grpc_healthy(jobstore_address))]
+        # Renderers never see the database URL.
+        renderer_env = {k: v for k, v in env.items() if k != "DATABASE_URL"}
+        renderer_env["DOCJOBS_JOBSTORE_ADDRESS"] = jobstore_address
+        for n in range(self.settings.renderers):
+            services.append(Service(f"renderer-{n + 1}", [sys.executable, "-m", "renderer.worker"],
+                                    {**renderer_env, "DOCJOBS_WORKER_ID": f"renderer-{n + 1}"}))
+        return services
 
     def start(self) -> None:
         dsn = self.database()
@@ -149,7 +156,8 @@ def up(env: Mapping[str, str]) -> int:
     signal.signal(signal.SIGTERM, stack.request_stop)
     try:
         stack.start()
-        log.info("docjobs is up: jobstore gRPC on 127.0.0.1:%d. Ctrl-C stops everything.", settings.grpc_port)
+        log.info("docjobs is up: jobstore gRPC on 127.0.0.1:%d, %d renderer(s). Ctrl-C stops everything.",
+                 settings.grpc_port, settings.renderers)
         return stack.wait()
     except RuntimeError as exc:
         log.error("%s", exc)

@@ -105,16 +105,16 @@ def warm() -> None:
     for name in WARM_STDLIB:
         importlib.import_module(name)
     import docx  # noqa: F401
-    import openpyxl  # noqa: F401
-    import openpyxl.chart  # noqa: F401
+    import openpyxl
+    import openpyxl.chart
     import openpyxl.styles  # noqa: F401
-    import pptx  # noqa: F401
-    import pptx.chart.data  # noqa: F401
+    import pptx
+    import pptx.chart.data
     import pptx.util  # noqa: F401
     import pypdf  # noqa: F401
-    import reportlab.lib.pagesizes  # noqa: F401
-    import reportlab.lib.styles  # noqa: F401
-    import reportlab.pdfgen.canvas  # noqa: F401
+    import reportlab.lib.pagesizes
+    import reportlab.lib.styles
+    import reportlab.pdfgen.canvas
     import reportlab.platypus  # noqa: F401
 
     from .. import preview  # noqa: F401
@@ -255,7 +255,7 @@ class Zygote:
                 self._enter_child(job, write_fd)
                 target(job, write_fd)
                 os._exit(0)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 _child_send(write_fd, {"error": _describe(exc)})
                 os._exit(1)
         os.close(write_fd)
@@ -315,7 +315,7 @@ class Zygote:
         code = compile(job.request["code"], "<document code>", "exec")
         scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__,
                                  "output_path": f"document.{ext}"}
-        exec(code, scope)  # noqa: S102 - this is the sandbox
+        exec(code, scope)
         _child_send(out, {"done": True})
 
     def _preview_child(self, job: Job, out: int) -> None:

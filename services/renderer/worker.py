@@ -1,0 +1,302 @@
+"""The renderer process: claim jobs, render them in the sandbox, upload the artifact, complete.
+
+One asyncio loop per process does the talking (claims, heartbeats, uploads); the rendering happens in
+children of the zygote, up to DOCJOBS_RENDER_CONCURRENCY at a time. Errors in the job itself (an
+invalid spec, failing code, code mode switched off) fail it for good; errors of the infrastructure (the
+sandbox died, the jobstore went away mid-upload) fail it as retryable. On SIGTERM the worker stops
+claiming, lets running jobs finish within DOCJOBS_RENDER_GRACE_S, and gives back the rest (retryable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvloop
+
+from docjobs.settings import SettingsError, environ
+from docjobs.v1 import jobstore_pb2 as pb
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+from . import specs
+from .sandbox.client import RenderError, Sandbox, default_base_dir
+from .settings import Settings
+
+log = logging.getLogger("renderer")
+
+UPLOAD_CHUNK = 256 * 1024
+GIVE_BACK_TIMEOUT_S = 5.0
+GRPC_SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{"name": [{"service": "docjobs.v1.JobStore", "method": "Heartbeat"}],
+                      "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s",
+                                      "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}],
+})
+
+
+class JobFailure(Exception):
+    """The job cannot succeed: fail it with this code and message."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+def filename_for(title: str, job_type: str) -> str:
+    stem = re.sub(r"[^\w\- ]+", "", title, flags=re.UNICODE).strip()
+    stem = re.sub(r"\s+", "-", stem)[:80].strip("-") or job_type
+    return f"{stem}.{specs.EXTENSIONS[job_type]}"
+
+
+def parse_payload(job: pb.Job, code_execution: str) -> tuple[str, Any]:
+    """("spec", dict) or ("code", str), or JobFailure."""
+    try:
+        payload = json.loads(job.payload_json)
+    except ValueError:
+        raise JobFailure("invalid_payload", "the job's payload is not JSON") from None
+    if not isinstance(payload, dict):
+        raise JobFailure("invalid_payload", "the job's payload must be a JSON object")
+    if "spec" in payload and "code" in payload:
+        raise JobFailure("invalid_payload", "give spec or code, not both")
+    if "spec" in payload:
+        try:
+            specs.validate(job.job_type, payload["spec"])
+        except specs.SpecError as exc:
+            raise JobFailure("invalid_spec", str(exc)) from None
+        return "spec", payload["spec"]
+    if "code" in payload:
+        if code_execution != "sandbox":
+            raise JobFailure("code_execution_disabled",
+                             "code mode is switched off on this server (DOCJOBS_CODE_EXECUTION=off); send a spec")
+        if not isinstance(payload["code"], str) or not payload["code"].strip():
+            raise JobFailure("invalid_payload", "code must be a non-empty string")
+        return "code", payload["code"]
+    raise JobFailure("invalid_payload", "the payload has neither spec nor code")
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sandbox = Sandbox(default_base_dir(settings.data_dir), settings.code_limits, settings.spec_limits)
+        self.stopping = asyncio.Event()
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self._slot_freed = asyncio.Event()
+        self._channel: grpc.aio.Channel | None = None
+        self.stub: pb_grpc.JobStoreStub
+        self.completed = 0
+        self.failed = 0
+
+    async def start(self) -> None:
+        await self.sandbox.start()
+        isolation = self.sandbox.isolation
+        weak = [f"{k}: {v}" for k, v in isolation.items() if v.startswith(("none", "shared"))]
+        if self.settings.code_execution == "sandbox":
+            if weak:
+                log.warning("code execution is ON with weaker isolation: %s", "; ".join(weak))
+            else:
+                log.info("code execution is on, sandboxed: %s", isolation)
+        self._channel = grpc.aio.insecure_channel(
+            self.settings.jobstore_address,
+            options=[("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.enable_retries", 1),
+                     ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+        self.stub = pb_grpc.JobStoreStub(self._channel)
+        log.info("renderer %s ready: types %s, concurrency %d, jobstore %s", self.settings.worker_id,
+                 ",".join(self.settings.job_types), self.settings.concurrency, self.settings.jobstore_address)
+
+    async def run(self) -> None:
+        claim_task: asyncio.Task[None] = asyncio.create_task(self._claim_loop(), name="claim-loop")
+        await self.stopping.wait()
+        claim_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await claim_task
+        await self._drain()
+
+    async def stop(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        await self.sandbox.stop()
+
+    async def _drain(self) -> None:
+        if self.active:
+            log.info("stopping: waiting up to %.0f s for %d running job(s)", self.settings.grace_s, len(self.active))
+            _, pending = await asyncio.wait(list(self.active.values()), timeout=self.settings.grace_s)
+            for task in pending:
+                task.cancel()  # gives its job back (retryable)
+            if pending:
+                await asyncio.wait(pending, timeout=GIVE_BACK_TIMEOUT_S + 1)
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            free = self.settings.concurrency - len(self.active)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                reply = await self.stub.Claim(pb.ClaimRequest(
+                    worker_id=self.settings.worker_id, job_types=list(self.settings.job_types), max_jobs=free,
+                    wait_ms=self.settings.claim_wait_ms, lease_ms=self.settings.lease_ms),
+                    timeout=self.settings.claim_wait_ms / 1000 + 10)
+            except grpc.aio.AioRpcError as exc:
+                if failures == 0:
+                    log.warning("jobstore unreachable (%s: %s); retrying with backoff", exc.code().name,
+                                exc.details())
+                failures += 1
+                await self._sleep(min(5.0, 0.1 * 2 ** min(failures, 6)))
+                continue
+            if failures:
+                log.info("jobstore reachable again after %d failed claim(s)", failures)
+                failures = 0
+            for claimed in reply.jobs:
+                task = asyncio.create_task(self._process(claimed), name=f"job-{claimed.job.id}")
+                self.active[claimed.job.id] = task
+                task.add_done_callback(lambda _t, job_id=claimed.job.id: self._done(job_id))
+
+    def _done(self, job_id: str) -> None:
+        self.active.pop(job_id, None)
+        self._slot_freed.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _process(self, claimed: pb.ClaimedJob) -> None:
+        job, token = claimed.job, claimed.lease_token
+        render_id = self.sandbox.new_render_id()
+        state = {"progress": 0, "message": "claimed", "dirty": True}
+        changed = asyncio.Event()
+        lost = asyncio.Event()  # cancelled by a client, or the lease is gone
+
+        def on_progress(progress: int, message: str) -> None:
+            state.update(progress=max(0, min(99, progress)), message=message, dirty=True)
+            changed.set()
+
+        beats = asyncio.create_task(self._heartbeats(job.id, token, state, changed, lost, render_id))
+        output: Path | None = None
+        mode = ""
+        try:
+            mode, content = parse_payload(job, self.settings.code_execution)
+            result = await self.sandbox.render(render_id, job.job_type, mode, content, job.title, on_progress)
+            output = result.path
+            if lost.is_set():
+                return
+            on_progress(99, "uploading")
+            filename = filename_for(job.title, job.job_type)
+            artifact = await self.stub.UploadArtifact(self._upload(job.id, token, filename, output))
+            document = {
+                "artifact_id": artifact.id, "filename": artifact.filename, "content_type": artifact.content_type,
+                "size_bytes": artifact.size_bytes, "sha256": artifact.sha256, "preview": result.preview,
+                "download_path": f"/api/jobs/{job.id}/artifact", "mode": mode,
+            }
+            await self.stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=token, artifact_id=artifact.id,
+                                                        result_json=json.dumps(document)))
+            self.completed += 1
+            log.info("job %s completed (%s, %d bytes)", job.id, job.job_type, artifact.size_bytes)
+        except JobFailure as exc:
+            await self._fail(job, token, exc.code, str(exc), exc.retryable)
+        except RenderError as exc:
+            if exc.cancelled or lost.is_set():
+                log.info("job %s stopped: %s", job.id, "cancelled" if exc.cancelled else "lease lost")
+                return
+            code = "sandbox_unavailable" if exc.retryable else ("code_failed" if mode == "code" else "render_failed")
+            await self._fail(job, token, code, str(exc), exc.retryable)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                log.info("job %s: %s", job.id, exc.details())  # cancelled or re-claimed meanwhile
+            else:
+                await self._fail(job, token, "jobstore_error", exc.details() or exc.code().name, True)
+        except asyncio.CancelledError:
+            await self.sandbox.cancel(render_id)
+            await asyncio.shield(self._fail(job, token, "worker_shutdown",
+                                            f"renderer {self.settings.worker_id} stopped before finishing", True))
+            raise
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+            if output is not None:
+                output.unlink(missing_ok=True)
+
+    async def _upload(self, job_id: str, token: str, filename: str,
+                      path: Path) -> AsyncIterator[pb.UploadArtifactRequest]:
+        yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(
+            job_id=job_id, lease_token=token, filename=filename, content_type=specs.CONTENT_TYPES[
+                next(t for t, e in specs.EXTENSIONS.items() if path.suffix == "." + e)]))
+        with path.open("rb") as f:
+            while chunk := f.read(UPLOAD_CHUNK):
+                yield pb.UploadArtifactRequest(chunk=chunk)
+
+    async def _fail(self, job: pb.Job, token: str, code: str, message: str, retryable: bool) -> None:
+        self.failed += 1
+        log.info("job %s failed (%s%s): %s", job.id, code, ", retryable" if retryable else "", message)
+        try:
+            await self.stub.Fail(pb.FailRequest(job_id=job.id, lease_token=token, error_code=code,
+                                                error_message=message[:10_000], retryable=retryable),
+                                 timeout=GIVE_BACK_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            # Its lease runs out and the reaper retries it (or it was cancelled meanwhile).
+            log.warning("could not report the failure of job %s: %s", job.id, exc.details())
+
+    async def _heartbeats(self, job_id: str, token: str, state: dict[str, Any], changed: asyncio.Event,
+                          lost: asyncio.Event, render_id: str) -> None:
+        """Renew the lease every heartbeat_s, and report progress soon after it changes."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self.settings.heartbeat_s)
+            changed.clear()
+            try:
+                reply = await self.stub.Heartbeat(pb.HeartbeatRequest(
+                    job_id=job_id, lease_token=token, progress=int(state["progress"]),
+                    message=str(state["message"])[:500], lease_ms=self.settings.lease_ms), timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                    log.warning("job %s: lease lost (%s); aborting the render", job_id, exc.details())
+                    lost.set()
+                    await self.sandbox.cancel(render_id)
+                    return
+                continue  # the jobstore is away; the lease may still hold, try again
+            if reply.cancelled:
+                log.info("job %s was cancelled; aborting the render", job_id)
+                lost.set()
+                await self.sandbox.cancel(render_id)
+                return
+            await asyncio.sleep(0.2)  # at most five progress reports a second
+
+
+async def serve(settings: Settings) -> None:
+    worker = Worker(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stopping.set)
+    await worker.start()
+    try:
+        await worker.run()
+    finally:
+        await worker.stop()
+        log.info("renderer stopped (%d completed, %d failed)", worker.completed, worker.failed)
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env(environ())
+    except SettingsError as exc:
+        print(f"renderer: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
