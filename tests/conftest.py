@@ -70,7 +70,7 @@ async def empty_database_url(pg: EmbeddedPostgres) -> str:
     return await create_database(pg, None)
 
 
-def test_settings(database_url: str, **overrides: object) -> Settings:
+def jobstore_settings(database_url: str, **overrides: object) -> Settings:
     base = Settings(database_url=database_url, grpc_port=0, maintenance_interval_s=0.1,
                     retry_base_ms=200.0, retry_cap_ms=2_000.0, shutdown_grace_s=2.0)
     return replace(base, **overrides)  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ async def jobstore_factory(database_url: str) -> AsyncIterator[object]:
     started: list[RunningJobStore] = []
 
     async def factory(**overrides: object) -> RunningJobStore:
-        running = await start_jobstore(test_settings(database_url, **overrides))
+        running = await start_jobstore(jobstore_settings(database_url, **overrides))
         started.append(running)
         return running
 

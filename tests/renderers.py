@@ -65,7 +65,8 @@ async def submit(stub: pb_grpc.JobStoreStub, job_type: str, payload: dict[str, A
     return reply.job
 
 
-async def wait_finished(stub: pb_grpc.JobStoreStub, job_id: str, timeout: float = 60) -> tuple[pb.Job, list[pb.JobEvent]]:
+async def wait_finished(stub: pb_grpc.JobStoreStub, job_id: str,
+                        timeout: float = 60) -> tuple[pb.Job, list[pb.JobEvent]]:
     """Watch the job to its terminal event; returns the final job and every event seen."""
     async def watch() -> list[pb.JobEvent]:
         return [e async for e in stub.Watch(pb.WatchRequest(job_id=job_id))]

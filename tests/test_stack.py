@@ -94,7 +94,7 @@ def test_docjobs_up_uses_database_url_when_set(tmp_path: Path, database_url: str
     try:
         stub = _wait_for_job_store(f"127.0.0.1:{grpc_port}", proc)
         stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id="u", payload_json="{}"))
-        assert not data_dir.exists()
+        assert not (data_dir / "postgres").exists()
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:

@@ -1,0 +1,185 @@
+"""Render benchmark (run by `make bench`): the renderer's cost over calling the libraries directly.
+
+Starts an embedded Postgres, a jobstore and one renderer process (code mode on, sandboxed), then:
+  1. per document type (the four examples, and a large spreadsheet of 10 sheets x 5,000 rows): the time
+     to render it by calling our spec renderer in this process (the library doing the work), against
+     the time from Enqueue to the job's completed event through the whole system with one render slot
+     (claim, fork from the warm zygote, render, preview, upload, complete); their ratio is the overhead;
+  2. code mode: the same workbook built by the same code, exec'd in this process against the same code
+     as a sandboxed job; the difference is the cost added per code job;
+  3. throughput: documents per second per type with two render slots (the machine has two cores).
+
+Usage: python bench/render.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from processes import JobStoreProcess  # noqa: E402
+from renderers import RendererProcess  # noqa: E402
+
+from docjobs.pgserver import EmbeddedPostgres  # noqa: E402
+from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
+from renderer.spec import render  # noqa: E402
+
+CODE = """
+from openpyxl import Workbook
+from openpyxl.styles import Font
+wb = Workbook()
+ws = wb.active
+ws.title = "Sales"
+ws.append(["Region", "Q1", "Q2", "Q3", "Total"])
+for cell in ws[1]:
+    cell.font = Font(bold=True)
+for i, region in enumerate(["North", "South", "East", "West", "Central"] * 20, start=2):
+    ws.append([region, 1000 + i, 1100 + i, 1200 + i, f"=SUM(B{i}:D{i})"])
+wb.save(output_path)
+"""
+
+
+def large_spreadsheet() -> dict[str, Any]:
+    columns = [{"header": "Date", "format": "date", "width": 12}, {"header": "Region", "width": 12},
+               {"header": "Units", "format": "integer"}, {"header": "Price", "format": "currency"},
+               {"header": "Amount", "format": "currency"}, {"header": "Margin", "format": "percent"}]
+    sheets = []
+    for s in range(10):
+        rows = [[f"2026-{1 + r % 12:02d}-{1 + r % 28:02d}", ["North", "South", "East", "West"][r % 4], r % 97,
+                 9.99 + r % 13, {"formula": f"C{r + 2}*D{r + 2}"}, (r % 40) / 100] for r in range(5000)]
+        sheets.append({"name": f"Month {s + 1}", "columns": columns, "rows": rows})
+    return {"documentType": "spreadsheet", "title": "Large spreadsheet", "spec": {"sheets": sheets}}
+
+
+def cases() -> dict[str, dict[str, Any]]:
+    found = {t: json.loads((ROOT / "examples" / f"{t}.json").read_text())
+             for t in ("spreadsheet", "document", "pdf", "presentation")}
+    found["large spreadsheet"] = large_spreadsheet()
+    return found
+
+
+def in_process_seconds(body: dict[str, Any], rounds: int) -> float:
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(rounds):
+            path = Path(tmp) / f"{i}.out"
+            started = time.perf_counter()
+            render(body["documentType"], body["spec"], body["title"], path, lambda p, m: None)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def in_process_code_seconds(rounds: int) -> float:
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(rounds):
+            started = time.perf_counter()
+            exec(compile(CODE, "<bench>", "exec"), {"output_path": os.path.join(tmp, f"{i}.xlsx")})  # noqa: S102
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+async def one_job(stub: pb_grpc.JobStoreStub, job_type: str, payload: dict[str, Any], title: str) -> float:
+    started = time.perf_counter()
+    job = (await stub.Enqueue(pb.EnqueueRequest(job_type=job_type, user_id="bench", title=title,
+                                                payload_json=json.dumps(payload)))).job
+    async for event in stub.Watch(pb.WatchRequest(job_id=job.id)):
+        if event.kind in (pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED):
+            assert event.kind == pb.EVENT_KIND_COMPLETED, event.error.message
+    return time.perf_counter() - started
+
+
+async def through_system_seconds(stub: pb_grpc.JobStoreStub, job_type: str, payload: dict[str, Any], title: str,
+                                 rounds: int) -> float:
+    await one_job(stub, job_type, payload, title)  # warm-up
+    return statistics.median([await one_job(stub, job_type, payload, title) for _ in range(rounds)])
+
+
+async def throughput(stub: pb_grpc.JobStoreStub, job_type: str, payload: dict[str, Any], title: str, n: int) -> float:
+    started = time.perf_counter()
+    await asyncio.gather(*(one_job(stub, job_type, payload, title) for _ in range(n)))
+    return n / (time.perf_counter() - started)
+
+
+async def measure(address: str, rounds: int, slots: int) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.JobStoreStub(channel)
+        await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
+        out: dict[str, Any] = {}
+        for name, body in cases().items():
+            big = name == "large spreadsheet"
+            payload = {"spec": body["spec"]}
+            if slots == 1:
+                out[name] = await through_system_seconds(stub, body["documentType"], payload, body["title"],
+                                                         max(2, rounds // 10) if big else rounds)
+            else:
+                out[name] = await throughput(stub, body["documentType"], payload, body["title"], 4 if big else 40)
+        if slots == 1:
+            out["code"] = await through_system_seconds(stub, "spreadsheet", {"code": CODE}, "Code", rounds)
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="docjobs-bench-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "pg")
+        pg.start()
+        asyncio.run(_create_db(pg.dsn))
+        store = JobStoreProcess(pg.dsn_for("bench"), env={"DOCJOBS_LOG_LEVEL": "warning"})
+        store.start()
+        results: dict[int, dict[str, Any]] = {}
+        try:
+            store.wait_healthy()
+            for slots in (1, 2):
+                renderer = RendererProcess(store.address, Path(tmp) / f"r{slots}", DOCJOBS_CODE_EXECUTION="sandbox",
+                                           DOCJOBS_RENDER_CONCURRENCY=str(slots), DOCJOBS_LOG_LEVEL="warning")
+                renderer.start()
+                try:
+                    results[slots] = asyncio.run(measure(store.address, args.rounds, slots))
+                finally:
+                    renderer.stop()
+        finally:
+            store.terminate()
+            pg.stop()
+    direct = {name: in_process_seconds(body, max(2, args.rounds // 10) if name == "large spreadsheet" else args.rounds)
+              for name, body in cases().items()}
+    code_direct = in_process_code_seconds(args.rounds)
+    print(f"docjobs render benchmark: median of {args.rounds} rounds, {os.cpu_count()} cores")
+    print(f"  {'document':18s} {'in-process':>11s} {'via docjobs':>12s} {'ratio':>6s} {'docs/s (2 slots)':>17s}")
+    for name in cases():
+        ratio = results[1][name] / direct[name]
+        print(f"  {name:18s} {direct[name] * 1000:9.1f}ms {results[1][name] * 1000:10.1f}ms {ratio:6.2f}"
+              f" {results[2][name]:17.1f}")
+    added = (results[1]["code"] - code_direct) * 1000
+    print(f"  code mode: in-process exec {code_direct * 1000:.1f} ms, sandboxed job {results[1]['code'] * 1000:.1f} ms,"
+          f" added {added:.1f} ms per job (target <= 50 ms; ratio {added / 50:.2f})")
+    print("  spec-mode overhead target: ratio <= 1.15")
+
+
+async def _create_db(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE DATABASE bench")
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Code mode: model-written Python runs only in the sandbox. Each test is a real escape attempt; each
+ends in a failed job with a clear message, the renderer keeps serving, and nothing leaks to the host."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from pathlib import Path
+
+import openpyxl
+import psutil
+import pytest
+
+from docjobs.v1 import jobstore_pb2 as pb
+from renderer.sandbox.zygote import UID_BASE
+
+from .renderers import RendererProcess, download, submit, wait_finished
+
+LIMITS = {"DOCJOBS_CODE_EXECUTION": "sandbox", "DOCJOBS_SANDBOX_TIMEOUT_S": "8", "DOCJOBS_SANDBOX_CPU_S": "3",
+          "DOCJOBS_SANDBOX_MEMORY_MB": "256", "DOCJOBS_SANDBOX_FILE_MB": "20", "DOCJOBS_SANDBOX_PROCESSES": "8"}
+GOOD_CODE = """
+from openpyxl import Workbook
+wb = Workbook()
+ws = wb.active
+ws.title = "Made by code"
+ws.append(["Item", "Amount"])
+ws.append(["Coffee", 3.5])
+ws["B3"] = "=SUM(B2:B2)"
+wb.save(output_path)
+"""
+
+
+@pytest.fixture(scope="module")
+def listener():  # type: ignore[no-untyped-def]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.fixture
+async def code_renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
+    process = RendererProcess(jobstore.address, tmp_path / "renderer", **LIMITS).start()
+    yield process
+    process.stop()
+
+
+def sandbox_processes() -> list[psutil.Process]:
+    """Live processes running as a sandbox uid (a zombie or one exiting right now has stopped running)."""
+    found = []
+    for proc in psutil.process_iter(["uids", "status"]):
+        uids = proc.info["uids"]
+        if uids is None or not UID_BASE <= uids.real < UID_BASE + 2**21 * 64:
+            continue
+        if proc.info["status"] not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and proc.is_running():
+            found.append(proc)
+    return found
+
+
+async def run_code(stub, code: str, job_type: str = "spreadsheet") -> pb.Job:  # type: ignore[no-untyped-def]
+    job = await submit(stub, job_type, {"code": code}, title="Code job", max_retries=2)
+    final, _ = await wait_finished(stub, job.id, timeout=60)
+    return final
+
+
+async def test_code_that_builds_a_workbook_completes(stub, code_renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    final = await run_code(stub, GOOD_CODE)
+    assert final.status == pb.JOB_STATUS_COMPLETED, final.error
+    result = json.loads(final.result_json)
+    assert result["mode"] == "code" and result["filename"] == "Code-job.xlsx"
+    path = tmp_path / "out.xlsx"
+    await download(stub, result["artifact_id"], path)
+    sheet = openpyxl.load_workbook(path)["Made by code"]
+    assert [[c.value for c in row] for row in sheet.iter_rows()] == [["Item", "Amount"], ["Coffee", 3.5],
+                                                                      [None, "=SUM(B2:B2)"]]
+    assert result["preview"]["sheets"][0]["name"] == "Made by code"
+
+
+ESCAPES = {
+    "endless loop": ("while True:\n    pass", "CPU time limit"),
+    "sleeping forever": ("import time\ntime.sleep(3600)", "timed out after 8 s"),
+    "memory bomb": ("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))", "memory"),
+    "fork bomb": ("import os\nwhile True:\n    os.fork()", "Resource temporarily unavailable"),
+    "10 GB file": ("with open('big.bin', 'wb') as f:\n    for _ in range(1024):\n        f.write(b'x' * 10**7)",
+                   "larger than the limit of 20 MB"),
+    "reading the environment": ("import os\nassert not os.environ.get('DOCJOBS_JOBSTORE_ADDRESS'), 'leak'\n"
+                                "raise RuntimeError('environment: ' + ','.join(sorted(os.environ)))",
+                                "environment: HOME"),
+    "reading /proc/1/environ": ("open('/proc/1/environ', 'rb').read()", "Permission denied"),
+    "reading the worker's environ": ("import os\nopen(f'/proc/{os.getppid()}/environ', 'rb').read()",
+                                     "Permission denied"),
+    "a TCP connection to 127.0.0.1": ("import socket\nsocket.create_connection(('127.0.0.1', PORT), timeout=3)",
+                                      "Network is unreachable"),
+    "writing outside the working directory": ("open('/etc/docjobs-escape-MARK', 'w').write('x')",
+                                              "Read-only file system"),
+    "writing to /tmp": ("open('/tmp/docjobs-escape-MARK', 'w').write('x')", "Permission denied"),
+    "writing to the parent directory": ("open('../docjobs-escape-MARK', 'w').write('x')", "Permission denied"),
+    "saving no file": ("x = 1 + 1", "saved no .xlsx file"),
+    "saving two files": ("from openpyxl import Workbook\nWorkbook().save('a.xlsx')\nWorkbook().save('b.xlsx')",
+                         "saved 2 .xlsx files"),
+    "a syntax error": ("def broken(:\n    pass", "SyntaxError"),
+    "a symlink to a secret": ("import os\nos.symlink('/etc/shadow', output_path)", "not a regular file"),
+    "a file that is not a workbook": ("open(output_path, 'w').write('not a spreadsheet')", "BadZipFile"),
+}
+
+
+@pytest.mark.parametrize("name", list(ESCAPES))
+async def test_escape_attempt_fails_cleanly_and_leaks_nothing(stub, code_renderer, listener, name: str) -> None:  # type: ignore[no-untyped-def]
+    mark = uuid.uuid4().hex
+    code, expected = ESCAPES[name]
+    final = await run_code(stub, code.replace("PORT", str(listener)).replace("MARK", mark))
+    assert final.status == pb.JOB_STATUS_FAILED, name
+    assert final.error.code == "code_failed" and not final.error.retryable and final.retry_count == 0
+    assert expected in final.error.message, final.error.message
+    for place in (Path("/etc"), Path("/tmp"), Path(code_renderer.env["DOCJOBS_DATA_DIR"])):
+        assert not list(place.glob(f"**/docjobs-escape-{mark}")) if place != Path("/etc") else \
+            not (place / f"docjobs-escape-{mark}").exists()
+    # The renderer keeps serving: the next job completes.
+    assert (await run_code(stub, GOOD_CODE)).status == pb.JOB_STATUS_COMPLETED
+    assert sandbox_processes() == []
+    assert code_renderer.process.poll() is None
+
+
+async def test_a_background_process_left_by_the_code_is_killed(stub, code_renderer) -> None:  # type: ignore[no-untyped-def]
+    code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(3600)\n" + GOOD_CODE
+    final = await run_code(stub, code)
+    assert final.status == pb.JOB_STATUS_COMPLETED
+    assert sandbox_processes() == []
+
+
+async def test_cancelling_a_running_code_job_aborts_it(stub, code_renderer) -> None:  # type: ignore[no-untyped-def]
+    job = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"})
+    for _ in range(200):
+        current = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
+        if current.status == pb.JOB_STATUS_PROCESSING and sandbox_processes():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the job never started")
+    await stub.Cancel(pb.CancelRequest(job_id=job.id))
+    for _ in range(200):
+        if not sandbox_processes():
+            break
+        await asyncio.sleep(0.05)
+    assert sandbox_processes() == [], "the render was not aborted"
+    assert (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_CANCELLED
+    assert (await run_code(stub, GOOD_CODE)).status == pb.JOB_STATUS_COMPLETED

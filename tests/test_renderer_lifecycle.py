@@ -1,0 +1,81 @@
+"""The renderer as a process: giving work back on SIGTERM, riding out a jobstore outage, progress."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+from docjobs.pgserver import free_port
+from docjobs.v1 import jobstore_pb2 as pb
+
+from .conftest import jobstore_settings, start_jobstore, wait_until
+from .renderers import RendererProcess, example, submit, wait_finished
+
+
+async def test_sigterm_finishes_short_jobs_and_gives_back_what_it_cannot(stub, jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    renderer = RendererProcess(jobstore.address, tmp_path / "r", DOCJOBS_CODE_EXECUTION="sandbox",
+                               DOCJOBS_RENDER_GRACE_S="1", DOCJOBS_SANDBOX_TIMEOUT_S="120",
+                               DOCJOBS_SANDBOX_CPU_S="120").start()
+    try:
+        slow = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"}, max_retries=3)
+        await wait_until(lambda: _status(stub, slow.id, pb.JOB_STATUS_PROCESSING), timeout=30)
+        code = await asyncio.to_thread(renderer.stop)
+    finally:
+        renderer.kill()
+    assert code == 0, renderer.log
+    job = await stub.GetJob(pb.GetJobRequest(job_id=slow.id))
+    # Given back at once (not after its lease ran out), as a retryable failure: pending again.
+    assert job.status == pb.JOB_STATUS_PENDING
+    assert job.error.code == "worker_shutdown" and job.retry_count == 1
+    assert "renderer stopped" in renderer.log
+
+
+async def _status(stub, job_id: str, status: int) -> bool:  # type: ignore[no-untyped-def]
+    return (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).status == status
+
+
+async def test_a_jobstore_outage_is_logged_once_and_ridden_out(database_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    renderer = RendererProcess(f"127.0.0.1:{port}", tmp_path / "r").start()
+    try:
+        await wait_until(lambda: "jobstore unreachable" in renderer.log, timeout=30)
+        await asyncio.sleep(1.5)  # several failed claims meanwhile
+        store = await start_jobstore(jobstore_settings(database_url, grpc_port=port))
+        try:
+            body = example("document")
+            job = await submit(store.stub, "document", {"spec": body["spec"]}, title=body["title"])
+            final, _ = await wait_finished(store.stub, job.id, timeout=60)
+            assert final.status == pb.JOB_STATUS_COMPLETED
+            await asyncio.to_thread(renderer.stop)  # before the jobstore, or that is a second outage
+        finally:
+            await store.channel.close()
+            await store.server.stop()
+    finally:
+        renderer.kill()
+    assert renderer.log.count("jobstore unreachable") == 1, renderer.log
+    assert "jobstore reachable again" in renderer.log
+
+
+async def test_progress_is_reported_while_a_large_spreadsheet_renders(stub, jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    renderer = RendererProcess(jobstore.address, tmp_path / "r").start()
+    try:
+        columns = [{"header": f"c{i}", "format": "decimal"} for i in range(8)]
+        rows = [[r * 1.5 + c for c in range(8)] for r in range(20_000)]
+        job = await submit(stub, "spreadsheet", {"spec": {"sheets": [{"name": "Big", "columns": columns,
+                                                                      "rows": rows}]}})
+        final, events = await wait_finished(stub, job.id, timeout=120)
+    finally:
+        renderer.stop()
+    assert final.status == pb.JOB_STATUS_COMPLETED
+    progress = [e.progress for e in events if e.kind == pb.EVENT_KIND_PROGRESS]
+    assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] >= 90
+
+
+def test_renderer_refuses_a_bad_setting_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    renderer = RendererProcess("127.0.0.1:1", tmp_path, DOCJOBS_CODE_EXECUTION="yes please")
+    result = subprocess.run([sys.executable, "-m", "renderer.worker"], env=renderer.env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "renderer: DOCJOBS_CODE_EXECUTION must be one of off, sandbox, got 'yes please'"]
