@@ -159,7 +159,7 @@ async def test_a_chart_over_a_missing_column_is_a_clear_error(stub, renderer) ->
     spec = {"sheets": [{"name": "A", "columns": [{"header": "x"}, {"header": "y"}], "rows": [["a", 1]],
                         "charts": [{"type": "line", "categoryColumn": 0, "valueColumns": [5]}]}]}
     final, _ = await wait_finished(stub, (await submit(stub, "spreadsheet", {"spec": spec})).id)
-    assert final.status == pb.JOB_STATUS_FAILED and final.error.code == "render_failed"
+    assert final.status == pb.JOB_STATUS_FAILED and final.error.code == "invalid_spec"
     assert "spec.sheets[0].charts[0].valueColumns[0]" in final.error.message
 
 

@@ -96,6 +96,23 @@ SELECT claimed.*, event.id AS last_event_id
   FROM claimed JOIN event ON event.job_id = claimed.id
  ORDER BY claimed.priority DESC, claimed.created_at, claimed.id;
 
+-- name: release
+-- Claimed jobs whose claimer went away before it received them (its call was cancelled): back to
+-- pending as they were, with no retry counted. $1 job ids, $2 lease tokens.
+WITH released AS (
+    UPDATE document_jobs j
+       SET status = 'pending', lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+           started_at = NULL, updated_at = now()
+      FROM unnest($1::uuid[], $2::uuid[]) AS i(id, lease_token)
+     WHERE j.id = i.id AND j.lease_token = i.lease_token AND j.status = 'processing'
+    RETURNING j.*
+)
+INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+SELECT id, user_id, session_id, job_type, 'status', 'pending', retry_count + 1,
+       jsonb_build_object('message', 'released: the worker went away before it received the job')
+  FROM released
+RETURNING job_type;
+
 -- name: next_due_in
 -- Seconds until the next pending job of these types becomes due (NULL: none pending).
 SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds

@@ -168,7 +168,14 @@ class Store:
         while True:
             waiter = self._claims.register(job_types)
             try:
-                rows = await self._claims_conn.claim(job_types, max_jobs, lease_ms, worker_id)
+                query = asyncio.ensure_future(self._claims_conn.claim(job_types, max_jobs, lease_ms, worker_id))
+                try:
+                    rows = await asyncio.shield(query)
+                except asyncio.CancelledError:
+                    # The caller went away (its call was cancelled) while we were claiming: what the
+                    # claim took must not wait for its leases to run out.
+                    await asyncio.shield(self._release_after(query))
+                    raise
                 if rows:
                     self._committed()
                     return rows
@@ -180,6 +187,15 @@ class Store:
                 await waiter.wait(timeout)
             finally:
                 self._claims.unregister(waiter)
+
+    async def _release_after(self, query: asyncio.Future[list[Row]]) -> None:
+        try:
+            rows = await query
+        except Exception:
+            return
+        if rows:
+            released = await self._pool.fetch(Q.release, [r["id"] for r in rows], [r["lease_token"] for r in rows])
+            self._committed({r["job_type"] for r in released})
 
     async def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID, progress: int | None,
                         message: str | None, lease_ms: int) -> Heartbeat:

@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 from referencing import Registry, Resource
 
 JOB_TYPES = ("spreadsheet", "document", "pdf", "presentation")
@@ -57,6 +58,12 @@ def _validator(job_type: str) -> jsonschema.protocols.Validator:
     return cls(_raw(job_type), registry=registry)  # type: ignore[no-any-return]
 
 
+@cache
+def _fast_validator(job_type: str) -> Any:
+    registry = jsonschema_rs.Registry([(SCHEMA_BASE + f"{name}.json", _raw(name)) for name in schema_names()])
+    return jsonschema_rs.validator_for(_raw(job_type), registry=registry)
+
+
 def format_path(parts: Any, root: str = "spec") -> str:
     out = root
     for part in parts:
@@ -68,6 +75,10 @@ def validate(job_type: str, spec: Any, root: str = "spec") -> None:
     """Raise SpecError for the most relevant problem of spec, if any."""
     if job_type not in JOB_TYPES:
         raise SpecError("documentType", f"unknown document type {job_type!r}; one of {', '.join(JOB_TYPES)}")
+    # The Rust validator answers yes or no hundreds of times faster (a 50,000-row spreadsheet: 8 ms
+    # against 6 s); only a spec that fails is explained, by the Python one, whose errors read better.
+    if _fast_validator(job_type).is_valid(spec):
+        return
     error = jsonschema.exceptions.best_match(_validator(job_type).iter_errors(spec))
     if error is None:
         return

@@ -16,6 +16,7 @@ import logging
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,8 @@ def filename_for(title: str, job_type: str) -> str:
 
 
 def parse_payload(job: pb.Job, code_execution: str) -> tuple[str, Any]:
-    """("spec", dict) or ("code", str), or JobFailure."""
+    """("spec", spec) or ("code", str), or JobFailure. Parsing only: the spec is validated by the render
+    child (CPU work stays off the event loop)."""
     try:
         payload = json.loads(job.payload_json)
     except ValueError:
@@ -69,11 +71,7 @@ def parse_payload(job: pb.Job, code_execution: str) -> tuple[str, Any]:
     if "spec" in payload and "code" in payload:
         raise JobFailure("invalid_payload", "give spec or code, not both")
     if "spec" in payload:
-        try:
-            specs.validate(job.job_type, payload["spec"])
-        except specs.SpecError as exc:
-            raise JobFailure("invalid_spec", str(exc)) from None
-        return "spec", payload["spec"]
+        return "spec", payload["spec"]  # validated in the render child, off this event loop
     if "code" in payload:
         if code_execution != "sandbox":
             raise JobFailure("code_execution_disabled",
@@ -90,6 +88,7 @@ class Worker:
         self.sandbox = Sandbox(default_base_dir(settings.data_dir), settings.code_limits, settings.spec_limits)
         self.stopping = asyncio.Event()
         self.active: dict[str, asyncio.Task[None]] = {}
+        self.rendering = 0  # jobs holding a render slot (claimed and not yet rendered)
         self._slot_freed = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
         self.stub: pb_grpc.JobStoreStub
@@ -116,9 +115,8 @@ class Worker:
     async def run(self) -> None:
         claim_task: asyncio.Task[None] = asyncio.create_task(self._claim_loop(), name="claim-loop")
         await self.stopping.wait()
-        claim_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await claim_task
+        self._slot_freed.set()
+        await claim_task  # returns by itself once stopping is set
         await self._drain()
 
     async def stop(self) -> None:
@@ -138,16 +136,32 @@ class Worker:
     async def _claim_loop(self) -> None:
         failures = 0
         while not self.stopping.is_set():
-            free = self.settings.concurrency - len(self.active)
+            # A slot is free again once its render ends: the upload and Complete of one job overlap
+            # the next render. At most twice the concurrency is in hand at once, though.
+            free = min(self.settings.concurrency - self.rendering, 2 * self.settings.concurrency - len(self.active))
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            if self.stopping.is_set():
+                return
+            call = self.stub.Claim(pb.ClaimRequest(
+                worker_id=self.settings.worker_id, job_types=list(self.settings.job_types), max_jobs=free,
+                wait_ms=self.settings.claim_wait_ms, lease_ms=self.settings.lease_ms),
+                timeout=self.settings.claim_wait_ms / 1000 + 10)
+            # Stopping cancels a claim that is still waiting (the jobstore gives back whatever it took for
+            # a call that went away); a reply that has arrived is always processed.
+            call_task = asyncio.ensure_future(call)
+            stop_task = asyncio.ensure_future(self.stopping.wait())
+            await asyncio.wait({call_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            if not call_task.done():
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await call_task
+                return
             try:
-                reply = await self.stub.Claim(pb.ClaimRequest(
-                    worker_id=self.settings.worker_id, job_types=list(self.settings.job_types), max_jobs=free,
-                    wait_ms=self.settings.claim_wait_ms, lease_ms=self.settings.lease_ms),
-                    timeout=self.settings.claim_wait_ms / 1000 + 10)
+                reply = call_task.result()
             except grpc.aio.AioRpcError as exc:
                 if failures == 0:
                     log.warning("jobstore unreachable (%s: %s); retrying with backoff", exc.code().name,
@@ -159,6 +173,7 @@ class Worker:
                 log.info("jobstore reachable again after %d failed claim(s)", failures)
                 failures = 0
             for claimed in reply.jobs:
+                self.rendering += 1
                 task = asyncio.create_task(self._process(claimed), name=f"job-{claimed.job.id}")
                 self.active[claimed.job.id] = task
                 task.add_done_callback(lambda _t, job_id=claimed.job.id: self._done(job_id))
@@ -185,9 +200,23 @@ class Worker:
         beats = asyncio.create_task(self._heartbeats(job.id, token, state, changed, lost, render_id))
         output: Path | None = None
         mode = ""
+        holding_slot = True
+
+        def release_slot() -> None:
+            nonlocal holding_slot
+            if holding_slot:
+                holding_slot = False
+                self.rendering -= 1
+                self._slot_freed.set()
+
         try:
+            started = time.perf_counter()
             mode, content = parse_payload(job, self.settings.code_execution)
-            result = await self.sandbox.render(render_id, job.job_type, mode, content, job.title, on_progress)
+            try:
+                result = await self.sandbox.render(render_id, job.job_type, mode, content, job.title, on_progress)
+            finally:
+                release_slot()
+            rendered = time.perf_counter()
             output = result.path
             if lost.is_set():
                 return
@@ -199,17 +228,22 @@ class Worker:
                 "size_bytes": artifact.size_bytes, "sha256": artifact.sha256, "preview": result.preview,
                 "download_path": f"/api/jobs/{job.id}/artifact", "mode": mode,
             }
+            uploaded = time.perf_counter()
             await self.stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=token, artifact_id=artifact.id,
                                                         result_json=json.dumps(document)))
             self.completed += 1
             log.info("job %s completed (%s, %d bytes)", job.id, job.job_type, artifact.size_bytes)
+            log.debug("job %s: render %.1f ms, upload %.1f ms, complete %.1f ms", job.id,
+                      (rendered - started) * 1000, (uploaded - rendered) * 1000,
+                      (time.perf_counter() - uploaded) * 1000)
         except JobFailure as exc:
             await self._fail(job, token, exc.code, str(exc), exc.retryable)
         except RenderError as exc:
             if exc.cancelled or lost.is_set():
                 log.info("job %s stopped: %s", job.id, "cancelled" if exc.cancelled else "lease lost")
                 return
-            code = "sandbox_unavailable" if exc.retryable else ("code_failed" if mode == "code" else "render_failed")
+            code = exc.code or ("sandbox_unavailable" if exc.retryable else
+                                ("code_failed" if mode == "code" else "render_failed"))
             await self._fail(job, token, code, str(exc), exc.retryable)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
@@ -222,6 +256,7 @@ class Worker:
                                             f"renderer {self.settings.worker_id} stopped before finishing", True))
             raise
         finally:
+            release_slot()
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beats

@@ -22,10 +22,11 @@ ProgressCallback = Callable[[int, str], None]
 
 
 class RenderError(Exception):
-    def __init__(self, message: str, *, retryable: bool, cancelled: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool, cancelled: bool = False, code: str | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.cancelled = cancelled
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class Sandbox:
             self._pending.pop(render_id, None)
         if not answer.get("ok"):
             raise RenderError(str(answer.get("error", "render failed")), retryable=bool(answer.get("retryable")),
-                              cancelled=bool(answer.get("cancelled")))
+                              cancelled=bool(answer.get("cancelled")), code=answer.get("code"))
         return RenderResult(self.out_dir / answer["file"], answer.get("preview") or {})
 
     async def _send(self, message: dict[str, Any]) -> None:

@@ -25,12 +25,13 @@ Answers:
   {"ready": true, "isolation": {...}}
   {"id": ..., "progress": 0-100, "message": ...}
   {"id": ..., "ok": true, "file": <host path>, "preview": {...}}
-  {"id": ..., "ok": false, "error": ..., "retryable": false}
+  {"id": ..., "ok": false, "error": ..., "retryable": false, "code": "invalid_spec" | null}
 """
 
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import resource
@@ -52,7 +53,6 @@ UID_BASE = 2_000_000_000  # far above any account
 UIDS_PER_ZYGOTE = 64  # each zygote takes a block of its own, from its pid, so two never share a uid
 PR_SET_CHILD_SUBREAPER = 36
 MAX_MESSAGE = 1024 * 1024
-PREVIEW_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,6 @@ class Job:
     request: dict[str, Any]
     directory: str
     uid: int | None
-    stage: str = "render"
     pid: int = 0
     pipe: int = -1
     deadline: float = 0.0
@@ -119,6 +118,44 @@ def warm() -> None:
 
     from .. import preview  # noqa: F401
     from ..spec import document, pdf, presentation, spreadsheet  # noqa: F401
+
+    warm_renders()
+
+
+def warm_renders() -> None:
+    """Render and read back one small document of each type: the libraries import much of themselves
+    lazily (writers, XML and zip machinery) and fill caches on first use. Done once here, every child
+    starts warm instead of paying ~25 ms each."""
+    import tempfile
+
+    from .. import specs
+    from ..preview import preview
+    from ..spec import render
+
+    samples = {
+        "spreadsheet": {"sheets": [{"name": "S", "columns": [{"header": "a", "format": "currency"},
+                                                             {"header": "b", "format": "date"}],
+                                    "rows": [[1, "2026-01-01"], [{"formula": "A2*2"}, None]],
+                                    "charts": [{"type": "bar", "categoryColumn": 1, "valueColumns": [0]}]}]},
+        "document": {"blocks": [{"type": "heading", "text": "h"},
+                                {"type": "paragraph", "runs": [{"text": "p", "bold": True}]},
+                                {"type": "bullets", "items": ["i"]}, {"type": "numbered", "items": ["n"]},
+                                {"type": "table", "header": ["t"], "rows": [["c"]]}, {"type": "pageBreak"}]},
+        "pdf": {"blocks": [{"type": "heading", "text": "h"}, {"type": "paragraph", "text": "p"},
+                           {"type": "bullets", "items": ["i"]}, {"type": "table", "header": ["t"], "rows": [["c"]]}]},
+        "presentation": {"slides": [{"layout": "title", "title": "t", "subtitle": "s", "notes": "n"},
+                                    {"layout": "bullets", "title": "b", "bullets": ["x", {"text": "y", "level": 1}]},
+                                    {"layout": "table", "title": "t", "header": ["a"], "rows": [["1"]]},
+                                    {"layout": "chart", "title": "c",
+                                     "chart": {"type": "line", "categories": ["a"],
+                                               "series": [{"name": "s", "values": [1]}]}}]},
+    }
+    with tempfile.TemporaryDirectory(prefix="docjobs-warm-") as tmp:
+        for job_type, spec in samples.items():
+            specs.validate(job_type, spec)
+            path = Path(tmp) / f"warm.{EXTENSIONS[job_type]}"
+            render(job_type, spec, "warm-up", path, lambda _p, _m: None)
+            preview(job_type, path)
 
 
 class Zygote:
@@ -204,7 +241,7 @@ class Zygote:
             now = time.monotonic()
             for job in list(self.jobs.values()):
                 if job.pid and now >= job.deadline and job.killed_for is None:
-                    limit = self._limits(job).timeout_s if job.stage == "render" else PREVIEW_TIMEOUT_S
+                    limit = self._limits(job).timeout_s
                     job.killed_for = f"timed out after {limit:g} s (wall clock)"
                     self._kill(job)
 
@@ -256,13 +293,15 @@ class Zygote:
                 target(job, write_fd)
                 os._exit(0)
             except BaseException as exc:
-                _child_send(write_fd, {"error": _describe(exc)})
+                from ..specs import SpecError
+
+                _child_send(write_fd, {"error": _describe(exc),
+                                       "code": "invalid_spec" if isinstance(exc, SpecError) else None})
                 os._exit(1)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         job.pid, job.pipe, job.buffer = pid, read_fd, b""
-        limit = self._limits(job).timeout_s if job.stage == "render" else PREVIEW_TIMEOUT_S
-        job.deadline = time.monotonic() + limit
+        job.deadline = time.monotonic() + self._limits(job).timeout_s
         self.by_pid[pid] = job
         self.selector.register(read_fd, selectors.EVENT_READ, job)
 
@@ -295,34 +334,42 @@ class Zygote:
             linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
         os.chdir(job.directory)
         os.environ.clear()
-        os.environ["HOME"] = job.directory
+        os.environ["HOME"] = os.environ["TMPDIR"] = job.directory
+        import tempfile
+
+        tempfile.tempdir = job.directory  # the libraries' temporary files go to the job's own directory
 
     # --- what the children run -------------------------------------------------------------------
 
     def _render_child(self, job: Job, out: int) -> None:
         ext = EXTENSIONS[job.job_type]
         if job.mode == "spec":
-            from ..preview import preview
+            from .. import specs
             from ..spec import render
 
+            # Validated here, not in the worker: checking a spec of 100,000 rows is CPU work too.
+            specs.validate(job.job_type, job.request["spec"])
+            _child_send(out, {"progress": 3, "message": "spec validated"})
             path = Path(job.directory) / f"document.{ext}"
-            render(job.job_type, job.request["spec"], job.request.get("title", ""), path,
-                   lambda p, m: _child_send(out, {"progress": p, "message": m}))
-            _child_send(out, {"progress": 97, "message": "preview"})
-            _child_send(out, {"done": True, "preview": preview(job.job_type, path)})
+            preview = render(job.job_type, job.request["spec"], job.request.get("title", ""), path,
+                             lambda p, m: _child_send(out, {"progress": p, "message": m}))
+            _child_send(out, {"done": True, "preview": preview})
             return
+        from ..preview import preview as read_preview
+
         _child_send(out, {"progress": 10, "message": "running the document code"})
         code = compile(job.request["code"], "<document code>", "exec")
         scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__,
                                  "output_path": f"document.{ext}"}
         exec(code, scope)
-        _child_send(out, {"done": True})
-
-    def _preview_child(self, job: Job, out: int) -> None:
-        from ..preview import preview
-
-        assert job.file is not None
-        _child_send(out, {"done": True, "preview": preview(job.job_type, Path(job.directory) / job.file)})
+        # Read the saved document back: a file the reader cannot open fails the job here. (The zygote
+        # checks again, independently, that there is exactly one regular file before copying it out.)
+        saved = [n for n in os.listdir(".") if n.lower().endswith("." + ext)]
+        if len(saved) == 1 and os.path.isfile(saved[0]) and not os.path.islink(saved[0]):
+            _child_send(out, {"progress": 90, "message": "checking the saved document"})
+            _child_send(out, {"done": True, "preview": read_preview(job.job_type, Path(saved[0]))})
+        else:
+            _child_send(out, {"done": True, "preview": {}})
 
     # --- children's messages and ends --------------------------------------------------------------
 
@@ -384,20 +431,18 @@ class Zygote:
         if job.killed_for is not None:
             return self._finish(job, error=job.killed_for)
         if "error" in final:
-            return self._finish(job, error=str(final["error"]))
+            return self._finish(job, error=str(final["error"]), code=final.get("code"))
         if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0 or not final.get("done"):
             return self._finish(job, error=_exit_reason(status, self._limits(job)))
-        if job.stage == "render" and job.mode == "code":
+        if job.mode == "code":
             found = self._output_file(job)
-            if isinstance(found, str) and found.startswith("!"):
+            if found.startswith("!"):
                 return self._finish(job, error=found[1:])
             job.file = found
-            job.stage = "preview"
-            job.messages = []
-            send({"id": job.id, "progress": 90, "message": "checking the saved document"})
-            return self._start(job, self._preview_child)
-        job.file = job.file or f"document.{EXTENSIONS[job.job_type]}"
-        return self._finish(job, preview=final.get("preview", {}))
+        else:
+            job.file = f"document.{EXTENSIONS[job.job_type]}"
+        preview = final.get("preview")
+        return self._finish(job, preview=preview if isinstance(preview, dict) else {})
 
     def _output_file(self, job: Job) -> str:
         ext = EXTENSIONS[job.job_type]
@@ -410,7 +455,8 @@ class Zygote:
             return f"!{names[0]} is not a regular file"
         return names[0]
 
-    def _finish(self, job: Job, error: str | None = None, preview: dict[str, Any] | None = None) -> None:
+    def _finish(self, job: Job, error: str | None = None, preview: dict[str, Any] | None = None,
+                code: str | None = None) -> None:
         answer: dict[str, Any] = {"id": job.id}
         if error is None:
             try:
@@ -421,7 +467,7 @@ class Zygote:
         elif job.killed_for == "cancelled":
             answer.update(ok=False, error="cancelled", retryable=False, cancelled=True)
         else:
-            answer.update(ok=False, error=error, retryable=False)
+            answer.update(ok=False, error=error, retryable=False, code=code)
         shutil.rmtree(job.directory, ignore_errors=True)
         if job.uid is not None:
             self.free_uids.append(job.uid)
@@ -521,6 +567,9 @@ def send(message: dict[str, Any]) -> None:
 def main() -> None:
     config = json.loads(sys.argv[1])
     warm()
+    # Everything imported so far is shared with the children copy-on-write; without this, the first
+    # full garbage collection in a child touches every object and copies every page (~70 ms).
+    gc.freeze()
     zygote = Zygote(config["out_dir"], config["work_dir"], Limits.from_json(config.get("code_limits", {})),
                     Limits.from_json(config.get("spec_limits", {})))
     zygote.isolate()

@@ -1,7 +1,9 @@
 """Renderers for the declarative specs, one module per document type.
 
-Each exposes `render(spec, title, path, progress)`: it writes the document to path and calls
-progress(percent, message) as it goes. Specs are validated against the schema first; what a schema
+Each exposes `render(spec, title, path, progress) -> preview`: it writes the document to path, calls
+progress(percent, message) as it goes, and returns the document's preview, made from what it wrote
+(cheaper than reading the file back; code-mode documents are previewed from the file, preview.py).
+Specs are validated against the schema first; what a schema
 cannot say (a chart column that does not exist) raises SpecError here.
 """
 
@@ -14,7 +16,7 @@ from typing import Any
 Progress = Callable[[int, str], None]
 
 
-def render(job_type: str, spec: dict[str, Any], title: str, path: Path, progress: Progress) -> None:
+def render(job_type: str, spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
     if job_type == "spreadsheet":
         from . import spreadsheet as module
     elif job_type == "document":
@@ -25,4 +27,4 @@ def render(job_type: str, spec: dict[str, Any], title: str, path: Path, progress
         from . import presentation as module  # type: ignore[no-redef]
     else:
         raise ValueError(f"no renderer for {job_type!r}")
-    module.render(spec, title, path, progress)
+    return module.render(spec, title, path, progress)  # type: ignore[no-any-return]

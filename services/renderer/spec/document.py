@@ -11,7 +11,7 @@ from docx.enum.text import WD_BREAK
 from . import Progress
 
 
-def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> None:
+def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
     document = Document()
     doc_title = spec.get("title") or title
     document.core_properties.title = doc_title
@@ -25,6 +25,23 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
             progress(5 + int(85 * i / len(blocks)), f"block {i + 1} of {len(blocks)}")
     progress(95, "saving")
     document.save(str(path))
+    return preview(spec, doc_title)
+
+
+def preview(spec: dict[str, Any], doc_title: str) -> dict[str, Any]:
+    """The title and headings, and the first paragraphs, as in the file."""
+    headings = [doc_title] if doc_title else []
+    paragraphs: list[str] = []
+    for block in spec["blocks"]:
+        if block["type"] == "heading" and len(headings) < 10:
+            headings.append(block["text"][:300])
+        elif block["type"] == "paragraph" and len(paragraphs) < 3:
+            text = "".join(r["text"] for r in block.get("runs") or [{"text": block.get("text", "")}]).strip()
+            if text:
+                paragraphs.append(text[:300])
+        elif block["type"] in ("bullets", "numbered") and len(paragraphs) < 3:
+            paragraphs.extend(item[:300] for item in block["items"][: 3 - len(paragraphs)])
+    return {"kind": "document", "headings": headings, "paragraphs": paragraphs}
 
 
 def _add_block(document: Any, block: dict[str, Any]) -> None:

@@ -26,12 +26,29 @@ PAGE_SIZES = {"A4": pagesizes.A4, "Letter": pagesizes.LETTER, "Legal": pagesizes
               "A5": pagesizes.A5}
 
 
-def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> None:
+class _Document(SimpleDocTemplate):  # type: ignore[misc]
+    """Notes the text of what lands on the first page, for the preview."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_page_text: list[str] = []
+
+    def afterFlowable(self, flowable: Any) -> None:
+        if self.page != 1 or sum(len(t) for t in self.first_page_text) > 600:
+            return
+        if isinstance(flowable, Paragraph):
+            self.first_page_text.append(flowable.getPlainText())
+        elif isinstance(flowable, Table):
+            for row in flowable._cellvalues:
+                self.first_page_text.extend(c.getPlainText() for c in row if isinstance(c, Paragraph))
+
+
+def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
     size = PAGE_SIZES[spec.get("pageSize", "A4")]
     if spec.get("orientation") == "landscape":
         size = pagesizes.landscape(size)
     doc_title = spec.get("title") or title
-    doc = SimpleDocTemplate(str(path), pagesize=size, title=doc_title, author=spec.get("author", ""),
+    doc = _Document(str(path), pagesize=size, title=doc_title, author=spec.get("author", ""),
                             leftMargin=2 * cm, rightMargin=2 * cm, topMargin=2 * cm, bottomMargin=2 * cm)
     styles = getSampleStyleSheet()
     cell_style = ParagraphStyle("cell", parent=styles["BodyText"], fontSize=9, leading=11)
@@ -46,6 +63,8 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
             progress(5 + int(60 * i / len(blocks)), f"block {i + 1} of {len(blocks)}")
     progress(70, "laying out pages")
     doc.build(story, onFirstPage=_footer, onLaterPages=_footer)
+    text = " ".join(" ".join(doc.first_page_text).split())
+    return {"kind": "pdf", "pages": doc.page, "firstPageText": text[:299] + "…" if len(text) > 300 else text}
 
 
 def _footer(canvas: Any, doc: Any) -> None:

@@ -19,7 +19,7 @@ CHART_TYPES = {
 }
 
 
-def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> None:
+def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
     deck = Presentation()
     deck.slide_width, deck.slide_height = Inches(13.333), Inches(7.5)
     deck.core_properties.title = title
@@ -29,6 +29,8 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
         progress(5 + int(85 * (i + 1) / len(slides)), f"slide {i + 1} of {len(slides)}")
     progress(95, "saving")
     deck.save(str(path))
+    titles = [slide["title"][:300] for slide in slides]
+    return {"kind": "presentation", "slides": len(titles), "titles": titles[:30]}
 
 
 def _add_slide(deck: Any, spec: dict[str, Any]) -> None:

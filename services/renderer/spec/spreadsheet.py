@@ -24,10 +24,11 @@ NUMBER_FORMATS = {
     "datetime": "yyyy-mm-dd hh:mm",
 }
 DEFAULT_HEADER_FILL = "1F4E78"
+MAX_PREVIEW_SHEETS, MAX_PREVIEW_ROWS, MAX_PREVIEW_COLS = 10, 5, 8
 DEFAULT_HEADER_FONT = "FFFFFF"
 
 
-def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> None:
+def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
     workbook = Workbook()
     workbook.remove(workbook.active)
     workbook.properties.title = title
@@ -44,6 +45,29 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
         done_rows = _fill_sheet(sheet, sheet_spec, index, progress, done_rows, total_rows)
     progress(95, "saving")
     workbook.save(path)
+    return preview(spec)
+
+
+def preview(spec: dict[str, Any]) -> dict[str, Any]:
+    """The first rows of each sheet, as the file shows them (formulas as their text)."""
+    sheets = []
+    for sheet in spec["sheets"][:MAX_PREVIEW_SHEETS]:
+        header = [c["header"] for c in sheet["columns"]][:MAX_PREVIEW_COLS]
+        rows = [header]
+        for row in sheet.get("rows", [])[: MAX_PREVIEW_ROWS - 1]:
+            cells = [_preview_cell(v) for v in row[:MAX_PREVIEW_COLS]]
+            while cells and cells[-1] == "":
+                cells.pop()
+            rows.append(cells)
+        sheets.append({"name": sheet["name"], "rows": rows})
+    return {"kind": "spreadsheet", "sheets": sheets}
+
+
+def _preview_cell(value: Any) -> str:
+    if isinstance(value, dict):
+        formula = value["formula"]
+        return formula if formula.startswith("=") else "=" + formula
+    return "" if value is None else str(value)[:300]
 
 
 def _fill_sheet(sheet: Worksheet, spec: dict[str, Any], index: int, progress: Progress, done_rows: int,
