@@ -74,6 +74,8 @@ class EventDispatcher:
         self._checkpoints: deque[tuple[int, int]] = deque()
         self._by_job: dict[str, set[Subscription]] = {}
         self._scoped: set[Subscription] = set()
+        self._epoch = 0  # counts subscriptions, so an idle round can tell that one happened meanwhile
+        self._idle_epoch = 0
         self.reads = 0
         self.delivered_total = 0
         self.healthy = True
@@ -100,6 +102,7 @@ class EventDispatcher:
 
     def subscribe(self, *, job_id: str | None = None, user_id: str | None = None,
                   session_id: str | None = None) -> Subscription:
+        self._epoch += 1
         sub = Subscription(job_id=job_id, user_id=user_id, session_id=session_id)
         if job_id is not None:
             self._by_job.setdefault(job_id, set()).add(sub)
@@ -127,7 +130,8 @@ class EventDispatcher:
             if self._stopping:
                 return
             try:
-                if self.subscriber_count:
+                if self.subscriber_count or self._epoch != self._idle_epoch:
+                    self._idle_epoch = self._epoch
                     await self._read()
                     pause = ACTIVE_MIN_INTERVAL_S
                 else:
@@ -176,13 +180,19 @@ class EventDispatcher:
                 return
 
     async def _advance_idle(self) -> None:
-        """No subscriber: settle the cursor without reading events (none would be delivered)."""
+        """No subscriber: settle the cursor without reading events (none would be delivered).
+
+        Only if nobody subscribed while this ran: a stream that subscribed and read its history before
+        some event committed must get that event from the next (active) read, so the cursor must not
+        pass it here. The checkpoint stays, and an active read settles it."""
         self.reads += 1
+        epoch = self._epoch
         async with self._pool.acquire() as conn:
             mark = await conn.fetchrow(Q.events_sequence_position)
             xmin = await conn.fetchval(Q.snapshot_xmin)
         self._checkpoints.append((mark["position"], mark["horizon"]))
-        self._settle(xmin)
+        if self._epoch == epoch and not self.subscriber_count:
+            self._settle(xmin)
 
     def _settle(self, xmin: int) -> None:
         while self._checkpoints and self._checkpoints[0][1] <= xmin:

@@ -24,6 +24,7 @@ CONTENT_TYPES = {
     "presentation": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
 }
 SCHEMA_BASE = "https://docjobs.dev/schemas/"
+DISCRIMINATORS = ("type", "layout")
 
 
 class SpecError(ValueError):
@@ -79,7 +80,11 @@ def validate(job_type: str, spec: Any, root: str = "spec") -> None:
     # against 6 s); only a spec that fails is explained, by the Python one, whose errors read better.
     if _fast_validator(job_type).is_valid(spec):
         return
-    error = jsonschema.exceptions.best_match(_validator(job_type).iter_errors(spec))
+    errors = list(_validator(job_type).iter_errors(spec))
+    # A block's or slide's kind decides which other fields it may have: an unknown kind is the error
+    # to report, not the fields that would only be wrong for the kinds we do know.
+    kinds = [e for e in errors if e.validator == "enum" and e.absolute_path and e.absolute_path[-1] in DISCRIMINATORS]
+    error = kinds[0] if kinds else jsonschema.exceptions.best_match(errors)
     if error is None:
         return
     # For a oneOf over block kinds, the deepest matching alternative says more than "not valid under".
