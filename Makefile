@@ -27,6 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/queue.py
+	$(PY) bench/render.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench scripts
