@@ -104,6 +104,8 @@ async def test_pdf_example(stub, renderer, tmp_path) -> None:  # type: ignore[no
         assert expected in text
     assert result["preview"]["pages"] == len(reader.pages)
     assert "Invoice INV-2026-0117" in result["preview"]["firstPageText"]
+    assert "Brand identity workshop" in result["preview"]["firstPageText"]  # table cells count too
+    assert text.count("Invoice INV-2026-0117") == 1  # the spec's heading is not repeated as a title
 
 
 async def test_pdf_pages_are_numbered_and_sized(stub, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]

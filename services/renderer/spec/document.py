@@ -15,7 +15,9 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
     document = Document()
     doc_title = spec.get("title") or title
     document.core_properties.title = doc_title
-    if doc_title:
+    from .pdf import _starts_with_heading
+
+    if doc_title and not _starts_with_heading(spec["blocks"], doc_title):
         document.add_heading(doc_title, level=0)
     blocks = spec["blocks"]
     step = max(1, len(blocks) // 20)

@@ -34,13 +34,20 @@ class _Document(SimpleDocTemplate):  # type: ignore[misc]
         self.first_page_text: list[str] = []
 
     def afterFlowable(self, flowable: Any) -> None:
-        if self.page != 1 or sum(len(t) for t in self.first_page_text) > 600:
-            return
-        if isinstance(flowable, Paragraph):
-            self.first_page_text.append(flowable.getPlainText())
-        elif isinstance(flowable, Table):
-            for row in flowable._cellvalues:
-                self.first_page_text.extend(c.getPlainText() for c in row if isinstance(c, Paragraph))
+        if self.page == 1 and sum(len(t) for t in self.first_page_text) <= 600:
+            self.first_page_text.extend(_plain_text(flowable))
+
+
+def _plain_text(item: Any) -> list[str]:
+    """The text of a flowable: paragraphs, table cells (tuples of flowables), list items."""
+    if isinstance(item, Paragraph):
+        return [item.getPlainText()]
+    if isinstance(item, Table):
+        return [t for row in item._cellvalues for cell in row for t in _plain_text(cell)]
+    if isinstance(item, list | tuple):
+        return [t for sub in item for t in _plain_text(sub)]
+    inner = getattr(item, "_flowables", None)  # ListFlowable, ListItem
+    return _plain_text(inner) if inner is not None else []
 
 
 def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
@@ -53,7 +60,7 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
     styles = getSampleStyleSheet()
     cell_style = ParagraphStyle("cell", parent=styles["BodyText"], fontSize=9, leading=11)
     story: list[Any] = []
-    if doc_title:
+    if doc_title and not _starts_with_heading(spec["blocks"], doc_title):
         story.append(Paragraph(escape(doc_title), styles["Title"]))
     blocks = spec["blocks"]
     step = max(1, len(blocks) // 20)
@@ -67,6 +74,12 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
     return {"kind": "pdf", "pages": doc.page, "firstPageText": text[:299] + "…" if len(text) > 300 else text}
 
 
+def _starts_with_heading(blocks: list[dict[str, Any]], text: str) -> bool:
+    """A spec that opens with a heading saying the title already has its title line."""
+    first = next((b for b in blocks if b["type"] != "pageBreak"), None)
+    return first is not None and first["type"] == "heading" and first["text"].strip() == text.strip()
+
+
 def _footer(canvas: Any, doc: Any) -> None:
     canvas.saveState()
     canvas.setFont("Helvetica", 9)
@@ -78,7 +91,7 @@ def _footer(canvas: Any, doc: Any) -> None:
 def _runs(block: dict[str, Any]) -> str:
     parts = []
     for run in block.get("runs") or [{"text": block["text"]}]:
-        text = escape(run["text"]).replace("\n", "<br/>")
+        text = escape(run["text"]).replace("\n", " <br/>")
         if run.get("bold"):
             text = f"<b>{text}</b>"
         if run.get("italic"):
@@ -98,7 +111,8 @@ def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float
         return [ListFlowable(items, bulletType="bullet" if kind == "bullets" else "1", start=None
                              if kind == "numbered" else "•", leftIndent=14)]
     if kind == "table":
-        header = [Paragraph(f"<b>{escape(h)}</b>", cell_style) for h in block["header"]]
+        header_style = ParagraphStyle("header", parent=cell_style, textColor=colors.white)
+        header = [Paragraph(f"<b>{escape(h)}</b>", header_style) for h in block["header"]]
         rows = [[Paragraph(escape("" if v is None else str(v)), cell_style) for v in row] for row in block["rows"]]
         n = len(block["header"])
         rows = [r + [""] * (n - len(r)) for r in rows]
