@@ -19,7 +19,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,10 +27,11 @@ import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from common import benchmark_database  # noqa: E402
 from processes import JobStoreProcess  # noqa: E402
 
-from docjobs.pgserver import EmbeddedPostgres  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -145,12 +145,7 @@ def main() -> None:
     parser.add_argument("--latency-rounds", type=int, default=300)
     parser.add_argument("--pool", type=int, default=10)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="docjobs-bench-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp))
-        pg.start()
-        admin = pg.dsn
-        asyncio.run(_create_db(admin))
-        dsn = pg.dsn_for("bench")
+    with benchmark_database() as (_tmp, dsn):
         store = JobStoreProcess(dsn, env={"DOCJOBS_DB_POOL_SIZE": str(args.pool), "DOCJOBS_LOG_LEVEL": "warning"})
         store.start()
         try:
@@ -158,15 +153,6 @@ def main() -> None:
             asyncio.run(run(args, dsn, store.address))
         finally:
             store.terminate()
-            pg.stop()
-
-
-async def _create_db(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE DATABASE bench")
-    finally:
-        await conn.close()
 
 
 if __name__ == "__main__":

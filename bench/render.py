@@ -25,16 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from common import benchmark_database  # noqa: E402
 from processes import JobStoreProcess  # noqa: E402
 from renderers import RendererProcess  # noqa: E402
 
-from docjobs.pgserver import EmbeddedPostgres  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
 from renderer.spec import render  # noqa: E402
@@ -154,17 +154,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="docjobs-bench-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg")
-        pg.start()
-        asyncio.run(_create_db(pg.dsn))
-        store = JobStoreProcess(pg.dsn_for("bench"), env={"DOCJOBS_LOG_LEVEL": "warning"})
+    with benchmark_database() as (tmp, dsn):
+        store = JobStoreProcess(dsn, env={"DOCJOBS_LOG_LEVEL": "warning"})
         store.start()
         results: dict[int, dict[str, Any]] = {}
         try:
             store.wait_healthy()
             for slots in (1, 2):
-                renderer = RendererProcess(store.address, Path(tmp) / f"r{slots}", DOCJOBS_CODE_EXECUTION="sandbox",
+                renderer = RendererProcess(store.address, tmp / f"r{slots}", DOCJOBS_CODE_EXECUTION="sandbox",
                                            DOCJOBS_RENDER_CONCURRENCY=str(slots), DOCJOBS_LOG_LEVEL="warning")
                 renderer.start()
                 try:
@@ -173,7 +170,6 @@ def main() -> None:
                     renderer.stop()
         finally:
             store.terminate()
-            pg.stop()
     direct = {name: in_process_seconds(body, max(2, args.rounds // 10) if name == "large spreadsheet" else args.rounds)
               for name, body in cases().items()}
     code_direct = in_process_code_seconds(args.rounds)
@@ -187,14 +183,6 @@ def main() -> None:
     print(f"  code mode: in-process exec {code_direct * 1000:.1f} ms, sandboxed job {results[1]['code'] * 1000:.1f} ms,"
           f" added {added:.1f} ms per job (target <= 50 ms; ratio {added / 50:.2f})")
     print("  spec-mode overhead target: ratio <= 1.15")
-
-
-async def _create_db(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE DATABASE bench")
-    finally:
-        await conn.close()
 
 
 if __name__ == "__main__":

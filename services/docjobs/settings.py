@@ -6,9 +6,14 @@ turns that into a one-line message on stderr and exit status 2.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class SettingsError(ValueError):
@@ -74,3 +79,17 @@ def database_url(env: Mapping[str, str]) -> str | None:
 def environ() -> Mapping[str, str]:
     """The process environment, read in one place."""
     return dict(os.environ)
+
+
+def load_or_exit(program: str, load: Callable[[Mapping[str, str]], T]) -> T:
+    """Read a service's settings from the environment; a bad one ends the process with one line naming
+    it (and exit status 2), never a traceback."""
+    try:
+        return load(environ())
+    except SettingsError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 
 import asyncpg
 import grpc
@@ -14,7 +13,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from docjobs.settings import SettingsError, environ
+from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2, jobstore_pb2_grpc
 
 from .claims import ClaimWaiters
@@ -189,13 +188,8 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env(environ())
-    except SettingsError as exc:
-        print(f"jobstore: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_or_exit("jobstore", Settings.from_env)
+    setup_logging(settings.log_level)
     uvloop.run(serve(settings))  # asyncpg and grpc.aio are both markedly faster on uvloop
 
 

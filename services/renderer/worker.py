@@ -15,7 +15,6 @@ import json
 import logging
 import re
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import grpc
 import uvloop
 
-from docjobs.settings import SettingsError, environ
+from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
@@ -323,13 +322,8 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env(environ())
-    except SettingsError as exc:
-        print(f"renderer: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_or_exit("renderer", Settings.from_env)
+    setup_logging(settings.log_level)
     uvloop.run(serve(settings))
 
 
