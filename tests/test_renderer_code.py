@@ -96,7 +96,7 @@ ESCAPES = {
                                       "Network is unreachable"),
     "writing outside the working directory": ("open('/etc/docjobs-escape-MARK', 'w').write('x')",
                                               "Read-only file system"),
-    "writing to /tmp": ("open('/tmp/docjobs-escape-MARK', 'w').write('x')", "Permission denied"),
+    "writing to /tmp": ("open('/tmp/docjobs-escape-MARK', 'w').write('x')", "Read-only file system"),
     "writing to the parent directory": ("open('../docjobs-escape-MARK', 'w').write('x')", "Permission denied"),
     "saving no file": ("x = 1 + 1", "saved no .xlsx file"),
     "saving two files": ("from openpyxl import Workbook\nWorkbook().save('a.xlsx')\nWorkbook().save('b.xlsx')",

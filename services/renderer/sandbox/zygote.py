@@ -5,9 +5,10 @@ lines on stdin/stdout. At start it imports the document libraries (so a child co
 second of imports) and, where it runs as root, isolates itself once:
 
 * a new network namespace: the children have no network at all (not even a working loopback);
-* a new mount namespace in which every mount is read-only, and /tmp, /var/tmp and /dev/shm are small
-  private tmpfs mounts; job directories live in the private /tmp, so nothing a job writes reaches the
-  host, and finished documents are copied out through a directory handle opened before isolating.
+* a new mount namespace in which every mount is read-only (/tmp included), and the job directories
+  live on a small private tmpfs over the renderer's work directory (and /dev/shm is private too), so
+  nothing a job writes reaches the host; finished documents are copied out through a directory handle
+  opened before isolating.
 
 Each code job's child additionally runs as a uid of its own (no other process has it), with no
 supplementary groups and no_new_privs, so it cannot read other processes' files or /proc entries, and
@@ -184,6 +185,13 @@ class Zygote:
             }
             os.makedirs(self.work_dir, exist_ok=True)
             return
+        # Libraries hand out absolute paths (tempfile does): the job's uid must be able to traverse (not
+        # list) the directories above its own. Done before the file system turns read-only.
+        os.makedirs(self.work_dir, exist_ok=True)
+        for parent in Path(self.work_dir).resolve().parents:
+            mode = parent.stat().st_mode
+            if mode & 0o001 == 0:
+                parent.chmod(mode | 0o001)
         try:
             linux.unshare(linux.CLONE_NEWNET | linux.CLONE_NEWNS)
         except OSError as exc:
@@ -201,13 +209,16 @@ class Zygote:
                             | linux.MS_NOSUID | linux.MS_NODEV)
             except OSError:
                 failed.append(point)
-        for point, size in (("/tmp", self.limits.tmpfs_mb), ("/var/tmp", 16), ("/dev/shm", 16)):
-            if os.path.isdir(point):
-                linux.mount("tmpfs", point, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"size={size}m,mode=0755")
-        self.work_dir = "/tmp/docjobs-jobs"
-        os.makedirs(self.work_dir, mode=0o711)
-        self.isolation["filesystem"] = ("read-only, private tmpfs /tmp" if not failed
-                                        else f"read-only except {', '.join(failed)}; private tmpfs /tmp")
+        # Job directories: a private, size-limited tmpfs over the renderer's own work directory, visible
+        # in this namespace only. /tmp and the rest stay as they are, read-only: masking /tmp would also
+        # hide a Python installation or checkout that lives there.
+        os.makedirs(self.work_dir, exist_ok=True)
+        linux.mount("tmpfs", self.work_dir, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                    f"size={self.limits.tmpfs_mb}m,mode=0711")
+        if os.path.isdir("/dev/shm"):
+            linux.mount("tmpfs", "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=16m,mode=0755")
+        self.isolation["filesystem"] = ("read-only, private tmpfs for job directories" if not failed
+                                        else f"read-only except {', '.join(failed)}; private tmpfs for jobs")
         self.isolation["uid"] = "per job"
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -325,6 +336,9 @@ class Zygote:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * 1024 * 1024,) * 2)
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # The job's directory is opened before dropping privileges and entered by handle: the job's uid
+        # need not (and cannot) look up the directories above it. Paths from here on are relative.
+        directory = os.open(job.directory, os.O_RDONLY | os.O_DIRECTORY)
         if job.uid is not None:
             resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
             os.setgroups([])
@@ -332,12 +346,13 @@ class Zygote:
             os.setuid(job.uid)
         if job.mode == "code":
             linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-        os.chdir(job.directory)
+        os.fchdir(directory)
+        os.close(directory)
         os.environ.clear()
-        os.environ["HOME"] = os.environ["TMPDIR"] = job.directory
+        os.environ["HOME"] = os.environ["TMPDIR"] = "."
         import tempfile
 
-        tempfile.tempdir = job.directory  # the libraries' temporary files go to the job's own directory
+        tempfile.tempdir = "."  # the libraries' temporary files go to the job's own directory
 
     # --- what the children run -------------------------------------------------------------------
 
@@ -350,7 +365,7 @@ class Zygote:
             # Validated here, not in the worker: checking a spec of 100,000 rows is CPU work too.
             specs.validate(job.job_type, job.request["spec"])
             _child_send(out, {"progress": 3, "message": "spec validated"})
-            path = Path(job.directory) / f"document.{ext}"
+            path = Path(f"document.{ext}")
             preview = render(job.job_type, job.request["spec"], job.request.get("title", ""), path,
                              lambda p, m: _child_send(out, {"progress": p, "message": m}))
             _child_send(out, {"done": True, "preview": preview})
