@@ -1,0 +1,240 @@
+"""The gateway's aiohttp application: routes, app keys, the jobstore channel, metrics, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from docjobs.settings import load_or_exit, setup_logging
+from docjobs.v1 import jobstore_pb2 as pb
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+from . import payloads
+from .auth import Auth
+from .errors import ApiError, errors_middleware
+from .settings import Settings
+from .sse import stream_job_events
+
+log = logging.getLogger("gateway")
+
+SETTINGS = web.AppKey("settings", Settings)
+AUTH = web.AppKey("auth", Auth)
+STUB = web.AppKey("stub", pb_grpc.JobStoreStub)
+CHANNEL = web.AppKey("channel", grpc.aio.Channel)
+STREAMS = web.AppKey("streams", weakref.WeakSet)
+SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
+METRICS = web.AppKey("metrics", dict)
+
+GRPC_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
+
+
+def _job_id(request: web.Request) -> str:
+    return request.match_info["job_id"]
+
+
+def _links(request: web.Request, job_id: str, user_id: str) -> dict[str, str]:
+    token = request.app[AUTH].job_url_token(user_id, job_id)
+    return {"eventsUrl": f"/api/jobs/{job_id}/events?token={token}", "statusUrl": f"/api/jobs/{job_id}/status",
+            "downloadUrl": f"/api/jobs/{job_id}/artifact?token={token}"}
+
+
+async def create_job(request: web.Request) -> web.Response:
+    user_id = request.app[AUTH].user(request)
+    raw = await request.read()
+    fields = await asyncio.get_running_loop().run_in_executor(None, payloads.parse_job_request, raw, user_id)
+    idempotency_key = request.headers.get("Idempotency-Key", "")
+    if len(idempotency_key) > 200:
+        raise ApiError(400, "invalid", "Idempotency-Key is longer than 200 characters", "Idempotency-Key")
+    reply = await request.app[STUB].Enqueue(pb.EnqueueRequest(user_id=user_id, idempotency_key=idempotency_key,
+                                                              **fields))
+    request.app[METRICS]["jobs_created"].labels(fields["job_type"]).inc()
+    links = _links(request, reply.job.id, user_id)
+    return web.json_response({"jobId": reply.job.id, "status": payloads.STATUS_NAMES[reply.job.status],
+                              "created": reply.created, **links}, status=202)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    user_id = request.app[AUTH].user(request)
+    job = await request.app[STUB].GetJob(pb.GetJobRequest(job_id=_job_id(request), user_id=user_id))
+    return web.json_response(payloads.job_document(job, _links(request, job.id, user_id)))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    user_id = request.app[AUTH].user(request)
+    statuses = []
+    for name in filter(None, request.query.get("status", "").split(",")):
+        if name not in payloads.STATUS_BY_NAME:
+            raise ApiError(400, "invalid", f"status: unknown status {name!r}", "status")
+        statuses.append(payloads.STATUS_BY_NAME[name])
+    try:
+        page_size = int(request.query.get("pageSize", "50"))
+    except ValueError:
+        raise ApiError(400, "invalid", "pageSize: must be an integer", "pageSize") from None
+    reply = await request.app[STUB].ListJobs(pb.ListJobsRequest(
+        user_id=user_id, session_id=request.query.get("sessionId", ""), statuses=statuses, page_size=page_size,
+        page_token=request.query.get("pageToken", "")))
+    return web.json_response({"jobs": [payloads.job_document(j, _links(request, j.id, user_id)) for j in reply.jobs],
+                              "nextPageToken": reply.next_page_token or None})
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    user_id = request.app[AUTH].user(request)
+    job = await request.app[STUB].Cancel(pb.CancelRequest(job_id=_job_id(request), user_id=user_id,
+                                                           reason="cancelled by the user"))
+    return web.json_response(payloads.job_document(job, _links(request, job.id, user_id)))
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    job_id = _job_id(request)
+    user_id = request.app[AUTH].user_for_job_url(request, job_id)
+    stub = request.app[STUB]
+    await stub.GetJob(pb.GetJobRequest(job_id=job_id, user_id=user_id))  # 404 before the stream starts
+    streams = request.app[STREAMS]
+    gauge = request.app[METRICS]["open_streams"]
+    gauge.inc()
+    try:
+        task = asyncio.current_task()
+        if task is not None:
+            streams.add(task)
+        return await stream_job_events(request, stub, job_id, user_id, _links(request, job_id, user_id)["downloadUrl"],
+                                       request.app[SETTINGS].sse_heartbeat_s, request.app[SHUTDOWN])
+    finally:
+        gauge.dec()
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    job_id = _job_id(request)
+    user_id = request.app[AUTH].user_for_job_url(request, job_id)
+    stub = request.app[STUB]
+    job = await stub.GetJob(pb.GetJobRequest(job_id=job_id, user_id=user_id))
+    if not job.artifact_id:
+        raise ApiError(404, "not_found", "this job has no document (yet)")
+    call = stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=job.artifact_id, user_id=user_id))
+    first = await call.read()
+    if first is grpc.aio.EOF or first.WhichOneof("part") != "info":
+        raise ApiError(502, "upstream_error", "the document could not be read")
+    info = first.info
+    etag = f'"{info.sha256}"'
+    if request.headers.get("If-None-Match") == etag:
+        call.cancel()
+        return web.Response(status=304, headers={"ETag": etag})
+    response = web.StreamResponse(headers={
+        "Content-Type": info.content_type, "Content-Length": str(info.size_bytes), "ETag": etag,
+        "Content-Disposition": content_disposition(info.filename), "Cache-Control": "private, max-age=0"})
+    await response.prepare(request)
+    while (part := await call.read()) is not grpc.aio.EOF:  # read() only: grpc.aio forbids mixing it with iteration
+        await response.write(part.chunk)
+    await response.write_eof()
+    return response
+
+
+def content_disposition(filename: str) -> str:
+    """attachment; an ASCII fallback (quotes and backslashes removed) and the exact name per RFC 5987."""
+    from urllib.parse import quote
+
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename) or "document"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+async def stats(request: web.Request) -> web.Response:
+    request.app[AUTH].user(request)
+    s = await request.app[STUB].GetStats(pb.GetStatsRequest())
+    counts: dict[str, dict[str, int]] = {}
+    for c in s.counts:
+        counts.setdefault(c.job_type, {})[payloads.STATUS_NAMES.get(c.status, "unknown")] = c.count
+    return web.json_response({
+        "counts": counts, "duePending": s.due_pending, "delayedPending": s.delayed_pending,
+        "processing": s.processing, "oldestDuePendingAgeSeconds": s.oldest_due_pending_age_seconds,
+        "lastMinute": {"enqueued": s.enqueued_last_minute, "completed": s.completed_last_minute,
+                       "failed": s.failed_last_minute, "retried": s.retried_last_minute,
+                       "expiredLeases": s.expired_leases_last_minute}})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        reply = await health_pb2_grpc.HealthStub(request.app[CHANNEL]).Check(
+            health_pb2.HealthCheckRequest(service="docjobs.v1.JobStore"), timeout=2)
+        ready = reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.aio.AioRpcError:
+        ready = False
+    return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS]["registry"])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
+    channel = grpc.aio.insecure_channel(app[SETTINGS].jobstore_address, options=[
+        ("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+    app[CHANNEL] = channel
+    app[STUB] = pb_grpc.JobStoreStub(channel)
+    yield
+    await channel.close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[SHUTDOWN].set()
+    for task in list(app[STREAMS]):
+        task.cancel()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    registry = CollectorRegistry()
+    app[SETTINGS] = settings
+    app[AUTH] = Auth(settings)
+    app[STREAMS] = weakref.WeakSet()
+    app[SHUTDOWN] = asyncio.Event()
+    app[METRICS] = {
+        "registry": registry,
+        "jobs_created": Counter("docjobs_gateway_jobs_created", "Jobs accepted", ["document_type"],
+                                registry=registry),
+        "open_streams": Gauge("docjobs_gateway_open_sse_streams", "Open SSE streams", registry=registry),
+    }
+    app.cleanup_ctx.append(_jobstore_channel)
+    app.on_shutdown.append(_end_streams)
+    app.add_routes([
+        web.post("/api/jobs", create_job),
+        web.post("/api/jobs/enqueue", create_job),
+        web.get("/api/jobs", list_jobs),
+        web.get("/api/jobs/{job_id}", get_job),
+        web.get("/api/jobs/{job_id}/status", get_job),
+        web.delete("/api/jobs/{job_id}", cancel_job),
+        web.get("/api/jobs/{job_id}/events", job_events),
+        web.get("/api/jobs/{job_id}/artifact", download),
+        web.get("/api/stats", stats),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/metrics", metrics),
+    ])
+    return app
+
+
+def main() -> None:
+    settings = load_or_exit("gateway", Settings.from_env)
+    setup_logging(settings.log_level)
+    if settings.auth == "none":
+        log.warning("DOCJOBS_AUTH=none: NO AUTHENTICATION. Every caller is the user 'local'. For the local "
+                    "demo only; listening on %s only.", settings.http_host)
+    web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port, print=None,
+                shutdown_timeout=5)
+
+
+
+
+if __name__ == "__main__":
+    main()

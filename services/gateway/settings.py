@@ -1,0 +1,47 @@
+"""The gateway's settings, read from the environment once at start and validated."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from docjobs.settings import SettingsError, env_choice, env_float, env_int, env_port, env_str
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    jobstore_address: str = "127.0.0.1:50051"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    auth: str = "jwt"  # jwt | none
+    jwt_secret: str = ""
+    url_token_ttl_s: int = 3600
+    sse_heartbeat_s: float = 15.0
+    max_body_bytes: int = 5 * 1024 * 1024
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        auth = env_choice(env, "DOCJOBS_AUTH", "jwt", ("jwt", "none"))
+        secret = env_str(env, "DOCJOBS_JWT_SECRET", "")
+        if auth == "jwt" and len(secret.encode()) < 32:
+            raise SettingsError("DOCJOBS_JWT_SECRET must be set, 32 bytes or more (HS256), when DOCJOBS_AUTH=jwt")
+        port = env_port(env, "DOCJOBS_GRPC_PORT", 50051)
+        host = env_str(env, "DOCJOBS_HTTP_HOST", "127.0.0.1" if auth == "none" else "0.0.0.0")
+        if auth == "none":
+            host = "127.0.0.1"  # the no-auth demo mode never listens beyond loopback
+        return cls(
+            jobstore_address=env_str(env, "DOCJOBS_JOBSTORE_ADDRESS", f"127.0.0.1:{port}"),
+            http_host=host,
+            http_port=env_port(env, "DOCJOBS_HTTP_PORT", 8080),
+            auth=auth,
+            # In no-auth mode the per-job URL tokens are still signed, with a per-process secret.
+            jwt_secret=secret,
+            url_token_ttl_s=env_int(env, "DOCJOBS_URL_TOKEN_TTL_S", 3600, minimum=60, maximum=7 * 86400),
+            sse_heartbeat_s=env_float(env, "DOCJOBS_SSE_HEARTBEAT", 15.0, minimum=0.05, maximum=300.0),
+            max_body_bytes=env_int(env, "DOCJOBS_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024,
+                                   maximum=64 * 1024 * 1024),
+            log_level=env_choice(env, "DOCJOBS_LOG_LEVEL", "info", LOG_LEVELS).upper(),
+        )

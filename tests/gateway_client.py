@@ -1,0 +1,89 @@
+"""Running the gateway on a loopback port for tests, and reading Server-Sent Events like a browser."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from docjobs.pgserver import free_port
+from gateway.app import create_app
+from gateway.settings import Settings
+
+SECRET = "test-secret-0123456789abcdef-0123456789"
+
+
+def token(user: str, secret: str = SECRET, **claims: Any) -> str:
+    return jwt.encode({"sub": user, "exp": int(time.time()) + 600, **claims}, secret, algorithm="HS256")
+
+
+def bearer(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user)}"}
+
+
+@dataclass
+class RunningGateway:
+    runner: web.AppRunner
+    base: str
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_gateway(jobstore_address: str, **overrides: Any) -> RunningGateway:
+    settings = Settings(jobstore_address=jobstore_address, http_port=free_port(), auth="jwt", jwt_secret=SECRET,
+                        sse_heartbeat_s=0.5, **overrides)
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
+    return RunningGateway(runner, f"http://127.0.0.1:{settings.http_port}")
+
+
+@dataclass
+class SseEvent:
+    name: str
+    data: dict[str, Any]
+    id: int | None
+
+
+@dataclass
+class SseStream:
+    events: list[SseEvent] = field(default_factory=list)
+    comments: int = 0
+    retry: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def read_sse(session: aiohttp.ClientSession, url: str, *, headers: dict[str, str] | None = None,
+                   max_events: int | None = None) -> SseStream:
+    """Read a stream until it ends (or max_events arrived), as EventSource would parse it."""
+    stream = SseStream()
+    async with session.get(url, headers=headers or {}) as response:
+        stream.headers = dict(response.headers)
+        if response.status != 200:
+            raise AssertionError(f"{response.status}: {await response.text()}")
+        name, data, event_id = "message", [], None
+        async for raw in response.content:
+            line = raw.decode().rstrip("\n")
+            if line == "":
+                if data:
+                    stream.events.append(SseEvent(name, json.loads("\n".join(data)), event_id))
+                    if max_events is not None and len(stream.events) >= max_events:
+                        return stream
+                name, data, event_id = "message", [], None
+            elif line.startswith(":"):
+                stream.comments += 1
+            elif line.startswith("retry:"):
+                stream.retry = int(line[6:])
+            elif line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif line.startswith("id:"):
+                event_id = int(line[3:])
+    return stream

@@ -1,0 +1,195 @@
+"""The gateway over real HTTP: POST, SSE with resume, downloads, auth, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import openpyxl
+import pytest
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+from .conftest import wait_until
+from .gateway_client import bearer, read_sse, start_gateway, token
+from .renderers import RendererProcess, example
+
+
+@pytest.fixture
+async def gateway(jobstore):  # type: ignore[no-untyped-def]
+    running = await start_gateway(jobstore.address)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def http():  # type: ignore[no-untyped-def]
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
+    process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
+    yield process
+    process.stop()
+
+
+async def post_job(http, gateway, body, user="alice", **headers):  # type: ignore[no-untyped-def]
+    async with http.post(gateway.base + "/api/jobs", json=body, headers={**bearer(user), **headers}) as r:
+        return r.status, await r.json()
+
+
+async def test_post_stream_and_download_a_spreadsheet(http, gateway, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    body = {**example("spreadsheet"), "messageId": "m-1"}
+    status, created = await post_job(http, gateway, body)
+    assert status == 202 and created["status"] == "pending"
+    assert created["statusUrl"] == f"/api/jobs/{created['jobId']}/status"
+    # EventSource sends no headers: the events URL carries its own token.
+    stream = await read_sse(http, gateway.base + created["eventsUrl"])
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    assert stream.headers["X-Accel-Buffering"] == "no" and stream.retry == 3000
+    names = [e.name for e in stream.events]
+    assert names[:2] == ["status", "status"] and names[-1] == "job-complete"
+    assert [e.data["status"] for e in stream.events[:2]] == ["pending", "processing"]
+    assert "progress" in names
+    ids = [e.id for e in stream.events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    result = stream.events[-1].data["result"]
+    assert result["filename"] == "Q3-2026-Regional-Sales-Report.xlsx"
+    assert result["preview"]["sheets"][0]["name"] == "Summary"
+    async with http.get(gateway.base + result["downloadUrl"]) as r:  # a plain link, no header
+        assert r.status == 200
+        assert r.headers["Content-Type"] == result["contentType"]
+        assert int(r.headers["Content-Length"]) == result["size"]
+        assert r.headers["Content-Disposition"].startswith('attachment; filename="Q3-2026-Regional-Sales-Report.xlsx"')
+        etag = r.headers["ETag"]
+        path = tmp_path / "report.xlsx"
+        path.write_bytes(await r.read())
+    assert openpyxl.load_workbook(path)["Summary"]["A2"].value == "North"
+    async with http.get(gateway.base + result["downloadUrl"], headers={"If-None-Match": etag}) as r:
+        assert r.status == 304
+    async with http.get(gateway.base + created["statusUrl"], headers=bearer("alice")) as r:
+        job = await r.json()
+    assert job["status"] == "completed" and job["result"]["size"] == result["size"]
+    assert job["messageId"] == "m-1"
+
+
+async def test_last_event_id_resumes_without_loss_or_duplicate(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
+    _, created = await post_job(http, gateway, example("document"))
+    first = await read_sse(http, gateway.base + created["eventsUrl"], max_events=2)
+    rest = await read_sse(http, gateway.base + created["eventsUrl"],
+                          headers={"Last-Event-ID": str(first.events[-1].id)})
+    everything = await read_sse(http, gateway.base + created["eventsUrl"])  # a finished job: at once
+    assert [e.id for e in first.events + rest.events] == [e.id for e in everything.events]
+    assert everything.events[-1].name == "job-complete"
+    via_query = await read_sse(http, gateway.base + created["eventsUrl"] + f"&lastEventId={first.events[-1].id}")
+    assert [e.id for e in via_query.events] == [e.id for e in rest.events]
+
+
+async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_releases_its_watch(http, gateway, jobstore) -> None:  # type: ignore[no-untyped-def]
+    _, created = await post_job(http, gateway, example("pdf"))  # no renderer: the job stays pending
+    async with http.get(gateway.base + created["eventsUrl"]) as response:
+        comments = 0
+        async for raw in response.content:
+            if raw.startswith(b":"):
+                comments += 1
+                if comments == 2:
+                    break
+        assert jobstore.server.service.open_watches == 1
+    # The client is gone: the gateway notices at its next write and cancels its Watch.
+    await wait_until(lambda: jobstore.server.service.open_watches == 0, timeout=10)
+
+
+async def test_failed_job_streams_job_failed(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
+    _, created = await post_job(http, gateway, {"documentType": "spreadsheet", "title": "code", "code": "x = 1"})
+    stream = await read_sse(http, gateway.base + created["eventsUrl"])
+    assert stream.events[-1].name == "job-failed"
+    assert stream.events[-1].data["error"]["code"] == "code_execution_disabled"
+
+
+async def test_idempotency_key_returns_the_same_job(http, gateway) -> None:  # type: ignore[no-untyped-def]
+    results = await asyncio.gather(*(post_job(http, gateway, example("pdf"), **{"Idempotency-Key": "k-1"})
+                                     for _ in range(5)))
+    assert len({body["jobId"] for _, body in results}) == 1
+
+
+async def test_auth(http, gateway) -> None:  # type: ignore[no-untyped-def]
+    base = gateway.base
+    async with http.post(base + "/api/jobs", json=example("pdf")) as r:
+        assert r.status == 401 and (await r.json())["error"]["code"] == "unauthenticated"
+    async with http.post(base + "/api/jobs", json=example("pdf"), headers={"Authorization": "Bearer nonsense"}) as r:
+        assert r.status == 401
+    wrong_secret = token("alice", secret="another-secret-0123456789-0123456789-xyz")
+    async with http.get(base + "/api/jobs", headers={"Authorization": f"Bearer {wrong_secret}"}) as r:
+        assert r.status == 401
+    status, body = await post_job(http, gateway, {**example("pdf"), "userId": "bob"}, user="alice")
+    assert status == 403 and body["error"]["field"] == "userId"
+    _, created = await post_job(http, gateway, example("pdf"), user="alice")
+    job = created["jobId"]
+    for method, path in [("GET", f"/api/jobs/{job}"), ("GET", f"/api/jobs/{job}/status"),
+                         ("GET", f"/api/jobs/{job}/events"), ("GET", f"/api/jobs/{job}/artifact"),
+                         ("DELETE", f"/api/jobs/{job}")]:
+        async with http.request(method, base + path, headers=bearer("mallory")) as r:
+            assert r.status == 404, (method, path, r.status)
+    _, other = await post_job(http, gateway, example("pdf"), user="alice")
+    foreign_link = created["eventsUrl"].replace(job, other["jobId"])  # a token for another job
+    async with http.get(base + foreign_link) as r:
+        assert r.status == 401
+    async with http.get(base + "/api/jobs", headers=bearer("mallory")) as r:
+        assert (await r.json())["jobs"] == []
+    async with http.delete(base + f"/api/jobs/{job}", headers=bearer("alice")) as r:
+        assert r.status == 200 and (await r.json())["status"] == "cancelled"
+    async with http.delete(base + f"/api/jobs/{job}", headers=bearer("alice")) as r:
+        assert r.status == 409
+
+
+BAD_BODIES = [
+    (b"{not json", 400, "body"),
+    (b"[1, 2]", 400, "body"),
+    (json.dumps({"documentType": "video", "title": "x", "spec": {}}).encode(), 422, "documentType"),
+    (json.dumps({"documentType": "pdf", "title": "x"}).encode(), 422, "spec"),
+    (json.dumps({"documentType": "pdf", "spec": {"blocks": []}, "code": "x"}).encode(), 422, "spec"),
+    (json.dumps({"documentType": "pdf", "spec": {"blocks": [{"type": "heading", "text": "h", "level": 9}]}}).encode(),
+     422, "spec.blocks[0].level"),
+    (json.dumps({"documentType": "pdf", "title": 7, "spec": {"blocks": [{"type": "pageBreak"}]}}).encode(), 422,
+     "title"),
+    (json.dumps({"documentType": "pdf", "priority": "high", "spec": {"blocks": [{"type": "pageBreak"}]}}).encode(),
+     422, "priority"),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "field"), BAD_BODIES)
+async def test_bad_input_is_a_clear_4xx_and_nothing_is_enqueued(http, gateway, stub, raw, status, field) -> None:  # type: ignore[no-untyped-def]
+    async with http.post(gateway.base + "/api/jobs", data=raw,
+                         headers={**bearer("carol"), "Content-Type": "application/json"}) as r:
+        assert r.status == status
+        error = (await r.json())["error"]
+    assert error["field"] == field and error["message"]
+    assert list((await stub.ListJobs(pb.ListJobsRequest(user_id="carol"))).jobs) == []
+
+
+async def test_an_oversized_body_is_413(http, jobstore, stub) -> None:  # type: ignore[no-untyped-def]
+    small = await start_gateway(jobstore.address, max_body_bytes=2048)
+    try:
+        body = {"documentType": "pdf", "spec": {"blocks": [{"type": "paragraph", "text": "x" * 5000}]}}
+        async with http.post(small.base + "/api/jobs", json=body, headers=bearer("dave")) as r:
+            assert r.status == 413 and (await r.json())["error"]["code"] == "too_large"
+    finally:
+        await small.stop()
+    assert list((await stub.ListJobs(pb.ListJobsRequest(user_id="dave"))).jobs) == []
+
+
+async def test_health_readiness_stats_and_metrics(http, gateway) -> None:  # type: ignore[no-untyped-def]
+    async with http.get(gateway.base + "/healthz") as r:
+        assert r.status == 200
+    async with http.get(gateway.base + "/readyz") as r:
+        assert r.status == 200 and (await r.json())["ready"] is True
+    await post_job(http, gateway, example("pdf"))
+    async with http.get(gateway.base + "/api/stats", headers=bearer("alice")) as r:
+        assert (await r.json())["counts"]["pdf"]["pending"] >= 1
+    async with http.get(gateway.base + "/metrics") as r:
+        text = await r.text()
+    assert 'docjobs_gateway_jobs_created_total{document_type="pdf"}' in text
+    assert "docjobs_gateway_open_sse_streams" in text
