@@ -88,7 +88,8 @@ async def test_last_event_id_resumes_without_loss_or_duplicate(http, gateway, re
     assert [e.id for e in via_query.events] == [e.id for e in rest.events]
 
 
-async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_releases_its_watch(http, gateway, jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_releases_its_watch(  # type: ignore[no-untyped-def]
+        http, gateway, jobstore) -> None:
     _, created = await post_job(http, gateway, example("pdf"))  # no renderer: the job stays pending
     async with http.get(gateway.base + created["eventsUrl"]) as response:
         comments = 0

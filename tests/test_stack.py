@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -15,6 +17,8 @@ import psutil
 from docjobs.pgserver import free_port
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+from .renderers import example
 
 
 def _wait_for_job_store(address: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> pb_grpc.JobStoreStub:
@@ -44,13 +48,24 @@ def test_docjobs_up_starts_postgres_and_jobstore_and_ctrl_c_stops_everything(tmp
     data_dir = tmp_path / "data"
     grpc_port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(DOCJOBS_DATA_DIR=str(data_dir), DOCJOBS_GRPC_PORT=str(grpc_port), DOCJOBS_PG_PORT=str(free_port()))
+    http_port = free_port()
+    env.update(DOCJOBS_DATA_DIR=str(data_dir), DOCJOBS_GRPC_PORT=str(grpc_port), DOCJOBS_PG_PORT=str(free_port()),
+               DOCJOBS_HTTP_PORT=str(http_port), DOCJOBS_RENDERERS="1")
     proc = subprocess.Popen([sys.executable, "-m", "docjobs.cli", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
         stub = _wait_for_job_store(f"127.0.0.1:{grpc_port}", proc)
         job = stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id="u", payload_json="{}")).job
         assert job.status == pb.JOB_STATUS_PENDING
+        # The whole path through the gateway (no-auth demo mode) and a renderer.
+        body = json.dumps(example("pdf")).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/jobs", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            created = json.loads(response.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{created['eventsUrl']}", timeout=60) as response:
+            stream = response.read().decode()
+        assert "event: job-complete" in stream
         assert _postgres_processes(data_dir), "the embedded Postgres runs from DOCJOBS_DATA_DIR"
         proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
         out, _ = proc.communicate(timeout=60)
@@ -60,7 +75,9 @@ def test_docjobs_up_starts_postgres_and_jobstore_and_ctrl_c_stops_everything(tmp
     log = out.decode()
     assert proc.returncode == 0, log
     assert "stopping jobstore" in log and "stopping embedded Postgres" in log
-    assert log.index("stopping jobstore") < log.index("stopping embedded Postgres")
+    assert log.index("stopping gateway") < log.index("stopping renderer-1") < log.index("stopping jobstore") \
+        < log.index("stopping embedded Postgres")
+    assert "NO AUTHENTICATION" in log
     assert _postgres_processes(data_dir) == []
     # Data survives a restart: the job is still there.
     proc = subprocess.Popen([sys.executable, "-m", "docjobs.cli", "up"], env=env, stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,17 @@ def grpc_healthy(address: str) -> Callable[[], bool]:
     return check
 
 
+def http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    return check
+
+
 class Stack:
     def __init__(self, settings: StackSettings, env: Mapping[str, str]) -> None:
         self.settings = settings
@@ -97,6 +109,12 @@ class Stack:
         for n in range(self.settings.renderers):
             services.append(Service(f"renderer-{n + 1}", [sys.executable, "-m", "renderer.worker"],
                                     {**renderer_env, "DOCJOBS_WORKER_ID": f"renderer-{n + 1}"}))
+        # The local stack is a demo: no authentication unless asked for (the gateway then binds to
+        # loopback only and says so loudly).
+        gateway_env = {**renderer_env, "DOCJOBS_AUTH": renderer_env.get("DOCJOBS_AUTH", "none"),
+                       "DOCJOBS_HTTP_PORT": str(self.settings.http_port)}
+        services.append(Service("gateway", [sys.executable, "-m", "gateway.app"], gateway_env,
+                                http_ok(f"http://127.0.0.1:{self.settings.http_port}/healthz")))
         return services
 
     def start(self) -> None:
@@ -156,8 +174,8 @@ def up(env: Mapping[str, str]) -> int:
     signal.signal(signal.SIGTERM, stack.request_stop)
     try:
         stack.start()
-        log.info("docjobs is up: jobstore gRPC on 127.0.0.1:%d, %d renderer(s). Ctrl-C stops everything.",
-                 settings.grpc_port, settings.renderers)
+        log.info("docjobs is up: http://127.0.0.1:%d (jobstore gRPC on 127.0.0.1:%d, %d renderer(s)). "
+                 "Ctrl-C stops everything.", settings.http_port, settings.grpc_port, settings.renderers)
         return stack.wait()
     except RuntimeError as exc:
         log.error("%s", exc)
