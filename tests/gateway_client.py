@@ -36,8 +36,8 @@ class RunningGateway:
 
 
 async def start_gateway(jobstore_address: str, **overrides: Any) -> RunningGateway:
-    settings = Settings(jobstore_address=jobstore_address, http_port=free_port(), auth="jwt", jwt_secret=SECRET,
-                        sse_heartbeat_s=0.5, **overrides)
+    options: dict[str, Any] = {"auth": "jwt", "jwt_secret": SECRET, "sse_heartbeat_s": 0.5, **overrides}
+    settings = Settings(jobstore_address=jobstore_address, http_port=free_port(), **options)
     runner = web.AppRunner(create_app(settings), shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()

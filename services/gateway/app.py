@@ -6,6 +6,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -15,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+from renderer import specs
 
 from . import payloads
 from .auth import Auth
@@ -157,6 +159,22 @@ async def stats(request: web.Request) -> web.Response:
                        "expiredLeases": s.expired_leases_last_minute}})
 
 
+STATIC = Path(__file__).resolve().parent / "static"
+# The examples ship at the repository's top level; an installed gateway without them serves no examples.
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def get_example(request: web.Request) -> web.Response:
+    job_type = request.match_info["job_type"]
+    if job_type not in specs.JOB_TYPES or not (EXAMPLES / f"{job_type}.json").is_file():
+        raise ApiError(404, "not_found", f"no example for {job_type!r}")
+    return web.Response(body=(EXAMPLES / f"{job_type}.json").read_bytes(), content_type="application/json")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -217,6 +235,8 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/api/jobs/{job_id}/events", job_events),
         web.get("/api/jobs/{job_id}/artifact", download),
         web.get("/api/stats", stats),
+        web.get("/", index),
+        web.get("/api/examples/{job_type}", get_example),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),
