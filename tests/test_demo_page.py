@@ -14,6 +14,7 @@ from .gateway_client import start_gateway
 from .renderers import RendererProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_PRESENT = Path(CHROMIUM).exists()
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"]
 EXPECTED_PREVIEW = {
@@ -26,7 +27,7 @@ EXPECTED_PREVIEW = {
 
 @pytest.fixture
 async def demo(jobstore, tmp_path):  # type: ignore[no-untyped-def]
-    if not Path(CHROMIUM).exists():
+    if not CHROMIUM_PRESENT:
         pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
     renderer = RendererProcess(jobstore.address, tmp_path / "renderer").start()
     gateway = await start_gateway(jobstore.address, auth="none", jwt_secret="")
@@ -75,7 +76,8 @@ async def test_a_failing_job_shows_its_error(demo, tmp_path) -> None:  # type: i
 
 async def test_an_invalid_request_is_shown_without_submitting_a_job(demo) -> None:  # type: ignore[no-untyped-def]
     page = demo
-    await page.fill("#body", '{"documentType": "pdf", "spec": {"blocks": [{"type": "heading", "text": "x", "level": 9}]}}')
+    await page.fill("#body", '{"documentType": "pdf", "spec": {"blocks": '
+                             '[{"type": "heading", "text": "x", "level": 9}]}}')
     await page.click("#submit")
     await page.wait_for_function("document.getElementById('request-error').textContent.length > 0")
     assert "spec.blocks[0].level" in await page.inner_text("#request-error")
