@@ -194,3 +194,22 @@ async def test_health_readiness_stats_and_metrics(http, gateway) -> None:  # typ
         text = await r.text()
     assert 'docjobs_gateway_jobs_created_total{document_type="pdf"}' in text
     assert "docjobs_gateway_open_sse_streams" in text
+
+
+async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:  # type: ignore[no-untyped-def]
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    async with http.get(gateway.base + "/openapi.json") as r:
+        document = await r.json()
+    assert document["openapi"].startswith("3.1")
+    documented = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
+    app = create_app(Settings(auth="none"))
+    routed = set()
+    for route in app.router.routes():
+        path = route.resource.canonical.replace("{job_id}", "{jobId}").replace("{job_type}", "{documentType}")
+        if route.method != "HEAD":
+            routed.add((path, route.method))
+    assert documented == routed
+    async with http.get(gateway.base + "/api/schemas/spreadsheet") as r:
+        assert (await r.json())["title"] == "Spreadsheet (xlsx) spec"

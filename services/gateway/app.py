@@ -18,7 +18,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 from renderer import specs
 
-from . import payloads
+from . import openapi, payloads
 from .auth import Auth
 from .errors import ApiError, errors_middleware
 from .settings import Settings
@@ -175,6 +175,17 @@ async def get_example(request: web.Request) -> web.Response:
     return web.Response(body=(EXAMPLES / f"{job_type}.json").read_bytes(), content_type="application/json")
 
 
+async def get_schema(request: web.Request) -> web.Response:
+    job_type = request.match_info["job_type"]
+    if job_type not in (*specs.JOB_TYPES, "common"):
+        raise ApiError(404, "not_found", f"no schema for {job_type!r}")
+    return web.json_response(specs.schema(job_type))
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -237,6 +248,8 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/api/stats", stats),
         web.get("/", index),
         web.get("/api/examples/{job_type}", get_example),
+        web.get("/api/schemas/{job_type}", get_schema),
+        web.get("/openapi.json", openapi_json),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),

@@ -1,0 +1,132 @@
+"""The OpenAPI 3.1 document of the gateway, served at /openapi.json (a test checks it against the
+routes the application really has)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from renderer import specs
+
+ERROR = {"$ref": "#/components/responses/Error"}
+JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+URL_TOKEN = {"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "The token of a URL handed out for this job (eventsUrl, downloadUrl); "
+                            "instead of the Authorization header"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def document() -> dict[str, Any]:
+    job = {"$ref": "#/components/schemas/Job"}
+    create = {
+        "summary": "Submit a document job",
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                        "schema": {"type": "string", "maxLength": 200}}],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
+        "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
+                      "400": ERROR, "401": ERROR, "403": ERROR, "413": ERROR, "422": ERROR, "503": ERROR},
+    }
+    get_job = {"summary": "A job", "parameters": [JOB_ID],
+               "responses": {"200": _json(job, "The job"), "401": ERROR, "404": ERROR}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "docjobs gateway", "version": "1.0.0",
+                 "description": "Async document generation: submit, follow over Server-Sent Events, download."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "responses": {"Error": _json({"$ref": "#/components/schemas/Error"}, "An error")},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                   "field": {"type": "string"}}}}},
+                "JobRequest": {
+                    "type": "object", "required": ["documentType"],
+                    "properties": {
+                        "documentType": {"enum": list(specs.JOB_TYPES)},
+                        "title": {"type": "string", "maxLength": 500},
+                        "spec": {"type": "object", "description": "The document, per the JSON Schema of its type: "
+                                 "/api/schemas/{documentType}"},
+                        "code": {"type": "string", "description": "Python building the document (code mode)"},
+                        "sessionId": {"type": "string", "maxLength": 200},
+                        "messageId": {"type": "string", "maxLength": 200},
+                        "userId": {"type": "string", "description": "Must be the authenticated user if given"},
+                        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+                    }},
+                "Accepted": {"type": "object", "required": ["jobId", "status", "eventsUrl", "statusUrl"],
+                             "properties": {"jobId": {"type": "string"}, "status": {"const": "pending"},
+                                            "created": {"type": "boolean"}, "eventsUrl": {"type": "string"},
+                                            "statusUrl": {"type": "string"}, "downloadUrl": {"type": "string"}}},
+                "Job": {"type": "object", "required": ["jobId", "status", "documentType"], "properties": {
+                    "jobId": {"type": "string"},
+                    "status": {"enum": ["pending", "processing", "completed", "failed", "cancelled"]},
+                    "documentType": {"type": "string"}, "title": {"type": "string"},
+                    "progress": {"type": "integer"}, "progressMessage": {"type": "string"},
+                    "result": {"type": "object"}, "error": {"type": "object"},
+                    "eventsUrl": {"type": "string"}, "statusUrl": {"type": "string"},
+                    "downloadUrl": {"type": "string"}, "lastEventId": {"type": "integer"}}},
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/jobs": {
+                "post": create,
+                "get": {"summary": "The caller's jobs, newest first",
+                        "parameters": [{"name": "sessionId", "in": "query", "schema": {"type": "string"}},
+                                       {"name": "status", "in": "query", "schema": {"type": "string"}},
+                                       {"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
+                                       {"name": "pageToken", "in": "query", "schema": {"type": "string"}}],
+                        "responses": {"200": _json({"type": "object", "properties": {
+                            "jobs": {"type": "array", "items": job}, "nextPageToken": {"type": ["string", "null"]}}},
+                            "A page of jobs"), "400": ERROR, "401": ERROR}},
+            },
+            "/api/jobs/enqueue": {"post": {**create, "summary": "Submit a document job (the backend's alias)"}},
+            "/api/jobs/{jobId}": {
+                "get": get_job,
+                "delete": {"summary": "Cancel a job", "parameters": [JOB_ID],
+                           "responses": {"200": _json(job, "The cancelled job"), "401": ERROR, "404": ERROR,
+                                         "409": ERROR}},
+            },
+            "/api/jobs/{jobId}/status": {"get": {**get_job, "summary": "A job's status"}},
+            "/api/jobs/{jobId}/events": {"get": {
+                "summary": "The job's events as Server-Sent Events (status, progress, job-complete, job-failed, error)",
+                "parameters": [JOB_ID, URL_TOKEN,
+                               {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                               {"name": "lastEventId", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "An event stream",
+                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                              "401": ERROR, "404": ERROR}}},
+            "/api/jobs/{jobId}/artifact": {"get": {
+                "summary": "Download the finished document", "parameters": [JOB_ID, URL_TOKEN],
+                "responses": {"200": {"description": "The document",
+                                      "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                          "format": "binary"}}}},
+                              "304": {"description": "Not modified (If-None-Match)"}, "401": ERROR, "404": ERROR}}},
+            "/api/stats": {"get": {"summary": "Queue statistics",
+                                   "responses": {"200": _json({"type": "object"}, "Statistics"), "401": ERROR}}},
+            "/api/examples/{documentType}": {"get": {
+                "summary": "An example request", "security": [],
+                "parameters": [{"name": "documentType", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"$ref": "#/components/schemas/JobRequest"}, "An example"), "404": ERROR}}},
+            "/api/schemas/{documentType}": {"get": {
+                "summary": "The JSON Schema of a document type's spec", "security": [],
+                "parameters": [{"name": "documentType", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object"}, "A JSON Schema"), "404": ERROR}}},
+            "/healthz": {"get": {"summary": "Liveness", "security": [],
+                                 "responses": {"200": _json({"type": "object"}, "Alive")}}},
+            "/readyz": {"get": {"summary": "Readiness: the jobstore answers", "security": [],
+                                "responses": {"200": _json({"type": "object"}, "Ready"),
+                                              "503": _json({"type": "object"}, "Not ready")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+                                 "responses": {"200": {"description": "Metrics",
+                                                       "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "security": [],
+                                      "responses": {"200": _json({"type": "object"}, "OpenAPI")}}},
+            "/": {"get": {"summary": "The demo page", "security": [],
+                          "responses": {"200": {"description": "HTML",
+                                                "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        },
+    }
