@@ -213,3 +213,46 @@ async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:  
     assert documented == routed
     async with http.get(gateway.base + "/api/schemas/spreadsheet") as r:
         assert (await r.json())["title"] == "Spreadsheet (xlsx) spec"
+
+
+async def test_an_open_stream_resumes_through_a_jobstore_restart(http, database_url) -> None:  # type: ignore[no-untyped-def]
+    """The jobstore restarts under an open SSE stream: the gateway watches again from the last event id
+    it sent, and the browser sees every event once, in order, with no reconnect of its own."""
+    import grpc as grpc_module
+
+    from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+    from .processes import JobStoreProcess
+
+    first = JobStoreProcess(database_url).start()
+    await asyncio.to_thread(first.wait_healthy)
+    gateway = await start_gateway(first.address)
+    second = None
+    try:
+        _, created = await post_job(http, gateway, example("pdf"))
+        reader = asyncio.create_task(read_sse(http, gateway.base + created["eventsUrl"]))
+        async with grpc_module.aio.insecure_channel(first.address) as channel:
+            stub = pb_grpc.JobStoreStub(channel)
+            [claimed] = (await stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["pdf"], wait_ms=5000))).jobs
+            await stub.Heartbeat(pb.HeartbeatRequest(job_id=claimed.job.id, lease_token=claimed.lease_token,
+                                                     progress=40))
+        await asyncio.sleep(0.3)  # the stream has delivered those events
+        code, _ = await asyncio.to_thread(first.terminate)
+        assert code == 0
+        second = JobStoreProcess(database_url, port=first.port).start()
+        await asyncio.to_thread(second.wait_healthy)
+        async with grpc_module.aio.insecure_channel(second.address) as channel:
+            stub = pb_grpc.JobStoreStub(channel)
+            await stub.Heartbeat(pb.HeartbeatRequest(job_id=claimed.job.id, lease_token=claimed.lease_token,
+                                                     progress=80))
+            await stub.Complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
+            stored = [e.id async for e in stub.Watch(pb.WatchRequest(job_id=claimed.job.id))]
+        stream = await asyncio.wait_for(reader, 30)
+        assert [e.id for e in stream.events] == stored
+        assert [e.data.get("progress") for e in stream.events if e.name == "progress"] == [40, 80]
+        assert stream.events[-1].name == "job-complete"
+    finally:
+        await gateway.stop()
+        first.kill()
+        if second is not None:
+            second.kill()

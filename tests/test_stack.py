@@ -35,6 +35,18 @@ def _wait_for_job_store(address: str, proc: subprocess.Popen[bytes], timeout: fl
             time.sleep(0.1)
 
 
+def _wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, "the gateway did not come up"
+            time.sleep(0.1)
+
+
 def _postgres_processes(data_dir: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
@@ -55,6 +67,7 @@ def test_docjobs_up_starts_postgres_and_jobstore_and_ctrl_c_stops_everything(tmp
                             stderr=subprocess.STDOUT)
     try:
         stub = _wait_for_job_store(f"127.0.0.1:{grpc_port}", proc)
+        _wait_for_http(f"http://127.0.0.1:{http_port}/healthz", proc)
         job = stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id="u", payload_json="{}")).job
         assert job.status == pb.JOB_STATUS_PENDING
         # The whole path through the gateway (no-auth demo mode) and a renderer.

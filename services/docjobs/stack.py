@@ -82,6 +82,10 @@ def http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
+class StopRequested(Exception):
+    """Ctrl-C or SIGTERM while the stack was still starting: stop what started, cleanly."""
+
+
 class Stack:
     def __init__(self, settings: StackSettings, env: Mapping[str, str]) -> None:
         self.settings = settings
@@ -120,6 +124,8 @@ class Stack:
     def start(self) -> None:
         dsn = self.database()
         for service in self.plan(dsn):
+            if self._stop.is_set():
+                raise StopRequested
             self._start_service(service)
 
     def _start_service(self, service: Service, timeout: float = 60.0) -> None:
@@ -129,9 +135,11 @@ class Stack:
         self.services.append(service)
         deadline = time.monotonic() + timeout
         while not service.ready():
+            if self._stop.is_set():
+                raise StopRequested
             if service.process.poll() is not None:
                 raise RuntimeError(f"{service.name} exited with status {service.process.returncode} at start")
-            if time.monotonic() > deadline or self._stop.is_set():
+            if time.monotonic() > deadline:
                 raise RuntimeError(f"{service.name} did not become ready within {timeout:.0f}s")
             time.sleep(0.1)
         log.info("%s is ready", service.name)
@@ -177,6 +185,8 @@ def up(env: Mapping[str, str]) -> int:
         log.info("docjobs is up: http://127.0.0.1:%d (jobstore gRPC on 127.0.0.1:%d, %d renderer(s)). "
                  "Ctrl-C stops everything.", settings.http_port, settings.grpc_port, settings.renderers)
         return stack.wait()
+    except StopRequested:
+        return 0
     except RuntimeError as exc:
         log.error("%s", exc)
         return 1

@@ -1,0 +1,54 @@
+"""The `docjobs` command against a running gateway and renderer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pypdf
+import pytest
+
+from .gateway_client import start_gateway, token
+from .renderers import EXAMPLES, RendererProcess
+
+
+@pytest.fixture
+async def stack(jobstore, tmp_path):  # type: ignore[no-untyped-def]
+    renderer = RendererProcess(jobstore.address, tmp_path / "renderer").start()
+    gateway = await start_gateway(jobstore.address)
+    yield gateway
+    await gateway.stop()
+    renderer.stop()
+
+
+def docjobs(*args: str, url: str, user: str = "cli-user") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "docjobs.cli", "--url", url, "--token", token(user), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+async def test_submit_wait_and_download(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "report.pdf"
+    result = await asyncio.to_thread(docjobs, "submit", str(EXAMPLES / "pdf.json"), "--wait", "--out", str(out),
+                                     url=stack.base)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    assert "100%" in result.stderr and f"saved {out}" in result.stderr
+    assert "Invoice INV-2026-0117" in pypdf.PdfReader(str(out)).pages[0].extract_text()
+    watched = await asyncio.to_thread(docjobs, "watch", job_id, url=stack.base)
+    events = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert events[0]["event"] == "status" and events[-1]["event"] == "job-complete"
+    stats = json.loads((await asyncio.to_thread(docjobs, "stats", url=stack.base)).stdout)
+    assert stats["counts"]["pdf"]["completed"] >= 1
+
+
+async def test_errors_are_one_line(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"documentType": "pdf", "spec": {"blocks": []}}))
+    result = await asyncio.to_thread(docjobs, "submit", str(bad), url=stack.base)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "docjobs: 422 (spec.blocks): spec.blocks: [] should be non-empty"
+    unreachable = await asyncio.to_thread(docjobs, "stats", url="http://127.0.0.1:1")
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
