@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -36,8 +37,9 @@ class RunningGateway:
 
 
 async def start_gateway(jobstore_address: str, **overrides: Any) -> RunningGateway:
-    options: dict[str, Any] = {"auth": "jwt", "jwt_secret": SECRET, "sse_heartbeat_s": 0.5, **overrides}
-    settings = Settings(jobstore_address=jobstore_address, http_port=free_port(), **options)
+    options: dict[str, Any] = {"auth": "jwt", "jwt_secret": SECRET, "sse_heartbeat_s": 0.5,
+                               "http_port": free_port(), **overrides}
+    settings = Settings(jobstore_address=jobstore_address, **options)
     runner = web.AppRunner(create_app(settings), shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
@@ -87,3 +89,40 @@ async def read_sse(session: aiohttp.ClientSession, url: str, *, headers: dict[st
             elif line.startswith("id:"):
                 event_id = int(line[3:])
     return stream
+
+
+async def read_sse_like_eventsource(session: aiohttp.ClientSession, url_of: Any, *, attempts: int = 50,
+                                    on_event: Any = None) -> list[SseEvent]:
+    """What a browser's EventSource does: read; when the connection ends before the terminal event,
+    reconnect (to url_of(), which may change with a restarted server) with Last-Event-ID."""
+    events: list[SseEvent] = []
+    last_id: int | None = None
+    for _ in range(attempts):
+        headers = {} if last_id is None else {"Last-Event-ID": str(last_id)}
+        try:
+            async with session.get(url_of(), headers=headers) as response:
+                if response.status != 200:
+                    raise aiohttp.ClientError(f"status {response.status}")
+                name, data, event_id = "message", [], None
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\n")
+                    if line == "" and data:
+                        event = SseEvent(name, json.loads("\n".join(data)), event_id)
+                        events.append(event)
+                        if event_id is not None:
+                            last_id = event_id
+                        if on_event is not None:
+                            await on_event(event)
+                        if name in ("job-complete", "job-failed"):
+                            return events
+                        name, data, event_id = "message", [], None
+                    elif line.startswith("event:"):
+                        name = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif line.startswith("id:"):
+                        event_id = int(line[3:])
+        except (aiohttp.ClientError, ConnectionError):
+            pass
+        await asyncio.sleep(0.2)
+    raise AssertionError("the stream never reached its terminal event")

@@ -256,3 +256,35 @@ async def test_an_open_stream_resumes_through_a_jobstore_restart(http, database_
         first.kill()
         if second is not None:
             second.kill()
+
+
+async def test_an_eventsource_client_reads_through_a_gateway_restart(http, jobstore, stub) -> None:  # type: ignore[no-untyped-def]
+    from docjobs.pgserver import free_port
+
+    from .gateway_client import read_sse_like_eventsource
+
+    port = free_port()
+    gateway = await start_gateway(jobstore.address, http_port=port)
+    _, created = await post_job(http, gateway, example("pdf"))
+    [claimed] = (await stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["pdf"], wait_ms=5000))).jobs
+    restarted = asyncio.Event()
+
+    async def on_event(event) -> None:  # type: ignore[no-untyped-def]
+        if event.name == "status" and event.data["status"] == "processing" and not restarted.is_set():
+            restarted.set()
+
+    reader = asyncio.create_task(read_sse_like_eventsource(
+        http, lambda: f"http://127.0.0.1:{port}{created['eventsUrl']}", on_event=on_event))
+    await asyncio.wait_for(restarted.wait(), 10)
+    await gateway.stop()  # the open stream ends: the client reconnects to the new process
+    for progress in (30, 60):
+        await stub.Heartbeat(pb.HeartbeatRequest(job_id=claimed.job.id, lease_token=claimed.lease_token,
+                                                 progress=progress))
+    gateway = await start_gateway(jobstore.address, http_port=port)
+    try:
+        await stub.Complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
+        events = await asyncio.wait_for(reader, 30)
+    finally:
+        await gateway.stop()
+    stored = [e.id async for e in stub.Watch(pb.WatchRequest(job_id=claimed.job.id))]
+    assert [e.id for e in events] == stored  # every event once, in order, across the restart

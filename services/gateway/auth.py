@@ -4,7 +4,6 @@ link cannot send headers. DOCJOBS_AUTH=none (the local demo) makes everyone the 
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import jwt
@@ -15,12 +14,15 @@ from .settings import Settings
 
 URL_TOKEN_AUDIENCE = "docjobs:job-url"
 LOCAL_USER = "local"
+NO_AUTH_SECRET = "docjobs-no-auth-demo-mode-url-tokens"
 
 
 class Auth:
     def __init__(self, settings: Settings) -> None:
         self.mode = settings.auth
-        self._secret = settings.jwt_secret or secrets.token_urlsafe(32)  # none mode: per-process secret
+        # No-auth mode: everyone is "local", so the URL tokens protect nothing; a fixed secret keeps the
+        # URLs handed out valid across gateway restarts (EventSource reconnects with the same URL).
+        self._secret = settings.jwt_secret or NO_AUTH_SECRET
         self._ttl = settings.url_token_ttl_s
 
     def user(self, request: web.Request) -> str:
