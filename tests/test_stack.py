@@ -85,6 +85,7 @@ def test_docjobs_up_starts_postgres_and_jobstore_and_ctrl_c_stops_everything(tmp
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
     log = out.decode()
     assert proc.returncode == 0, log
     assert "stopping jobstore" in log and "stopping embedded Postgres" in log
@@ -103,6 +104,7 @@ def test_docjobs_up_starts_postgres_and_jobstore_and_ctrl_c_stops_everything(tmp
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
     assert proc.returncode == 0
 
 
@@ -130,5 +132,6 @@ def test_docjobs_up_uses_database_url_when_set(tmp_path: Path, database_url: str
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, out.decode()
     assert "embedded Postgres" not in out.decode()
