@@ -1,0 +1,189 @@
+"""SSE benchmark (run by `make bench`): many concurrent streams on one gateway process.
+
+Starts an embedded Postgres, a jobstore process and a gateway process (JWT auth), then:
+  1. opens N SSE streams (default 5,000), one per job, each a pending job; measures the gateway's
+     resident memory before and with all streams open, per stream;
+  2. drives events: a worker claims the jobs and reports progress on them at about R events/s
+     (default 1,000) for a few seconds; each event's delivery latency is the time from the worker's
+     Heartbeat returning (the event is committed) to the client reading it;
+  3. completes every job, so every stream ends by itself;
+  4. POST-to-complete latency for a trivial job with an idle worker waiting in a long-poll claim.
+
+Usage: python bench/sse.py [--streams N] [--rate R] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+import jwt
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import benchmark_database  # noqa: E402
+from processes import JobStoreProcess  # noqa: E402
+
+from docjobs.pgserver import free_port  # noqa: E402
+from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
+
+SECRET = "bench-secret-0123456789-0123456789-0123"
+SPEC = {"documentType": "pdf", "title": "t", "spec": {"blocks": [{"type": "pageBreak"}]}}
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+async def open_stream(session: aiohttp.ClientSession, url: str, sent: dict[str, float], latencies: list[float],
+                      opened: asyncio.Event, counter: list[int], total: int) -> None:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
+        counter[0] += 1
+        if counter[0] == total:
+            opened.set()
+        name = ""
+        async for raw in response.content:
+            line = raw.decode()
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:") and name == "progress":
+                data = json.loads(line[5:])
+                key = f"{data['jobId']}:{data['progress']}"
+                started = sent.pop(key, None)
+                if started is not None:
+                    latencies.append((time.perf_counter() - started) * 1000)
+            elif line.startswith("data:") and name in ("job-complete", "job-failed"):
+                return
+
+
+async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid: int) -> None:
+    headers = {"Authorization": "Bearer " + jwt.encode({"sub": "bench"}, SECRET, algorithm="HS256")}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session, \
+            grpc.aio.insecure_channel(jobstore) as channel:
+        stub = pb_grpc.JobStoreStub(channel)
+        created = []
+        for start in range(0, args.streams, 200):
+            batch = [session.post(gateway + "/api/jobs", json=SPEC, headers=headers)
+                     for _ in range(start, min(args.streams, start + 200))]
+            for request in batch:
+                async with request as r:
+                    created.append(await r.json())
+        process = psutil.Process(gateway_pid)
+        rss_before = process.memory_info().rss
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+        opened = asyncio.Event()
+        counter = [0]
+        streams = [asyncio.create_task(open_stream(session, gateway + c["eventsUrl"], sent, latencies, opened,
+                                                   counter, args.streams)) for c in created]
+        await asyncio.wait_for(opened.wait(), 300)
+        await asyncio.sleep(2)
+        rss_open = process.memory_info().rss
+        claimed = []
+        while len(claimed) < args.streams:
+            reply = await stub.Claim(pb.ClaimRequest(worker_id="bench", job_types=["pdf"], max_jobs=100,
+                                                     lease_ms=600_000))
+            claimed.extend(reply.jobs)
+        # Progress events at about args.rate per second, spread over the jobs.
+        interval = 1 / args.rate
+        deadline = time.perf_counter() + args.seconds
+        n = 0
+        next_at = time.perf_counter()
+        while time.perf_counter() < deadline:
+            c = claimed[n % len(claimed)]
+            progress = 1 + (n // len(claimed)) % 98
+            sent[f"{c.job.id}:{progress}"] = time.perf_counter()
+            await stub.Heartbeat(pb.HeartbeatRequest(job_id=c.job.id, lease_token=c.lease_token, progress=progress))
+            n += 1
+            next_at += interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        achieved = n / args.seconds
+        await asyncio.sleep(1)
+        for start in range(0, len(claimed), 100):
+            await asyncio.gather(*(stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+                                   for c in claimed[start:start + 100]))
+        await asyncio.wait_for(asyncio.gather(*streams), 300)
+        # POST to completed for a trivial job, with an idle worker parked in a claim.
+        post_to_done = []
+        for _ in range(50):
+            waiting = asyncio.ensure_future(stub.Claim(pb.ClaimRequest(worker_id="idle", job_types=["pdf"],
+                                                                       wait_ms=10_000)))
+            await asyncio.sleep(0.02)
+            started = time.perf_counter()
+            async with session.post(gateway + "/api/jobs", json=SPEC, headers=headers) as r:
+                job = await r.json()
+            c = (await waiting).jobs[0]
+            await stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+            async with session.get(gateway + job["eventsUrl"]) as r:
+                async for raw in r.content:
+                    if raw.startswith(b"event: job-complete"):
+                        break
+            post_to_done.append((time.perf_counter() - started) * 1000)
+    per_stream = (rss_open - rss_before) / args.streams
+    print(f"docjobs SSE benchmark: {args.streams} streams on one gateway process, {os.cpu_count()} cores")
+    print(f"  gateway memory            {rss_before / 2**20:7.1f} MiB idle, {rss_open / 2**20:7.1f} MiB with all open")
+    print(f"  per open stream           {per_stream / 1024:7.1f} KiB  (target < 20 KiB; ratio {per_stream / 20480:.2f})")
+    print(f"  progress events           {achieved:7.0f} /s for {args.seconds} s, {len(latencies)} delivered")
+    print(f"  commit -> client p50      {statistics.median(latencies):7.1f} ms")
+    print(f"  commit -> client p99      {percentile(latencies, 99):7.1f} ms  (target < 100 ms; ratio "
+          f"{percentile(latencies, 99) / 100:.2f})")
+    print(f"  POST -> job-complete p50  {statistics.median(post_to_done):7.1f} ms, p99 {percentile(post_to_done, 99):.1f} ms"
+          " (trivial job, idle worker)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--streams", type=int, default=5000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with benchmark_database() as (_tmp, dsn):
+        store = JobStoreProcess(dsn, env={"DOCJOBS_LOG_LEVEL": "warning"})
+        store.start()
+        port = free_port()
+        env = {**os.environ, "DOCJOBS_JOBSTORE_ADDRESS": store.address, "DOCJOBS_AUTH": "jwt",
+               "DOCJOBS_JWT_SECRET": SECRET, "DOCJOBS_HTTP_PORT": str(port), "DOCJOBS_LOG_LEVEL": "warning"}
+        import subprocess
+
+        gateway = subprocess.Popen([sys.executable, "-m", "gateway.app"], env=env)
+        try:
+            store.wait_healthy()
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    import urllib.request
+
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            asyncio.run(run(args, store.address, f"http://127.0.0.1:{port}", gateway.pid))
+        finally:
+            gateway.terminate()
+            gateway.wait(30)
+            store.terminate()
+    del soft
+
+
+if __name__ == "__main__":
+    main()
