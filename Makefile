@@ -28,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/queue.py
 	$(PY) bench/render.py
+	$(PY) bench/sse.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench scripts

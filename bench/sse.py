@@ -21,7 +21,9 @@ import os
 import resource
 import statistics
 import sys
+import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -137,14 +139,16 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
             post_to_done.append((time.perf_counter() - started) * 1000)
     per_stream = (rss_open - rss_before) / args.streams
     print(f"docjobs SSE benchmark: {args.streams} streams on one gateway process, {os.cpu_count()} cores")
-    print(f"  gateway memory            {rss_before / 2**20:7.1f} MiB idle, {rss_open / 2**20:7.1f} MiB with all open")
-    print(f"  per open stream           {per_stream / 1024:7.1f} KiB  (target < 20 KiB; ratio {per_stream / 20480:.2f})")
+    print(f"  gateway memory            {rss_before / 2**20:7.1f} MiB idle, "
+          f"{rss_open / 2**20:7.1f} MiB with all open")
+    print(f"  per open stream           {per_stream / 1024:7.1f} KiB  "
+          f"(target < 20 KiB; ratio {per_stream / 20480:.2f})")
     print(f"  progress events           {achieved:7.0f} /s for {args.seconds} s, {len(latencies)} delivered")
     print(f"  commit -> client p50      {statistics.median(latencies):7.1f} ms")
     print(f"  commit -> client p99      {percentile(latencies, 99):7.1f} ms  (target < 100 ms; ratio "
           f"{percentile(latencies, 99) / 100:.2f})")
-    print(f"  POST -> job-complete p50  {statistics.median(post_to_done):7.1f} ms, p99 {percentile(post_to_done, 99):.1f} ms"
-          " (trivial job, idle worker)")
+    print(f"  POST -> job-complete p50  {statistics.median(post_to_done):7.1f} ms, "
+          f"p99 {percentile(post_to_done, 99):.1f} ms (trivial job, idle worker)")
 
 
 def main() -> None:
@@ -153,24 +157,20 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # two sockets a stream, and the gateway's
     with benchmark_database() as (_tmp, dsn):
         store = JobStoreProcess(dsn, env={"DOCJOBS_LOG_LEVEL": "warning"})
         store.start()
         port = free_port()
         env = {**os.environ, "DOCJOBS_JOBSTORE_ADDRESS": store.address, "DOCJOBS_AUTH": "jwt",
                "DOCJOBS_JWT_SECRET": SECRET, "DOCJOBS_HTTP_PORT": str(port), "DOCJOBS_LOG_LEVEL": "warning"}
-        import subprocess
-
         gateway = subprocess.Popen([sys.executable, "-m", "gateway.app"], env=env)
         try:
             store.wait_healthy()
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    import urllib.request
-
                     urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
                     break
                 except OSError:
@@ -182,7 +182,6 @@ def main() -> None:
             gateway.terminate()
             gateway.wait(30)
             store.terminate()
-    del soft
 
 
 if __name__ == "__main__":
