@@ -20,8 +20,8 @@ import json
 import os
 import resource
 import statistics
-import sys
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
