@@ -100,22 +100,30 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
             reply = await stub.Claim(pb.ClaimRequest(worker_id="bench", job_types=["pdf"], max_jobs=100,
                                                      lease_ms=600_000))
             claimed.extend(reply.jobs)
-        # Progress events at about args.rate per second, spread over the jobs.
-        interval = 1 / args.rate
-        deadline = time.perf_counter() + args.seconds
-        n = 0
-        next_at = time.perf_counter()
-        while time.perf_counter() < deadline:
-            c = claimed[n % len(claimed)]
-            progress = 1 + (n // len(claimed)) % 98
-            sent[f"{c.job.id}:{progress}"] = time.perf_counter()
-            await stub.Heartbeat(pb.HeartbeatRequest(job_id=c.job.id, lease_token=c.lease_token, progress=progress))
-            n += 1
-            next_at += interval
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        achieved = n / args.seconds
+        # Progress events at about args.rate per second, spread over the jobs, from 8 paced senders.
+        senders = 8
+        counts = [0] * senders
+
+        async def sender(k: int) -> None:
+            interval = senders / args.rate
+            deadline = time.perf_counter() + args.seconds
+            next_at = time.perf_counter()
+            n = k
+            while time.perf_counter() < deadline:
+                c = claimed[n % len(claimed)]
+                progress = 1 + (n // len(claimed)) % 98
+                sent[f"{c.job.id}:{progress}"] = time.perf_counter()
+                await stub.Heartbeat(pb.HeartbeatRequest(job_id=c.job.id, lease_token=c.lease_token,
+                                                         progress=progress))
+                counts[k] += 1
+                n += senders
+                next_at += interval
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+        await asyncio.gather(*(sender(k) for k in range(senders)))
+        achieved = sum(counts) / args.seconds
         await asyncio.sleep(1)
         for start in range(0, len(claimed), 100):
             await asyncio.gather(*(stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
