@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,29 @@ class SseStream:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+async def sse_events(response: aiohttp.ClientResponse, stream: SseStream | None = None) -> AsyncIterator[SseEvent]:
+    """Events as EventSource parses them from a response; comments and retry hints go to stream."""
+    name, data, event_id = "message", [], None
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line == "":
+            if data:
+                yield SseEvent(name, json.loads("\n".join(data)), event_id)
+            name, data, event_id = "message", [], None
+        elif line.startswith(":"):
+            if stream is not None:
+                stream.comments += 1
+        elif line.startswith("retry:"):
+            if stream is not None:
+                stream.retry = int(line[6:])
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line.startswith("id:"):
+            event_id = int(line[3:])
+
+
 async def read_sse(session: aiohttp.ClientSession, url: str, *, headers: dict[str, str] | None = None,
                    max_events: int | None = None) -> SseStream:
     """Read a stream until it ends (or max_events arrived), as EventSource would parse it."""
@@ -69,25 +93,10 @@ async def read_sse(session: aiohttp.ClientSession, url: str, *, headers: dict[st
         stream.headers = dict(response.headers)
         if response.status != 200:
             raise AssertionError(f"{response.status}: {await response.text()}")
-        name, data, event_id = "message", [], None
-        async for raw in response.content:
-            line = raw.decode().rstrip("\n")
-            if line == "":
-                if data:
-                    stream.events.append(SseEvent(name, json.loads("\n".join(data)), event_id))
-                    if max_events is not None and len(stream.events) >= max_events:
-                        return stream
-                name, data, event_id = "message", [], None
-            elif line.startswith(":"):
-                stream.comments += 1
-            elif line.startswith("retry:"):
-                stream.retry = int(line[6:])
-            elif line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif line.startswith("id:"):
-                event_id = int(line[3:])
+        async for event in sse_events(response, stream):
+            stream.events.append(event)
+            if max_events is not None and len(stream.events) >= max_events:
+                break
     return stream
 
 
@@ -103,25 +112,14 @@ async def read_sse_like_eventsource(session: aiohttp.ClientSession, url_of: Any,
             async with session.get(url_of(), headers=headers) as response:
                 if response.status != 200:
                     raise aiohttp.ClientError(f"status {response.status}")
-                name, data, event_id = "message", [], None
-                async for raw in response.content:
-                    line = raw.decode().rstrip("\n")
-                    if line == "" and data:
-                        event = SseEvent(name, json.loads("\n".join(data)), event_id)
-                        events.append(event)
-                        if event_id is not None:
-                            last_id = event_id
-                        if on_event is not None:
-                            await on_event(event)
-                        if name in ("job-complete", "job-failed"):
-                            return events
-                        name, data, event_id = "message", [], None
-                    elif line.startswith("event:"):
-                        name = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data.append(line[5:].strip())
-                    elif line.startswith("id:"):
-                        event_id = int(line[3:])
+                async for event in sse_events(response):
+                    events.append(event)
+                    if event.id is not None:
+                        last_id = event.id
+                    if on_event is not None:
+                        await on_event(event)
+                    if event.name in ("job-complete", "job-failed"):
+                        return events
         except (aiohttp.ClientError, ConnectionError):
             pass
         await asyncio.sleep(0.2)
