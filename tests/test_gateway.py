@@ -88,19 +88,27 @@ async def test_last_event_id_resumes_without_loss_or_duplicate(http, gateway, re
     assert [e.id for e in via_query.events] == [e.id for e in rest.events]
 
 
-async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_releases_its_watch(  # type: ignore[no-untyped-def]
+async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_is_released(  # type: ignore[no-untyped-def]
         http, gateway, jobstore) -> None:
+    from gateway.app import HUB
+
+    hub = gateway.runner.app[HUB]
     _, created = await post_job(http, gateway, example("pdf"))  # no renderer: the job stays pending
-    async with http.get(gateway.base + created["eventsUrl"]) as response:
+    _, other = await post_job(http, gateway, example("pdf"))
+    async with http.get(gateway.base + created["eventsUrl"]) as first, \
+            http.get(gateway.base + other["eventsUrl"]) as second:
         comments = 0
-        async for raw in response.content:
+        async for raw in first.content:
             if raw.startswith(b":"):
                 comments += 1
                 if comments == 2:
                     break
+        assert hub.stream_count == 2
+        # Open streams hold no gRPC call of their own: the jobstore sees the hub's one stream.
         assert jobstore.server.service.open_watches == 1
-    # The client is gone: the gateway notices at its next write and cancels its Watch.
-    await wait_until(lambda: jobstore.server.service.open_watches == 0, timeout=10)
+        del second
+    # The clients are gone: the gateway notices at its next write and forgets them.
+    await wait_until(lambda: hub.stream_count == 0, timeout=10)
 
 
 async def test_failed_job_streams_job_failed(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]

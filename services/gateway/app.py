@@ -21,6 +21,7 @@ from renderer import specs
 from . import openapi, payloads
 from .auth import Auth
 from .errors import ApiError, errors_middleware
+from .hub import EventHub
 from .settings import Settings
 from .sse import stream_job_events
 
@@ -33,6 +34,7 @@ CHANNEL = web.AppKey("channel", grpc.aio.Channel)
 STREAMS = web.AppKey("streams", weakref.WeakSet)
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 METRICS = web.AppKey("metrics", dict)
+HUB = web.AppKey("hub", EventHub)
 
 GRPC_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
 
@@ -105,7 +107,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         task = asyncio.current_task()
         if task is not None:
             streams.add(task)
-        return await stream_job_events(request, stub, job_id, user_id, _links(request, job_id, user_id)["downloadUrl"],
+        return await stream_job_events(request, stub, request.app[HUB], job_id, user_id,
+                                       _links(request, job_id, user_id)["downloadUrl"],
                                        request.app[SETTINGS].sse_heartbeat_s, request.app[SHUTDOWN])
     finally:
         gauge.dec()
@@ -211,7 +214,10 @@ async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
         ("grpc.max_send_message_length", 16 * 1024 * 1024)])
     app[CHANNEL] = channel
     app[STUB] = pb_grpc.JobStoreStub(channel)
+    app[HUB] = EventHub(app[STUB])
+    app[HUB].start()
     yield
+    await app[HUB].stop()
     await channel.close()
 
 

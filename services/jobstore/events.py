@@ -101,9 +101,11 @@ class EventDispatcher:
         self._wake.set()
 
     def subscribe(self, *, job_id: str | None = None, user_id: str | None = None,
-                  session_id: str | None = None) -> Subscription:
+                  session_id: str | None = None, queue_size: int = 1024) -> Subscription:
+        """No job, user or session: every event (a gateway's firehose)."""
         self._epoch += 1
-        sub = Subscription(job_id=job_id, user_id=user_id, session_id=session_id)
+        sub = Subscription(job_id=job_id, user_id=user_id, session_id=session_id,
+                           queue=asyncio.Queue(maxsize=queue_size))
         if job_id is not None:
             self._by_job.setdefault(job_id, set()).add(sub)
         else:

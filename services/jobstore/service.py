@@ -29,6 +29,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 HISTORY_PAGE = 500
+FIREHOSE_QUEUE = 65536
 T = TypeVar("T")
 
 _DB_DOWN = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
@@ -224,8 +225,21 @@ class JobStoreService(pb_grpc.JobStoreServicer):
     async def Watch(self, request: pb.WatchRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
         job_id, user_id, session_id, after_id = validation.watch(request)
+        if request.all_jobs:
+            async for event in self._watch_all():
+                yield event
+            return
         if job_id is not None:
             await self._store.get_job(job_id, user_id)  # NOT_FOUND before anything streams
+        if request.history_only:
+            rows = await self._store.job_events_after(job_id, after_id, HISTORY_PAGE)
+            while rows:
+                for row in rows:
+                    yield convert.event(row)
+                if len(rows) < HISTORY_PAGE:
+                    return
+                rows = await self._store.job_events_after(job_id, rows[-1]["id"], HISTORY_PAGE)
+            return
         # Subscribe first, then read the history: whatever commits in between arrives live.
         if job_id is not None:
             sub = self._dispatcher.subscribe(job_id=str(job_id))
@@ -239,6 +253,20 @@ class JobStoreService(pb_grpc.JobStoreServicer):
             else:
                 async for event in self._watch_scope(user_id, session_id, after_id, sub):
                     yield event
+        finally:
+            self.open_watches -= 1
+            self._dispatcher.unsubscribe(sub)
+
+    async def _watch_all(self) -> AsyncIterator[pb.JobEvent]:
+        sub = self._dispatcher.subscribe(queue_size=FIREHOSE_QUEUE)
+        self.open_watches += 1
+        try:
+            yield pb.JobEvent()  # the marker: subscribed, every event from here on will follow
+            while True:
+                event = await self._next_live(sub)
+                if event.id == 0:
+                    raise Unavailable("this watcher fell behind; watch again")
+                yield event
         finally:
             self.open_watches -= 1
             self._dispatcher.unsubscribe(sub)
