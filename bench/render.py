@@ -28,8 +28,8 @@ from typing import Any
 import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "tests"))
+sys.path.append(str(ROOT / "bench"))  # appended: bench/queue.py must not shadow the stdlib queue
 
 from common import benchmark_database  # noqa: E402
 from processes import JobStoreProcess  # noqa: E402

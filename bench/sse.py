@@ -32,8 +32,8 @@ import jwt
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "tests"))
+sys.path.append(str(ROOT / "bench"))  # appended: bench/queue.py must not shadow the stdlib queue
 
 from common import benchmark_database  # noqa: E402
 from processes import JobStoreProcess  # noqa: E402

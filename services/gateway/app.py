@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import uvloop
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -269,8 +270,9 @@ def main() -> None:
     if settings.auth == "none":
         log.warning("DOCJOBS_AUTH=none: NO AUTHENTICATION. Every caller is the user 'local'. For the local "
                     "demo only; listening on %s only.", settings.http_host)
+    # uvloop, as in the other services: C transports cost less memory and CPU per open stream.
     web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port, print=None,
-                shutdown_timeout=5)
+                shutdown_timeout=5, loop=uvloop.new_event_loop())
 
 
 
