@@ -3,6 +3,7 @@ example, watch it live, see the preview, download; and a failing job shows its e
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -38,7 +39,7 @@ async def demo(jobstore, tmp_path):  # type: ignore[no-untyped-def]
         yield page
         await browser.close()
     await gateway.stop()
-    renderer.stop()
+    await asyncio.to_thread(renderer.stop)
 
 
 @pytest.mark.parametrize("job_type", list(EXPECTED_PREVIEW))

@@ -120,10 +120,11 @@ async def stream_job_events(request: web.Request, stub: Any, hub: EventHub, job_
         with contextlib.suppress(ConnectionResetError):
             await response.write(frame("error", {"jobId": job_id, "error": {
                 "code": exc.code().name.lower(), "message": exc.details() or "the job service is unavailable"}}))
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         pass  # the client went away
     finally:
         hub.unsubscribe(job_id, queue)
+        # Bounded: a client that stopped reading must not hold the handler (or a shutdown) forever.
         with contextlib.suppress(Exception):
-            await response.write_eof()
+            await asyncio.wait_for(response.write_eof(), 1.0)
     return response
