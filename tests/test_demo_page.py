@@ -3,7 +3,6 @@ example, watch it live, see the preview, download; and a failing job shows its e
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 
@@ -39,7 +38,7 @@ async def demo(jobstore, tmp_path):  # type: ignore[no-untyped-def]
         yield page
         await browser.close()
     await gateway.stop()
-    await asyncio.to_thread(renderer.stop)
+    renderer.stop()
 
 
 @pytest.mark.parametrize("job_type", list(EXPECTED_PREVIEW))

@@ -45,7 +45,7 @@ def listener():  # type: ignore[no-untyped-def]
 async def code_renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
     process = RendererProcess(jobstore.address, tmp_path / "renderer", **LIMITS).start()
     yield process
-    await asyncio.to_thread(process.stop)
+    process.stop()
 
 
 def sandbox_processes() -> list[psutil.Process]:

@@ -66,7 +66,7 @@ async def test_progress_is_reported_while_a_large_spreadsheet_renders(stub, jobs
                                                                       "rows": rows}]}})
         final, events = await wait_finished(stub, job.id, timeout=120)
     finally:
-        await asyncio.to_thread(renderer.stop)
+        renderer.stop()
     assert final.status == pb.JOB_STATUS_COMPLETED
     progress = [e.progress for e in events if e.kind == pb.EVENT_KIND_PROGRESS]
     assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] >= 90

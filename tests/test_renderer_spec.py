@@ -3,7 +3,6 @@ independent readers and checked against what the spec asked for."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import date
 from pathlib import Path
@@ -23,7 +22,7 @@ from .renderers import RendererProcess, download, example, submit, wait_finished
 async def renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
     process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
     yield process
-    await asyncio.to_thread(process.stop)
+    process.stop()
 
 
 async def render_example(stub, job_type: str, tmp_path: Path) -> tuple[pb.Job, dict, Path, list]:  # type: ignore[no-untyped-def]
