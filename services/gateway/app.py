@@ -7,6 +7,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import grpc
 import uvloop
@@ -143,8 +144,6 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 def content_disposition(filename: str) -> str:
     """attachment; an ASCII fallback (quotes and backslashes removed) and the exact name per RFC 5987."""
-    from urllib.parse import quote
-
     ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename) or "document"
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 

@@ -29,7 +29,6 @@ KIND_TO_PB = {
     "failed": pb.EVENT_KIND_FAILED,
     "cancelled": pb.EVENT_KIND_CANCELLED,
 }
-TERMINAL_KINDS = frozenset({"completed", "failed", "cancelled"})
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 

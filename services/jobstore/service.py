@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_PAGE = 500
 FIREHOSE_QUEUE = 65536
+TERMINAL_EVENT_KINDS = frozenset({pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED})
 T = TypeVar("T")
 
 _DB_DOWN = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
@@ -232,13 +233,8 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         if job_id is not None:
             await self._store.get_job(job_id, user_id)  # NOT_FOUND before anything streams
         if request.history_only:
-            rows = await self._store.job_events_after(job_id, after_id, HISTORY_PAGE)
-            while rows:
-                for row in rows:
-                    yield convert.event(row)
-                if len(rows) < HISTORY_PAGE:
-                    return
-                rows = await self._store.job_events_after(job_id, rows[-1]["id"], HISTORY_PAGE)
+            async for event in self._job_history(job_id, after_id):
+                yield event
             return
         # Subscribe first, then read the history: whatever commits in between arrives live.
         if job_id is not None:
@@ -271,22 +267,27 @@ class JobStoreService(pb_grpc.JobStoreServicer):
             self.open_watches -= 1
             self._dispatcher.unsubscribe(sub)
 
+    async def _job_history(self, job_id: Any, after_id: int) -> AsyncIterator[pb.JobEvent]:
+        """A job's stored events after after_id, page by page."""
+        while True:
+            rows = await self._store.job_events_after(job_id, after_id, HISTORY_PAGE)
+            for row in rows:
+                yield convert.event(row)
+            if len(rows) < HISTORY_PAGE:
+                return
+            after_id = rows[-1]["id"]
+
     async def _watch_job(self, job_id: Any, user_id: str | None, after_id: int,
                          sub: Subscription) -> AsyncIterator[pb.JobEvent]:
         job = await self._store.get_job(job_id, user_id)
         finished = job["status"] in convert.TERMINAL_STATUSES
         last = after_id
         while True:  # the stored history, then resync reads after an overflow
-            while True:
-                rows = await self._store.job_events_after(job_id, last, HISTORY_PAGE)
-                for row in rows:
-                    event = convert.event(row)
-                    last = event.id
-                    yield event
-                    if row["kind"] in convert.TERMINAL_KINDS:
-                        return
-                if len(rows) < HISTORY_PAGE:
-                    break
+            async for event in self._job_history(job_id, last):
+                last = event.id
+                yield event
+                if event.kind in TERMINAL_EVENT_KINDS:
+                    return
             if finished:
                 return  # the terminal event was at or before after_event_id
             while True:
@@ -300,7 +301,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
                     continue
                 last = event.id
                 yield event
-                if event.kind in (pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED):
+                if event.kind in TERMINAL_EVENT_KINDS:
                     return
 
     async def _watch_scope(self, user_id: str | None, session_id: str | None, after_id: int,

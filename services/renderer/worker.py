@@ -221,7 +221,7 @@ class Worker:
                 return
             on_progress(99, "uploading")
             filename = filename_for(job.title, job.job_type)
-            artifact = await self.stub.UploadArtifact(self._upload(job.id, token, filename, output))
+            artifact = await self.stub.UploadArtifact(self._upload(job, token, filename, output))
             document = {
                 "artifact_id": artifact.id, "filename": artifact.filename, "content_type": artifact.content_type,
                 "size_bytes": artifact.size_bytes, "sha256": artifact.sha256, "preview": result.preview,
@@ -262,11 +262,10 @@ class Worker:
             if output is not None:
                 output.unlink(missing_ok=True)
 
-    async def _upload(self, job_id: str, token: str, filename: str,
+    async def _upload(self, job: pb.Job, token: str, filename: str,
                       path: Path) -> AsyncIterator[pb.UploadArtifactRequest]:
         yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(
-            job_id=job_id, lease_token=token, filename=filename, content_type=specs.CONTENT_TYPES[
-                next(t for t, e in specs.EXTENSIONS.items() if path.suffix == "." + e)]))
+            job_id=job.id, lease_token=token, filename=filename, content_type=specs.CONTENT_TYPES[job.job_type]))
         with path.open("rb") as f:
             while chunk := f.read(UPLOAD_CHUNK):
                 yield pb.UploadArtifactRequest(chunk=chunk)
