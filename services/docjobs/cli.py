@@ -1,4 +1,5 @@
-"""The `docjobs` command: `up` runs the stack here; `submit`, `watch` and `stats` talk to a gateway."""
+"""The `docjobs` command: `up` runs the stack here; `submit`, `watch` and `stats` talk to a gateway;
+`health` checks one service (the container images' health checks)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,18 @@ def main(argv: list[str] | None = None) -> None:
     watch = commands.add_parser("watch", help="print a job's events as JSON lines until it ends")
     watch.add_argument("job_id")
     commands.add_parser("stats", help="queue statistics")
+    health = commands.add_parser("health", help="exit 0 when a service is healthy (for container health checks)")
+    health.add_argument("kind", choices=("grpc", "http"), help="grpc: the gRPC health service; http: a 200 answer")
+    health.add_argument("target", help="HOST:PORT for grpc, a URL for http")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     args = parser.parse_args(argv)
+    if args.command == "health":
+        from .health import grpc_healthy, http_ok
+
+        check = grpc_healthy if args.kind == "grpc" else http_ok
+        healthy = check(args.target, args.timeout)()
+        print(f"{args.target}: {'healthy' if healthy else 'NOT healthy'}", file=sys.stderr)
+        raise SystemExit(0 if healthy else 1)
     if args.command == "up":
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")

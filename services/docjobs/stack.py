@@ -15,14 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from .health import grpc_healthy, http_ok
 from .pgserver import EmbeddedPostgres
 from .settings import data_dir, database_url, env_int, env_port
 
@@ -57,29 +54,6 @@ class Service:
     env: dict[str, str]
     ready: Callable[[], bool] = lambda: True
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-
-def grpc_healthy(address: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with grpc.insecure_channel(address) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-        except grpc.RpcError:
-            return False
-
-    return check
-
-
-def http_ok(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    return check
 
 
 class StopRequested(Exception):

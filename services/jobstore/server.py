@@ -10,16 +10,20 @@ import signal
 import asyncpg
 import grpc
 import uvloop
+from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from docjobs.metrics_http import start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2, jobstore_pb2_grpc
 
+from . import metrics
 from .claims import ClaimWaiters
 from .doorbell import WAKE_ALL, Doorbell
 from .events import EventDispatcher
 from .maintenance import Maintenance
+from .metrics import QueueGauges
 from .migrations import migrate
 from .service import JobStoreService
 from .settings import Settings
@@ -38,6 +42,9 @@ GRPC_OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 HEALTH_CHECK_S = 1.0
+# The health service name a liveness probe asks: SERVING while the process runs, whatever the database
+# does (the overall status "" follows the database and is what readiness asks).
+LIVENESS_SERVICE = "liveness"
 
 
 class JobStoreServer:
@@ -57,6 +64,7 @@ class JobStoreServer:
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._metrics: web.AppRunner | None = None
 
     async def start(self) -> int:
         self.pool = await _connect_pool(self.settings)
@@ -84,6 +92,11 @@ class JobStoreServer:
         await server.start()
         self._server = server
         await self._set_serving(True)
+        await _maybe_await(self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING))
+        if self.settings.metrics_port:
+            gauges = QueueGauges(self.store)
+            self._metrics = await start_metrics_server(self.settings.grpc_host, self.settings.metrics_port,
+                                                       metrics.REGISTRY, gauges.refresh)
         self._health_task = asyncio.create_task(self._watch_health(), name="health")
         log.info("jobstore serving on %s:%d", self.settings.grpc_host, self.port)
         return self.port
@@ -101,6 +114,8 @@ class JobStoreServer:
         self.claims.wake(None)
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace_s)
+        if self._metrics is not None:
+            await self._metrics.cleanup()
         await self.maintenance.stop()
         await self.doorbell.stop()
         await self.dispatcher.stop()

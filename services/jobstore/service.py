@@ -20,7 +20,7 @@ import grpc
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
-from . import convert, validation
+from . import convert, metrics, validation
 from .errors import FailedPrecondition, InvalidArgument, JobStoreError, NotFound, Unavailable
 from .events import EventDispatcher, Subscription
 from .settings import Settings
@@ -55,27 +55,24 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
     mapped = _status_for(exc)
     if mapped is None:
-        log.exception("unexpected error in %s", _method_name(context), exc_info=exc)
+        log.exception("unexpected error in %s", method, exc_info=exc)
         mapped = grpc.StatusCode.INTERNAL, "internal error"
+    metrics.RPC_ERRORS.labels(method, mapped[0].name).inc()
     metadata: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, InvalidArgument):
         metadata = (("docjobs-field", exc.field),)
     await context.abort(mapped[0], mapped[1], metadata)
 
 
-def _method_name(context: grpc.aio.ServicerContext) -> str:
-    try:
-        return str(context._rpc_event.call_details.method.decode())  # type: ignore[attr-defined]
-    except AttributeError:
-        return "rpc"
-
-
 def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    calls = metrics.RPCS.labels(fn.__name__)
+
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        calls.inc()
         try:
             return await fn(self, request, context)
         except asyncio.CancelledError:
@@ -83,15 +80,18 @@ def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            await _abort(context, exc)
+            await _abort(context, fn.__name__, exc)
             raise AssertionError("unreachable") from exc
 
     return wrapper
 
 
 def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
+    calls = metrics.RPCS.labels(fn.__name__)
+
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+        calls.inc()
         try:
             async for item in fn(self, request, context):
                 yield item
@@ -100,7 +100,7 @@ def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterato
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            await _abort(context, exc)
+            await _abort(context, fn.__name__, exc)
 
     return wrapper
 
@@ -242,6 +242,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         else:
             sub = self._dispatcher.subscribe(user_id=user_id, session_id=session_id)
         self.open_watches += 1
+        metrics.OPEN_WATCHES.inc()
         try:
             if job_id is not None:
                 async for event in self._watch_job(job_id, user_id, after_id, sub):
@@ -251,11 +252,13 @@ class JobStoreService(pb_grpc.JobStoreServicer):
                     yield event
         finally:
             self.open_watches -= 1
+            metrics.OPEN_WATCHES.dec()
             self._dispatcher.unsubscribe(sub)
 
     async def _watch_all(self) -> AsyncIterator[pb.JobEvent]:
         sub = self._dispatcher.subscribe(queue_size=FIREHOSE_QUEUE)
         self.open_watches += 1
+        metrics.OPEN_WATCHES.inc()
         try:
             yield pb.JobEvent()  # the marker: subscribed, every event from here on will follow
             while True:
@@ -265,6 +268,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
                 yield event
         finally:
             self.open_watches -= 1
+            metrics.OPEN_WATCHES.dec()
             self._dispatcher.unsubscribe(sub)
 
     async def _job_history(self, job_id: Any, after_id: int) -> AsyncIterator[pb.JobEvent]:

@@ -15,6 +15,7 @@ class Settings:
     database_url: str
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
+    metrics_port: int = 0  # 0: no metrics endpoint
     pool_size: int = 10
     default_lease_ms: int = 30_000
     default_max_retries: int = 3
@@ -34,6 +35,7 @@ class Settings:
             database_url=url,
             grpc_host=env_str(env, "DOCJOBS_GRPC_HOST", "127.0.0.1"),
             grpc_port=env_port(env, "DOCJOBS_GRPC_PORT", 50051),
+            metrics_port=env_int(env, "DOCJOBS_METRICS_PORT", 0, minimum=0, maximum=65535),
             pool_size=env_int(env, "DOCJOBS_DB_POOL_SIZE", 10, minimum=2, maximum=200),
             default_lease_ms=env_int(env, "DOCJOBS_LEASE_MS", 30_000, minimum=1_000, maximum=3_600_000),
             default_max_retries=env_int(env, "DOCJOBS_MAX_RETRIES", 3, minimum=0, maximum=100),

@@ -30,6 +30,8 @@ class Settings:
     data_dir: Path = Path(".docjobs")
     code_limits: dict[str, Any] = field(default_factory=dict)
     spec_limits: dict[str, Any] = field(default_factory=dict)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0  # 0: no metrics endpoint
     log_level: str = "INFO"
 
     @classmethod
@@ -59,5 +61,7 @@ class Settings:
                 "tmpfs_mb": env_int(env, "DOCJOBS_SANDBOX_DISK_MB", 512, minimum=16, maximum=65536),
             },
             spec_limits={"timeout_s": 300.0, "cpu_s": 240, "memory_mb": 4096, "file_mb": 1024, "processes": 64},
+            metrics_host=env_str(env, "DOCJOBS_METRICS_HOST", "127.0.0.1"),
+            metrics_port=env_int(env, "DOCJOBS_METRICS_PORT", 0, minimum=0, maximum=65535),
             log_level=env_choice(env, "DOCJOBS_LOG_LEVEL", "info", LOG_LEVELS).upper(),
         )

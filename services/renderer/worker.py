@@ -22,12 +22,14 @@ from typing import Any
 
 import grpc
 import uvloop
+from aiohttp import web
 
+from docjobs.metrics_http import start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
-from . import specs
+from . import metrics, specs
 from .sandbox.client import RenderError, Sandbox, default_base_dir
 from .settings import Settings
 
@@ -90,6 +92,7 @@ class Worker:
         self.rendering = 0  # jobs holding a render slot (claimed and not yet rendered)
         self._slot_freed = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
+        self._metrics: web.AppRunner | None = None
         self.stub: pb_grpc.JobStoreStub
         self.completed = 0
         self.failed = 0
@@ -108,6 +111,9 @@ class Worker:
             options=[("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.enable_retries", 1),
                      ("grpc.max_send_message_length", 16 * 1024 * 1024)])
         self.stub = pb_grpc.JobStoreStub(self._channel)
+        if self.settings.metrics_port:
+            self._metrics = await start_metrics_server(self.settings.metrics_host, self.settings.metrics_port,
+                                                       metrics.REGISTRY)
         log.info("renderer %s ready: types %s, concurrency %d, jobstore %s", self.settings.worker_id,
                  ",".join(self.settings.job_types), self.settings.concurrency, self.settings.jobstore_address)
 
@@ -119,6 +125,8 @@ class Worker:
         await self._drain()
 
     async def stop(self) -> None:
+        if self._metrics is not None:
+            await self._metrics.cleanup()
         if self._channel is not None:
             await self._channel.close()
         await self.sandbox.stop()
@@ -196,6 +204,7 @@ class Worker:
             state.update(progress=max(0, min(99, progress)), message=message, dirty=True)
             changed.set()
 
+        metrics.IN_FLIGHT.inc()
         beats = asyncio.create_task(self._heartbeats(job.id, token, state, changed, lost, render_id))
         output: Path | None = None
         mode = ""
@@ -216,6 +225,7 @@ class Worker:
             finally:
                 release_slot()
             rendered = time.perf_counter()
+            metrics.RENDER_SECONDS.labels(job.job_type, mode).observe(rendered - started)
             output = result.path
             if lost.is_set():
                 return
@@ -231,6 +241,7 @@ class Worker:
             await self.stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=token, artifact_id=artifact.id,
                                                         result_json=json.dumps(document)))
             self.completed += 1
+            metrics.JOBS.labels(job.job_type, "completed").inc()
             log.info("job %s completed (%s, %d bytes)", job.id, job.job_type, artifact.size_bytes)
             log.debug("job %s: render %.1f ms, upload %.1f ms, complete %.1f ms", job.id,
                       (rendered - started) * 1000, (uploaded - rendered) * 1000,
@@ -239,6 +250,7 @@ class Worker:
             await self._fail(job, token, exc.code, str(exc), exc.retryable)
         except RenderError as exc:
             if exc.cancelled or lost.is_set():
+                metrics.JOBS.labels(job.job_type, "stopped").inc()
                 log.info("job %s stopped: %s", job.id, "cancelled" if exc.cancelled else "lease lost")
                 return
             code = exc.code or ("sandbox_unavailable" if exc.retryable else
@@ -255,6 +267,7 @@ class Worker:
                                             f"renderer {self.settings.worker_id} stopped before finishing", True))
             raise
         finally:
+            metrics.IN_FLIGHT.dec()
             release_slot()
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -272,6 +285,7 @@ class Worker:
 
     async def _fail(self, job: pb.Job, token: str, code: str, message: str, retryable: bool) -> None:
         self.failed += 1
+        metrics.JOBS.labels(job.job_type, "failed").inc()
         log.info("job %s failed (%s%s): %s", job.id, code, ", retryable" if retryable else "", message)
         try:
             await self.stub.Fail(pb.FailRequest(job_id=job.id, lease_token=token, error_code=code,
