@@ -202,9 +202,20 @@ async def serve(settings: Settings) -> None:
     await server.stop()
 
 
+def _one_line(record: logging.LogRecord) -> bool:
+    """asyncpg's pool logs a lost database with a traceback; an outage is expected operation here, so it
+    becomes one line naming the error (the doorbell and the health task say the rest)."""
+    if record.exc_info and record.exc_info[1] is not None:
+        record.msg = f"{record.getMessage()}: {record.exc_info[1]}"
+        record.args = ()
+        record.exc_info = None
+    return True
+
+
 def main() -> None:
     settings = load_or_exit("jobstore", Settings.from_env)
     setup_logging(settings.log_level)
+    logging.getLogger("asyncpg.pool").addFilter(_one_line)
     uvloop.run(serve(settings))  # asyncpg and grpc.aio are both markedly faster on uvloop
 
 
