@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from docjobs.v1 import jobstore_pb2 as pb
 from renderer.sandbox.zygote import UID_BASE
 
+from .conftest import wait_until
 from .renderers import RendererProcess, download, submit, wait_finished
 
 LIMITS = {"DOCJOBS_CODE_EXECUTION": "sandbox", "DOCJOBS_SANDBOX_TIMEOUT_S": "8", "DOCJOBS_SANDBOX_CPU_S": "3",
@@ -60,6 +62,19 @@ def sandbox_processes() -> list[psutil.Process]:
     return found
 
 
+async def no_sandbox_process_left(renderer: RendererProcess) -> None:
+    """No process of a sandbox uid under this renderer survives its job (each is killed as the job ends;
+    allow the second that takes)."""
+    def left() -> list[psutil.Process]:
+        try:
+            below = {p.pid for p in psutil.Process(renderer.process.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return []
+        return [p for p in sandbox_processes() if p.pid in below]
+
+    await wait_until(lambda: not left(), timeout=5)
+
+
 async def run_code(stub, code: str, job_type: str = "spreadsheet") -> pb.Job:  # type: ignore[no-untyped-def]
     job = await submit(stub, job_type, {"code": code}, title="Code job", max_retries=2)
     final, _ = await wait_finished(stub, job.id, timeout=60)
@@ -80,7 +95,8 @@ async def test_code_that_builds_a_workbook_completes(stub, code_renderer, tmp_pa
 
 
 ESCAPES = {
-    "endless loop": ("while True:\n    pass", "CPU time limit"),
+    # The CPU limit (3 s) normally ends it; on a machine busy enough, the wall clock (8 s) comes first.
+    "endless loop": ("while True:\n    pass", ("CPU time limit", "timed out after 8 s")),
     "sleeping forever": ("import time\ntime.sleep(3600)", "timed out after 8 s"),
     "memory bomb": ("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))", "memory"),
     "fork bomb": ("import os\nwhile True:\n    os.fork()", "Resource temporarily unavailable"),
@@ -114,13 +130,15 @@ async def test_escape_attempt_fails_cleanly_and_leaks_nothing(stub, code_rendere
     final = await run_code(stub, code.replace("PORT", str(listener)).replace("MARK", mark))
     assert final.status == pb.JOB_STATUS_FAILED, name
     assert final.error.code == "code_failed" and not final.error.retryable and final.retry_count == 0
-    assert expected in final.error.message, final.error.message
-    for place in (Path("/etc"), Path("/tmp"), Path(code_renderer.env["DOCJOBS_DATA_DIR"])):
-        assert not list(place.glob(f"**/docjobs-escape-{mark}")) if place != Path("/etc") else \
-            not (place / f"docjobs-escape-{mark}").exists()
+    alternatives = expected if isinstance(expected, tuple) else (expected,)
+    assert any(text in final.error.message for text in alternatives), final.error.message
+    assert not (Path("/etc") / f"docjobs-escape-{mark}").exists()
+    for place in (Path("/tmp"), Path(code_renderer.env["DOCJOBS_DATA_DIR"])):
+        # os.walk, not glob: other programs' temporary directories may vanish while we look.
+        assert not [d for d, dirs, files in os.walk(place) if f"docjobs-escape-{mark}" in dirs + files]
     # The renderer keeps serving: the next job completes.
     assert (await run_code(stub, GOOD_CODE)).status == pb.JOB_STATUS_COMPLETED
-    assert sandbox_processes() == []
+    await no_sandbox_process_left(code_renderer)
     assert code_renderer.process.poll() is None
 
 
@@ -128,7 +146,7 @@ async def test_a_background_process_left_by_the_code_is_killed(stub, code_render
     code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(3600)\n" + GOOD_CODE
     final = await run_code(stub, code)
     assert final.status == pb.JOB_STATUS_COMPLETED
-    assert sandbox_processes() == []
+    await no_sandbox_process_left(code_renderer)
 
 
 async def test_cancelling_a_running_code_job_aborts_it(stub, code_renderer) -> None:  # type: ignore[no-untyped-def]

@@ -262,9 +262,11 @@ class Worker:
             else:
                 await self._fail(job, token, "jobstore_error", exc.details() or exc.code().name, True)
         except asyncio.CancelledError:
-            await self.sandbox.cancel(render_id)
-            await asyncio.shield(self._fail(job, token, "worker_shutdown",
-                                            f"renderer {self.settings.worker_id} stopped before finishing", True))
+            # Give the job back and stop its render at once: the job moves on even if the kill is slow.
+            await asyncio.shield(asyncio.gather(
+                self.sandbox.cancel(render_id),
+                self._fail(job, token, "worker_shutdown",
+                           f"renderer {self.settings.worker_id} stopped before finishing", True)))
             raise
         finally:
             metrics.IN_FLIGHT.dec()
