@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/queue.py
 	$(PY) bench/render.py
 	$(PY) bench/sse.py
+	$(PY) bench/compare.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench scripts

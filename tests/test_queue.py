@@ -288,3 +288,39 @@ async def test_stats_count_by_type_and_status(stub) -> None:
     assert (stats.due_pending, stats.delayed_pending, stats.processing) == (1, 1, 0)
     assert stats.enqueued_last_minute == 3 and stats.completed_last_minute == 1
     assert stats.oldest_due_pending_age_seconds >= 0
+
+
+async def test_complete_many_completes_each_job_once_and_says_why_not(stub) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(4):
+        await enqueue(stub, job_type="pdf")
+    held = await claim(stub, types=("pdf",), max_jobs=4)
+    assert len(held) == 4
+    stale = held[3]
+    await stub.Cancel(pb.CancelRequest(job_id=stale.job.id))
+    items = [pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token, result_json=json.dumps({"n": i}))
+             for i, c in enumerate(held)]
+    items.append(pb.CompleteRequest(job_id=str(uuid.uuid4()), lease_token=str(uuid.uuid4())))
+    reply = await stub.CompleteMany(pb.CompleteManyRequest(jobs=items))
+    assert [o.job_id for o in reply.outcomes] == [i.job_id for i in items]
+    assert [o.completed for o in reply.outcomes] == [True, True, True, False, False]
+    assert reply.outcomes[3].error_code == "FAILED_PRECONDITION"
+    assert reply.outcomes[4].error_code == "NOT_FOUND"
+    for i, c in enumerate(held[:3]):
+        job = await stub.GetJob(pb.GetJobRequest(job_id=c.job.id))
+        assert job.status == pb.JOB_STATUS_COMPLETED and json.loads(job.result_json) == {"n": i}
+    # A repeated call completes nothing twice.
+    again = await stub.CompleteMany(pb.CompleteManyRequest(jobs=items[:3]))
+    assert [o.error_code for o in again.outcomes] == ["FAILED_PRECONDITION"] * 3
+
+
+@pytest.mark.parametrize(("jobs", "field"), [
+    ([], "jobs"),
+    ([pb.CompleteRequest(job_id=str(uuid.uuid4()), lease_token=str(uuid.uuid4()))] * 501, "jobs"),
+    ([pb.CompleteRequest(job_id=str(uuid.uuid4()), lease_token=str(uuid.uuid4())),
+      pb.CompleteRequest(job_id="not-a-uuid", lease_token=str(uuid.uuid4()))], "jobs[1].job_id"),
+])
+async def test_complete_many_refuses_a_bad_request_whole(stub, jobs, field) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CompleteMany(pb.CompleteManyRequest(jobs=jobs))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(info.value.trailing_metadata())["docjobs-field"] == field

@@ -189,6 +189,24 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         return convert.job(await self._store.complete(*validation.complete(request)))
 
     @unary
+    async def CompleteMany(self, request: pb.CompleteManyRequest,
+                           context: grpc.aio.ServicerContext) -> pb.CompleteManyResponse:
+        items = validation.complete_many(request)
+        # Concurrent completions are gathered by the completer into one statement and one commit.
+        results = await asyncio.gather(*(self._store.complete(*item) for item in items), return_exceptions=True)
+        outcomes = []
+        for item, result in zip(request.jobs, results, strict=True):
+            if isinstance(result, BaseException):
+                mapped = _status_for(result)
+                if mapped is None or mapped[0] == grpc.StatusCode.UNAVAILABLE:
+                    raise result  # unexpected (INTERNAL), or the database is away: the whole call
+                outcomes.append(pb.CompleteOutcome(job_id=item.job_id, completed=False,
+                                                   error_code=mapped[0].name, error_message=mapped[1]))
+            else:
+                outcomes.append(pb.CompleteOutcome(job_id=item.job_id, completed=True))
+        return pb.CompleteManyResponse(outcomes=outcomes)
+
+    @unary
     async def Fail(self, request: pb.FailRequest, context: grpc.aio.ServicerContext) -> pb.FailResponse:
         row = await self._store.fail(*validation.fail(request))
         response = pb.FailResponse(job=convert.job(row), will_retry=row["will_retry"])

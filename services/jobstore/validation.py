@@ -199,6 +199,23 @@ def complete(req: pb.CompleteRequest) -> tuple[uuid.UUID, uuid.UUID, str, uuid.U
     return job_id, token, result, artifact_id
 
 
+MAX_COMPLETE_MANY = 500
+
+
+def complete_many(req: pb.CompleteManyRequest) -> list[tuple[uuid.UUID, uuid.UUID, str, uuid.UUID | None]]:
+    if not req.jobs:
+        raise InvalidArgument("jobs", "give at least one job")
+    if len(req.jobs) > MAX_COMPLETE_MANY:
+        raise InvalidArgument("jobs", f"at most {MAX_COMPLETE_MANY} jobs per call, got {len(req.jobs)}")
+    items = []
+    for i, item in enumerate(req.jobs):
+        try:
+            items.append(complete(item))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"jobs[{i}].{exc.field}", str(exc).split(": ", 1)[-1]) from None
+    return items
+
+
 def fail(req: pb.FailRequest) -> tuple[uuid.UUID, uuid.UUID, str, str, bool]:
     job_id, token = lease(req.job_id, req.lease_token)
     code = _text(req.error_code, "error_code", required=True)

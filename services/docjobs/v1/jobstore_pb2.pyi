@@ -286,6 +286,30 @@ class CompleteRequest(_message.Message):
     artifact_id: str
     def __init__(self, job_id: _Optional[str] = ..., lease_token: _Optional[str] = ..., result_json: _Optional[str] = ..., artifact_id: _Optional[str] = ...) -> None: ...
 
+class CompleteManyRequest(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[CompleteRequest]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[CompleteRequest, _Mapping]]] = ...) -> None: ...
+
+class CompleteOutcome(_message.Message):
+    __slots__ = ("job_id", "completed", "error_code", "error_message")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    completed: bool
+    error_code: str
+    error_message: str
+    def __init__(self, job_id: _Optional[str] = ..., completed: _Optional[bool] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class CompleteManyResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[CompleteOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[CompleteOutcome, _Mapping]]] = ...) -> None: ...
+
 class FailRequest(_message.Message):
     __slots__ = ("job_id", "lease_token", "error_code", "error_message", "retryable")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

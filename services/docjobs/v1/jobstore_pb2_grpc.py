@@ -74,6 +74,11 @@ class JobStoreStub:
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.CompleteRequest.SerializeToString,
                 response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.Job.FromString,
                 _registered_method=True)
+        self.CompleteMany = channel.unary_unary(
+                '/docjobs.v1.JobStore/CompleteMany',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.CompleteManyRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.CompleteManyResponse.FromString,
+                _registered_method=True)
         self.Fail = channel.unary_unary(
                 '/docjobs.v1.JobStore/Fail',
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.FailRequest.SerializeToString,
@@ -158,6 +163,16 @@ class JobStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteMany(self, request, context):
+        """Finish several jobs in one call (for workers that get through many small jobs): each item is
+        checked and completed as Complete would, in one statement; an outcome per item says completed or why
+        not. 1 to 500 items. While the database is away the whole call is UNAVAILABLE (retry it: an item
+        that did complete then answers FAILED_PRECONDITION, as a repeated Complete would).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Fail(self, request, context):
         """Report a failed attempt. Retried with exponential backoff when retryable and retries remain.
         """
@@ -229,6 +244,11 @@ def add_JobStoreServicer_to_server(servicer, server):
                     servicer.Complete,
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.CompleteRequest.FromString,
                     response_serializer=docjobs_dot_v1_dot_jobstore__pb2.Job.SerializeToString,
+            ),
+            'CompleteMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteMany,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.CompleteManyRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.CompleteManyResponse.SerializeToString,
             ),
             'Fail': grpc.unary_unary_rpc_method_handler(
                     servicer.Fail,
@@ -467,6 +487,33 @@ class JobStore:
             '/docjobs.v1.JobStore/Complete',
             docjobs_dot_v1_dot_jobstore__pb2.CompleteRequest.SerializeToString,
             docjobs_dot_v1_dot_jobstore__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/CompleteMany',
+            docjobs_dot_v1_dot_jobstore__pb2.CompleteManyRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.CompleteManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

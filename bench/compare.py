@@ -1,0 +1,422 @@
+"""docjobs side by side with the Postgres job queues a Python team would pick instead: PgQueuer and
+Procrastinate (run by `make bench`, never by `make test`).
+
+One embedded Postgres (fsync on), one database per system, the same no-op job, the same number of
+worker processes, and the same number of jobs in flight per process:
+  - docjobs through its real path: a jobstore process, workers calling Claim (long-poll, batches) and
+    CompleteMany (one call per batch) over gRPC; the workers never touch the database;
+  - PgQueuer: workers running QueueManager.run() on an asyncpg connection;
+  - Procrastinate: workers running App.run_worker_async() on a psycopg pool.
+For each: jobs/s to work through N pre-enqueued jobs (from the first job started, in any worker, to the
+moment the database shows every job finished), and enqueue-to-start latency for single jobs with one
+idle worker (the enqueuing client notes the time just before its enqueue call; the worker, on receiving
+the job, reports the difference). Then pgbench's commit rate on the same server, as the ceiling.
+
+Usage: python bench/compare.py [--jobs N] [--processes P] [--in-flight F] [--latency-rounds R]
+(`--worker SYSTEM` runs one worker process; the benchmark starts those itself.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+# bench/ goes last on the path: bench/queue.py must not shadow the standard library's queue.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.append(str(ROOT / "tests"))
+sys.path.append(str(ROOT / "bench"))
+
+from common import benchmark_database  # noqa: E402
+
+SYSTEMS = ("docjobs", "pgqueuer", "procrastinate")
+JOB_TYPE = "noop"
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def report(kind: str, value: float | str) -> None:
+    print(f"{kind} {value}", flush=True)
+
+
+# --- workers (one process each) --------------------------------------------------------------------------
+
+class Reporter:
+    """What a worker tells the benchmark: READY, FIRST <time of its first job>, LAT <seconds>."""
+
+    def __init__(self) -> None:
+        self.first = False
+
+    def job(self, payload: dict[str, Any]) -> None:
+        now = time.time()
+        if not self.first:
+            self.first = True
+            report("FIRST", now)
+        if payload.get("t0"):
+            report("LAT", now - payload["t0"])
+
+
+async def docjobs_worker(address: str, in_flight: int) -> None:
+    import grpc
+
+    from docjobs.v1 import jobstore_pb2 as pb
+    from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+    reporter = Reporter()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.JobStoreStub(channel)
+        await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
+        report("READY", os.getpid())
+
+        async def loop(k: int) -> None:
+            while True:
+                reply = await stub.Claim(pb.ClaimRequest(worker_id=f"bench-{os.getpid()}-{k}", job_types=[JOB_TYPE],
+                                                         max_jobs=in_flight // 2, wait_ms=30_000, lease_ms=60_000))
+                for claimed in reply.jobs:
+                    reporter.job(json.loads(claimed.job.payload_json))
+                if reply.jobs:  # one call for the batch: one statement, one commit in the jobstore
+                    await stub.CompleteMany(pb.CompleteManyRequest(jobs=[
+                        pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token) for c in reply.jobs]))
+
+        await asyncio.gather(loop(0), loop(1))
+
+
+async def pgqueuer_worker(dsn: str, in_flight: int) -> None:
+    from pgqueuer import AsyncpgDriver, Job, Queries, QueueManager
+
+    reporter = Reporter()
+    connection = await asyncpg.connect(dsn)
+    manager = QueueManager(queries=Queries(AsyncpgDriver(connection)))
+
+    @manager.entrypoint(JOB_TYPE)
+    async def noop(job: Job) -> None:
+        reporter.job(json.loads(job.payload or b"{}"))
+
+    report("READY", os.getpid())
+    await manager.run(batch_size=in_flight // 2, max_concurrent_tasks=in_flight,
+                      dequeue_timeout=timedelta(seconds=30))
+
+
+def procrastinate_app(dsn: str) -> Any:
+    import logging
+
+    import procrastinate
+
+    # It warns that an App made in a __main__ module cannot be found by its CLI; the benchmark needs none.
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)
+    return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
+
+
+async def procrastinate_worker(dsn: str, in_flight: int) -> None:
+    app = procrastinate_app(dsn)
+    reporter = Reporter()
+
+    @app.task(name=JOB_TYPE, queue=JOB_TYPE)
+    async def noop(t0: float = 0.0) -> None:
+        reporter.job({"t0": t0})
+
+    async with app.open_async():
+        report("READY", os.getpid())
+        await app.run_worker_async(queues=[JOB_TYPE], concurrency=in_flight, wait=True, install_signal_handlers=False)
+
+
+# --- the benchmark -----------------------------------------------------------------------------------------
+
+class Workers:
+    """Worker processes of one system, and what they report."""
+
+    def __init__(self) -> None:
+        self.processes: list[asyncio.subprocess.Process] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.ready = 0
+        self.first: list[float] = []
+        self.latencies: asyncio.Queue[float] = asyncio.Queue()
+
+    async def start(self, count: int, argv: list[str]) -> None:
+        for _ in range(count):
+            process = await asyncio.create_subprocess_exec(sys.executable, __file__, *argv,
+                                                           stdout=asyncio.subprocess.PIPE)
+            self.processes.append(process)
+            self.readers.append(asyncio.create_task(self._read(process)))
+        while self.ready < count:
+            await asyncio.sleep(0.01)
+            if any(r.done() for r in self.readers):
+                raise SystemExit(f"a worker exited early: {argv}")
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            kind, _, value = line.decode().strip().partition(" ")
+            if kind == "READY":
+                self.ready += 1
+            elif kind == "FIRST":
+                self.first.append(float(value))
+            elif kind == "LAT":
+                self.latencies.put_nowait(float(value) * 1000)
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+        for reader in self.readers:
+            reader.cancel()
+
+
+class System:
+    """How the benchmark enqueues into, and counts unfinished jobs of, one system."""
+
+    name = ""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    async def setup(self) -> None: ...
+    async def enqueue_many(self, n: int) -> None: ...
+    async def enqueue_one(self, t0: float) -> None: ...
+    async def unfinished(self, conn: asyncpg.Connection) -> int: ...
+    def worker_argv(self, in_flight: int) -> list[str]: ...
+    async def close(self) -> None: ...
+
+
+class Docjobs(System):
+    name = "docjobs"
+
+    async def setup(self) -> None:
+        import grpc
+        from processes import JobStoreProcess
+
+        from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+        self.store = JobStoreProcess(self.dsn, env={"DOCJOBS_LOG_LEVEL": "warning"}).start()
+        await asyncio.to_thread(self.store.wait_healthy)
+        self.channel = grpc.aio.insecure_channel(self.store.address)
+        self.stub = pb_grpc.JobStoreStub(self.channel)
+
+    async def enqueue_many(self, n: int) -> None:
+        from docjobs.v1 import jobstore_pb2 as pb
+
+        counter = iter(range(n))
+
+        async def client() -> None:
+            for i in counter:
+                await self.stub.Enqueue(pb.EnqueueRequest(job_type=JOB_TYPE, user_id=f"u{i % 50}",
+                                                          payload_json="{}"))
+
+        await asyncio.gather(*(client() for _ in range(64)))
+
+    async def enqueue_one(self, t0: float) -> None:
+        from docjobs.v1 import jobstore_pb2 as pb
+
+        await self.stub.Enqueue(pb.EnqueueRequest(job_type=JOB_TYPE, user_id="lat",
+                                                  payload_json=json.dumps({"t0": t0})))
+
+    async def unfinished(self, conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM document_jobs WHERE status IN ('pending', 'processing')"))
+
+    def worker_argv(self, in_flight: int) -> list[str]:
+        return ["--worker", "docjobs", "--address", self.store.address, "--in-flight", str(in_flight)]
+
+    async def close(self) -> None:
+        await self.channel.close()
+        await asyncio.to_thread(self.store.terminate)
+
+
+class PgQueuer(System):
+    name = "pgqueuer"
+
+    async def setup(self) -> None:
+        from pgqueuer import AsyncpgDriver, Queries
+
+        self.conn = await asyncpg.connect(self.dsn)
+        self.queries = Queries(AsyncpgDriver(self.conn))
+        await self.queries.install()
+
+    async def enqueue_many(self, n: int) -> None:
+        for start in range(0, n, 1000):
+            size = min(1000, n - start)
+            await self.queries.enqueue([JOB_TYPE] * size, [b"{}"] * size, [0] * size)
+
+    async def enqueue_one(self, t0: float) -> None:
+        await self.queries.enqueue(JOB_TYPE, json.dumps({"t0": t0}).encode())
+
+    async def unfinished(self, conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM pgqueuer"))
+
+    def worker_argv(self, in_flight: int) -> list[str]:
+        return ["--worker", "pgqueuer", "--dsn", self.dsn, "--in-flight", str(in_flight)]
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+class Procrastinate(System):
+    name = "procrastinate"
+
+    async def setup(self) -> None:
+        self.app = procrastinate_app(self.dsn)
+
+        @self.app.task(name=JOB_TYPE, queue=JOB_TYPE)
+        async def noop(t0: float = 0.0) -> None: ...
+
+        self.task = noop
+        await self.app.open_async()
+        await self.app.schema_manager.apply_schema_async()
+
+    async def enqueue_many(self, n: int) -> None:
+        for start in range(0, n, 1000):
+            await self.task.batch_defer_async(*[{} for _ in range(min(1000, n - start))])
+
+    async def enqueue_one(self, t0: float) -> None:
+        await self.task.defer_async(t0=t0)
+
+    async def unfinished(self, conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"))
+
+    def worker_argv(self, in_flight: int) -> list[str]:
+        return ["--worker", "procrastinate", "--dsn", self.dsn, "--in-flight", str(in_flight)]
+
+    async def close(self) -> None:
+        await self.app.close_async()
+
+
+async def measure(system: System, args: argparse.Namespace) -> dict[str, float]:
+    await system.setup()
+    conn = await asyncpg.connect(system.dsn)
+    try:
+        started = time.perf_counter()
+        await system.enqueue_many(args.jobs)
+        enqueue_rate = args.jobs / (time.perf_counter() - started)
+        workers = Workers()
+        await workers.start(args.processes, system.worker_argv(args.in_flight))
+        while await system.unfinished(conn):
+            await asyncio.sleep(0.01)
+            if any(r.done() for r in workers.readers):
+                raise SystemExit(f"a {system.name} worker exited")
+        done = time.time()
+        await workers.stop()
+        throughput = args.jobs / (done - min(workers.first))
+
+        idle = Workers()
+        await idle.start(1, system.worker_argv(args.in_flight))
+        await asyncio.sleep(0.5)  # parked in its wait for work
+        samples = []
+        for _ in range(args.latency_rounds):
+            await system.enqueue_one(time.time())
+            samples.append(await asyncio.wait_for(idle.latencies.get(), 30))
+            if any(r.done() for r in idle.readers):
+                raise SystemExit(f"the {system.name} worker exited")
+            await asyncio.sleep(0.02)
+        await idle.stop()
+    finally:
+        await conn.close()
+        await system.close()
+    return {"enqueue": enqueue_rate, "throughput": throughput, "p50": statistics.median(samples),
+            "p99": percentile(samples, 99)}
+
+
+def pgbench(dsn: str, clients: int, seconds: int) -> float:
+    """Commits/s of one-statement write transactions (an UPDATE of one random row), pgbench's own
+    measure of the server's commit rate."""
+    from docjobs.pgserver import POSTGRES_BIN_PATH
+
+    host, port = re.match(r"postgresql://\w+@([\d.]+):(\d+)/", dsn).groups()  # type: ignore[union-attr]
+    base = ["-h", host, "-p", port, "-U", "postgres"]
+    subprocess.run([str(POSTGRES_BIN_PATH / "createdb"), *base, "pgbench"], check=True)
+    subprocess.run([str(POSTGRES_BIN_PATH / "pgbench"), *base, "-i", "-q", "-s", "10", "pgbench"], check=True,
+                   capture_output=True)
+    script = Path(os.environ.get("TMPDIR", "/tmp")) / f"docjobs-commit-{os.getpid()}.sql"
+    script.write_text("\\set aid random(1, 1000000)\nUPDATE pgbench_accounts SET abalance = abalance + 1 "
+                      "WHERE aid = :aid;\n")
+    try:
+        out = subprocess.run([str(POSTGRES_BIN_PATH / "pgbench"), *base, "-n", "-c", str(clients), "-j", "2",
+                              "-T", str(seconds), "-f", str(script), "pgbench"], check=True, capture_output=True,
+                             text=True).stdout
+    finally:
+        script.unlink()
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+async def create_databases(admin_dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        for name in SYSTEMS:
+            await conn.execute(f"CREATE DATABASE {name}")
+        version = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    report("POSTGRES", version)
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    return ", ".join(f"{name} {version(name)}" for name in ("pgqueuer", "procrastinate", "asyncpg", "psycopg",
+                                                             "grpcio"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--processes", type=int, default=2, help="worker processes per system")
+    parser.add_argument("--in-flight", type=int, default=20, help="jobs in flight per worker process")
+    parser.add_argument("--latency-rounds", type=int, default=200)
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument("--only", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--worker", choices=SYSTEMS)
+    parser.add_argument("--dsn")
+    parser.add_argument("--address")
+    args = parser.parse_args()
+    if args.worker:
+        import uvloop
+
+        worker = {"docjobs": lambda: docjobs_worker(args.address, args.in_flight),
+                  "pgqueuer": lambda: pgqueuer_worker(args.dsn, args.in_flight),
+                  "procrastinate": lambda: procrastinate_worker(args.dsn, args.in_flight)}[args.worker]
+        uvloop.run(worker())
+        return
+
+    with benchmark_database() as (_tmp, bench_dsn):
+        admin = bench_dsn.rsplit("/", 1)[0] + "/postgres"
+        asyncio.run(create_databases(admin))
+        results = {}
+        for name in args.only:
+            system = {"docjobs": Docjobs, "pgqueuer": PgQueuer, "procrastinate": Procrastinate}[name]
+            dsn = bench_dsn.rsplit("/", 1)[0] + f"/{name}"
+            results[name] = asyncio.run(measure(system(dsn), args))
+            print(f"  {name}: done", file=sys.stderr, flush=True)
+        ceiling = pgbench(admin, clients=8, seconds=args.pgbench_seconds)
+
+    print(f"\nPostgres job queues side by side: {args.jobs} no-op jobs, {args.processes} worker processes x "
+          f"{args.in_flight} jobs in flight, {os.cpu_count()} cores, one embedded Postgres (fsync on)")
+    print(f"versions: {versions()}")
+    base = results.get("docjobs")
+    print(f"{'system':15s} {'jobs/s':>9s} {'vs docjobs':>11s} {'enqueue/s':>10s} {'start p50':>10s} "
+          f"{'start p99':>10s} {'p50 vs docjobs':>15s}")
+    for name, r in results.items():
+        ratio = f"{r['throughput'] / base['throughput']:.2f}" if base else "-"
+        lat_ratio = f"{r['p50'] / base['p50']:.2f}" if base else "-"
+        print(f"{name:15s} {r['throughput']:9.0f} {ratio:>11s} {r['enqueue']:10.0f} {r['p50']:8.2f}ms "
+              f"{r['p99']:8.2f}ms {lat_ratio:>15s}")
+    print(f"pgbench: {ceiling:.0f} commits/s (8 clients, one-row UPDATE per transaction)")
+    if base:
+        print(f"docjobs: {base['throughput']:.0f} jobs/s = {base['throughput'] / ceiling:.2f} of the commit rate "
+              f"(each job is at least a claim and a completion, batched)")
+
+
+if __name__ == "__main__":
+    main()
