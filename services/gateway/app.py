@@ -22,7 +22,7 @@ from renderer import specs
 
 from . import openapi, payloads
 from .auth import Auth
-from .errors import ApiError, errors_middleware
+from .errors import ApiError, errors_middleware, from_grpc
 from .hub import EventHub
 from .settings import Settings
 from .sse import stream_job_events
@@ -83,9 +83,20 @@ async def list_jobs(request: web.Request) -> web.Response:
         page_size = int(request.query.get("pageSize", "50"))
     except ValueError:
         raise ApiError(400, "invalid", "pageSize: must be an integer", "pageSize") from None
-    reply = await request.app[STUB].ListJobs(pb.ListJobsRequest(
-        user_id=user_id, session_id=request.query.get("sessionId", ""), statuses=statuses, page_size=page_size,
-        page_token=request.query.get("pageToken", "")))
+    if not 1 <= page_size <= 500:
+        raise ApiError(400, "invalid", "pageSize: must be between 1 and 500", "pageSize")
+    try:
+        reply = await request.app[STUB].ListJobs(pb.ListJobsRequest(
+            user_id=user_id, session_id=request.query.get("sessionId", ""), statuses=statuses, page_size=page_size,
+            page_token=request.query.get("pageToken", "")))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        # A bad query parameter: 400, named as the caller wrote it (pageToken, not page_token).
+        err = from_grpc(exc)
+        field = {"page_token": "pageToken", "page_size": "pageSize", "session_id": "sessionId"}.get(
+            err.field or "", err.field)
+        raise ApiError(400, "invalid", err.message.replace(err.field or "", field or "", 1), field) from None
     return web.json_response({"jobs": [payloads.job_document(j, _links(request, j.id, user_id)) for j in reply.jobs],
                               "nextPageToken": reply.next_page_token or None})
 

@@ -77,7 +77,8 @@ def document() -> dict[str, Any]:
                 "get": {"summary": "The caller's jobs, newest first",
                         "parameters": [{"name": "sessionId", "in": "query", "schema": {"type": "string"}},
                                        {"name": "status", "in": "query", "schema": {"type": "string"}},
-                                       {"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
+                                       {"name": "pageSize", "in": "query",
+                                        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
                                        {"name": "pageToken", "in": "query", "schema": {"type": "string"}}],
                         "responses": {"200": _json({"type": "object", "properties": {
                             "jobs": {"type": "array", "items": job}, "nextPageToken": {"type": ["string", "null"]}}},
