@@ -134,3 +134,40 @@ async def test_an_oversized_message_is_refused_cleanly(stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id="u", payload_json=big))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "payload_json" in err.value.details()
+
+
+async def test_bytes_that_are_no_message_get_invalid_argument_on_every_method(jobstore) -> None:  # type: ignore[no-untyped-def]
+    """Raw garbage on the wire, on every method of the service (unary, server- and client-streaming):
+    INVALID_ARGUMENT with a message, never INTERNAL or UNKNOWN, and the server keeps serving."""
+    import random
+
+    from docjobs.v1 import jobstore_pb2
+
+    service = jobstore_pb2.DESCRIPTOR.services_by_name["JobStore"]
+    identity = {"request_serializer": None, "response_deserializer": None}
+    garbage = [b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x08" + b"\xff" * 11]
+    rng = random.Random(20261128)
+    garbage += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))) for _ in range(60)]
+    refused = 0
+    for method in service.methods:
+        path = f"/{service.full_name}/{method.name}"
+        for data in garbage:
+            try:
+                if method.client_streaming:
+                    call = jobstore.channel.stream_unary(path, **identity)
+                    await call(iter([data]))
+                elif method.server_streaming:
+                    call = jobstore.channel.unary_stream(path, **identity)
+                    async for _ in call(data):
+                        pass
+                else:
+                    await jobstore.channel.unary_unary(path, **identity)(data)
+            except grpc.aio.AioRpcError as err:
+                assert err.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (
+                    method.name, data, err.code(), err.details())
+                assert err.details(), (method.name, data)
+                if "not a valid" in err.details():
+                    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    refused += 1
+    assert refused >= len(service.methods) * 2  # the undecodable ones, at least, on every method
+    assert (await jobstore.stub.GetStats(pb.GetStatsRequest())) is not None

@@ -16,9 +16,9 @@ from grpc_reflection.v1alpha import reflection
 
 from docjobs.metrics_http import start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
-from docjobs.v1 import jobstore_pb2, jobstore_pb2_grpc
+from docjobs.v1 import jobstore_pb2
 
-from . import metrics
+from . import metrics, wire
 from .claims import ClaimWaiters
 from .doorbell import WAKE_ALL, Doorbell
 from .events import EventDispatcher
@@ -81,7 +81,7 @@ class JobStoreServer:
         await self.maintenance.start()
 
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        jobstore_pb2_grpc.add_JobStoreServicer_to_server(self.service, server)
+        wire.add_servicer(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

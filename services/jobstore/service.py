@@ -25,6 +25,7 @@ from .errors import FailedPrecondition, InvalidArgument, JobStoreError, NotFound
 from .events import EventDispatcher, Subscription
 from .settings import Settings
 from .store import Store
+from .wire import MalformedRequest
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseExcept
     await context.abort(mapped[0], mapped[1], metadata)
 
 
+def _require_parsed(request: Any, method: str) -> None:
+    if isinstance(request, MalformedRequest):
+        raise InvalidArgument("request", f"not a valid {method} request message ({request.error})")
+
+
 def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     calls = metrics.RPCS.labels(fn.__name__)
 
@@ -74,6 +80,7 @@ def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
         calls.inc()
         try:
+            _require_parsed(request, fn.__name__)
             return await fn(self, request, context)
         except asyncio.CancelledError:
             raise
@@ -93,6 +100,7 @@ def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterato
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
         calls.inc()
         try:
+            _require_parsed(request, fn.__name__)
             async for item in fn(self, request, context):
                 yield item
         except asyncio.CancelledError:
@@ -222,10 +230,12 @@ class JobStoreService(pb_grpc.JobStoreServicer):
             first = await iterator.__anext__()
         except StopAsyncIteration:
             raise InvalidArgument("header", "the stream was empty") from None
+        _require_parsed(first, "UploadArtifact")
         header = validation.artifact_header(first)
 
         async def chunks() -> AsyncIterator[bytes]:
             async for part in iterator:
+                _require_parsed(part, "UploadArtifact")
                 if part.WhichOneof("part") != "chunk":
                     raise InvalidArgument("chunk", "only the first message may be a header")
                 yield part.chunk

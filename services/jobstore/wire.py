@@ -1,0 +1,51 @@
+"""Registering the servicer so that a request that is not a valid protobuf message of its method gets
+INVALID_ARGUMENT with a message, like any other bad input (grpc's own handlers answer INTERNAL)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from docjobs.v1 import jobstore_pb2_grpc
+
+
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse; the servicer refuses it (see `require_parsed`)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # protobuf's DecodeError, and whatever a truncated buffer raises
+            return MalformedRequest(exc)
+
+    return deserialize
+
+
+class _Collect:
+    """Takes the method handlers the generated code would register on a server."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, _handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def add_servicer(servicer: jobstore_pb2_grpc.JobStoreServicer, server: grpc.aio.Server) -> None:
+    collected = _Collect()
+    jobstore_pb2_grpc.add_JobStoreServicer_to_server(servicer, collected)
+    handlers = {name: handler._replace(request_deserializer=_lenient(handler.request_deserializer))  # type: ignore[attr-defined]
+                for name, handler in collected.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(collected.service, handlers),))
+    server.add_registered_method_handlers(collected.service, handlers)
