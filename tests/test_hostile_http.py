@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from .conftest import create_database
+from .conftest import create_database, wait_until
 from .gateway_client import bearer
 from .processes import GatewayProcess, JobStoreProcess
 
@@ -59,3 +60,90 @@ def test_no_5xx_and_every_response_matches_the_openapi_document(gateway_schema) 
 
         run()
     assert len(calls) == len(operations)  # every operation was exercised
+
+
+async def _trickle(port: int, head: bytes, stop: asyncio.Event) -> bytes:
+    """A slowloris client: sends `head`, then one more byte every 0.2 s until stopped or answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        while not stop.is_set():
+            try:
+                return await asyncio.wait_for(reader.read(4096), 0.2)  # an answer (or b"" when closed)
+            except TimeoutError:
+                writer.write(b"x")
+                await writer.drain()
+        return b""
+    except ConnectionError:
+        return b""
+    finally:
+        writer.close()
+
+
+async def test_slow_and_flooding_clients_do_not_starve_the_others(jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from .gateway_client import read_sse, start_gateway
+    from .renderers import RendererProcess, example
+
+    gateway = await start_gateway(jobstore.address, body_timeout_s=1.0, sse_streams_per_user=3)
+    renderer = RendererProcess(jobstore.address, tmp_path / "renderer").start()
+    port = int(gateway.base.rsplit(":", 1)[1])
+    stop = asyncio.Event()
+    auth = bearer("slow").popitem()
+    attackers = (
+        # headers that never end
+        [asyncio.create_task(_trickle(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ", stop)) for _ in range(150)]
+        # a body that never ends
+        + [asyncio.create_task(_trickle(port, (
+            f"POST /api/jobs HTTP/1.1\r\nHost: x\r\n{auth[0]}: {auth[1]}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 100000\r\n\r\n{").encode(), stop)) for _ in range(40)]
+        # connections that say nothing at all
+        + [asyncio.create_task(asyncio.open_connection("127.0.0.1", port)) for _ in range(150)]
+    )
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            # Meanwhile an ordinary user submits a document and follows it to the end.
+            async with http.post(gateway.base + "/api/jobs", json=example("document"), headers=bearer("alice")) as r:
+                assert r.status == 202
+                created = await r.json()
+            stream = await read_sse(http, gateway.base + created["eventsUrl"])
+            assert stream.events[-1].name == "job-complete"
+            async with http.get(gateway.base + "/healthz") as r:
+                assert r.status == 200
+            # The slow bodies were cut off with a clear 408 after DOCJOBS_BODY_TIMEOUT_S.
+            slow_posts = attackers[150:190]
+            answers = await asyncio.wait_for(asyncio.gather(*slow_posts), 30)
+            assert all(a.startswith(b"HTTP/1.1 408") and b'"field": "body"' in a for a in answers), answers[:1]
+
+            # Event streams per user are capped; other users are not affected by one user's streams.
+            urls = []
+            for _ in range(4):
+                async with http.post(gateway.base + "/api/jobs", json={**example("document"), "priority": -5},
+                                     headers=bearer("greedy")) as r:
+                    urls.append((await r.json())["eventsUrl"])
+            opened = [await http.get(gateway.base + url) for url in urls[:3]]
+            try:
+                assert [o.status for o in opened] == [200, 200, 200]
+                async with http.get(gateway.base + urls[3]) as r:
+                    assert r.status == 429
+                    assert (await r.json())["error"]["code"] == "too_many_streams"
+                async with http.get(gateway.base + created["eventsUrl"]) as r:
+                    assert r.status == 200  # alice's stream: a finished job answers its history at once
+            finally:
+                for o in opened:
+                    o.close()
+            # A closed stream frees its place.
+            async def reopened() -> bool:
+                async with http.get(gateway.base + urls[3]) as r:
+                    return r.status == 200
+            await wait_until(reopened, timeout=10, interval=0.1)
+    finally:
+        stop.set()
+        for task in attackers:
+            task.cancel()
+        await asyncio.gather(*attackers, return_exceptions=True)
+        for task in attackers[190:]:
+            if not task.cancelled() and task.exception() is None:
+                task.result()[1].close()
+        await gateway.stop()
+        await asyncio.to_thread(renderer.stop)  # off the loop: the in-process jobstore answers its goodbye

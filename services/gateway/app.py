@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ AUTH = web.AppKey("auth", Auth)
 STUB = web.AppKey("stub", pb_grpc.JobStoreStub)
 CHANNEL = web.AppKey("channel", grpc.aio.Channel)
 STREAMS = web.AppKey("streams", weakref.WeakSet)
+STREAMS_PER_USER = web.AppKey("streams_per_user", collections.Counter)
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 METRICS = web.AppKey("metrics", dict)
 HUB = web.AppKey("hub", EventHub)
@@ -53,7 +55,11 @@ def _links(request: web.Request, job_id: str, user_id: str) -> dict[str, str]:
 
 async def create_job(request: web.Request) -> web.Response:
     user_id = request.app[AUTH].user(request)
-    raw = await request.read()
+    limit = request.app[SETTINGS].body_timeout_s
+    try:
+        raw = await asyncio.wait_for(request.read(), limit)
+    except TimeoutError:  # a client trickling its body must not hold a handler for ever
+        raise ApiError(408, "timeout", f"the request body did not arrive within {limit:g} s", "body") from None
     fields = await asyncio.get_running_loop().run_in_executor(None, payloads.parse_job_request, raw, user_id)
     idempotency_key = request.headers.get("Idempotency-Key", "")
     if len(idempotency_key) > 200:
@@ -113,9 +119,15 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     user_id = request.app[AUTH].user_for_job_url(request, job_id)
     stub = request.app[STUB]
     await stub.GetJob(pb.GetJobRequest(job_id=job_id, user_id=user_id))  # 404 before the stream starts
+    per_user = request.app[STREAMS_PER_USER]
+    limit = request.app[SETTINGS].sse_streams_per_user
+    if per_user[user_id] >= limit:
+        raise ApiError(429, "too_many_streams", f"at most {limit} open event streams per user; close one (a page "
+                       "needs one stream at a time, not one per job)", "events")
     streams = request.app[STREAMS]
     gauge = request.app[METRICS]["open_streams"]
     gauge.inc()
+    per_user[user_id] += 1
     try:
         task = asyncio.current_task()
         if task is not None:
@@ -125,6 +137,9 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                                        request.app[SETTINGS].sse_heartbeat_s, request.app[SHUTDOWN])
     finally:
         gauge.dec()
+        per_user[user_id] -= 1
+        if not per_user[user_id]:
+            del per_user[user_id]
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -244,6 +259,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[AUTH] = Auth(settings)
     app[STREAMS] = weakref.WeakSet()
+    app[STREAMS_PER_USER] = collections.Counter()
     app[SHUTDOWN] = asyncio.Event()
     app[METRICS] = {
         "registry": registry,

@@ -27,7 +27,8 @@ def document() -> dict[str, Any]:
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
         "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
-                      "400": ERROR, "401": ERROR, "403": ERROR, "413": ERROR, "422": ERROR, "503": ERROR},
+                      "400": ERROR, "401": ERROR, "403": ERROR, "408": ERROR, "413": ERROR, "422": ERROR,
+                      "503": ERROR},
     }
     get_job = {"summary": "A job", "parameters": [JOB_ID],
                "responses": {"200": _json(job, "The job"), "401": ERROR, "404": ERROR}}
@@ -99,7 +100,7 @@ def document() -> dict[str, Any]:
                                {"name": "lastEventId", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "An event stream",
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                              "401": ERROR, "404": ERROR}}},
+                              "401": ERROR, "404": ERROR, "429": ERROR}}},
             "/api/jobs/{jobId}/artifact": {"get": {
                 "summary": "Download the finished document", "parameters": [JOB_ID, URL_TOKEN],
                 "responses": {"200": {"description": "The document",

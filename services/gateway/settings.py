@@ -20,6 +20,8 @@ class Settings:
     url_token_ttl_s: int = 3600
     sse_heartbeat_s: float = 15.0
     max_body_bytes: int = 5 * 1024 * 1024
+    body_timeout_s: float = 10.0
+    sse_streams_per_user: int = 16
     log_level: str = "INFO"
 
     @classmethod
@@ -43,5 +45,7 @@ class Settings:
             sse_heartbeat_s=env_float(env, "DOCJOBS_SSE_HEARTBEAT", 15.0, minimum=0.05, maximum=300.0),
             max_body_bytes=env_int(env, "DOCJOBS_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024,
                                    maximum=64 * 1024 * 1024),
+            body_timeout_s=env_float(env, "DOCJOBS_BODY_TIMEOUT_S", 10.0, minimum=0.1, maximum=600.0),
+            sse_streams_per_user=env_int(env, "DOCJOBS_SSE_STREAMS_PER_USER", 16, minimum=1, maximum=10_000),
             log_level=env_choice(env, "DOCJOBS_LOG_LEVEL", "info", LOG_LEVELS).upper(),
         )
