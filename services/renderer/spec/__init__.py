@@ -9,14 +9,32 @@ cannot say (a chart column that does not exist) raises SpecError here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 Progress = Callable[[int, str], None]
 
+# What XML 1.0 (every office format, and the PDF's metadata) cannot carry: C0 controls other than tab,
+# newline and carriage return, lone surrogates, U+FFFE and U+FFFF. A model's text sometimes holds them;
+# they are dropped rather than failing the whole document.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(value: Any) -> Any:
+    """The spec with every string cleaned of characters no document format can hold."""
+    if isinstance(value, str):
+        return _NOT_XML.sub("", value)
+    if isinstance(value, list):
+        return [xml_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {xml_safe(k): xml_safe(v) for k, v in value.items()}
+    return value
+
 
 def render(job_type: str, spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
+    spec, title = xml_safe(spec), xml_safe(title)
     if job_type == "spreadsheet":
         from . import spreadsheet as module
     elif job_type == "document":
