@@ -70,8 +70,9 @@ async def test_two_thousand_jobs_three_renderers_two_hundred_watchers(tmp_path, 
 
             async def post(worker: int) -> None:
                 for n in range(worker, JOBS, 16):
+                    # 40 users: each watches 5 of its jobs at once, within DOCJOBS_SSE_STREAMS_PER_USER
                     async with http.post(gateway.base + "/api/jobs", json=bodies[n],
-                                         headers=bearer(f"user-{n % 20}")) as response:
+                                         headers=bearer(f"user-{(n // 10) % 40}")) as response:
                         assert response.status == 202, await response.text()
                         created[n] = await response.json()
                     if n % (JOBS // WATCHERS) == 0:  # every tenth job has a browser watching it
