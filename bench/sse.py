@@ -72,15 +72,17 @@ async def open_stream(session: aiohttp.ClientSession, url: str, sent: dict[str, 
 
 
 async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid: int) -> None:
-    headers = {"Authorization": "Bearer " + jwt.encode({"sub": "bench"}, SECRET, algorithm="HS256")}
+    # 1,000 users with a few streams each (a user may hold DOCJOBS_SSE_STREAMS_PER_USER streams, 16).
+    headers = [{"Authorization": "Bearer " + jwt.encode({"sub": f"bench-{u}"}, SECRET, algorithm="HS256")}
+               for u in range(1000)]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session, \
             grpc.aio.insecure_channel(jobstore) as channel:
         stub = pb_grpc.JobStoreStub(channel)
         created = []
         for start in range(0, args.streams, 200):
-            batch = [session.post(gateway + "/api/jobs", json=SPEC, headers=headers)
-                     for _ in range(start, min(args.streams, start + 200))]
+            batch = [session.post(gateway + "/api/jobs", json=SPEC, headers=headers[i % len(headers)])
+                     for i in range(start, min(args.streams, start + 200))]
             for request in batch:
                 async with request as r:
                     created.append(await r.json())
@@ -136,7 +138,7 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
                                                                        wait_ms=10_000)))
             await asyncio.sleep(0.02)
             started = time.perf_counter()
-            async with session.post(gateway + "/api/jobs", json=SPEC, headers=headers) as r:
+            async with session.post(gateway + "/api/jobs", json=SPEC, headers=headers[0]) as r:
                 job = await r.json()
             c = (await waiting).jobs[0]
             await stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
