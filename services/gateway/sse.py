@@ -53,6 +53,8 @@ def last_event_id(request: web.Request) -> int:
 
 
 class _Stream:
+    __slots__ = ("after", "download_url", "job_id", "response", "stub", "user_id")
+
     def __init__(self, response: web.StreamResponse, stub: Any, job_id: str, user_id: str,
                  download_url: str, after: int) -> None:
         self.response = response
@@ -107,7 +109,8 @@ async def stream_job_events(request: web.Request, stub: Any, hub: EventHub, job_
             return response
         while not shutdown.is_set():
             try:
-                event = await asyncio.wait_for(queue.get(), heartbeat_s)
+                async with asyncio.timeout(heartbeat_s):  # no extra task per wait, unlike wait_for
+                    event = await queue.get()
             except TimeoutError:
                 await response.write(b": heartbeat\n\n")
                 continue
