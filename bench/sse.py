@@ -85,7 +85,10 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
                      for i in range(start, min(args.streams, start + 200))]
             for request in batch:
                 async with request as r:
-                    created.append(await r.json())
+                    answer = await r.json()
+                    if r.status != 202:
+                        raise SystemExit(f"POST /api/jobs: {r.status} {answer}")
+                    created.append(answer)
         process = psutil.Process(gateway_pid)
         rss_before = process.memory_info().rss
         sent: dict[str, float] = {}
@@ -181,7 +184,7 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).close()  # jobstore reached
                     break
                 except OSError:
                     if time.monotonic() > deadline:
