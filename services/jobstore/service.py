@@ -125,6 +125,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         self._settings = settings
         self._shutdown = shutdown
         self.open_watches = 0
+        self._background: set[asyncio.Future[None]] = set()
 
     @unary
     async def Enqueue(self, request: pb.EnqueueRequest, context: grpc.aio.ServicerContext) -> pb.EnqueueResponse:
@@ -176,6 +177,16 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         if remaining is not None:
             wait_s = max(0.0, min(wait_s, remaining - 0.05))
         rows = await self._store.claim(worker_id, job_types, max_jobs, wait_s, lease_ms)
+        if rows:
+            # The worker may go away while the answer is on its way (it stops, its call is cancelled):
+            # then nobody holds these jobs, and they go back at once instead of when their leases end.
+            def release_if_lost(ctx: grpc.aio.ServicerContext) -> None:
+                if ctx.cancelled():
+                    task = asyncio.ensure_future(self._store.release(rows))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+
+            context.add_done_callback(release_if_lost)
         response = pb.ClaimResponse()
         for row in rows:
             claimed = response.jobs.add(job=convert.job(row), lease_token=str(row["lease_token"]),

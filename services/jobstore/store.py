@@ -193,6 +193,10 @@ class Store:
             rows = await query
         except Exception:
             return
+        await self.release(rows)
+
+    async def release(self, rows: list[Row]) -> None:
+        """Give claimed jobs back (pending, due now, no retry counted): their claim never reached its worker."""
         if rows:
             released = await self._pool.fetch(Q.release, [r["id"] for r in rows], [r["lease_token"] for r in rows])
             self._committed({r["job_type"] for r in released})

@@ -164,8 +164,15 @@ class Worker:
             stop_task.cancel()
             if not call_task.done():
                 call.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                    await call_task
+                try:
+                    reply = await call_task
+                except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                    return
+                # The reply won the race with the cancellation: give its jobs back now, not when their
+                # leases run out.
+                await asyncio.gather(*(self._fail(c.job, c.lease_token, "worker_shutdown",
+                                                  f"renderer {self.settings.worker_id} stopped before starting it",
+                                                  True) for c in reply.jobs))
                 return
             try:
                 reply = call_task.result()
