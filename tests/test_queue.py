@@ -324,3 +324,27 @@ async def test_complete_many_refuses_a_bad_request_whole(stub, jobs, field) -> N
         await stub.CompleteMany(pb.CompleteManyRequest(jobs=jobs))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert dict(info.value.trailing_metadata())["docjobs-field"] == field
+
+
+async def test_release_worker_gives_back_what_a_stopping_worker_never_received(stub) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        await enqueue(stub, job_type="pdf")
+    mine = await claim(stub, worker="stopping", types=("pdf",), max_jobs=2)
+    other = await claim(stub, worker="someone-else", types=("pdf",))
+    kept, unread = mine
+    reply = await stub.ReleaseWorker(pb.ReleaseWorkerRequest(worker_id="stopping", keep_job_ids=[kept.job.id]))
+    assert list(reply.released_job_ids) == [unread.job.id]
+    released = await stub.GetJob(pb.GetJobRequest(job_id=unread.job.id))
+    assert released.status == pb.JOB_STATUS_PENDING and released.retry_count == 0 and not released.worker_id
+    for still in (kept, other[0]):
+        assert (await stub.GetJob(pb.GetJobRequest(job_id=still.job.id))).status == pb.JOB_STATUS_PROCESSING
+    events = await collect_events(stub, pb.WatchRequest(job_id=unread.job.id, history_only=True))
+    assert events[-1].status == pb.JOB_STATUS_PENDING and "worker stopped" in events[-1].message
+    # Its old lease is dead; the job is claimable again at once.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Complete(pb.CompleteRequest(job_id=unread.job.id, lease_token=unread.lease_token))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert [c.job.id for c in await claim(stub, worker="next", types=("pdf",))] == [unread.job.id]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ReleaseWorker(pb.ReleaseWorkerRequest(worker_id=" "))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

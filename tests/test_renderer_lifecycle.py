@@ -19,20 +19,44 @@ async def test_sigterm_finishes_short_jobs_and_gives_back_what_it_cannot(stub, j
                                DOCJOBS_SANDBOX_CPU_S="120").start()
     try:
         slow = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"}, max_retries=3)
-        await wait_until(lambda: _status(stub, slow.id, pb.JOB_STATUS_PROCESSING), timeout=30)
+        # Stopped once the renderer is running the code (a claim still on its way is another case:
+        # test_a_claim_cut_short_by_a_stop_is_given_back_at_once).
+        await wait_until(lambda: _running(stub, slow.id), timeout=30)
         code = await asyncio.to_thread(renderer.stop)
     finally:
         renderer.kill()
     assert code == 0, renderer.log
     job = await stub.GetJob(pb.GetJobRequest(job_id=slow.id))
     # Given back at once (not after its lease ran out), as a retryable failure: pending again.
-    assert job.status == pb.JOB_STATUS_PENDING
+    assert job.status == pb.JOB_STATUS_PENDING, renderer.log
     assert job.error.code == "worker_shutdown" and job.retry_count == 1
     assert "renderer stopped" in renderer.log
 
 
 async def _status(stub, job_id: str, status: int) -> bool:  # type: ignore[no-untyped-def]
     return (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).status == status
+
+
+async def _running(stub, job_id: str) -> bool:  # type: ignore[no-untyped-def]
+    job = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
+    return job.status == pb.JOB_STATUS_PROCESSING and job.progress_message == "running the document code"
+
+
+async def test_a_claim_cut_short_by_a_stop_is_given_back_at_once(stub, jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while a claim is on its way back: whether the answer arrived or not, no job is left
+    leased to a renderer that is gone (given back at once, not after its 30 s lease)."""
+    for attempt in range(5):
+        renderer = RendererProcess(jobstore.address, tmp_path / f"r{attempt}", DOCJOBS_CODE_EXECUTION="sandbox",
+                                   DOCJOBS_WORKER_ID=f"cut-{attempt}", DOCJOBS_RENDER_GRACE_S="0").start()
+        try:
+            job = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"}, max_retries=3)
+            await wait_until(lambda job=job: _status(stub, job.id, pb.JOB_STATUS_PROCESSING), timeout=30)
+            assert await asyncio.to_thread(renderer.stop) == 0, renderer.log
+        finally:
+            renderer.kill()
+        final = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
+        assert final.status == pb.JOB_STATUS_PENDING, renderer.log
+        await stub.Cancel(pb.CancelRequest(job_id=job.id))
 
 
 async def test_a_jobstore_outage_is_logged_once_and_ridden_out(database_url, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -113,6 +113,22 @@ SELECT id, user_id, session_id, job_type, 'status', 'pending', retry_count + 1,
   FROM released
 RETURNING job_type;
 
+-- name: release_worker
+-- A stopping worker gives back every job still leased to it but those it keeps: claims whose answers it
+-- never read. Back to pending as they were, with no retry counted. $1 worker id, $2 job ids it keeps.
+WITH released AS (
+    UPDATE document_jobs j
+       SET status = 'pending', lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+           started_at = NULL, updated_at = now()
+     WHERE j.worker_id = $1 AND j.status = 'processing' AND NOT (j.id = ANY($2::uuid[]))
+    RETURNING j.*
+)
+INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+SELECT id, user_id, session_id, job_type, 'status', 'pending', retry_count + 1,
+       jsonb_build_object('message', 'released: the worker stopped before it received the job')
+  FROM released
+RETURNING job_id, job_type;
+
 -- name: next_due_in
 -- Seconds until the next pending job of these types becomes due (NULL: none pending).
 SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds

@@ -226,6 +226,12 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         return pb.CompleteManyResponse(outcomes=outcomes)
 
     @unary
+    async def ReleaseWorker(self, request: pb.ReleaseWorkerRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ReleaseWorkerResponse:
+        released = await self._store.release_worker(*validation.release_worker(request))
+        return pb.ReleaseWorkerResponse(released_job_ids=[str(job_id) for job_id in released])
+
+    @unary
     async def Fail(self, request: pb.FailRequest, context: grpc.aio.ServicerContext) -> pb.FailResponse:
         row = await self._store.fail(*validation.fail(request))
         response = pb.FailResponse(job=convert.job(row), will_retry=row["will_retry"])

@@ -201,6 +201,12 @@ class Store:
             released = await self._pool.fetch(Q.release, [r["id"] for r in rows], [r["lease_token"] for r in rows])
             self._committed({r["job_type"] for r in released})
 
+    async def release_worker(self, worker_id: str, keep: list[uuid.UUID]) -> list[uuid.UUID]:
+        released = await self._pool.fetch(Q.release_worker, worker_id, keep)
+        if released:
+            self._committed({r["job_type"] for r in released})
+        return [r["job_id"] for r in released]
+
     async def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID, progress: int | None,
                         message: str | None, lease_ms: int) -> Heartbeat:
         row = await self._pool.fetchrow(Q.heartbeat, job_id, token, lease_ms, progress, message)

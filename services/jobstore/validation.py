@@ -200,6 +200,14 @@ def complete(req: pb.CompleteRequest) -> tuple[uuid.UUID, uuid.UUID, str, uuid.U
 
 
 MAX_COMPLETE_MANY = 500
+MAX_KEPT_JOBS = 1000
+
+
+def release_worker(req: pb.ReleaseWorkerRequest) -> tuple[str, list[uuid.UUID]]:
+    worker_id = _text(req.worker_id, "worker_id", required=True)
+    if len(req.keep_job_ids) > MAX_KEPT_JOBS:
+        raise InvalidArgument("keep_job_ids", f"at most {MAX_KEPT_JOBS} ids")
+    return worker_id, [uuid_field(job_id, f"keep_job_ids[{i}]") for i, job_id in enumerate(req.keep_job_ids)]
 
 
 def complete_many(req: pb.CompleteManyRequest) -> list[tuple[uuid.UUID, uuid.UUID, str, uuid.UUID | None]]:

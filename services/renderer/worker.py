@@ -123,6 +123,7 @@ class Worker:
         self._slot_freed.set()
         await claim_task  # returns by itself once stopping is set
         await self._drain()
+        await self._release_unread_claims()
 
     async def stop(self) -> None:
         if self._metrics is not None:
@@ -139,6 +140,18 @@ class Worker:
                 task.cancel()  # gives its job back (retryable)
             if pending:
                 await asyncio.wait(pending, timeout=GIVE_BACK_TIMEOUT_S + 1)
+
+    async def _release_unread_claims(self) -> None:
+        """A claim cancelled as we stopped may have taken jobs whose answer never reached us: the
+        jobstore gives back whatever is still leased to this worker id and not in hand."""
+        try:
+            reply = await self.stub.ReleaseWorker(pb.ReleaseWorkerRequest(
+                worker_id=self.settings.worker_id, keep_job_ids=list(self.active)), timeout=GIVE_BACK_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not give back unread claims (their leases will run out): %s", exc.details())
+            return
+        if reply.released_job_ids:
+            log.info("gave back %d job(s) claimed as it stopped", len(reply.released_job_ids))
 
     async def _claim_loop(self) -> None:
         failures = 0

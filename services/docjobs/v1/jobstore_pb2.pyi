@@ -310,6 +310,20 @@ class CompleteManyResponse(_message.Message):
     outcomes: _containers.RepeatedCompositeFieldContainer[CompleteOutcome]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[CompleteOutcome, _Mapping]]] = ...) -> None: ...
 
+class ReleaseWorkerRequest(_message.Message):
+    __slots__ = ("worker_id", "keep_job_ids")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    keep_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., keep_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReleaseWorkerResponse(_message.Message):
+    __slots__ = ("released_job_ids",)
+    RELEASED_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    released_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, released_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class FailRequest(_message.Message):
     __slots__ = ("job_id", "lease_token", "error_code", "error_message", "retryable")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -84,6 +84,11 @@ class JobStoreStub:
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.FailRequest.SerializeToString,
                 response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.FailResponse.FromString,
                 _registered_method=True)
+        self.ReleaseWorker = channel.unary_unary(
+                '/docjobs.v1.JobStore/ReleaseWorker',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerResponse.FromString,
+                _registered_method=True)
         self.UploadArtifact = channel.stream_unary(
                 '/docjobs.v1.JobStore/UploadArtifact',
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.UploadArtifactRequest.SerializeToString,
@@ -180,6 +185,15 @@ class JobStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseWorker(self, request, context):
+        """A stopping worker gives back every job still leased to its worker id except those it names: a
+        claim whose answer it never read (its call cancelled as it stopped) goes back at once, not when its
+        lease runs out. No retry is counted. Worker ids must be unique among live workers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UploadArtifact(self, request_iterator, context):
         """Store an artifact for a job the caller holds a lease on: first a header message, then chunks.
         """
@@ -254,6 +268,11 @@ def add_JobStoreServicer_to_server(servicer, server):
                     servicer.Fail,
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.FailRequest.FromString,
                     response_serializer=docjobs_dot_v1_dot_jobstore__pb2.FailResponse.SerializeToString,
+            ),
+            'ReleaseWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseWorker,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerResponse.SerializeToString,
             ),
             'UploadArtifact': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadArtifact,
@@ -541,6 +560,33 @@ class JobStore:
             '/docjobs.v1.JobStore/Fail',
             docjobs_dot_v1_dot_jobstore__pb2.FailRequest.SerializeToString,
             docjobs_dot_v1_dot_jobstore__pb2.FailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/ReleaseWorker',
+            docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,
