@@ -4,6 +4,7 @@ test, and real jobstore gRPC servers on loopback ports."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import uuid
@@ -23,6 +24,17 @@ from jobstore.settings import Settings
 
 TEMPLATE_DB = "docjobs_template"
 _db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _tidy_before_the_loop_closes() -> AsyncIterator[None]:
+    """At the very end, while the session's event loop still runs: collect what tests left behind
+    (grpc.aio channels and calls that were dropped rather than closed) and stop the loop's thread pool.
+    grpc objects collected after their loop has closed can crash the process."""
+    yield
+    gc.collect()
+    await asyncio.get_running_loop().shutdown_default_executor()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
