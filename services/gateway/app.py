@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -244,7 +245,8 @@ async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
     app[HUB].start()
     yield
     await app[HUB].stop()
-    await channel.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(channel.close(), 5.0)  # bounded: a call being cancelled can hold it
 
 
 async def _end_streams(app: web.Application) -> None:

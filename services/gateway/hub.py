@@ -58,7 +58,6 @@ class EventHub:
         self._stub = stub
         self._streams: dict[str, set[Inbox]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.live = asyncio.Event()  # subscribed at the jobstore: live events flow
         self.connections = 0
 
@@ -66,13 +65,10 @@ class EventHub:
         self._task = asyncio.create_task(self._run(), name="event-hub")
 
     async def stop(self) -> None:
-        # The flag as well as the cancellation: grpc can turn the task's cancellation into an
-        # AioRpcError(CANCELLED) inside the stream, which the loop would take for a lost connection.
-        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, 5.0)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     def subscribe(self, job_id: str) -> Inbox:
         inbox = Inbox()
@@ -97,7 +93,7 @@ class EventHub:
 
     async def _run(self) -> None:
         failures = 0
-        while not self._stopping:
+        while True:
             call = self._stub.Watch(pb.WatchRequest(all_jobs=True))
             try:
                 async for event in call:
@@ -110,8 +106,6 @@ class EventHub:
                     for inbox in self._streams.get(event.job_id, ()):
                         inbox.put(event)
             except grpc.aio.AioRpcError as exc:
-                if self._stopping:
-                    return
                 if failures == 0:
                     log.warning("event stream from the jobstore lost (%s); reconnecting", exc.code().name)
             finally:
