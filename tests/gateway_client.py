@@ -34,7 +34,11 @@ class RunningGateway:
     base: str
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        # Bounded, and loud: a gateway that cannot stop within 15 s is a bug to see, not a test to hang.
+        try:
+            await asyncio.wait_for(self.runner.cleanup(), 15)
+        except TimeoutError:
+            raise AssertionError("the gateway did not stop within 15 s") from None
 
 
 async def start_gateway(jobstore_address: str, **overrides: Any) -> RunningGateway:
