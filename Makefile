@@ -31,6 +31,7 @@ run: $(STAMP)
 	$(VENV)/bin/docjobs up
 
 test: $(STAMP) $(DEPLOY_TOOLS)
+	$(VENV)/bin/ruff check services tests bench scripts
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

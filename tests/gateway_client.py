@@ -36,7 +36,8 @@ class RunningGateway:
     async def stop(self) -> None:
         # Bounded, and loud: a gateway that cannot stop within 15 s is a bug to see, not a test to hang.
         try:
-            await asyncio.wait_for(self.runner.cleanup(), 15)
+            async with asyncio.timeout(15):
+                await self.runner.cleanup()
         except TimeoutError:
             raise AssertionError("the gateway did not stop within 15 s") from None
 

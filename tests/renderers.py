@@ -52,6 +52,11 @@ class RendererProcess:
                 self.process.wait()
         return self.process.returncode
 
+    async def shutdown(self, timeout: float = 30.0) -> int:
+        """stop(), off the event loop: a jobstore running in this test's loop must still answer the
+        renderer's last calls (its give-back), or the renderer waits for them and the loop stalls."""
+        return await asyncio.to_thread(self.stop, timeout)
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)

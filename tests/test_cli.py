@@ -21,7 +21,7 @@ async def stack(jobstore, tmp_path):  # type: ignore[no-untyped-def]
     gateway = await start_gateway(jobstore.address)
     yield gateway
     await gateway.stop()
-    renderer.stop()
+    await renderer.shutdown()
 
 
 def docjobs(*args: str, url: str, user: str = "cli-user") -> subprocess.CompletedProcess[str]:

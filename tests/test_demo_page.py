@@ -38,7 +38,7 @@ async def demo(jobstore, tmp_path):  # type: ignore[no-untyped-def]
         yield page
         await browser.close()
     await gateway.stop()
-    renderer.stop()
+    await renderer.shutdown()
 
 
 @pytest.mark.parametrize("job_type", list(EXPECTED_PREVIEW))

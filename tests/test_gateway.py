@@ -33,7 +33,7 @@ async def http():  # type: ignore[no-untyped-def]
 async def renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
     process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
     yield process
-    process.stop()
+    await process.shutdown()
 
 
 async def post_job(http, gateway, body, user="alice", **headers):  # type: ignore[no-untyped-def]

@@ -146,4 +146,4 @@ async def test_slow_and_flooding_clients_do_not_starve_the_others(jobstore, tmp_
             if not task.cancelled() and task.exception() is None:
                 task.result()[1].close()
         await gateway.stop()
-        await asyncio.to_thread(renderer.stop)  # off the loop: the in-process jobstore answers its goodbye
+        await renderer.shutdown()

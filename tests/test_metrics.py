@@ -85,4 +85,4 @@ async def test_renderer_metrics_count_outcomes(jobstore, tmp_path) -> None:  # t
         async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
             assert response.status == 200
     finally:
-        renderer.stop()
+        await renderer.shutdown()

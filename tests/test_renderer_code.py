@@ -47,7 +47,7 @@ def listener():  # type: ignore[no-untyped-def]
 async def code_renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
     process = RendererProcess(jobstore.address, tmp_path / "renderer", **LIMITS).start()
     yield process
-    process.stop()
+    await process.shutdown()
 
 
 def sandbox_processes() -> list[psutil.Process]:

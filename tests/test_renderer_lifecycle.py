@@ -22,7 +22,7 @@ async def test_sigterm_finishes_short_jobs_and_gives_back_what_it_cannot(stub, j
         # Stopped once the renderer is running the code (a claim still on its way is another case:
         # test_a_claim_cut_short_by_a_stop_is_given_back_at_once).
         await wait_until(lambda: _running(stub, slow.id), timeout=30)
-        code = await asyncio.to_thread(renderer.stop)
+        code = await renderer.shutdown()
     finally:
         renderer.kill()
     assert code == 0, renderer.log
@@ -51,7 +51,7 @@ async def test_a_claim_cut_short_by_a_stop_is_given_back_at_once(stub, jobstore,
         try:
             job = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"}, max_retries=3)
             await wait_until(lambda job=job: _status(stub, job.id, pb.JOB_STATUS_PROCESSING), timeout=30)
-            assert await asyncio.to_thread(renderer.stop) == 0, renderer.log
+            assert await renderer.shutdown() == 0, renderer.log
         finally:
             renderer.kill()
         final = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
@@ -71,7 +71,7 @@ async def test_a_jobstore_outage_is_logged_once_and_ridden_out(database_url, tmp
             job = await submit(store.stub, "document", {"spec": body["spec"]}, title=body["title"])
             final, _ = await wait_finished(store.stub, job.id, timeout=60)
             assert final.status == pb.JOB_STATUS_COMPLETED
-            await asyncio.to_thread(renderer.stop)  # before the jobstore, or that is a second outage
+            await renderer.shutdown()  # before the jobstore, or that is a second outage
         finally:
             await store.channel.close()
             await store.server.stop()
@@ -90,7 +90,7 @@ async def test_progress_is_reported_while_a_large_spreadsheet_renders(stub, jobs
                                                                       "rows": rows}]}})
         final, events = await wait_finished(stub, job.id, timeout=120)
     finally:
-        renderer.stop()
+        await renderer.shutdown()
     assert final.status == pb.JOB_STATUS_COMPLETED
     progress = [e.progress for e in events if e.kind == pb.EVENT_KIND_PROGRESS]
     assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] >= 90

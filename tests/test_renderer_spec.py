@@ -22,7 +22,7 @@ from .renderers import RendererProcess, download, example, submit, wait_finished
 async def renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
     process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
     yield process
-    process.stop()
+    await process.shutdown()
 
 
 async def render_example(stub, job_type: str, tmp_path: Path) -> tuple[pb.Job, dict, Path, list]:  # type: ignore[no-untyped-def]

@@ -58,7 +58,8 @@ async def create_job(request: web.Request) -> web.Response:
     user_id = request.app[AUTH].user(request)
     limit = request.app[SETTINGS].body_timeout_s
     try:
-        raw = await asyncio.wait_for(request.read(), limit)
+        async with asyncio.timeout(limit):
+            raw = await request.read()
     except TimeoutError:  # a client trickling its body must not hold a handler for ever
         raise ApiError(408, "timeout", f"the request body did not arrive within {limit:g} s", "body") from None
     fields = await asyncio.get_running_loop().run_in_executor(None, payloads.parse_job_request, raw, user_id)
@@ -246,7 +247,8 @@ async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[HUB].stop()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(channel.close(), 5.0)  # bounded: a call being cancelled can hold it
+        async with asyncio.timeout(5.0):  # bounded: a call being cancelled can hold it
+            await channel.close()
 
 
 async def _end_streams(app: web.Application) -> None:

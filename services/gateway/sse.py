@@ -129,5 +129,6 @@ async def stream_job_events(request: web.Request, stub: Any, hub: EventHub, job_
         hub.unsubscribe(job_id, queue)
         # Bounded: a client that stopped reading must not hold the handler (or a shutdown) forever.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(response.write_eof(), 1.0)
+            async with asyncio.timeout(1.0):
+                await response.write_eof()
     return response

@@ -16,7 +16,8 @@ class ClaimWaiter:
     async def wait(self, timeout: float) -> bool:
         """True when woken, False when the timeout ran out."""
         try:
-            await asyncio.wait_for(self.event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.event.wait()
             return True
         except TimeoutError:
             return False

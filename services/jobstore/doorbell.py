@@ -70,7 +70,8 @@ class Doorbell:
                 await task
         if self._conn is not None and not self._conn.is_closed():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._conn.close(), 2)
+                async with asyncio.timeout(2):
+                    await self._conn.close()
 
     def ring(self, pending_types: Iterable[str] = ()) -> None:
         """Ask for a NOTIFY soon; pending_types are job types that got claimable work."""
@@ -93,7 +94,8 @@ class Doorbell:
     async def _supervise(self) -> None:
         while not self._stopping.is_set():
             try:
-                await asyncio.wait_for(self._lost.wait(), self._health_check_s)
+                async with asyncio.timeout(self._health_check_s):
+                    await self._lost.wait()
             except TimeoutError:
                 if await self._healthy():
                     continue
@@ -107,7 +109,8 @@ class Doorbell:
             return False
         try:
             async with self._conn_lock:
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), self._health_check_s)
+                async with asyncio.timeout(self._health_check_s):
+                    await conn.fetchval("SELECT 1")
             return True
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
             return False
@@ -124,7 +127,8 @@ class Doorbell:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.debug("LISTEN reconnect failed: %s", exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
                 delay = min(delay * 2, 2.0)
                 continue
             self.reconnects += 1

@@ -127,7 +127,8 @@ class EventDispatcher:
         while not self._stopping:
             timeout = SETTLE_READ_S if self._checkpoints else IDLE_READ_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             if self._stopping:
                 return

@@ -63,7 +63,8 @@ class Maintenance:
                     log.warning("maintenance tick failed: %s", exc)
                 failures += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._settings.maintenance_interval_s)
+                async with asyncio.timeout(self._settings.maintenance_interval_s):
+                    await self._stopping.wait()
 
     async def tick(self) -> TickResult:
         """One round of maintenance, if no other replica holds the lock right now."""

@@ -44,7 +44,8 @@ class QueueGauges:
             if time.monotonic() - self._read_at < REFRESH_S:
                 return
             try:
-                stats = await asyncio.wait_for(self._store.stats(), 5.0)
+                async with asyncio.timeout(5.0):
+                    stats = await self._store.stats()
             except Exception as exc:  # a scrape must still answer, with the last values
                 SCRAPE_ERRORS.inc()
                 log.warning("queue statistics for /metrics: %s", exc)

@@ -153,7 +153,8 @@ class JobStoreServer:
         while not self.shutdown.is_set():
             await asyncio.sleep(HEALTH_CHECK_S)
             try:
-                await asyncio.wait_for(self.pool.fetchval("SELECT 1"), HEALTH_CHECK_S * 2)
+                async with asyncio.timeout(HEALTH_CHECK_S * 2):
+                    await self.pool.fetchval("SELECT 1")
                 ok = True
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 ok = False

@@ -211,7 +211,8 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
 
     async def _process(self, claimed: pb.ClaimedJob) -> None:
         job, token = claimed.job, claimed.lease_token
@@ -322,7 +323,8 @@ class Worker:
         """Renew the lease every heartbeat_s, and report progress soon after it changes."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self.settings.heartbeat_s)
+                async with asyncio.timeout(self.settings.heartbeat_s):
+                    await changed.wait()
             changed.clear()
             try:
                 reply = await self.stub.Heartbeat(pb.HeartbeatRequest(

@@ -67,7 +67,8 @@ class Sandbox:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
             limit=4 * 1024 * 1024, start_new_session=True)
         assert self._process.stdout is not None
-        line = await asyncio.wait_for(self._process.stdout.readline(), 60)
+        async with asyncio.timeout(60):
+            line = await self._process.stdout.readline()
         if not line:
             raise RuntimeError("the render zygote exited at start")
         ready = json.loads(line)
@@ -85,7 +86,8 @@ class Sandbox:
             assert process.stdin is not None
             process.stdin.close()  # the zygote kills its children and exits on EOF
             try:
-                await asyncio.wait_for(process.wait(), 10)
+                async with asyncio.timeout(10):
+                    await process.wait()
             except TimeoutError:
                 process.kill()
                 await process.wait()
