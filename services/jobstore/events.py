@@ -67,6 +67,7 @@ class EventDispatcher:
         self._pool = pool
         self._on_claimable = on_claimable
         self._wake = asyncio.Event()
+        self._subscribed = asyncio.Event()  # ends an idle pause: a new stream wants its events now
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
@@ -104,6 +105,7 @@ class EventDispatcher:
                   session_id: str | None = None, queue_size: int = 1024) -> Subscription:
         """No job, user or session: every event (a gateway's firehose)."""
         self._epoch += 1
+        self._subscribed.set()
         sub = Subscription(job_id=job_id, user_id=user_id, session_id=session_id,
                            queue=asyncio.Queue(maxsize=queue_size))
         if job_id is not None:
@@ -136,15 +138,23 @@ class EventDispatcher:
                 if self.subscriber_count or self._epoch != self._idle_epoch:
                     self._idle_epoch = self._epoch
                     await self._read()
-                    pause = ACTIVE_MIN_INTERVAL_S
+                    idle = False
                 else:
+                    self._subscribed.clear()
                     await self._advance_idle()
-                    pause = IDLE_MIN_INTERVAL_S
+                    idle = True
                 if failures:
                     log.warning("event dispatcher reads the database again")
                 failures = 0
                 self.healthy = True
-                await asyncio.sleep(pause)
+                if not idle:
+                    await asyncio.sleep(ACTIVE_MIN_INTERVAL_S)
+                elif not self._subscribed.is_set():
+                    # Idle reads are rate-limited, but a stream that subscribes meanwhile must not wait
+                    # out the pause for its first live events (that cost each new Watch up to 50 ms).
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(IDLE_MIN_INTERVAL_S):
+                            await self._subscribed.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 if failures == 0:
                     log.warning("event dispatcher cannot read events: %s", exc)
