@@ -86,7 +86,8 @@ def parse_payload(job: pb.Job, code_execution: str) -> tuple[str, Any]:
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.sandbox = Sandbox(default_base_dir(settings.data_dir), settings.code_limits, settings.spec_limits)
+        self.sandbox = Sandbox(default_base_dir(settings.data_dir), settings.code_limits, settings.spec_limits,
+                               spec_workers=settings.concurrency)
         self.stopping = asyncio.Event()
         self.active: dict[str, asyncio.Task[None]] = {}
         self.rendering = 0  # jobs holding a render slot (claimed and not yet rendered)

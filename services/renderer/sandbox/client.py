@@ -43,12 +43,13 @@ class _Pending:
 
 
 class Sandbox:
-    def __init__(self, base_dir: Path, code_limits: dict[str, Any], spec_limits: dict[str, Any]) -> None:
+    def __init__(self, base_dir: Path, code_limits: dict[str, Any], spec_limits: dict[str, Any],
+                 spec_workers: int = 1) -> None:
         self.base_dir = base_dir
         self.out_dir = base_dir / "out"
         self.work_dir = base_dir / "work"
         self._config = {"out_dir": str(self.out_dir), "work_dir": str(self.work_dir),
-                        "code_limits": code_limits, "spec_limits": spec_limits}
+                        "code_limits": code_limits, "spec_limits": spec_limits, "spec_workers": spec_workers}
         self._process: asyncio.subprocess.Process | None = None
         self._pending: dict[str, _Pending] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -104,7 +105,7 @@ class Sandbox:
 
     async def render(self, render_id: str, job_type: str, mode: str, content: Any, title: str,
                      on_progress: ProgressCallback) -> RenderResult:
-        """Render in a fresh child; raises RenderError. cancel(render_id) aborts it."""
+        """Render in a spec worker (spec) or a fresh child (code); raises RenderError. cancel(render_id) aborts it."""
         pending = _Pending(on_progress)
         self._pending[render_id] = pending
         try:

@@ -1,4 +1,4 @@
-"""The zygote: a warm parent that forks one child per render.
+"""The zygote: a warm parent that forks the processes that render.
 
 It is started by the renderer as its own process, with an almost empty environment, and speaks JSON
 lines on stdin/stdout. At start it imports the document libraries (so a child costs a fork, not half a
@@ -9,6 +9,12 @@ second of imports) and, where it runs as root, isolates itself once:
   live on a small private tmpfs over the renderer's work directory (and /dev/shm is private too), so
   nothing a job writes reaches the host; finished documents are copied out through a directory handle
   opened before isolating.
+
+Spec jobs (our own renderers, fed data) run in long-lived spec workers forked from the zygote: a worker
+takes one job at a time over a pipe and serves up to SPEC_WORKER_JOBS of them before it is replaced,
+so a small document costs its render, not a fork, copy-on-write faults and an exit. A worker that fails
+a job in any way but a clean validation error, is cancelled or runs out of time is killed, never reused.
+Code jobs always get a fresh child of their own.
 
 Each code job's child additionally runs as a uid of its own (no other process has it), with no
 supplementary groups and no_new_privs, so it cannot read other processes' files or /proc entries, and
@@ -31,6 +37,7 @@ Answers:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import json
@@ -54,6 +61,7 @@ UID_BASE = 2_000_000_000  # far above any account
 UIDS_PER_ZYGOTE = 64  # each zygote takes a block of its own, from its pid, so two never share a uid
 PR_SET_CHILD_SUBREAPER = 36
 MAX_MESSAGE = 1024 * 1024
+SPEC_WORKER_JOBS = 100  # a spec worker is replaced after this many jobs (bounded heap growth)
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,19 @@ class Job:
     messages: list[dict[str, Any]] = field(default_factory=list)
     killed_for: str | None = None
     file: str | None = None
+    worker: SpecWorker | None = None
+
+
+@dataclass
+class SpecWorker:
+    """A long-lived child that renders spec jobs, one at a time, sent on its request pipe."""
+
+    pid: int
+    requests: int  # write end: one JSON line per job
+    pipe: int  # read end of its messages
+    buffer: bytes = b""
+    job: Job | None = None
+    served: int = 0
 
 
 # Modules model-written code commonly uses, and codecs the libraries load lazily. A code job's uid may not
@@ -160,9 +181,13 @@ def warm_renders() -> None:
 
 
 class Zygote:
-    def __init__(self, out_dir: str, work_dir: str, limits: Limits, spec_limits: Limits) -> None:
+    def __init__(self, out_dir: str, work_dir: str, limits: Limits, spec_limits: Limits,
+                 spec_workers: int = 1) -> None:
         self.limits = limits
         self.spec_limits = spec_limits
+        self.spec_standby = spec_workers  # spec workers started ahead, before any job asks
+        self.spec_workers: dict[int, SpecWorker] = {}
+        self.idle_workers: list[SpecWorker] = []
         self.out_fd = os.open(out_dir, os.O_DIRECTORY | os.O_RDONLY)
         self.work_dir = work_dir
         self.root = os.geteuid() == 0
@@ -232,6 +257,7 @@ class Zygote:
         os.set_blocking(0, False)
         self.selector.register(0, selectors.EVENT_READ, "stdin")
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        self._replenish()
         send({"ready": True, "isolation": self.isolation, "pid": os.getpid()})
         while True:
             deadlines = [j.deadline for j in self.jobs.values() if j.pid]
@@ -246,6 +272,8 @@ class Zygote:
                         os.read(wake_r, 4096)
                     except BlockingIOError:
                         pass
+                elif isinstance(key.data, SpecWorker):
+                    self._read_worker(key.data)
                 else:
                     self._read_child(key.data)
             self._reap()
@@ -267,10 +295,10 @@ class Zygote:
         while b"\n" in self.stdin_buffer:
             line, self.stdin_buffer = self.stdin_buffer.split(b"\n", 1)
             if line.strip():
-                self._handle(json.loads(line))
+                self._handle(json.loads(line), line)
         return True
 
-    def _handle(self, request: dict[str, Any]) -> None:
+    def _handle(self, request: dict[str, Any], line: bytes) -> None:
         if request["op"] == "cancel":
             job = self.jobs.get(request["id"])
             if job is not None and job.pid and job.killed_for is None:
@@ -289,7 +317,10 @@ class Zygote:
         job = Job(id=job_id, job_type=request["job_type"], mode=request["mode"], request=request,
                   directory=directory, uid=uid)
         self.jobs[job_id] = job
-        self._start(job, self._render_child)
+        if job.mode == "spec":
+            self._start_spec(job, line)
+        else:
+            self._start(job, self._render_child)
 
     def _limits(self, job: Job) -> Limits:
         return self.limits if job.mode == "code" else self.spec_limits
@@ -316,7 +347,9 @@ class Zygote:
         self.by_pid[pid] = job
         self.selector.register(read_fd, selectors.EVENT_READ, job)
 
-    def _enter_child(self, job: Job, write_fd: int) -> None:
+    def _enter_process(self, keep: tuple[int, ...], limits: Limits) -> None:
+        """What every child does first: default signals, a session of its own that dies with the
+        zygote, no inherited descriptors but `keep`, and the limits that do not depend on the job."""
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
@@ -325,17 +358,23 @@ class Zygote:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        os.closerange(3, write_fd)
-        os.closerange(write_fd + 1, 65536)
-        limits = self._limits(job)
+        low = 3
+        for fd in sorted(keep):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 65536)
         with open("/proc/self/statm") as f:
             current = int(f.read().split()[0]) * resource.getpagesize()
         memory = current + limits.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * 1024 * 1024,) * 2)
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    def _enter_child(self, job: Job, write_fd: int) -> None:
+        limits = self._limits(job)
+        self._enter_process((write_fd,), limits)
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         # The job's directory is opened before dropping privileges and entered by handle: the job's uid
         # need not (and cannot) look up the directories above it. Paths from here on are relative.
         directory = os.open(job.directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -357,19 +396,8 @@ class Zygote:
     # --- what the children run -------------------------------------------------------------------
 
     def _render_child(self, job: Job, out: int) -> None:
+        """A code job, in its fresh child."""
         ext = EXTENSIONS[job.job_type]
-        if job.mode == "spec":
-            from .. import specs
-            from ..spec import render
-
-            # Validated here, not in the worker: checking a spec of 100,000 rows is CPU work too.
-            specs.validate(job.job_type, job.request["spec"])
-            _child_send(out, {"progress": 3, "message": "spec validated"})
-            path = Path(f"document.{ext}")
-            preview = render(job.job_type, job.request["spec"], job.request.get("title", ""), path,
-                             lambda p, m: _child_send(out, {"progress": p, "message": m}))
-            _child_send(out, {"done": True, "preview": preview})
-            return
         from ..preview import preview as read_preview
 
         _child_send(out, {"progress": 10, "message": "running the document code"})
@@ -385,6 +413,172 @@ class Zygote:
             _child_send(out, {"done": True, "preview": read_preview(job.job_type, Path(saved[0]))})
         else:
             _child_send(out, {"done": True, "preview": {}})
+
+    # --- spec workers -------------------------------------------------------------------------------
+
+    def _replenish(self) -> None:
+        """Keep the standby number of spec workers started (at start, and after one ends)."""
+        while len(self.spec_workers) < self.spec_standby:
+            self._fork_spec_worker()
+
+    def _fork_spec_worker(self) -> SpecWorker:
+        request_r, request_w = os.pipe2(os.O_CLOEXEC)
+        message_r, message_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            try:
+                os.close(request_w)
+                os.close(message_r)
+                self._enter_process((request_r, message_w), self.spec_limits)
+                self._serve_specs(request_r, message_w)
+                os._exit(0)
+            except BaseException as exc:
+                from ..specs import SpecError
+
+                with contextlib.suppress(BaseException):
+                    _child_send(message_w, {"error": _describe(exc),
+                                            "code": "invalid_spec" if isinstance(exc, SpecError) else None})
+                os._exit(1)
+        os.close(request_r)
+        os.close(message_w)
+        os.set_blocking(message_r, False)
+        worker = SpecWorker(pid=pid, requests=request_w, pipe=message_r)
+        self.spec_workers[pid] = worker
+        self.idle_workers.append(worker)
+        self.selector.register(message_r, selectors.EVENT_READ, worker)
+        return worker
+
+    def _serve_specs(self, requests_fd: int, out: int) -> None:
+        """The worker's loop: one job per request line, in the job's directory, until SPEC_WORKER_JOBS
+        are done or the zygote goes away. A spec that fails validation is answered and the worker goes
+        on; any other failure ends the worker (the caller answers for it)."""
+        from .. import specs
+        from ..spec import render
+
+        os.environ.clear()
+        os.environ["HOME"] = os.environ["TMPDIR"] = "."
+        import tempfile
+
+        tempfile.tempdir = "."  # the libraries' temporary files go to the job's own directory
+        requests = os.fdopen(requests_fd, "rb")
+        _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+        for _ in range(SPEC_WORKER_JOBS):
+            line = requests.readline()
+            if not line:
+                return
+            request = json.loads(line)
+            # CPU time adds up over a worker's life: each job gets cpu_s more than what was used so far.
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            soft = int(usage.ru_utime + usage.ru_stime) + self.spec_limits.cpu_s
+            resource.setrlimit(resource.RLIMIT_CPU, (soft if cpu_hard == resource.RLIM_INFINITY
+                                                     else min(soft, cpu_hard), cpu_hard))
+            os.chdir(os.path.join(self.work_dir, request["id"]))
+            job_type = request["job_type"]
+            try:
+                # Validated here, not in the renderer: checking a spec of 100,000 rows is CPU work too.
+                specs.validate(job_type, request["spec"])
+                _child_send(out, {"progress": 3, "message": "spec validated"})
+                preview = render(job_type, request["spec"], request.get("title", ""),
+                                 Path(f"document.{EXTENSIONS[job_type]}"),
+                                 lambda p, m: _child_send(out, {"progress": p, "message": m}))
+            except specs.SpecError as exc:
+                _child_send(out, {"error": str(exc), "code": "invalid_spec"})
+            else:
+                _child_send(out, {"done": True, "preview": preview})
+            os.chdir("/")
+
+    def _start_spec(self, job: Job, line: bytes) -> None:
+        for _ in range(2):
+            worker = self.idle_workers.pop() if self.idle_workers else self._fork_spec_worker()
+            if worker in self.idle_workers:
+                self.idle_workers.remove(worker)
+            try:
+                _write_all(worker.requests, line + b"\n")
+            except OSError:  # it died while idle (reaped soon): never use it again
+                self._retire(worker)
+                continue
+            worker.job, job.worker, job.pid = job, worker, worker.pid
+            job.deadline = time.monotonic() + self.spec_limits.timeout_s
+            return
+        self._finish(job, error="the spec worker could not be started")
+
+    def _retire(self, worker: SpecWorker) -> None:
+        """No more jobs for this worker: it reads the end of its requests and exits (or is already dead)."""
+        if worker in self.idle_workers:
+            self.idle_workers.remove(worker)
+        if worker.requests >= 0:
+            os.close(worker.requests)
+            worker.requests = -1
+
+    def _read_worker(self, worker: SpecWorker) -> None:
+        while True:
+            try:
+                chunk = os.read(worker.pipe, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._close_worker_pipe(worker)
+                return
+            worker.buffer += chunk
+            if len(worker.buffer) > MAX_MESSAGE:
+                self._close_worker_pipe(worker)
+                os.kill(worker.pid, signal.SIGKILL)
+                return
+            while b"\n" in worker.buffer:
+                line, worker.buffer = worker.buffer.split(b"\n", 1)
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                job = worker.job
+                if job is None:
+                    continue
+                if "progress" in message:
+                    send({"id": job.id, "progress": int(message["progress"]),
+                          "message": str(message.get("message", ""))[:200]})
+                else:
+                    self._worker_answered(worker, job, message)
+
+    def _worker_answered(self, worker: SpecWorker, job: Job, message: dict[str, Any]) -> None:
+        worker.job, job.worker, job.pid = None, None, 0
+        worker.served += 1
+        clean = "done" in message or message.get("code") == "invalid_spec"
+        if (clean and job.killed_for is None and worker.served < SPEC_WORKER_JOBS
+                and len(self.idle_workers) < self.spec_standby):
+            self.idle_workers.append(worker)
+        else:
+            self._retire(worker)
+            if job.killed_for is not None or not clean:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.pid, signal.SIGKILL)
+        if job.killed_for is not None:
+            self._finish(job, error=job.killed_for)
+        elif "error" in message:
+            self._finish(job, error=str(message["error"]), code=message.get("code"))
+        else:
+            job.file = f"document.{EXTENSIONS[job.job_type]}"
+            preview = message.get("preview")
+            self._finish(job, preview=preview if isinstance(preview, dict) else {})
+
+    def _close_worker_pipe(self, worker: SpecWorker) -> None:
+        if worker.pipe >= 0:
+            self.selector.unregister(worker.pipe)
+            os.close(worker.pipe)
+            worker.pipe = -1
+
+    def _worker_ended(self, worker: SpecWorker, status: int) -> None:
+        if worker.pipe >= 0:
+            self._read_worker(worker)  # its last answer may still be in the pipe
+            self._close_worker_pipe(worker)
+        self._retire(worker)
+        job = worker.job
+        if job is not None:
+            worker.job, job.worker, job.pid = None, None, 0
+            self._after_stage(job, status)
+        if worker.served or job is not None:
+            self._replenish()  # not for a worker that died before its first job: no fork loop
 
     # --- children's messages and ends --------------------------------------------------------------
 
@@ -431,6 +625,10 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            worker = self.spec_workers.pop(pid, None)
+            if worker is not None:
+                self._worker_ended(worker, status)
+                continue
             job = self.by_pid.pop(pid, None)
             if job is None:
                 continue  # an orphan of some job, adopted as subreaper
@@ -449,13 +647,10 @@ class Zygote:
             return self._finish(job, error=str(final["error"]), code=final.get("code"))
         if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0 or not final.get("done"):
             return self._finish(job, error=_exit_reason(status, self._limits(job)))
-        if job.mode == "code":
-            found = self._output_file(job)
-            if found.startswith("!"):
-                return self._finish(job, error=found[1:])
-            job.file = found
-        else:
-            job.file = f"document.{EXTENSIONS[job.job_type]}"
+        found = self._output_file(job)  # a code job's child (spec workers answer in _worker_answered)
+        if found.startswith("!"):
+            return self._finish(job, error=found[1:])
+        job.file = found
         preview = final.get("preview")
         return self._finish(job, preview=preview if isinstance(preview, dict) else {})
 
@@ -531,6 +726,11 @@ class Zygote:
             self._kill(job)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
 def _wait_quietly(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
@@ -586,7 +786,7 @@ def main() -> None:
     # full garbage collection in a child touches every object and copies every page (~70 ms).
     gc.freeze()
     zygote = Zygote(config["out_dir"], config["work_dir"], Limits.from_json(config.get("code_limits", {})),
-                    Limits.from_json(config.get("spec_limits", {})))
+                    Limits.from_json(config.get("spec_limits", {})), int(config.get("spec_workers", 1)))
     zygote.isolate()
     zygote.run()
 

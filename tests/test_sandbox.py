@@ -1,0 +1,103 @@
+"""The render sandbox on its own: a real zygote, its standing spec workers, their limits and their ends."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import psutil
+import pytest
+
+from renderer.sandbox.client import RenderError, Sandbox
+
+from .conftest import wait_until
+from .renderers import example
+
+SPEC_LIMITS = {"timeout_s": 60.0, "cpu_s": 30, "memory_mb": 1024, "file_mb": 100, "processes": 16}
+TIGHT_CPU = {**SPEC_LIMITS, "cpu_s": 2}
+CODE_LIMITS = {"timeout_s": 10.0, "cpu_s": 5, "memory_mb": 512, "file_mb": 20, "processes": 8}
+
+
+def rows_spec(rows: int) -> dict[str, Any]:
+    columns = [{"header": "Region"}, {"header": "Units", "format": "integer"},
+               {"header": "Price", "format": "currency"}, {"header": "Amount", "format": "currency"}]
+    return {"sheets": [{"name": "Data", "columns": columns, "rows": [
+        [["North", "South", "East", "West"][r % 4], r % 97, 9.99 + r % 13, {"formula": f"B{r + 2}*C{r + 2}"}]
+        for r in range(rows)]}]}
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path):  # type: ignore[no-untyped-def]
+    box = Sandbox(tmp_path / "sandbox", CODE_LIMITS, SPEC_LIMITS, spec_workers=2)
+    await box.start()
+    yield box
+    await box.stop()
+
+
+def workers(box: Sandbox) -> set[int]:
+    assert box.pid is not None
+    return {child.pid for child in psutil.Process(box.pid).children()}
+
+
+async def render(box: Sandbox, spec: dict[str, Any], render_id: str | None = None) -> Path:
+    result = await box.render(render_id or box.new_render_id(), "spreadsheet", "spec", spec, "t", lambda _p, _m: None)
+    return result.path
+
+
+async def test_spec_jobs_are_served_by_standing_workers_not_a_fork_each(sandbox: Sandbox) -> None:
+    standing = workers(sandbox)
+    assert len(standing) == 2  # started ahead, before the first job
+    spec = example("spreadsheet")["spec"]
+    for _ in range(6):
+        path = await render(sandbox, spec)
+        assert openpyxl.load_workbook(path)["Summary"]["A2"].value == "North"
+    assert workers(sandbox) == standing
+
+
+async def test_a_refused_spec_keeps_its_worker_and_a_cancelled_one_is_replaced(sandbox: Sandbox) -> None:
+    standing = workers(sandbox)
+    with pytest.raises(RenderError) as refused:
+        await render(sandbox, {"sheets": [{"name": "x", "rows": "not rows"}]})
+    assert refused.value.code == "invalid_spec" and not refused.value.retryable
+    assert workers(sandbox) == standing  # a validation error is an answer, not a reason to replace the worker
+
+    render_id = sandbox.new_render_id()
+    started = asyncio.Event()
+    big = asyncio.create_task(sandbox.render(render_id, "spreadsheet", "spec", rows_spec(30_000), "t",
+                                             lambda _p, _m: started.set()))
+    await asyncio.wait_for(started.wait(), 30)
+    await sandbox.cancel(render_id)
+    with pytest.raises(RenderError) as cancelled:
+        await big
+    assert cancelled.value.cancelled
+    # The cancelled job's worker is killed, never reused; a fresh one takes its place.
+    await wait_until(lambda: len(workers(sandbox)) == 2 and workers(sandbox) != standing, timeout=10)
+    assert len(workers(sandbox) & standing) == 1
+    path = await render(sandbox, example("spreadsheet")["spec"])
+    assert openpyxl.load_workbook(path)["Summary"]["A2"].value == "North"
+
+
+async def test_each_spec_job_gets_the_whole_cpu_limit_however_long_its_worker_has_served(tmp_path: Path) -> None:
+    box = Sandbox(tmp_path / "sandbox", CODE_LIMITS, TIGHT_CPU, spec_workers=1)
+    await box.start()
+    try:
+        (worker,) = workers(box)
+        process = psutil.Process(worker)
+        spent = 0.0
+        jobs = 0
+        # Jobs well under the 2 s limit each, until the worker has spent twice the limit in all.
+        while spent < 2 * TIGHT_CPU["cpu_s"]:
+            path = await render(box, rows_spec(6_000))
+            assert openpyxl.load_workbook(path, read_only=True)["Data"].max_row == 6_001
+            times = process.cpu_times()
+            spent = times.user + times.system
+            jobs += 1
+            assert jobs < 40, "the jobs are too small to add up to the limit"
+        assert workers(box) == {worker}
+        # One job over the limit on its own is stopped, and says why.
+        with pytest.raises(RenderError, match="CPU time limit of 2 s"):
+            await render(box, rows_spec(300_000))
+    finally:
+        await box.stop()
