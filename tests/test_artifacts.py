@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import tracemalloc
 import uuid
 
@@ -134,3 +135,77 @@ async def test_complete_with_an_artifact_of_another_job_is_invalid(stub) -> None
                                                artifact_id=art_b.id))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "artifact_id" in err.value.details()
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def complete_with(job_id: str, token: str, content: bytes, **fields: str) -> pb.CompleteWithArtifactRequest:
+    return pb.CompleteWithArtifactRequest(**{"job_id": job_id, "lease_token": token, "filename": "report.xlsx",
+                                             "content_type": XLSX, "content": content,
+                                             "result_json": '{"preview": {"kind": "spreadsheet"}}', **fields})
+
+
+async def test_complete_with_artifact_stores_the_file_and_completes_in_one_call(stub) -> None:
+    job = await enqueue(stub, user_id="alice")
+    [c] = await claim(stub)
+    content = b"PK\x03\x04" + bytes(range(256)) * 9000  # over two stored chunks
+    done = await stub.CompleteWithArtifact(complete_with(job.id, c.lease_token, content))
+    assert done.status == pb.JOB_STATUS_COMPLETED and done.artifact_id
+    result = json.loads(done.result_json)
+    # The jobstore names the artifact in the result; the caller's own fields stay.
+    assert result == {"preview": {"kind": "spreadsheet"}, "artifact_id": done.artifact_id,
+                      "size_bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+    digest = hashlib.sha256()
+    info, size = await download(stub, done.artifact_id, digest, user_id="alice")
+    assert (info.filename, info.content_type, size) == ("report.xlsx", XLSX, len(content))
+    assert digest.hexdigest() == result["sha256"]
+    assert (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_COMPLETED
+
+
+async def test_complete_with_artifact_on_a_lost_lease_keeps_nothing(stub, database_url) -> None:
+    job = await enqueue(stub, max_retries=1)
+    [first] = await claim(stub, lease_ms=1000)
+    [second] = await claim(stub, wait_ms=15_000)  # the first lease ran out; another worker has the job
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await stub.CompleteWithArtifact(complete_with(job.id, first.lease_token, b"late"))
+    assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await stub.CompleteWithArtifact(complete_with(job.id, second.lease_token, b"on time"))
+    with pytest.raises(grpc.aio.AioRpcError) as twice:  # a job completes once, with one artifact
+        await stub.CompleteWithArtifact(complete_with(job.id, second.lease_token, b"again"))
+    assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM artifacts WHERE job_id = $1", uuid.UUID(job.id)) == 1
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"filename": ""}, "filename"),
+    ({"filename": "../etc/passwd"}, "filename"),
+    ({"content_type": ""}, "content_type"),
+    ({"result_json": "[1, 2]"}, "result_json"),
+    ({"lease_token": "not-a-uuid"}, "lease_token"),
+])
+async def test_complete_with_artifact_names_the_bad_field(stub, database_url, fields, field) -> None:  # type: ignore[no-untyped-def]
+    job = await enqueue(stub)
+    [c] = await claim(stub)
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.CompleteWithArtifact(complete_with(job.id, c.lease_token, b"x", **fields))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (bad.value.details() or "")
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM artifacts") == 0
+        assert await conn.fetchval("SELECT status FROM document_jobs WHERE id = $1", uuid.UUID(job.id)) == "processing"
+    finally:
+        await conn.close()
+
+
+async def test_complete_with_artifact_refuses_a_file_over_4_mib(stub) -> None:
+    job = await enqueue(stub)
+    [c] = await claim(stub)
+    with pytest.raises(grpc.aio.AioRpcError) as big:
+        await stub.CompleteWithArtifact(complete_with(job.id, c.lease_token, b"\0" * (4 * MiB + 1)))
+    assert big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "UploadArtifact" in (big.value.details() or "")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import subprocess
 import sys
+
+import openpyxl
 
 from docjobs.pgserver import free_port
 from docjobs.v1 import jobstore_pb2 as pb
 
 from .conftest import jobstore_settings, start_jobstore, wait_until
-from .renderers import RendererProcess, example, submit, wait_finished
+from .renderers import RendererProcess, download, example, submit, wait_finished
 
 
 async def test_sigterm_finishes_short_jobs_and_gives_back_what_it_cannot(stub, jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +86,8 @@ async def test_a_jobstore_outage_is_logged_once_and_ridden_out(database_url, tmp
 
 
 async def test_progress_is_reported_while_a_large_spreadsheet_renders(stub, jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    renderer = RendererProcess(jobstore.address, tmp_path / "r").start()
+    # Every file streamed (UploadArtifact, then Complete), as files over 4 MiB always are.
+    renderer = RendererProcess(jobstore.address, tmp_path / "r", DOCJOBS_INLINE_ARTIFACT_BYTES="0").start()
     try:
         columns = [{"header": f"c{i}", "format": "decimal"} for i in range(8)]
         rows = [[r * 1.5 + c for c in range(8)] for r in range(20_000)]
@@ -94,6 +99,16 @@ async def test_progress_is_reported_while_a_large_spreadsheet_renders(stub, jobs
     assert final.status == pb.JOB_STATUS_COMPLETED
     progress = [e.progress for e in events if e.kind == pb.EVENT_KIND_PROGRESS]
     assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] >= 90
+    result = json.loads(final.result_json)
+    info = await download(stub, final.artifact_id, tmp_path / "big.xlsx")
+    assert result["artifact_id"] == final.artifact_id and result["size_bytes"] == info.size_bytes > 100_000
+    assert hashlib.sha256((tmp_path / "big.xlsx").read_bytes()).hexdigest() == result["sha256"]
+    workbook = openpyxl.load_workbook(tmp_path / "big.xlsx", read_only=True)
+    try:
+        sheet = workbook["Big"]
+        assert sheet.max_row == 20_001 and sheet.cell(row=20_001, column=8).value == 19_999 * 1.5 + 7
+    finally:
+        workbook.close()
 
 
 def test_renderer_refuses_a_bad_setting_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -383,6 +383,22 @@ SELECT $1, $2, $4, $5
  WHERE EXISTS (SELECT 1 FROM document_jobs WHERE id = $2 AND lease_token = $3 AND status = 'processing')
 RETURNING id;
 
+-- name: store_artifact
+-- A whole artifact in one statement, stored at once, while the caller holds the job's lease. $1 artifact
+-- id, $2 job id, $3 lease token, $4 filename, $5 content type, $6 size, $7 sha256, $8 chunks in order.
+WITH job AS (
+    SELECT id FROM document_jobs WHERE id = $2 AND lease_token = $3 AND status = 'processing'
+), artifact AS (
+    INSERT INTO artifacts (id, job_id, state, filename, content_type, size_bytes, sha256, chunk_count)
+    SELECT $1, id, 'stored', $4, $5, $6, $7, cardinality($8::bytea[]) FROM job
+    RETURNING *
+), chunks AS (
+    INSERT INTO artifact_chunks (artifact_id, seq, data)
+    SELECT artifact.id, c.seq - 1, c.data
+      FROM artifact, unnest($8::bytea[]) WITH ORDINALITY AS c(data, seq)
+)
+SELECT * FROM artifact;
+
 -- name: insert_artifact_chunk
 INSERT INTO artifact_chunks (artifact_id, seq, data) VALUES ($1, $2, $3);
 

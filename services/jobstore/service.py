@@ -259,6 +259,11 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
         return convert.artifact(await self._store.upload_artifact(header, chunks()))
 
+    @unary
+    async def CompleteWithArtifact(self, request: pb.CompleteWithArtifactRequest,
+                                   context: grpc.aio.ServicerContext) -> pb.Job:
+        return convert.job(await self._store.complete_with_artifact(*validation.complete_with_artifact(request)))
+
     @streaming
     async def DownloadArtifact(self, request: pb.DownloadArtifactRequest,
                                context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DownloadArtifactResponse]:

@@ -235,12 +235,28 @@ def artifact_header(req: pb.UploadArtifactRequest) -> ArtifactHeader:
     if req.WhichOneof("part") != "header":
         raise InvalidArgument("header", "the first message must be the artifact header")
     h = req.header
-    job_id, token = lease(h.job_id, h.lease_token)
-    filename = _text(h.filename, "filename", required=True)
+    return _artifact(h.job_id, h.lease_token, h.filename, h.content_type)
+
+
+def _artifact(job_id_text: str, token_text: str, filename: str, content_type: str) -> ArtifactHeader:
+    job_id, token = lease(job_id_text, token_text)
+    filename = _text(filename, "filename", required=True)
     if "/" in filename or "\\" in filename or filename in {".", ".."}:
         raise InvalidArgument("filename", "must be a file name without a path")
-    content_type = _text(h.content_type, "content_type", required=True)
+    content_type = _text(content_type, "content_type", required=True)
     return ArtifactHeader(job_id=job_id, lease_token=token, filename=filename, content_type=content_type)
+
+
+MAX_INLINE_ARTIFACT_BYTES = 4 * 1024 * 1024
+
+
+def complete_with_artifact(req: pb.CompleteWithArtifactRequest) -> tuple[ArtifactHeader, bytes, str]:
+    header = _artifact(req.job_id, req.lease_token, req.filename, req.content_type)
+    if len(req.content) > MAX_INLINE_ARTIFACT_BYTES:
+        raise InvalidArgument("content", f"larger than {MAX_INLINE_ARTIFACT_BYTES} bytes: upload it with "
+                                         "UploadArtifact, then call Complete")
+    result = json_object(req.result_json or "{}", "result_json", MAX_RESULT_BYTES)
+    return header, req.content, result
 
 
 def download(req: pb.DownloadArtifactRequest) -> tuple[uuid.UUID, str | None]:

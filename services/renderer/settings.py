@@ -27,6 +27,7 @@ class Settings:
     heartbeat_s: float = 2.0
     claim_wait_ms: int = 20_000
     grace_s: float = 30.0
+    inline_artifact_bytes: int = 4 * 1024 * 1024  # files up to this size go with their completion
     data_dir: Path = Path(".docjobs")
     code_limits: dict[str, Any] = field(default_factory=dict)
     spec_limits: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +52,8 @@ class Settings:
             heartbeat_s=env_float(env, "DOCJOBS_HEARTBEAT_S", 2.0, minimum=0.1, maximum=600.0),
             claim_wait_ms=env_int(env, "DOCJOBS_CLAIM_WAIT_MS", 20_000, minimum=0, maximum=60_000),
             grace_s=env_float(env, "DOCJOBS_RENDER_GRACE_S", 30.0, minimum=0.0, maximum=3600.0),
+            inline_artifact_bytes=env_int(env, "DOCJOBS_INLINE_ARTIFACT_BYTES", 4 * 1024 * 1024, minimum=0,
+                                          maximum=4 * 1024 * 1024),
             data_dir=data_dir(env),
             code_limits={
                 "timeout_s": env_float(env, "DOCJOBS_SANDBOX_TIMEOUT_S", 60.0, minimum=1.0, maximum=3600.0),

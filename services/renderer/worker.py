@@ -253,18 +253,27 @@ class Worker:
                 return
             on_progress(99, "uploading")
             filename = filename_for(job.title, job.job_type)
-            artifact = await self.stub.UploadArtifact(self._upload(job, token, filename, output))
-            document = {
-                "artifact_id": artifact.id, "filename": artifact.filename, "content_type": artifact.content_type,
-                "size_bytes": artifact.size_bytes, "sha256": artifact.sha256, "preview": result.preview,
-                "download_path": f"/api/jobs/{job.id}/artifact", "mode": mode,
-            }
-            uploaded = time.perf_counter()
-            await self.stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=token, artifact_id=artifact.id,
-                                                        result_json=json.dumps(document)))
+            content_type = specs.CONTENT_TYPES[job.job_type]
+            document: dict[str, Any] = {"filename": filename, "content_type": content_type,
+                                        "preview": result.preview, "download_path": f"/api/jobs/{job.id}/artifact",
+                                        "mode": mode}
+            size = output.stat().st_size
+            if size <= self.settings.inline_artifact_bytes:
+                # Most documents: the file and the completion in one call (the jobstore adds the
+                # artifact's id, size and sha256 to the result).
+                uploaded = time.perf_counter()
+                await self.stub.CompleteWithArtifact(pb.CompleteWithArtifactRequest(
+                    job_id=job.id, lease_token=token, filename=filename, content_type=content_type,
+                    content=output.read_bytes(), result_json=json.dumps(document)))
+            else:
+                artifact = await self.stub.UploadArtifact(self._upload(job, token, filename, output))
+                document.update(artifact_id=artifact.id, size_bytes=artifact.size_bytes, sha256=artifact.sha256)
+                uploaded = time.perf_counter()
+                await self.stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=token,
+                                                            artifact_id=artifact.id, result_json=json.dumps(document)))
             self.completed += 1
             metrics.JOBS.labels(job.job_type, "completed").inc()
-            log.info("job %s completed (%s, %d bytes)", job.id, job.job_type, artifact.size_bytes)
+            log.info("job %s completed (%s, %d bytes)", job.id, job.job_type, size)
             log.debug("job %s: render %.1f ms, upload %.1f ms, complete %.1f ms", job.id,
                       (rendered - started) * 1000, (uploaded - rendered) * 1000,
                       (time.perf_counter() - uploaded) * 1000)
@@ -301,6 +310,7 @@ class Worker:
 
     async def _upload(self, job: pb.Job, token: str, filename: str,
                       path: Path) -> AsyncIterator[pb.UploadArtifactRequest]:
+        """A large file, in chunks (smaller ones go with CompleteWithArtifact)."""
         yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(
             job_id=job.id, lease_token=token, filename=filename, content_type=specs.CONTENT_TYPES[job.job_type]))
         with path.open("rb") as f:

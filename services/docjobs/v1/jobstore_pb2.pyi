@@ -378,6 +378,22 @@ class ArtifactHeader(_message.Message):
     content_type: str
     def __init__(self, job_id: _Optional[str] = ..., lease_token: _Optional[str] = ..., filename: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
 
+class CompleteWithArtifactRequest(_message.Message):
+    __slots__ = ("job_id", "lease_token", "filename", "content_type", "content", "result_json")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    lease_token: str
+    filename: str
+    content_type: str
+    content: bytes
+    result_json: str
+    def __init__(self, job_id: _Optional[str] = ..., lease_token: _Optional[str] = ..., filename: _Optional[str] = ..., content_type: _Optional[str] = ..., content: _Optional[bytes] = ..., result_json: _Optional[str] = ...) -> None: ...
+
 class UploadArtifactRequest(_message.Message):
     __slots__ = ("header", "chunk")
     HEADER_FIELD_NUMBER: _ClassVar[int]

@@ -94,6 +94,11 @@ class JobStoreStub:
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.UploadArtifactRequest.SerializeToString,
                 response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.Artifact.FromString,
                 _registered_method=True)
+        self.CompleteWithArtifact = channel.unary_unary(
+                '/docjobs.v1.JobStore/CompleteWithArtifact',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.CompleteWithArtifactRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.Job.FromString,
+                _registered_method=True)
         self.DownloadArtifact = channel.unary_stream(
                 '/docjobs.v1.JobStore/DownloadArtifact',
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.DownloadArtifactRequest.SerializeToString,
@@ -201,6 +206,15 @@ class JobStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteWithArtifact(self, request, context):
+        """Store a small artifact (up to 4 MiB) and complete its job, in one call: what a renderer does with
+        most documents. The jobstore adds "artifact_id", "size_bytes" and "sha256" to result_json. A stale
+        lease is FAILED_PRECONDITION and nothing is kept. Larger files: UploadArtifact, then Complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DownloadArtifact(self, request, context):
         """Read an artifact back: first its metadata, then its bytes in chunks.
         """
@@ -278,6 +292,11 @@ def add_JobStoreServicer_to_server(servicer, server):
                     servicer.UploadArtifact,
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.UploadArtifactRequest.FromString,
                     response_serializer=docjobs_dot_v1_dot_jobstore__pb2.Artifact.SerializeToString,
+            ),
+            'CompleteWithArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteWithArtifact,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.CompleteWithArtifactRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.Job.SerializeToString,
             ),
             'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadArtifact,
@@ -614,6 +633,33 @@ class JobStore:
             '/docjobs.v1.JobStore/UploadArtifact',
             docjobs_dot_v1_dot_jobstore__pb2.UploadArtifactRequest.SerializeToString,
             docjobs_dot_v1_dot_jobstore__pb2.Artifact.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteWithArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/CompleteWithArtifact',
+            docjobs_dot_v1_dot_jobstore__pb2.CompleteWithArtifactRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
