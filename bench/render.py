@@ -4,10 +4,12 @@ Starts an embedded Postgres, a jobstore and one renderer process (code mode on, 
   1. per document type (the four examples, and a large spreadsheet of 10 sheets x 5,000 rows): the time
      to render it by calling our spec renderer in this process (the library doing the work), against
      the time from Enqueue to the job's completed event through the whole system with one render slot
-     (claim, fork from the warm zygote, render, preview, upload, complete); their ratio is the overhead;
+     (claim, hand the spec to a spec worker, render, preview, store and complete); their ratio is the
+     overhead;
   2. code mode: the same workbook built by the same code, exec'd in this process against the same code
      as a sandboxed job; the difference is the cost added per code job;
-  3. throughput: documents per second per type with two render slots (the machine has two cores).
+  3. throughput: documents per second per type with two render slots (the machine has two cores), after
+     eight warm-up jobs of the type.
 
 Usage: python bench/render.py [--rounds N]
 """
@@ -144,6 +146,8 @@ async def measure(address: str, rounds: int, slots: int) -> dict[str, Any]:
                 out[name] = await through_system_seconds(stub, body["documentType"], payload, body["title"],
                                                          max(2, rounds // 10) if big else rounds)
             else:
+                if not big:  # warm: the first jobs of fresh spec workers fault their pages in
+                    await throughput(stub, body["documentType"], payload, body["title"], 8)
                 out[name] = await throughput(stub, body["documentType"], payload, body["title"], 4 if big else 40)
         if slots == 1:
             out["code"] = await through_system_seconds(stub, "spreadsheet", {"code": CODE}, "Code", rounds)
