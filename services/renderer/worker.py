@@ -170,23 +170,18 @@ class Worker:
                 worker_id=self.settings.worker_id, job_types=list(self.settings.job_types), max_jobs=free,
                 wait_ms=self.settings.claim_wait_ms, lease_ms=self.settings.lease_ms),
                 timeout=self.settings.claim_wait_ms / 1000 + 10)
-            # Stopping cancels a claim that is still waiting (the jobstore gives back whatever it took for
-            # a call that went away); a reply that has arrived is always processed.
+            # Stopping cancels a claim that is still waiting. Whatever it took anyway goes back without a
+            # retry counted: the jobstore releases the jobs of a claim whose call went away, and a reply
+            # that won the race with the cancellation is never read, so ReleaseWorker (run() ends with it)
+            # gives those back.
             call_task = asyncio.ensure_future(call)
             stop_task = asyncio.ensure_future(self.stopping.wait())
             await asyncio.wait({call_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             stop_task.cancel()
             if not call_task.done():
                 call.cancel()
-                try:
-                    reply = await call_task
-                except (asyncio.CancelledError, grpc.aio.AioRpcError):
-                    return
-                # The reply won the race with the cancellation: give its jobs back now, not when their
-                # leases run out.
-                await asyncio.gather(*(self._fail(c.job, c.lease_token, "worker_shutdown",
-                                                  f"renderer {self.settings.worker_id} stopped before starting it",
-                                                  True) for c in reply.jobs))
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await call_task
                 return
             try:
                 reply = call_task.result()
