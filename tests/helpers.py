@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import asyncpg
+
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
@@ -36,3 +38,12 @@ async def collect_events(stub: pb_grpc.JobStoreStub, request: pb.WatchRequest, c
             call.cancel()
             break
     return events
+
+
+async def query_value(database_url: str, sql: str, *args: Any) -> Any:
+    """One value read straight from the database (what a test checks behind the API's back)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()

@@ -7,13 +7,12 @@ import json
 import tracemalloc
 import uuid
 
-import asyncpg
 import grpc
 import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
 
-from .helpers import claim, enqueue
+from .helpers import claim, enqueue, query_value
 
 MiB = 1024 * 1024
 
@@ -70,12 +69,8 @@ async def test_a_50_mb_artifact_round_trips_with_bounded_memory(stub, database_u
     assert artifact.sha256 == sent_digest.hexdigest() == got_digest.hexdigest()
     # Client and server share this process: neither held the 50 MB file whole.
     assert peak < 16 * MiB, f"peak Python memory {peak / MiB:.1f} MiB"
-    conn = await asyncpg.connect(database_url)
-    try:
-        chunks = await conn.fetchval("SELECT count(*) FROM artifact_chunks WHERE artifact_id = $1",
-                                     uuid.UUID(artifact.id))
-    finally:
-        await conn.close()
+    chunks = await query_value(database_url, "SELECT count(*) FROM artifact_chunks WHERE artifact_id = $1",
+                               uuid.UUID(artifact.id))
     assert chunks == 50
 
 
@@ -93,11 +88,8 @@ async def test_complete_keeps_only_the_result_artifact(stub, database_url) -> No
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await download(stub, orphan.id)
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND
-    conn = await asyncpg.connect(database_url)
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM artifacts WHERE job_id = $1", uuid.UUID(job.id)) == 1
-    finally:
-        await conn.close()
+    assert await query_value(database_url, "SELECT count(*) FROM artifacts WHERE job_id = $1",
+                             uuid.UUID(job.id)) == 1
 
 
 async def test_upload_with_a_stale_lease_is_refused_and_leaves_nothing(stub, database_url) -> None:
@@ -107,11 +99,7 @@ async def test_upload_with_a_stale_lease_is_refused_and_leaves_nothing(stub, dat
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.UploadArtifact(upload_requests(job.id, c.lease_token, [b"late"]))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    conn = await asyncpg.connect(database_url)
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM artifacts") == 0
-    finally:
-        await conn.close()
+    assert await query_value(database_url, "SELECT count(*) FROM artifacts") == 0
 
 
 async def test_another_users_artifact_is_not_found(stub) -> None:
@@ -174,11 +162,8 @@ async def test_complete_with_artifact_on_a_lost_lease_keeps_nothing(stub, databa
     with pytest.raises(grpc.aio.AioRpcError) as twice:  # a job completes once, with one artifact
         await stub.CompleteWithArtifact(complete_with(job.id, second.lease_token, b"again"))
     assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    conn = await asyncpg.connect(database_url)
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM artifacts WHERE job_id = $1", uuid.UUID(job.id)) == 1
-    finally:
-        await conn.close()
+    assert await query_value(database_url, "SELECT count(*) FROM artifacts WHERE job_id = $1",
+                             uuid.UUID(job.id)) == 1
 
 
 @pytest.mark.parametrize(("fields", "field"), [
@@ -194,12 +179,9 @@ async def test_complete_with_artifact_names_the_bad_field(stub, database_url, fi
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await stub.CompleteWithArtifact(complete_with(job.id, c.lease_token, b"x", **fields))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (bad.value.details() or "")
-    conn = await asyncpg.connect(database_url)
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM artifacts") == 0
-        assert await conn.fetchval("SELECT status FROM document_jobs WHERE id = $1", uuid.UUID(job.id)) == "processing"
-    finally:
-        await conn.close()
+    assert await query_value(database_url, "SELECT count(*) FROM artifacts") == 0
+    assert await query_value(database_url, "SELECT status FROM document_jobs WHERE id = $1",
+                             uuid.UUID(job.id)) == "processing"
 
 
 async def test_complete_with_artifact_refuses_a_file_over_4_mib(stub) -> None:

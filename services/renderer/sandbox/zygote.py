@@ -511,35 +511,19 @@ class Zygote:
             worker.requests = -1
 
     def _read_worker(self, worker: SpecWorker) -> None:
-        while True:
-            try:
-                chunk = os.read(worker.pipe, 65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._close_worker_pipe(worker)
-                return
-            worker.buffer += chunk
-            if len(worker.buffer) > MAX_MESSAGE:
-                self._close_worker_pipe(worker)
-                os.kill(worker.pid, signal.SIGKILL)
-                return
-            while b"\n" in worker.buffer:
-                line, worker.buffer = worker.buffer.split(b"\n", 1)
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                job = worker.job
-                if job is None:
-                    continue
-                if "progress" in message:
-                    send({"id": job.id, "progress": int(message["progress"]),
-                          "message": str(message.get("message", ""))[:200]})
-                else:
-                    self._worker_answered(worker, job, message)
+        worker.buffer, messages, end = _read_messages(worker.pipe, worker.buffer)
+        for message in messages:
+            job = worker.job
+            if job is None:
+                continue
+            if "progress" in message:
+                _forward_progress(job, message)
+            else:
+                self._worker_answered(worker, job, message)
+        if end == "overflow":
+            os.kill(worker.pid, signal.SIGKILL)
+        if end is not None:
+            self._close_worker_pipe(worker)
 
     def _worker_answered(self, worker: SpecWorker, job: Job, message: dict[str, Any]) -> None:
         worker.job, job.worker, job.pid = None, None, 0
@@ -583,33 +567,17 @@ class Zygote:
     # --- children's messages and ends --------------------------------------------------------------
 
     def _read_child(self, job: Job) -> None:
-        while True:
-            try:
-                chunk = os.read(job.pipe, 65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._close_pipe(job)
-                return
-            job.buffer += chunk
-            if len(job.buffer) > MAX_MESSAGE:
-                job.killed_for = job.killed_for or "sent too much output"
-                self._kill(job)
-                self._close_pipe(job)
-                return
-            while b"\n" in job.buffer:
-                line, job.buffer = job.buffer.split(b"\n", 1)
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if "progress" in message:
-                    send({"id": job.id, "progress": int(message["progress"]),
-                          "message": str(message.get("message", ""))[:200]})
-                else:
-                    job.messages.append(message)
+        job.buffer, messages, end = _read_messages(job.pipe, job.buffer)
+        for message in messages:
+            if "progress" in message:
+                _forward_progress(job, message)
+            else:
+                job.messages.append(message)
+        if end == "overflow":
+            job.killed_for = job.killed_for or "sent too much output"
+            self._kill(job)
+        if end is not None:
+            self._close_pipe(job)
 
     def _close_pipe(self, job: Job) -> None:
         if job.pipe >= 0:
@@ -724,6 +692,34 @@ class Zygote:
         for job in list(self.jobs.values()):
             job.killed_for = "the renderer is stopping"
             self._kill(job)
+
+
+def _read_messages(fd: int, buffer: bytes) -> tuple[bytes, list[dict[str, Any]], str | None]:
+    """What a child has written so far, as JSON lines: (the unfinished rest, the messages, the end:
+    None while the pipe is open, "eof", or "overflow" when a line grows past MAX_MESSAGE)."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return buffer, messages, None
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return buffer, messages, "eof"
+        buffer += chunk
+        if len(buffer) > MAX_MESSAGE:
+            return buffer, messages, "overflow"
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            try:
+                messages.append(json.loads(line))
+            except ValueError:
+                continue
+
+
+def _forward_progress(job: Job, message: dict[str, Any]) -> None:
+    send({"id": job.id, "progress": int(message["progress"]), "message": str(message.get("message", ""))[:200]})
 
 
 def _write_all(fd: int, data: bytes) -> None:
