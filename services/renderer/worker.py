@@ -37,6 +37,7 @@ log = logging.getLogger("renderer")
 
 UPLOAD_CHUNK = 256 * 1024
 GIVE_BACK_TIMEOUT_S = 5.0
+FIRST_REPORT_S = 0.25  # no heartbeat (no progress event) before a job has run this long
 GRPC_SERVICE_CONFIG = json.dumps({
     "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [{"name": [{"service": "docjobs.v1.JobStore", "method": "Heartbeat"}],
@@ -326,7 +327,10 @@ class Worker:
 
     async def _heartbeats(self, job_id: str, token: str, state: dict[str, Any], changed: asyncio.Event,
                           lost: asyncio.Event, render_id: str) -> None:
-        """Renew the lease every heartbeat_s, and report progress soon after it changes."""
+        """Renew the lease every heartbeat_s, and report progress soon after it changes. Nothing in the
+        job's first FIRST_REPORT_S: most documents are done by then, their claim already said
+        "processing", and a progress event nobody can see costs a call, a commit and an event."""
+        await asyncio.sleep(FIRST_REPORT_S)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.heartbeat_s):
