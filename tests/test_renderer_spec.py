@@ -3,6 +3,7 @@ independent readers and checked against what the spec asked for."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import date
 from pathlib import Path
@@ -34,6 +35,7 @@ async def render_example(stub, job_type: str, tmp_path: Path) -> tuple[pb.Job, d
     path = tmp_path / result["filename"]
     info = await download(stub, result["artifact_id"], path)
     assert info.size_bytes == result["size_bytes"] == path.stat().st_size
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == result["sha256"] == info.sha256
     assert result["download_path"] == f"/api/jobs/{job.id}/artifact"
     assert "/" not in result["filename"] and str(tmp_path) not in final.result_json
     return final, result, path, events
@@ -63,7 +65,10 @@ async def test_spreadsheet_example(stub, renderer, tmp_path) -> None:  # type: i
     assert orders["B2"].value.date() == date(2026, 7, 3) and orders["B2"].number_format == "yyyy-mm-dd"
     assert orders["G2"].value == "=E2*F2"
     assert result["preview"]["sheets"][0]["rows"][1][:2] == ["North", "182000"]
-    assert any(e.kind == pb.EVENT_KIND_PROGRESS for e in events)
+    # A document done in a fraction of a second: pending, processing, completed (no progress report).
+    assert [(e.kind, e.status) for e in events if e.kind != pb.EVENT_KIND_PROGRESS] == [
+        (pb.EVENT_KIND_STATUS, pb.JOB_STATUS_PENDING), (pb.EVENT_KIND_STATUS, pb.JOB_STATUS_PROCESSING),
+        (pb.EVENT_KIND_COMPLETED, pb.JOB_STATUS_COMPLETED)]
 
 
 async def test_document_example(stub, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
