@@ -383,21 +383,38 @@ SELECT $1, $2, $4, $5
  WHERE EXISTS (SELECT 1 FROM document_jobs WHERE id = $2 AND lease_token = $3 AND status = 'processing')
 RETURNING id;
 
--- name: store_artifact
--- A whole artifact in one statement, stored at once, while the caller holds the job's lease. $1 artifact
--- id, $2 job id, $3 lease token, $4 filename, $5 content type, $6 size, $7 sha256, $8 chunks in order.
-WITH job AS (
-    SELECT id FROM document_jobs WHERE id = $2 AND lease_token = $3 AND status = 'processing'
+-- name: complete_with_artifact
+-- Stores a whole artifact and completes its job with it, in one statement (one commit), while the caller
+-- holds the lease; the result gets the artifact's id, size and sha256. $1 job id, $2 lease token,
+-- $3 result, $4 artifact id, $5 filename, $6 content type, $7 size, $8 sha256, $9 chunks in order.
+WITH completed AS (
+    UPDATE document_jobs j
+       SET status = 'completed', artifact_id = $4, error = NULL, progress = 100, completed_at = now(),
+           updated_at = now(), lease_expires_at = NULL,
+           result = $3::jsonb || jsonb_build_object('artifact_id', $4::uuid::text, 'size_bytes', $7::bigint,
+                                                    'sha256', $8::text)
+     WHERE j.id = $1 AND j.lease_token = $2 AND j.status = 'processing'
+    RETURNING j.*
 ), artifact AS (
     INSERT INTO artifacts (id, job_id, state, filename, content_type, size_bytes, sha256, chunk_count)
-    SELECT $1, id, 'stored', $4, $5, $6, $7, cardinality($8::bytea[]) FROM job
-    RETURNING *
+    SELECT $4, id, 'stored', $5, $6, $7, $8, cardinality($9::bytea[]) FROM completed
+    RETURNING id
 ), chunks AS (
     INSERT INTO artifact_chunks (artifact_id, seq, data)
     SELECT artifact.id, c.seq - 1, c.data
-      FROM artifact, unnest($8::bytea[]) WITH ORDINALITY AS c(data, seq)
+      FROM artifact, unnest($9::bytea[]) WITH ORDINALITY AS c(data, seq)
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'completed', 'completed', retry_count + 1,
+           jsonb_build_object('result', result, 'progress', 100)
+      FROM completed
+    RETURNING job_id, id
+), superseded_artifacts AS (
+    -- Artifacts uploaded by earlier attempts are not kept (the new one is not visible here yet).
+    DELETE FROM artifacts a USING completed WHERE a.job_id = completed.id
 )
-SELECT * FROM artifact;
+SELECT completed.*, event.id AS last_event_id
+  FROM completed JOIN event ON event.job_id = completed.id;
 
 -- name: insert_artifact_chunk
 INSERT INTO artifact_chunks (artifact_id, seq, data) VALUES ($1, $2, $3);

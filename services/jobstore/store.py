@@ -225,36 +225,25 @@ class Store:
             belongs = await self._pool.fetchval(Q.artifact_belongs_to_job, artifact_id, job_id)
             if not belongs:
                 raise InvalidArgument("artifact_id", "no stored artifact with this id for this job")
-        return await self._complete(job_id, token, result_json, artifact_id)
-
-    async def complete_with_artifact(self, header: ArtifactHeader, content: bytes, result_json: str) -> Row:
-        """Store a small artifact in one statement, then complete the job with it (through the batched
-        completer). The result gets the artifact's id, size and sha256. When the completion is refused,
-        the artifact goes too: a job keeps the one artifact it completed with."""
-        artifact_id = uuid.uuid4()
-        sha256 = hashlib.sha256(content).hexdigest()
-        chunks = [content[i:i + ARTIFACT_CHUNK_BYTES] for i in range(0, len(content), ARTIFACT_CHUNK_BYTES)]
-        stored = await self._pool.fetchval(Q.store_artifact, artifact_id, header.job_id, header.lease_token,
-                                           header.filename, header.content_type, len(content), sha256, chunks)
-        if stored is None:
-            state = await self._lease_state(header.job_id, header.lease_token)
-            raise FailedPrecondition(f"lease on job {header.job_id} is no longer held (job is {state}); "
-                                     "nothing stored")
-        result = {**json.loads(result_json), "artifact_id": str(artifact_id), "size_bytes": len(content),
-                  "sha256": sha256}
-        try:
-            return await self._complete(header.job_id, header.lease_token, json.dumps(result), artifact_id)
-        except BaseException:
-            await asyncio.shield(self._discard_artifact(artifact_id))
-            raise
-
-    async def _complete(self, job_id: uuid.UUID, token: uuid.UUID, result_json: str,
-                        artifact_id: uuid.UUID | None) -> Row:
         row = await self._completer.complete(job_id, token, result_json, artifact_id)
         if row is None:
             state = await self._lease_state(job_id, token)
             raise FailedPrecondition(f"lease on job {job_id} is no longer held (job is {state}); "
                                      "not completed")
+        self._committed()
+        return row
+
+    async def complete_with_artifact(self, header: ArtifactHeader, content: bytes, result_json: str) -> Row:
+        """Store a small artifact and complete the job with it in one statement; the result gets the
+        artifact's id, size and sha256. With the lease gone nothing is stored."""
+        chunks = [content[i:i + ARTIFACT_CHUNK_BYTES] for i in range(0, len(content), ARTIFACT_CHUNK_BYTES)]
+        row = await self._pool.fetchrow(
+            Q.complete_with_artifact, header.job_id, header.lease_token, result_json, uuid.uuid4(),
+            header.filename, header.content_type, len(content), hashlib.sha256(content).hexdigest(), chunks)
+        if row is None:
+            state = await self._lease_state(header.job_id, header.lease_token)
+            raise FailedPrecondition(f"lease on job {header.job_id} is no longer held (job is {state}); "
+                                     "nothing stored")
         self._committed()
         return row
 
