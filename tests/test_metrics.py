@@ -6,23 +6,13 @@ import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from docjobs.pgserver import free_port
 from docjobs.v1 import jobstore_pb2 as pb
 
 from .conftest import wait_until
-from .helpers import claim, enqueue
+from .helpers import claim, enqueue, scrape
 from .renderers import RendererProcess, example, submit, wait_finished
-
-
-async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain")
-        text = await response.text()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 async def test_jobstore_metrics_show_the_queue_and_the_calls(jobstore_factory) -> None:  # type: ignore[no-untyped-def]

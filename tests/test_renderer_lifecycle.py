@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import subprocess
 import sys
 
+import aiohttp
 import openpyxl
 
 from docjobs.pgserver import free_port
 from docjobs.v1 import jobstore_pb2 as pb
 
 from .conftest import jobstore_settings, start_jobstore, wait_until
+from .helpers import scrape
 from .renderers import RendererProcess, download, example, submit, wait_finished
 
 
@@ -64,11 +65,17 @@ async def test_a_claim_cut_short_by_a_stop_is_given_back_at_once(stub, jobstore,
 
 
 async def test_a_jobstore_outage_is_logged_once_and_ridden_out(database_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    port = free_port()
-    renderer = RendererProcess(f"127.0.0.1:{port}", tmp_path / "r").start()
+    port, metrics_port = free_port(), free_port()
+    renderer = RendererProcess(f"127.0.0.1:{port}", tmp_path / "r", DOCJOBS_METRICS_PORT=str(metrics_port)).start()
     try:
-        await wait_until(lambda: "jobstore unreachable" in renderer.log, timeout=30)
-        await asyncio.sleep(1.5)  # several failed claims meanwhile
+        async def several_claims_failed() -> bool:
+            try:
+                samples = await scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+            except aiohttp.ClientError:
+                return False  # the metrics endpoint is not up yet
+            return samples.get(("docjobs_renderer_claim_errors_total", ()), 0.0) >= 3
+
+        await wait_until(several_claims_failed, timeout=30)  # an outage of several failed claims, not one
         store = await start_jobstore(jobstore_settings(database_url, grpc_port=port))
         try:
             body = example("document")

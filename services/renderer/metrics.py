@@ -11,3 +11,5 @@ RENDER_SECONDS = Histogram("docjobs_renderer_render_seconds", "Time to render on
                            ["job_type", "mode"], registry=REGISTRY,
                            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 IN_FLIGHT = Gauge("docjobs_renderer_jobs_in_flight", "Jobs held by this renderer", registry=REGISTRY)
+CLAIM_ERRORS = Counter("docjobs_renderer_claim_errors", "Claims that failed because the jobstore could not be "
+                       "reached or answered with an error (the renderer retries with backoff)", registry=REGISTRY)

@@ -187,6 +187,7 @@ class Worker:
             try:
                 reply = call_task.result()
             except grpc.aio.AioRpcError as exc:
+                metrics.CLAIM_ERRORS.inc()
                 if failures == 0:
                     log.warning("jobstore unreachable (%s: %s); retrying with backoff", exc.code().name,
                                 exc.details())
