@@ -91,9 +91,10 @@ async def sse_events(response: aiohttp.ClientResponse, stream: SseStream | None 
 
 
 async def read_sse(session: aiohttp.ClientSession, url: str, *, headers: dict[str, str] | None = None,
-                   max_events: int | None = None) -> SseStream:
-    """Read a stream until it ends (or max_events arrived), as EventSource would parse it."""
-    stream = SseStream()
+                   max_events: int | None = None, stream: SseStream | None = None) -> SseStream:
+    """Read a stream until it ends (or max_events arrived), as EventSource would parse it. Events are
+    appended to `stream` as they arrive, for a test that watches them while the read goes on."""
+    stream = stream if stream is not None else SseStream()
     async with session.get(url, headers=headers or {}) as response:
         stream.headers = dict(response.headers)
         if response.status != 200:

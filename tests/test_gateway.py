@@ -12,7 +12,7 @@ import pytest
 from docjobs.v1 import jobstore_pb2 as pb
 
 from .conftest import wait_until
-from .gateway_client import bearer, read_sse, start_gateway, token
+from .gateway_client import SseStream, bearer, read_sse, start_gateway, token
 from .renderers import RendererProcess, example
 
 
@@ -239,13 +239,15 @@ async def test_an_open_stream_resumes_through_a_jobstore_restart(http, database_
     second = None
     try:
         _, created = await post_job(http, gateway, example("pdf"))
-        reader = asyncio.create_task(read_sse(http, gateway.base + created["eventsUrl"]))
+        seen = SseStream()
+        reader = asyncio.create_task(read_sse(http, gateway.base + created["eventsUrl"], stream=seen))
         async with grpc_module.aio.insecure_channel(first.address) as channel:
             stub = pb_grpc.JobStoreStub(channel)
             [claimed] = (await stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["pdf"], wait_ms=5000))).jobs
             await stub.Heartbeat(pb.HeartbeatRequest(job_id=claimed.job.id, lease_token=claimed.lease_token,
                                                      progress=40))
-        await asyncio.sleep(0.3)  # the stream has delivered those events
+        # The browser has those events before the jobstore goes away.
+        await wait_until(lambda: any(e.data.get("progress") == 40 for e in seen.events), timeout=10)
         code, _ = await asyncio.to_thread(first.terminate)
         assert code == 0
         second = JobStoreProcess(database_url, port=first.port).start()
