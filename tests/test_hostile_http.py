@@ -116,9 +116,11 @@ async def test_slow_and_flooding_clients_do_not_starve_the_others(jobstore, tmp_
             assert all(a.startswith(b"HTTP/1.1 408") and b'"field": "body"' in a for a in answers), answers[:1]
 
             # Event streams per user are capped; other users are not affected by one user's streams.
+            # No renderer from here on: the greedy user's jobs stay pending, so their streams stay open.
+            await renderer.shutdown()
             urls = []
             for _ in range(4):
-                async with http.post(gateway.base + "/api/jobs", json={**example("document"), "priority": -5},
+                async with http.post(gateway.base + "/api/jobs", json=example("document"),
                                      headers=bearer("greedy")) as r:
                     urls.append((await r.json())["eventsUrl"])
             opened = [await http.get(gateway.base + url) for url in urls[:3]]

@@ -108,6 +108,8 @@ class EventHub:
             except grpc.aio.AioRpcError as exc:
                 if failures == 0:
                     log.warning("event stream from the jobstore lost (%s); reconnecting", exc.code().name)
+            except Exception:  # the hub must outlive any error: without it no live event reaches a browser
+                log.exception("event hub: unexpected error; reconnecting")
             finally:
                 call.cancel()
             self.live.clear()

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 
 import asyncpg
 
+from .errors import DATABASE_ERRORS
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "docjobs_events"
@@ -112,7 +114,7 @@ class Doorbell:
                 async with asyncio.timeout(self._health_check_s):
                     await conn.fetchval("SELECT 1")
             return True
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
+        except DATABASE_ERRORS:
             return False
 
     async def _reconnect(self) -> None:
@@ -124,7 +126,7 @@ class Doorbell:
         while not self._stopping.is_set():
             try:
                 await self._connect()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.debug("LISTEN reconnect failed: %s", exc)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -156,7 +158,7 @@ class Doorbell:
                 async with self._conn_lock:
                     await conn.execute(f"NOTIFY {CHANNEL}, '{_quote(payload)}'")
                 self._unsent = False
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 # The rows are committed; replicas that miss this bell find them on their next read.
                 log.debug("NOTIFY failed: %s", exc)
                 self._unsent = True

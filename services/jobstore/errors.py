@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import asyncpg
+
+# What a lost, stopping or restarting database raises, at any point of a call: network errors, the
+# server's own errors, asyncpg's errors of a closed connection, and its InternalClientError for a
+# connection terminated in the middle of an operation ("cannot switch to state ..."), which once
+# killed the event dispatcher's loop during a Postgres restart. Background loops catch these and retry.
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                   asyncpg.InternalClientError)
+
 
 class JobStoreError(Exception):
     """Base class; the message is safe to show to the caller."""

@@ -35,6 +35,7 @@ import asyncpg
 from docjobs.v1 import jobstore_pb2 as pb
 
 from . import convert
+from .errors import DATABASE_ERRORS
 from .queries import Q
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,10 @@ class EventDispatcher:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(IDLE_MIN_INTERVAL_S):
                             await self._subscribed.wait()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                if failures == 0:
+            except Exception as exc:  # the loop must outlive any error: without it no live event flows
+                if not isinstance(exc, DATABASE_ERRORS):
+                    log.exception("event dispatcher: unexpected error; reading again")
+                elif failures == 0:
                     log.warning("event dispatcher cannot read events: %s", exc)
                 failures += 1
                 self.healthy = False

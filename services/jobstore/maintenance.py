@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from .errors import DATABASE_ERRORS
 from .queries import Q
 from .settings import Settings
 
@@ -58,7 +59,7 @@ class Maintenance:
             try:
                 await self.tick()
                 failures = 0
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except DATABASE_ERRORS as exc:
                 if failures == 0:
                     log.warning("maintenance tick failed: %s", exc)
                 failures += 1

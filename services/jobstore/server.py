@@ -21,6 +21,7 @@ from docjobs.v1 import jobstore_pb2
 from . import metrics, wire
 from .claims import ClaimWaiters
 from .doorbell import WAKE_ALL, Doorbell
+from .errors import DATABASE_ERRORS
 from .events import EventDispatcher
 from .maintenance import Maintenance
 from .metrics import QueueGauges
@@ -156,7 +157,7 @@ class JobStoreServer:
                 async with asyncio.timeout(HEALTH_CHECK_S * 2):
                     await self.pool.fetchval("SELECT 1")
                 ok = True
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except DATABASE_ERRORS:
                 ok = False
             if ok != serving and not self.shutdown.is_set():
                 serving = ok

@@ -34,7 +34,7 @@ FIREHOSE_QUEUE = 65536
 TERMINAL_EVENT_KINDS = frozenset({pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED})
 T = TypeVar("T")
 
-_DB_DOWN = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+_DB_DOWN = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.CannotConnectNowError,
             asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, TimeoutError)
 
 

@@ -21,7 +21,7 @@ import asyncpg
 
 from .claims import ClaimWaiters
 from .completer import Completer
-from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .errors import DATABASE_ERRORS, FailedPrecondition, InvalidArgument, NotFound
 from .queries import Q
 from .settings import Settings
 
@@ -81,7 +81,7 @@ class ClaimConnection:
                 self._conn = await asyncpg.connect(self._dsn, server_settings=self.SETTINGS)
             try:
                 return await self._conn.fetch(Q.claim, job_types, max_jobs, lease_ms, worker_id)
-            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError):
                 # A claim that may or may not have committed is safe: its jobs' leases run out.
                 self._conn.terminate()
                 self._conn = None
@@ -306,7 +306,7 @@ class Store:
     async def _discard_artifact(self, artifact_id: uuid.UUID) -> None:
         try:
             await self._pool.execute(Q.delete_artifact, artifact_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_ERRORS:
             pass  # maintenance deletes abandoned uploads
 
     async def get_artifact(self, artifact_id: uuid.UUID, user_id: str | None) -> Row:
