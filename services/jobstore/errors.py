@@ -10,6 +10,10 @@ import asyncpg
 # killed the event dispatcher's loop during a Postgres restart. Background loops catch these and retry.
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                    asyncpg.InternalClientError)
+# The part of those that means "the database is away" rather than "this statement is wrong": a call that
+# meets one is UNAVAILABLE (try again), never INTERNAL.
+DATABASE_DOWN = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                 asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError)
 
 
 class JobStoreError(Exception):

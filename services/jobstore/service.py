@@ -21,7 +21,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from . import convert, metrics, validation
-from .errors import FailedPrecondition, InvalidArgument, JobStoreError, NotFound, Unavailable
+from .errors import DATABASE_DOWN, FailedPrecondition, InvalidArgument, JobStoreError, NotFound, Unavailable
 from .events import EventDispatcher, Subscription
 from .settings import Settings
 from .store import Store
@@ -33,9 +33,6 @@ HISTORY_PAGE = 500
 FIREHOSE_QUEUE = 65536
 TERMINAL_EVENT_KINDS = frozenset({pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED})
 T = TypeVar("T")
-
-_DB_DOWN = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.CannotConnectNowError,
-            asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, TimeoutError)
 
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
@@ -49,7 +46,7 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, asyncpg.DataError):
         return grpc.StatusCode.INVALID_ARGUMENT, f"rejected by the database: {exc}"
-    if isinstance(exc, _DB_DOWN):
+    if isinstance(exc, DATABASE_DOWN):
         return grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry"
     if isinstance(exc, JobStoreError):
         return grpc.StatusCode.INTERNAL, str(exc)

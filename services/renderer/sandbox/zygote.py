@@ -419,7 +419,7 @@ class Zygote:
     def _replenish(self) -> None:
         """Keep the standby number of spec workers started (at start, and after one ends)."""
         while len(self.spec_workers) < self.spec_standby:
-            self._fork_spec_worker()
+            self.idle_workers.append(self._fork_spec_worker())
 
     def _fork_spec_worker(self) -> SpecWorker:
         request_r, request_w = os.pipe2(os.O_CLOEXEC)
@@ -444,7 +444,6 @@ class Zygote:
         os.set_blocking(message_r, False)
         worker = SpecWorker(pid=pid, requests=request_w, pipe=message_r)
         self.spec_workers[pid] = worker
-        self.idle_workers.append(worker)
         self.selector.register(message_r, selectors.EVENT_READ, worker)
         return worker
 
@@ -490,8 +489,6 @@ class Zygote:
     def _start_spec(self, job: Job, line: bytes) -> None:
         for _ in range(2):
             worker = self.idle_workers.pop() if self.idle_workers else self._fork_spec_worker()
-            if worker in self.idle_workers:
-                self.idle_workers.remove(worker)
             try:
                 _write_all(worker.requests, line + b"\n")
             except OSError:  # it died while idle (reaped soon): never use it again
