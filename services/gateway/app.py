@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
@@ -26,8 +24,9 @@ from . import openapi, payloads
 from .auth import Auth
 from .errors import ApiError, errors_middleware, from_grpc
 from .hub import EventHub
+from .inflight import InflightLimit
 from .settings import Settings
-from .sse import stream_job_events
+from .sse import Streams, last_event_id, open_event_stream
 
 log = logging.getLogger("gateway")
 
@@ -35,9 +34,7 @@ SETTINGS = web.AppKey("settings", Settings)
 AUTH = web.AppKey("auth", Auth)
 STUB = web.AppKey("stub", pb_grpc.JobStoreStub)
 CHANNEL = web.AppKey("channel", grpc.aio.Channel)
-STREAMS = web.AppKey("streams", weakref.WeakSet)
-STREAMS_PER_USER = web.AppKey("streams_per_user", collections.Counter)
-SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
+STREAMS = web.AppKey("streams", Streams)
 METRICS = web.AppKey("metrics", dict)
 HUB = web.AppKey("hub", EventHub)
 
@@ -52,6 +49,7 @@ def _links(request: web.Request, job_id: str, user_id: str) -> dict[str, str]:
     token = request.app[AUTH].job_url_token(user_id, job_id)
     return {"eventsUrl": f"/api/jobs/{job_id}/events?token={token}", "statusUrl": f"/api/jobs/{job_id}/status",
             "downloadUrl": f"/api/jobs/{job_id}/artifact?token={token}"}
+
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -119,29 +117,8 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.StreamResponse:
     job_id = _job_id(request)
     user_id = request.app[AUTH].user_for_job_url(request, job_id)
-    stub = request.app[STUB]
-    await stub.GetJob(pb.GetJobRequest(job_id=job_id, user_id=user_id))  # 404 before the stream starts
-    per_user = request.app[STREAMS_PER_USER]
-    limit = request.app[SETTINGS].sse_streams_per_user
-    if per_user[user_id] >= limit:
-        raise ApiError(429, "too_many_streams", f"at most {limit} open event streams per user; close one (a page "
-                       "needs one stream at a time, not one per job)", "events")
-    streams = request.app[STREAMS]
-    gauge = request.app[METRICS]["open_streams"]
-    gauge.inc()
-    per_user[user_id] += 1
-    try:
-        task = asyncio.current_task()
-        if task is not None:
-            streams.add(task)
-        return await stream_job_events(request, stub, request.app[HUB], job_id, user_id,
-                                       _links(request, job_id, user_id)["downloadUrl"],
-                                       request.app[SETTINGS].sse_heartbeat_s, request.app[SHUTDOWN])
-    finally:
-        gauge.dec()
-        per_user[user_id] -= 1
-        if not per_user[user_id]:
-            del per_user[user_id]
+    stream = request.app[STREAMS].open(job_id, user_id, last_event_id(request))
+    return await open_event_stream(request, stream)  # its live part runs in write_eof, see gateway/sse.py
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -239,11 +216,14 @@ async def metrics(request: web.Request) -> web.Response:
 async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
     channel = grpc.aio.insecure_channel(app[SETTINGS].jobstore_address, options=[
         ("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-        ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+        ("grpc.max_send_message_length", 16 * 1024 * 1024)],
+        interceptors=InflightLimit(app[SETTINGS].jobstore_max_inflight).interceptors)
     app[CHANNEL] = channel
     app[STUB] = pb_grpc.JobStoreStub(channel)
-    app[HUB] = EventHub(app[STUB])
+    app[HUB] = EventHub(app[STUB], app[SETTINGS].sse_heartbeat_s)
     app[HUB].start()
+    app[STREAMS] = Streams(app[STUB], app[HUB], app[AUTH], app[SETTINGS].sse_streams_per_user,
+                           app[METRICS]["open_streams"])
     yield
     await app[HUB].stop()
     with contextlib.suppress(TimeoutError):
@@ -252,9 +232,7 @@ async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _end_streams(app: web.Application) -> None:
-    app[SHUTDOWN].set()
-    for task in list(app[STREAMS]):
-        task.cancel()
+    app[HUB].close_all()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -262,9 +240,6 @@ def create_app(settings: Settings) -> web.Application:
     registry = CollectorRegistry()
     app[SETTINGS] = settings
     app[AUTH] = Auth(settings)
-    app[STREAMS] = weakref.WeakSet()
-    app[STREAMS_PER_USER] = collections.Counter()
-    app[SHUTDOWN] = asyncio.Event()
     app[METRICS] = {
         "registry": registry,
         "jobs_created": Counter("docjobs_gateway_jobs_created", "Jobs accepted", ["document_type"],

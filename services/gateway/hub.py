@@ -1,10 +1,11 @@
 """One Watch stream per gateway process for every job's events, fanned out to the SSE streams in memory.
 
-Holding a gRPC call per open SSE stream costs tens of KiB each; here an open stream costs an Inbox. The
+Holding a gRPC call per open SSE stream costs tens of KiB each; here a stream is an entry in a dict. The
 hub's stream is live-only, so each SSE stream first reads its job's stored events (a short history-only
 Watch) and then takes live ones from its queue, skipping what it already sent; every (re)connection of
 the hub tells the streams to read the history again (events committed while the hub was away are only in
-the table). A stream whose queue overflows is told the same.
+the table). A stream whose inbox overflows reads its history too. The hub also keeps the one timer that
+sends every stream its heartbeat, and tells every stream to end when the gateway shuts down.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
 import grpc
 
@@ -20,76 +22,66 @@ from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 log = logging.getLogger("gateway.hub")
 
-RESYNC = pb.JobEvent()  # id 0: read the history again
-QUEUE_SIZE = 256
+# Markers a stream finds among its events (compared by identity; all have id 0):
+RESYNC = pb.JobEvent()  # read the history again
+HEARTBEAT = pb.JobEvent()  # write a comment line: the stream is idle but alive
+CLOSE = pb.JobEvent()  # end the stream: the gateway is shutting down
+QUEUE_SIZE = 256  # live events a stream may hold unsent; beyond, it reads its history instead
 
 
-class Inbox:
-    """One SSE stream's live events: a list and one waiting future. (An asyncio.Queue per stream costs
-    several times more memory, and thousands of streams are open at once.) Bounded: a stream that falls
-    QUEUE_SIZE events behind drops them and is told to read its history instead."""
-
-    __slots__ = ("_events", "_waiter")
-
-    def __init__(self) -> None:
-        self._events: list[pb.JobEvent] = []
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put(self, event: pb.JobEvent) -> None:
-        if len(self._events) >= QUEUE_SIZE:
-            self._events = [RESYNC]
-        else:
-            self._events.append(event)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def get(self) -> pb.JobEvent:
-        while not self._events:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._events.pop(0)
+class Subscriber(Protocol):
+    def put(self, event: pb.JobEvent) -> None: ...
 
 
 class EventHub:
-    def __init__(self, stub: pb_grpc.JobStoreStub) -> None:
+    def __init__(self, stub: pb_grpc.JobStoreStub, heartbeat_s: float) -> None:
         self._stub = stub
-        self._streams: dict[str, set[Inbox]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._heartbeat_s = heartbeat_s
+        self._streams: dict[str, list[Subscriber]] = {}  # a list: most jobs have one stream, a set costs 4x
+        self._tasks: list[asyncio.Task[None]] = []
         self.live = asyncio.Event()  # subscribed at the jobstore: live events flow
         self.connections = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="event-hub")
+        self._tasks = [asyncio.create_task(self._run(), name="event-hub"),
+                       asyncio.create_task(self._beat(), name="event-hub-heartbeat")]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
-    def subscribe(self, job_id: str) -> Inbox:
-        inbox = Inbox()
-        self._streams.setdefault(job_id, set()).add(inbox)
-        return inbox
+    def subscribe(self, job_id: str, stream: Subscriber) -> None:
+        self._streams.setdefault(job_id, []).append(stream)
 
-    def unsubscribe(self, job_id: str, queue: Inbox) -> None:
-        queues = self._streams.get(job_id)
-        if queues is not None:
-            queues.discard(queue)
-            if not queues:
+    def unsubscribe(self, job_id: str, stream: Subscriber) -> None:
+        streams = self._streams.get(job_id)
+        if streams is not None:
+            with contextlib.suppress(ValueError):
+                streams.remove(stream)
+            if not streams:
                 del self._streams[job_id]
 
     @property
     def stream_count(self) -> int:
-        return sum(len(q) for q in self._streams.values())
+        return sum(len(s) for s in self._streams.values())
 
-    def _resync_all(self) -> None:
-        for inboxes in self._streams.values():
-            for inbox in inboxes:
-                inbox.put(RESYNC)
+    def _tell_all(self, marker: pb.JobEvent) -> None:
+        for streams in list(self._streams.values()):
+            for stream in streams:
+                stream.put(marker)
+
+    def close_all(self) -> None:
+        """Shutting down: every open stream ends (its browser reconnects elsewhere with Last-Event-ID)."""
+        self._tell_all(CLOSE)
+
+    async def _beat(self) -> None:
+        """One timer for every stream's heartbeat comment (a timer per stream costs ~1 KiB each)."""
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            self._tell_all(HEARTBEAT)
 
     async def _run(self) -> None:
         failures = 0
@@ -101,13 +93,14 @@ class EventHub:
                         self.connections += 1
                         failures = 0
                         self.live.set()
-                        self._resync_all()  # whatever was committed before, the streams read themselves
+                        self._tell_all(RESYNC)  # whatever was committed before, the streams read themselves
                         continue
-                    for inbox in self._streams.get(event.job_id, ()):
-                        inbox.put(event)
+                    for stream in self._streams.get(event.job_id, ()):
+                        stream.put(event)
             except grpc.aio.AioRpcError as exc:
                 if failures == 0:
-                    log.warning("event stream from the jobstore lost (%s); reconnecting", exc.code().name)
+                    log.warning("event stream from the jobstore lost (%s: %s); reconnecting", exc.code().name,
+                                exc.details())
             except Exception:  # the hub must outlive any error: without it no live event reaches a browser
                 log.exception("event hub: unexpected error; reconnecting")
             finally:

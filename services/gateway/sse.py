@@ -7,31 +7,46 @@ nginx from buffering it. The stream ends after job-complete or job-failed; a fin
 its history at once.
 
 A stream subscribes to the process's EventHub first, then reads its job's stored events after the
-resume id (a short, history-only Watch), then takes live events from its queue, skipping ids it already
-sent; when the hub (re)connects to the jobstore, or the stream falls behind, it reads the history again.
-So a jobstore restart is invisible to the browser, and an open stream holds no gRPC call of its own.
+resume id (a short, history-only Watch, which also answers 404 for a job that is not the caller's), then
+takes live events from its inbox, skipping ids it already sent; when the hub (re)connects to the
+jobstore, or the stream falls behind, it reads the history again. So a jobstore restart is invisible to
+the browser, and an open stream holds no gRPC call of its own.
+
+Memory: thousands of streams stay open for minutes each, so an open stream is kept small. It is one
+object, `EventStream`, the response itself and its inbox at once, and nothing else waits per stream: the
+request handler returns the prepared response, and the live part runs where aiohttp finishes a
+response, in `write_eof` (so the handler's frames and the middleware chain are gone while the stream
+is open); heartbeats come from the hub's one timer, not a timer per stream; the download link of the
+final event is signed when that event is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from aiohttp import web
+from prometheus_client import Gauge
 
 from docjobs.v1 import jobstore_pb2 as pb
 
-from .hub import EventHub
+from .auth import Auth
+from .errors import ApiError
+from .hub import CLOSE, HEARTBEAT, QUEUE_SIZE, RESYNC, EventHub
 from .payloads import TERMINAL_EVENTS, sse_event
 
 log = logging.getLogger("gateway.sse")
 
 RETRY_MS = 3000
 RESUME_ATTEMPTS = 30
+HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache, no-transform",
+           "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
 def frame(name: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
@@ -52,38 +67,95 @@ def last_event_id(request: web.Request) -> int:
     return max(0, value)
 
 
-class _Stream:
-    __slots__ = ("after", "download_url", "job_id", "response", "stub", "user_id")
+class Streams:
+    """What the open streams of a gateway process share: the jobstore, the hub, the signer of download
+    links, and the count of open streams per user (at most DOCJOBS_SSE_STREAMS_PER_USER each)."""
 
-    def __init__(self, response: web.StreamResponse, stub: Any, job_id: str, user_id: str,
-                 download_url: str, after: int) -> None:
-        self.response = response
+    def __init__(self, stub: Any, hub: EventHub, auth: Auth, per_user: int, gauge: Gauge) -> None:
         self.stub = stub
+        self.hub = hub
+        self.auth = auth
+        self.per_user = per_user
+        self.gauge = gauge
+        self.open_by_user: collections.Counter[str] = collections.Counter()
+
+    def open(self, job_id: str, user_id: str, after: int) -> EventStream:
+        if self.open_by_user[user_id] >= self.per_user:
+            raise ApiError(429, "too_many_streams", f"at most {self.per_user} open event streams per user; close "
+                           "one (a page needs one stream at a time, not one per job)", "events")
+        self.open_by_user[user_id] += 1
+        self.gauge.inc()
+        return EventStream(self, job_id, user_id, after)
+
+    def closed(self, stream: EventStream) -> None:
+        self.hub.unsubscribe(stream.job_id, stream)
+        self.gauge.dec()
+        self.open_by_user[stream.user_id] -= 1
+        if not self.open_by_user[stream.user_id]:
+            del self.open_by_user[stream.user_id]
+
+    def download_url(self, job_id: str, user_id: str) -> str:
+        return f"/api/jobs/{job_id}/artifact?token={self.auth.job_url_token(user_id, job_id)}"
+
+
+class EventStream(web.StreamResponse):
+    """One open SSE stream: the response, its inbox of live events from the hub, and where it stands."""
+
+    def __init__(self, streams: Streams, job_id: str, user_id: str, after: int) -> None:
+        super().__init__(headers=HEADERS)
+        self.streams: Streams | None = streams  # None once closed
         self.job_id = job_id
         self.user_id = user_id
-        self.download_url = download_url
-        self.after = after
+        self.after = after  # the id of the last event sent (or the resume id)
+        self._inbox: list[pb.JobEvent] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._history: tuple[Any, AsyncIterator[pb.JobEvent], pb.JobEvent | None] | None = None
+        self.finished = False  # the terminal event was sent
 
-    async def send(self, event: pb.JobEvent) -> bool:
-        """Write one event; True when it was the terminal one."""
+    # The hub's side: called for each live event of this job, and for its markers.
+    def put(self, event: pb.JobEvent) -> None:
+        if len(self._inbox) >= QUEUE_SIZE:
+            self._inbox = [RESYNC]  # fell behind: read the history instead of what was dropped
+        elif event is HEARTBEAT and self._inbox:
+            return  # events are waiting: they keep the stream alive themselves
+        else:
+            self._inbox.append(event)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _next(self) -> pb.JobEvent:
+        while not self._inbox:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._inbox.pop(0)
+
+    async def send(self, event: pb.JobEvent) -> None:
         if event.id <= self.after:
-            return False
-        name, data = sse_event(event, self.download_url)
-        await self.response.write(frame(name, data, event.id))
+            return
+        link = self._streams.download_url(self.job_id, self.user_id) if event.kind == pb.EVENT_KIND_COMPLETED else ""
+        name, data = sse_event(event, link)
+        await self.write(frame(name, data, event.id))
         self.after = event.id
-        return name in TERMINAL_EVENTS
+        self.finished = name in TERMINAL_EVENTS
 
-    async def catch_up(self) -> bool:
-        """The stored events after the last one sent; True when the terminal one was among them."""
+    async def send_all(self, events: AsyncIterator[pb.JobEvent]) -> None:
+        async for event in events:
+            await self.send(event)
+            if self.finished:
+                return
+
+    async def catch_up(self) -> None:
+        """Send the stored events after the last one sent (a jobstore that restarts is waited for)."""
         failures = 0
         while True:
-            call = self.stub.Watch(pb.WatchRequest(job_id=self.job_id, user_id=self.user_id,
+            call = self._streams.stub.Watch(pb.WatchRequest(job_id=self.job_id, user_id=self.user_id,
                                                    after_event_id=self.after, history_only=True))
             try:
-                async for event in call:
-                    if await self.send(event):
-                        return True
-                return False
+                await self.send_all(call)
+                return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
@@ -94,41 +166,85 @@ class _Stream:
             finally:
                 call.cancel()
 
+    async def _send_history(self) -> None:
+        """The rest of the history whose first event was read before the response started."""
+        call, history, first = self._history
+        self._history = None
+        try:
+            if first is not None:
+                await self.send(first)
+            if not self.finished:
+                await self.send_all(history)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            await self.catch_up()  # the jobstore went away meanwhile: read it again from there
+        finally:
+            call.cancel()
 
-async def stream_job_events(request: web.Request, stub: Any, hub: EventHub, job_id: str, user_id: str,
-                            download_url: str, heartbeat_s: float, shutdown: asyncio.Event) -> web.StreamResponse:
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache, no-transform",
-        "X-Accel-Buffering": "no", "Connection": "keep-alive"})
-    await response.prepare(request)
-    await response.write(f"retry: {RETRY_MS}\n\n".encode())
-    stream = _Stream(response, stub, job_id, user_id, download_url, last_event_id(request))
-    queue = hub.subscribe(job_id)  # first: whatever commits from here on reaches the queue
-    try:
-        if await stream.catch_up():
-            return response
-        while not shutdown.is_set():
-            try:
-                async with asyncio.timeout(heartbeat_s):  # no extra task per wait, unlike wait_for
-                    event = await queue.get()
-            except TimeoutError:
-                await response.write(b": heartbeat\n\n")
-                continue
-            if event.id == 0:  # the hub reconnected, or this stream fell behind
-                if await stream.catch_up():
-                    return response
-            elif await stream.send(event):
-                return response
-    except grpc.aio.AioRpcError as exc:
-        with contextlib.suppress(ConnectionResetError):
-            await response.write(frame("error", {"jobId": job_id, "error": {
-                "code": exc.code().name.lower(), "message": exc.details() or "the job service is unavailable"}}))
-    except ConnectionResetError:
-        pass  # the client went away
-    finally:
-        hub.unsubscribe(job_id, queue)
+    async def _live(self) -> None:
+        await self.write(f"retry: {RETRY_MS}\n\n".encode())
+        if self._history is not None:
+            await self._send_history()  # (its own frame: the call is not held while the stream is open)
+        while not self.finished:
+            event = await self._next()
+            if event is HEARTBEAT:
+                await self.write(b": heartbeat\n\n")
+            elif event is CLOSE:
+                return  # the gateway is shutting down: the browser reconnects with Last-Event-ID
+            elif event is RESYNC:  # the hub reconnected, or this stream fell behind
+                await self.catch_up()
+            else:
+                await self.send(event)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        """aiohttp calls this once the handler has returned the response: the stream's live part runs
+        here, then the response ends."""
+        if not self.prepared or self._eof_sent:
+            await super().write_eof(data)
+            return
+        try:
+            await self._live()
+        except grpc.aio.AioRpcError as exc:
+            with contextlib.suppress(ConnectionResetError):
+                await self.write(frame("error", {"jobId": self.job_id, "error": {
+                    "code": exc.code().name.lower(), "message": exc.details() or "the job service is unavailable"}}))
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            self.leave()
         # Bounded: a client that stopped reading must not hold the handler (or a shutdown) forever.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
-                await response.write_eof()
-    return response
+                await super().write_eof(data)
+
+    def leave(self) -> None:
+        """Leave the hub and the gateway's count of open streams (once)."""
+        if self.streams is not None:
+            streams, self.streams = self.streams, None
+            streams.closed(self)
+
+    @property
+    def _streams(self) -> Streams:
+        assert self.streams is not None, "the stream is closed"
+        return self.streams
+
+
+async def open_event_stream(request: web.Request, stream: EventStream) -> EventStream:
+    """Subscribe, start reading the job's stored events and start the response. The handler returns the
+    stream to aiohttp, whose call of write_eof then sends the history and the live events. Until the
+    response starts, a job that is not the caller's (or a jobstore that is away) raises as in any handler:
+    a JSON error with its HTTP status."""
+    stream._streams.hub.subscribe(stream.job_id, stream)  # first: whatever commits from here on reaches the inbox
+    call = stream._streams.stub.Watch(pb.WatchRequest(job_id=stream.job_id, user_id=stream.user_id,
+                                             after_event_id=stream.after, history_only=True))
+    try:
+        history = aiter(call)
+        first = await anext(history, None)  # NOT_FOUND (another user's job, or none) raises here
+        await stream.prepare(request)
+    except BaseException:
+        call.cancel()
+        stream.leave()
+        raise
+    stream._history = (call, history, first)
+    return stream
