@@ -39,6 +39,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from .auth import Auth
 from .errors import ApiError
 from .hub import CLOSE, HEARTBEAT, QUEUE_SIZE, RESYNC, EventHub
+from .inflight import BoundedStub
 from .payloads import TERMINAL_EVENTS, sse_event
 
 log = logging.getLogger("gateway.sse")
@@ -71,7 +72,7 @@ class Streams:
     """What the open streams of a gateway process share: the jobstore, the hub, the signer of download
     links, and the count of open streams per user (at most DOCJOBS_SSE_STREAMS_PER_USER each)."""
 
-    def __init__(self, stub: Any, hub: EventHub, auth: Auth, per_user: int, gauge: Gauge) -> None:
+    def __init__(self, stub: BoundedStub, hub: EventHub, auth: Auth, per_user: int, gauge: Gauge) -> None:
         self.stub = stub
         self.hub = hub
         self.auth = auth
@@ -151,8 +152,8 @@ class EventStream(web.StreamResponse):
         """Send the stored events after the last one sent (a jobstore that restarts is waited for)."""
         failures = 0
         while True:
-            call = self._streams.stub.Watch(pb.WatchRequest(job_id=self.job_id, user_id=self.user_id,
-                                                   after_event_id=self.after, history_only=True))
+            call = await self._streams.stub.Watch(pb.WatchRequest(
+                job_id=self.job_id, user_id=self.user_id, after_event_id=self.after, history_only=True))
             try:
                 await self.send_all(call)
                 return
@@ -236,8 +237,12 @@ async def open_event_stream(request: web.Request, stream: EventStream) -> EventS
     response starts, a job that is not the caller's (or a jobstore that is away) raises as in any handler:
     a JSON error with its HTTP status."""
     stream._streams.hub.subscribe(stream.job_id, stream)  # first: whatever commits from here on reaches the inbox
-    call = stream._streams.stub.Watch(pb.WatchRequest(job_id=stream.job_id, user_id=stream.user_id,
-                                             after_event_id=stream.after, history_only=True))
+    try:
+        call = await stream._streams.stub.Watch(pb.WatchRequest(job_id=stream.job_id, user_id=stream.user_id,
+                                                                after_event_id=stream.after, history_only=True))
+    except BaseException:
+        stream.leave()
+        raise
     try:
         history = aiter(call)
         first = await anext(history, None)  # NOT_FOUND (another user's job, or none) raises here
