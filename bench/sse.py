@@ -3,9 +3,10 @@
 Starts an embedded Postgres, a jobstore process and a gateway process (JWT auth), then:
   1. opens N SSE streams (default 5,000), one per job, each a pending job; measures the gateway's
      resident memory before and with all streams open, per stream;
-  2. drives events: a worker claims the jobs and reports progress on them at about R events/s
-     (default 1,000) for a few seconds; each event's delivery latency is the time from the worker's
-     Heartbeat returning (the event is committed) to the client reading it;
+  2. drives events: a worker claims every job (N "processing" events at once: the time until every
+     client has its event is reported), then, once that burst has been delivered, reports progress on
+     the jobs at about R events/s (default 1,000) for a few seconds; each event's delivery latency is
+     the time from the worker's Heartbeat returning (the event is committed) to the client reading it;
   3. completes every job, so every stream ends by itself;
   4. POST-to-complete latency for a trivial job with an idle worker waiting in a long-poll claim.
 
@@ -51,7 +52,8 @@ def percentile(values: list[float], q: int) -> float:
 
 
 async def open_stream(session: aiohttp.ClientSession, url: str, sent: dict[str, float], latencies: list[float],
-                      opened: asyncio.Event, counter: list[int], total: int) -> None:
+                      opened: asyncio.Event, counter: list[int], total: int, statuses: list[int],
+                      all_statuses: asyncio.Event) -> None:
     async with session.get(url, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
         counter[0] += 1
         if counter[0] == total:
@@ -61,6 +63,10 @@ async def open_stream(session: aiohttp.ClientSession, url: str, sent: dict[str, 
             line = raw.decode()
             if line.startswith("event:"):
                 name = line[6:].strip()
+                if name == "status":
+                    statuses[0] += 1
+                    if statuses[0] == 2 * total:  # pending and processing, on every stream
+                        all_statuses.set()
             elif line.startswith("data:") and name == "progress":
                 data = json.loads(line[5:])
                 key = f"{data['jobId']}:{data['progress']}"
@@ -95,8 +101,11 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
         latencies: list[float] = []
         opened = asyncio.Event()
         counter = [0]
+        statuses = [0]
+        all_statuses = asyncio.Event()
         streams = [asyncio.create_task(open_stream(session, gateway + c["eventsUrl"], sent, latencies, opened,
-                                                   counter, args.streams)) for c in created]
+                                                   counter, args.streams, statuses, all_statuses))
+                   for c in created]
         await asyncio.wait_for(opened.wait(), 300)
         await asyncio.sleep(2)
         rss_open = process.memory_info().rss
@@ -105,6 +114,11 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
             reply = await stub.Claim(pb.ClaimRequest(worker_id="bench", job_types=["pdf"], max_jobs=100,
                                                      lease_ms=600_000))
             claimed.extend(reply.jobs)
+        # Every stream gets its "processing" status: 5,000 events at once. Measure the steady rate after that
+        # burst has reached the clients, not behind it.
+        claimed_at = time.perf_counter()
+        await asyncio.wait_for(all_statuses.wait(), 120)
+        burst_ms = (time.perf_counter() - claimed_at) * 1000
         # Progress events at about args.rate per second, spread over the jobs, from 8 paced senders.
         senders = 8
         counts = [0] * senders
@@ -156,6 +170,8 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
           f"{rss_open / 2**20:7.1f} MiB with all open")
     print(f"  per open stream           {per_stream / 1024:7.1f} KiB  "
           f"(target < 20 KiB; ratio {per_stream / 20480:.2f})")
+    print(f"  status burst              {burst_ms:7.0f} ms from the last claim until every stream had its "
+          f"'processing' ({args.streams} events at once)")
     print(f"  progress events           {achieved:7.0f} /s for {args.seconds} s, {len(latencies)} delivered")
     print(f"  commit -> client p50      {statistics.median(latencies):7.1f} ms")
     print(f"  commit -> client p99      {percentile(latencies, 99):7.1f} ms  (target < 100 ms; ratio "
