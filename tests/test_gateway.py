@@ -112,6 +112,21 @@ async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_is_released
     await wait_until(lambda: hub.stream_count == 0, timeout=10)
 
 
+async def test_a_gateway_that_stops_ends_its_open_streams_cleanly(http, jobstore) -> None:  # type: ignore[no-untyped-def]
+    """On shutdown every open stream is ended by the gateway (its HTTP response finishes properly, so the
+    browser's EventSource reconnects with Last-Event-ID), not cut off when the shutdown times out."""
+    gateway = await start_gateway(jobstore.address, sse_heartbeat_s=60)
+    _, created = await post_job(http, gateway, example("pdf"))  # no renderer: the job stays pending
+    async with http.get(gateway.base + created["eventsUrl"]) as response:
+        events = sse_events(response)
+        first = await anext(events)
+        assert first.name == "status" and first.data["status"] == "pending"
+        stopping = asyncio.create_task(gateway.stop())
+        rest = [event async for event in events]  # a cut connection raises ClientPayloadError here
+        await stopping
+    assert rest == []
+
+
 async def test_failed_job_streams_job_failed(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
     _, created = await post_job(http, gateway, {"documentType": "spreadsheet", "title": "code", "code": "x = 1"})
     stream = await read_sse(http, gateway.base + created["eventsUrl"])

@@ -52,7 +52,6 @@ def _links(request: web.Request, job_id: str, user_id: str) -> dict[str, str]:
             "downloadUrl": f"/api/jobs/{job_id}/artifact?token={token}"}
 
 
-
 async def create_job(request: web.Request) -> web.Response:
     user_id = request.app[AUTH].user(request)
     limit = request.app[SETTINGS].body_timeout_s

@@ -115,7 +115,9 @@ class EventStream(web.StreamResponse):
 
     # The hub's side: called for each live event of this job, and for its markers.
     def put(self, event: pb.JobEvent) -> None:
-        if len(self._inbox) >= QUEUE_SIZE:
+        if event is CLOSE:
+            self._inbox = [CLOSE]  # ends the stream next; the browser resumes what was pending, by id
+        elif len(self._inbox) >= QUEUE_SIZE:
             self._inbox = [RESYNC]  # fell behind: read the history instead of what was dropped
         elif event is HEARTBEAT and self._inbox:
             return  # events are waiting: they keep the stream alive themselves
