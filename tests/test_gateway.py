@@ -127,6 +127,26 @@ async def test_a_gateway_that_stops_ends_its_open_streams_cleanly(http, jobstore
     assert rest == []
 
 
+async def test_two_tabs_on_one_job_and_one_closes(http, gateway, stub) -> None:  # type: ignore[no-untyped-def]
+    """Two streams of the same job: the one that stays open still gets every live event after the other
+    one went away."""
+    from gateway.app import HUB
+
+    hub = gateway.runner.app[HUB]
+    _, created = await post_job(http, gateway, example("pdf"))
+    stays = SseStream()
+    reader = asyncio.create_task(read_sse(http, gateway.base + created["eventsUrl"], stream=stays))
+    async with http.get(gateway.base + created["eventsUrl"]) as leaves:
+        await anext(sse_events(leaves))
+        await wait_until(lambda: hub.stream_count == 2, timeout=10)
+    [claimed] = (await stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["pdf"], wait_ms=5000))).jobs
+    await wait_until(lambda: hub.stream_count == 1, timeout=10)  # noticed at its next write
+    await stub.Heartbeat(pb.HeartbeatRequest(job_id=claimed.job.id, lease_token=claimed.lease_token, progress=50))
+    await stub.Complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
+    stream = await asyncio.wait_for(reader, 30)
+    assert [e.name for e in stream.events] == ["status", "status", "progress", "job-complete"]
+
+
 async def test_failed_job_streams_job_failed(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
     _, created = await post_job(http, gateway, {"documentType": "spreadsheet", "title": "code", "code": "x = 1"})
     stream = await read_sse(http, gateway.base + created["eventsUrl"])

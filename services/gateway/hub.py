@@ -59,8 +59,7 @@ class EventHub:
     def unsubscribe(self, job_id: str, stream: Subscriber) -> None:
         streams = self._streams.get(job_id)
         if streams is not None:
-            with contextlib.suppress(ValueError):
-                streams.remove(stream)
+            streams[:] = [s for s in streams if s is not stream]  # by identity: a stream is not a value
             if not streams:
                 del self._streams[job_id]
 
