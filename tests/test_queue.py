@@ -274,6 +274,42 @@ async def test_list_jobs_pages_newest_first(stub) -> None:
     assert seen == [j.title for j in reversed(made)]
 
 
+async def test_listings_leave_large_payloads_out_unless_asked(jobstore) -> None:  # type: ignore[no-untyped-def]
+    """A session of large jobs (specs of 3.5 MB): listing it used to carry every payload, and from five such
+    jobs on the reply passed gRPC's 16 MiB message limit (RESOURCE_EXHAUSTED: the gateway's job list of
+    that session failed). Listings and GetJob now leave payloads out unless asked; asked for, a page ends
+    before 12 MiB and the next page goes on."""
+    from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+    user = new_user()
+    spec = {"blocks": [{"type": "paragraph", "text": f"paragraph {i} " + "x" * 990} for i in range(3500)]}
+    payload = json.dumps({"spec": spec})
+    limit = 16 * 1024 * 1024
+    options = [("grpc.max_receive_message_length", limit)]
+    async with grpc.aio.insecure_channel(jobstore.address, options=options) as channel:
+        stub = pb_grpc.JobStoreStub(channel)
+        ids = [(await stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id=user, session_id="big",
+                                                     payload_json=payload))).job.id for _ in range(5)]
+        newest_first = ids[::-1]
+        listed = await stub.ListJobs(pb.ListJobsRequest(user_id=user, session_id="big"))
+        assert [j.id for j in listed.jobs] == newest_first and not listed.next_page_token
+        assert all(j.payload_json == "" for j in listed.jobs)
+        assert (await stub.GetJob(pb.GetJobRequest(job_id=ids[0]))).payload_json == ""
+        asked = await stub.GetJob(pb.GetJobRequest(job_id=ids[0], include_payload=True))
+        assert json.loads(asked.payload_json) == {"spec": spec}
+        pages, token = [], ""
+        while True:
+            page = await stub.ListJobs(pb.ListJobsRequest(user_id=user, session_id="big", include_payloads=True,
+                                                          page_token=token))
+            assert page.ByteSize() < limit
+            assert all(json.loads(j.payload_json) == {"spec": spec} for j in page.jobs)
+            pages.append([j.id for j in page.jobs])
+            token = page.next_page_token
+            if not token:
+                break
+    assert [i for p in pages for i in p] == newest_first and len(pages) > 1
+
+
 async def test_stats_count_by_type_and_status(stub) -> None:
     await enqueue(stub, job_type="pdf")
     await enqueue(stub, job_type="pdf")

@@ -69,7 +69,7 @@ def job(row: Row) -> pb.Job:
         job_type=row["job_type"],
         status=STATUS_TO_PB[row["status"]],
         title=row["title"],
-        payload_json=row["payload"],
+        payload_json=row["payload"] or "",  # NULL: not asked for (GetJob, ListJobs)
         result_json=row["result"] or "",
         priority=row["priority"],
         retry_count=row["retry_count"],

@@ -31,14 +31,26 @@ SELECT j.*, (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_e
  WHERE j.user_id = $1 AND j.idempotency_key = $2;
 
 -- name: get_job
-SELECT j.*, (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
+-- $1 job id, $2 with its payload. A payload can be 4 MiB and most callers do not need it, so it is read
+-- (and sent) only when asked for: the columns are listed for that.
+SELECT j.id, j.user_id, j.session_id, j.message_id, j.job_type, j.status, j.title,
+       CASE WHEN $2::bool THEN j.payload END AS payload,
+       j.result, j.error, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.started_at,
+       j.completed_at, j.expires_at, j.updated_at, j.lease_token, j.lease_expires_at, j.worker_id,
+       j.progress, j.progress_message, j.idempotency_key, j.artifact_id,
+       (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
   FROM document_jobs j
  WHERE j.id = $1;
 
 -- name: list_jobs
 -- $1 user_id or NULL, $2 session_id or NULL, $3 statuses (empty: all), $4 cursor created_at or NULL,
--- $5 cursor id, $6 limit.
-SELECT j.*, (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
+-- $5 cursor id, $6 limit, $7 with payloads (see get_job).
+SELECT j.id, j.user_id, j.session_id, j.message_id, j.job_type, j.status, j.title,
+       CASE WHEN $7::bool THEN j.payload END AS payload,
+       j.result, j.error, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.started_at,
+       j.completed_at, j.expires_at, j.updated_at, j.lease_token, j.lease_expires_at, j.worker_id,
+       j.progress, j.progress_message, j.idempotency_key, j.artifact_id,
+       (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
   FROM document_jobs j
  WHERE ($1::text IS NULL OR j.user_id = $1)
    AND ($2::text IS NULL OR j.session_id = $2)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_PAGE = 500
 FIREHOSE_QUEUE = 65536
+LIST_REPLY_BUDGET = 12 * 1024 * 1024  # a ListJobs page with payloads ends before this (the limit is 16 MiB)
 TERMINAL_EVENT_KINDS = frozenset({pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED})
 T = TypeVar("T")
 
@@ -131,15 +132,24 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        return convert.job(await self._store.get_job(*validation.get_job(request)))
+        job_id, user_id = validation.get_job(request)
+        return convert.job(await self._store.get_job(job_id, user_id, with_payload=request.include_payload))
 
     @unary
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
         user_id, session_id, statuses, cursor, page_size = validation.list_jobs(request)
-        rows = await self._store.list_jobs(user_id, session_id, statuses, cursor, page_size + 1)
-        response = pb.ListJobsResponse(jobs=[convert.job(r) for r in rows[:page_size]])
-        if len(rows) > page_size:
-            last = rows[page_size - 1]
+        rows = await self._store.list_jobs(user_id, session_id, statuses, cursor, page_size + 1,
+                                           with_payloads=request.include_payloads)
+        response = pb.ListJobsResponse()
+        size = 0
+        for row in rows[:page_size]:
+            job = convert.job(row)
+            size += job.ByteSize()
+            if response.jobs and size > LIST_REPLY_BUDGET:  # payloads: the page ends before the message limit
+                break
+            response.jobs.append(job)
+        if len(rows) > len(response.jobs):
+            last = rows[len(response.jobs) - 1]
             response.next_page_token = validation.encode_page_token(last["created_at"], last["id"])
         return response
 

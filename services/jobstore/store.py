@@ -131,16 +131,18 @@ class Store:
             raise FailedPrecondition("idempotency key conflict; retry the call")
         return existing, False
 
-    async def get_job(self, job_id: uuid.UUID, user_id: str | None) -> Row:
-        row = await self._pool.fetchrow(Q.get_job, job_id)
+    async def get_job(self, job_id: uuid.UUID, user_id: str | None, *, with_payload: bool = False) -> Row:
+        row = await self._pool.fetchrow(Q.get_job, job_id, with_payload)
         if row is None or (user_id is not None and row["user_id"] != user_id):
             raise NotFound(f"job {job_id} not found")
         return row
 
     async def list_jobs(self, user_id: str | None, session_id: str | None, statuses: list[str],
-                        cursor: tuple[datetime, uuid.UUID] | None, limit: int) -> list[Row]:
+                        cursor: tuple[datetime, uuid.UUID] | None, limit: int, *,
+                        with_payloads: bool = False) -> list[Row]:
         created, job_id = cursor if cursor is not None else (None, None)
-        return await self._pool.fetch(Q.list_jobs, user_id, session_id, statuses, created, job_id, limit)
+        return await self._pool.fetch(Q.list_jobs, user_id, session_id, statuses, created, job_id, limit,
+                                      with_payloads)
 
     async def cancel(self, job_id: uuid.UUID, user_id: str | None, reason: str) -> Row:
         await self.get_job(job_id, user_id)  # NOT_FOUND for an unknown job or another user's
