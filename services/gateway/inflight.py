@@ -4,9 +4,9 @@ Thousands of browsers can open their event streams in the same second (a gateway
 EventSource reconnect at once), and each opening is a call to the jobstore. gRPC's HTTP/2 transport
 refuses part of a burst of ~2,000 calls started at once on one connection: those calls end CANCELLED,
 the gateway answered 502, and an EventSource that gets a 502 gives up for good. So calls beyond the bound
-wait their turn here, before any call object exists (a waiting opening holds no gRPC state: in a burst
-of 5,000 openings that left ~5 KiB less of scattered memory per open stream than an interceptor, which
-creates the call and a task first, then waits).
+wait their turn here, before any call object exists (a waiting opening holds no gRPC state: after a
+burst of 5,000 openings, 19 KiB per open stream against 21 KiB with an interceptor, which creates the
+call and a task first, then waits).
 
 The gateway's one live event stream (the hub's Watch of all jobs) uses the channel's plain stub: it
 lasts as long as the process and is not counted.
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
-
-Reply = TypeVar("Reply")
 
 
 class BoundedStub:
@@ -34,10 +32,6 @@ class BoundedStub:
         self._stub = stub
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
-
-    @property
-    def in_flight(self) -> int:
-        return self.limit - self._slots._value
 
     async def _unary(self, method: Callable[[Any], Any], request: Any) -> Any:
         async with self._slots:
