@@ -147,6 +147,19 @@ async def test_two_tabs_on_one_job_and_one_closes(http, gateway, stub) -> None: 
     assert [e.name for e in stream.events] == ["status", "status", "progress", "job-complete"]
 
 
+async def test_head_on_the_streaming_urls_is_refused_not_answered_with_a_body(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
+    """A HEAD response has no body. aiohttp sends a streamed response's body after a HEAD's headers (the
+    client then read the event stream as the next response's status line), so these two routes refuse
+    HEAD with a JSON 405."""
+    _, created = await post_job(http, gateway, example("pdf"))
+    done = await read_sse(http, gateway.base + created["eventsUrl"])
+    for url in (created["eventsUrl"], done.events[-1].data["result"]["downloadUrl"]):
+        async with http.head(gateway.base + url) as r:
+            assert r.status == 405
+        async with http.get(gateway.base + created["statusUrl"], headers=bearer("alice")) as r:
+            assert r.status == 200  # the connection is still sound after the HEAD
+
+
 async def test_failed_job_streams_job_failed(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
     _, created = await post_job(http, gateway, {"documentType": "spreadsheet", "title": "code", "code": "x = 1"})
     stream = await read_sse(http, gateway.base + created["eventsUrl"])

@@ -257,8 +257,9 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/api/jobs/{job_id}", get_job),
         web.get("/api/jobs/{job_id}/status", get_job),
         web.delete("/api/jobs/{job_id}", cancel_job),
-        web.get("/api/jobs/{job_id}/events", job_events),
-        web.get("/api/jobs/{job_id}/artifact", download),
+        # No HEAD on the two streaming routes: aiohttp would send their body after a HEAD's headers.
+        web.get("/api/jobs/{job_id}/events", job_events, allow_head=False),
+        web.get("/api/jobs/{job_id}/artifact", download, allow_head=False),
         web.get("/api/stats", stats),
         web.get("/", index),
         web.get("/api/examples/{job_type}", get_example),
