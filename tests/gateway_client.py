@@ -14,7 +14,7 @@ import jwt
 from aiohttp import web
 
 from docjobs.pgserver import free_port
-from gateway.app import create_app
+from gateway.app import SERVER_OPTIONS, create_app
 from gateway.settings import Settings
 
 SECRET = "test-secret-0123456789abcdef-0123456789"
@@ -46,7 +46,7 @@ async def start_gateway(jobstore_address: str, **overrides: Any) -> RunningGatew
     options: dict[str, Any] = {"auth": "jwt", "jwt_secret": SECRET, "sse_heartbeat_s": 0.5,
                                "http_port": free_port(), **overrides}
     settings = Settings(jobstore_address=jobstore_address, **options)
-    runner = web.AppRunner(create_app(settings), shutdown_timeout=2)
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=2, **SERVER_OPTIONS)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
     return RunningGateway(runner, f"http://127.0.0.1:{settings.http_port}")

@@ -160,6 +160,27 @@ async def test_head_on_the_streaming_urls_is_refused_not_answered_with_a_body(ht
             assert r.status == 200  # the connection is still sound after the HEAD
 
 
+async def test_a_stream_whose_client_leaves_is_released_at_once(http, jobstore) -> None:  # type: ignore[no-untyped-def]
+    """A browser that closes its tab (or reloads) frees its stream at once, not at the stream's next write
+    up to a heartbeat later: until then the gone stream still counted against the user's open streams,
+    so a user at the cap who reloaded got 429. Here the cap is one stream and heartbeats are a minute
+    apart: the second stream opens right after the first one's client left."""
+    from gateway.app import HUB
+
+    gateway = await start_gateway(jobstore.address, sse_heartbeat_s=60, sse_streams_per_user=1)
+    try:
+        hub = gateway.runner.app[HUB]
+        _, created = await post_job(http, gateway, example("pdf"))  # no renderer: the job stays pending
+        async with http.get(gateway.base + created["eventsUrl"]) as first:
+            assert (await anext(sse_events(first))).name == "status"
+        await wait_until(lambda: hub.stream_count == 0, timeout=5)
+        async with http.get(gateway.base + created["eventsUrl"]) as second:
+            assert second.status == 200
+            assert (await anext(sse_events(second))).name == "status"
+    finally:
+        await gateway.stop()
+
+
 async def test_failed_job_streams_job_failed(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
     _, created = await post_job(http, gateway, {"documentType": "spreadsheet", "title": "code", "code": "x = 1"})
     stream = await read_sse(http, gateway.base + created["eventsUrl"])

@@ -40,6 +40,11 @@ METRICS = web.AppKey("metrics", dict)
 HUB = web.AppKey("hub", EventHub)
 
 GRPC_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
+# A client that disconnects cancels its handler at once. An open event stream is released then (not at
+# its next write, up to a heartbeat later: until then it counted against its user's open streams), and a
+# request whose client left stops its work (a job it was enqueueing is either made or not: a retry with
+# the same Idempotency-Key gets the same job).
+SERVER_OPTIONS = {"handler_cancellation": True}
 
 
 def _job_id(request: web.Request) -> str:
@@ -286,7 +291,7 @@ def main() -> None:
     gc.set_threshold(50_000, 20, 100)
     # uvloop, as in the other services: C transports cost less memory and CPU per open stream.
     web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port, print=None,
-                shutdown_timeout=5, loop=uvloop.new_event_loop())
+                shutdown_timeout=5, loop=uvloop.new_event_loop(), **SERVER_OPTIONS)
 
 
 
