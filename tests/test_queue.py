@@ -277,8 +277,8 @@ async def test_list_jobs_pages_newest_first(stub) -> None:
 async def test_listings_leave_large_payloads_out_unless_asked(jobstore) -> None:  # type: ignore[no-untyped-def]
     """A session of large jobs (specs of 3.5 MB): listing it used to carry every payload, and from five such
     jobs on the reply passed gRPC's 16 MiB message limit (RESOURCE_EXHAUSTED: the gateway's job list of
-    that session failed). Listings and GetJob now leave payloads out unless asked; asked for, a page ends
-    before 12 MiB and the next page goes on."""
+    that session failed). Payloads are now in a worker's claim, and in GetJob and listings when asked (a
+    page then ends before 12 MiB and the next page goes on); no other reply carries them."""
     from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
     user = new_user()
@@ -288,8 +288,10 @@ async def test_listings_leave_large_payloads_out_unless_asked(jobstore) -> None:
     options = [("grpc.max_receive_message_length", limit)]
     async with grpc.aio.insecure_channel(jobstore.address, options=options) as channel:
         stub = pb_grpc.JobStoreStub(channel)
-        ids = [(await stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id=user, session_id="big",
-                                                     payload_json=payload))).job.id for _ in range(5)]
+        made = [(await stub.Enqueue(pb.EnqueueRequest(job_type="big-payload", user_id=user, session_id="big",
+                                                      payload_json=payload))).job for _ in range(5)]
+        assert all(job.payload_json == "" for job in made)  # the caller has it
+        ids = [job.id for job in made]
         newest_first = ids[::-1]
         listed = await stub.ListJobs(pb.ListJobsRequest(user_id=user, session_id="big"))
         assert [j.id for j in listed.jobs] == newest_first and not listed.next_page_token
@@ -307,6 +309,11 @@ async def test_listings_leave_large_payloads_out_unless_asked(jobstore) -> None:
             token = page.next_page_token
             if not token:
                 break
+        # The worker gets it with its claim; the completion's reply leaves it out again.
+        [claimed] = (await stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["big-payload"]))).jobs
+        assert json.loads(claimed.job.payload_json) == {"spec": spec}
+        done = await stub.Complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
+        assert done.status == pb.JOB_STATUS_COMPLETED and done.payload_json == ""
     assert [i for p in pages for i in p] == newest_first and len(pages) > 1
 
 

@@ -60,7 +60,9 @@ def job_error(value: Any) -> pb.JobError | None:
                        retryable=bool(error.get("retryable", False)))
 
 
-def job(row: Row) -> pb.Job:
+def job(row: Row, *, payload: bool = False) -> pb.Job:
+    """A job as the API shows it. Its payload (up to 4 MiB) only with payload=True: a worker's claim, and
+    GetJob or ListJobs when asked; every other reply leaves it out (its caller sent it, or needs none)."""
     msg = pb.Job(
         id=str(row["id"]),
         user_id=row["user_id"],
@@ -69,7 +71,7 @@ def job(row: Row) -> pb.Job:
         job_type=row["job_type"],
         status=STATUS_TO_PB[row["status"]],
         title=row["title"],
-        payload_json=row["payload"] or "",  # NULL: not asked for (GetJob, ListJobs)
+        payload_json=(row["payload"] or "") if payload else "",  # NULL: not asked for (GetJob, ListJobs)
         result_json=row["result"] or "",
         priority=row["priority"],
         retry_count=row["retry_count"],

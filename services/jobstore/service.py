@@ -133,7 +133,8 @@ class JobStoreService(pb_grpc.JobStoreServicer):
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         job_id, user_id = validation.get_job(request)
-        return convert.job(await self._store.get_job(job_id, user_id, with_payload=request.include_payload))
+        row = await self._store.get_job(job_id, user_id, with_payload=request.include_payload)
+        return convert.job(row, payload=request.include_payload)
 
     @unary
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
@@ -143,7 +144,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         response = pb.ListJobsResponse()
         size = 0
         for row in rows[:page_size]:
-            job = convert.job(row)
+            job = convert.job(row, payload=request.include_payloads)
             size += job.ByteSize()
             if response.jobs and size > LIST_REPLY_BUDGET:  # payloads: the page ends before the message limit
                 break
@@ -196,7 +197,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
             context.add_done_callback(release_if_lost)
         response = pb.ClaimResponse()
         for row in rows:
-            claimed = response.jobs.add(job=convert.job(row), lease_token=str(row["lease_token"]),
+            claimed = response.jobs.add(job=convert.job(row, payload=True), lease_token=str(row["lease_token"]),
                                         attempt=row["retry_count"] + 1)
             claimed.lease_expires_at.FromDatetime(row["lease_expires_at"])
         return response
