@@ -274,6 +274,33 @@ async def test_health_readiness_stats_and_metrics(http, gateway) -> None:  # typ
     assert "docjobs_gateway_open_sse_streams" in text
 
 
+async def test_calls_beyond_the_bound_wait_and_are_counted(http, jobstore) -> None:  # type: ignore[no-untyped-def]
+    """With DOCJOBS_JOBSTORE_MAX_INFLIGHT at 2, sixteen streams (one user's cap) opened at once all start
+    (the calls beyond two waited for a slot), /metrics counts the waits, and once every stream is gone no
+    slot is held."""
+    from gateway.app import HUB
+
+    from .helpers import scrape
+
+    gateway = await start_gateway(jobstore.address, jobstore_max_inflight=2)
+    try:
+        _, created = await post_job(http, gateway, example("pdf"))  # pending: streams stay open
+        responses = await asyncio.gather(*(http.get(gateway.base + created["eventsUrl"]) for _ in range(16)))
+        try:
+            firsts = await asyncio.gather(*(anext(sse_events(r)) for r in responses))
+            assert [r.status for r in responses] == [200] * 16 and {e.name for e in firsts} == {"status"}
+        finally:
+            for r in responses:
+                r.close()
+        await wait_until(lambda: gateway.runner.app[HUB].stream_count == 0, timeout=10)
+        samples = await scrape(gateway.base + "/metrics")
+        assert samples[("docjobs_gateway_jobstore_calls_queued_total", ())] > 0
+        assert samples[("docjobs_gateway_jobstore_calls_in_flight", ())] == 0
+        assert samples[("docjobs_gateway_jobstore_calls_waiting", ())] == 0
+    finally:
+        await gateway.stop()
+
+
 async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:  # type: ignore[no-untyped-def]
     from gateway.app import create_app
     from gateway.settings import Settings

@@ -226,7 +226,9 @@ async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
         ("grpc.max_send_message_length", 16 * 1024 * 1024)])
     app[CHANNEL] = channel
     plain = pb_grpc.JobStoreStub(channel)
-    app[STUB] = BoundedStub(plain, app[SETTINGS].jobstore_max_inflight)
+    metrics = app[METRICS]
+    app[STUB] = BoundedStub(plain, app[SETTINGS].jobstore_max_inflight, in_flight=metrics["calls_in_flight"],
+                            waiting=metrics["calls_waiting"], queued=metrics["calls_queued"])
     app[HUB] = EventHub(plain, app[SETTINGS].sse_heartbeat_s)
     app[HUB].start()
     app[STREAMS] = Streams(app[STUB], app[HUB], app[AUTH], app[SETTINGS].sse_streams_per_user,
@@ -252,6 +254,12 @@ def create_app(settings: Settings) -> web.Application:
         "jobs_created": Counter("docjobs_gateway_jobs_created", "Jobs accepted", ["document_type"],
                                 registry=registry),
         "open_streams": Gauge("docjobs_gateway_open_sse_streams", "Open SSE streams", registry=registry),
+        "calls_in_flight": Gauge("docjobs_gateway_jobstore_calls_in_flight", "Calls to the jobstore in flight "
+                                 "(at most DOCJOBS_JOBSTORE_MAX_INFLIGHT)", registry=registry),
+        "calls_waiting": Gauge("docjobs_gateway_jobstore_calls_waiting", "Calls to the jobstore waiting for a "
+                               "slot now", registry=registry),
+        "calls_queued": Counter("docjobs_gateway_jobstore_calls_queued", "Calls to the jobstore that had to "
+                                "wait for a slot (DOCJOBS_JOBSTORE_MAX_INFLIGHT was reached)", registry=registry),
     }
     app.cleanup_ctx.append(_jobstore_channel)
     app.on_shutdown.append(_end_streams)

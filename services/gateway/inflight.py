@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from prometheus_client import Counter, Gauge
 
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
@@ -28,23 +29,46 @@ class BoundedStub:
     """The JobStore calls the gateway makes, each awaited; Watch and DownloadArtifact return the call,
     whose slot is given back when it ends (read to the end, failed or cancelled)."""
 
-    def __init__(self, stub: pb_grpc.JobStoreStub, limit: int) -> None:
+    def __init__(self, stub: pb_grpc.JobStoreStub, limit: int, *, in_flight: Gauge, waiting: Gauge,
+                 queued: Counter) -> None:
         self._stub = stub
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
+        self._in_flight = in_flight  # calls holding a slot
+        self._waiting = waiting  # calls waiting for one now
+        self._queued = queued  # calls that had to wait, ever: the bound was reached
+
+    async def _acquire(self) -> None:
+        if self._slots.locked():
+            self._queued.inc()
+            self._waiting.inc()
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting.dec()
+        else:
+            await self._slots.acquire()
+        self._in_flight.inc()
+
+    def _release(self, _call: Any = None) -> None:
+        self._in_flight.dec()
+        self._slots.release()
 
     async def _unary(self, method: Callable[[Any], Any], request: Any) -> Any:
-        async with self._slots:
+        await self._acquire()
+        try:
             return await method(request)
+        finally:
+            self._release()
 
     async def _stream(self, method: Callable[[Any], Any], request: Any) -> grpc.aio.UnaryStreamCall:
-        await self._slots.acquire()
+        await self._acquire()
         try:
             call = method(request)
         except BaseException:
-            self._slots.release()
+            self._release()
             raise
-        call.add_done_callback(lambda _call: self._slots.release())
+        call.add_done_callback(self._release)  # however it ends: read to the end, failed or cancelled
         return call
 
     async def Enqueue(self, request: pb.EnqueueRequest) -> pb.EnqueueResponse:
