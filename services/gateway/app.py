@@ -27,7 +27,7 @@ from .errors import ApiError, errors_middleware, from_grpc
 from .hub import EventHub
 from .inflight import BoundedStub
 from .settings import Settings
-from .sse import Streams, last_event_id, open_event_stream
+from .sse import Streams, last_event_id
 
 log = logging.getLogger("gateway")
 
@@ -54,7 +54,7 @@ def _job_id(request: web.Request) -> str:
 def _links(request: web.Request, job_id: str, user_id: str) -> dict[str, str]:
     token = request.app[AUTH].job_url_token(user_id, job_id)
     return {"eventsUrl": f"/api/jobs/{job_id}/events?token={token}", "statusUrl": f"/api/jobs/{job_id}/status",
-            "downloadUrl": f"/api/jobs/{job_id}/artifact?token={token}"}
+            "downloadUrl": payloads.artifact_url(job_id, token)}
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -123,7 +123,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     job_id = _job_id(request)
     user_id = request.app[AUTH].user_for_job_url(request, job_id)
     stream = request.app[STREAMS].open(job_id, user_id, last_event_id(request))
-    return await open_event_stream(request, stream)  # its live part runs in write_eof, see gateway/sse.py
+    return await stream.start(request)  # its live part runs in write_eof, see gateway/sse.py
 
 
 async def download(request: web.Request) -> web.StreamResponse:

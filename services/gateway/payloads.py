@@ -69,6 +69,11 @@ def parse_job_request(raw: bytes, user_id: str) -> dict[str, Any]:
     }
 
 
+def artifact_url(job_id: str, token: str) -> str:
+    """A job's download link, carrying its URL token (a plain link cannot send a header)."""
+    return f"/api/jobs/{job_id}/artifact?token={token}"
+
+
 def job_document(job: pb.Job, links: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "jobId": job.id, "status": STATUS_NAMES.get(job.status, "unknown"), "documentType": job.job_type,

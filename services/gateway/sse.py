@@ -40,7 +40,7 @@ from .auth import Auth
 from .errors import ApiError
 from .hub import CLOSE, HEARTBEAT, QUEUE_SIZE, RESYNC, EventHub
 from .inflight import BoundedStub
-from .payloads import TERMINAL_EVENTS, sse_event
+from .payloads import TERMINAL_EVENTS, artifact_url, sse_event
 
 log = logging.getLogger("gateway.sse")
 
@@ -96,7 +96,7 @@ class Streams:
             del self.open_by_user[stream.user_id]
 
     def download_url(self, job_id: str, user_id: str) -> str:
-        return f"/api/jobs/{job_id}/artifact?token={self.auth.job_url_token(user_id, job_id)}"
+        return artifact_url(job_id, self.auth.job_url_token(user_id, job_id))
 
 
 class EventStream(web.StreamResponse):
@@ -154,8 +154,7 @@ class EventStream(web.StreamResponse):
         """Send the stored events after the last one sent (a jobstore that restarts is waited for)."""
         failures = 0
         while True:
-            call = await self._streams.stub.Watch(pb.WatchRequest(
-                job_id=self.job_id, user_id=self.user_id, after_event_id=self.after, history_only=True))
+            call = await self._history_call()
             try:
                 await self.send_all(call)
                 return
@@ -168,6 +167,33 @@ class EventStream(web.StreamResponse):
                 await asyncio.sleep(min(2.0, 0.1 * failures))  # the jobstore is restarting
             finally:
                 call.cancel()
+
+    async def start(self, request: web.Request) -> EventStream:
+        """Subscribe, start reading the job's stored events and start the response. The handler returns the
+        stream to aiohttp, whose call of write_eof then sends the history and the live events. Until the
+        response starts, a job that is not the caller's (or a jobstore that is away) raises as in any
+        handler: a JSON error with its HTTP status."""
+        self._streams.hub.subscribe(self.job_id, self)  # first: whatever commits from here on reaches the inbox
+        try:
+            call = await self._history_call()
+        except BaseException:
+            self.leave()
+            raise
+        try:
+            history = aiter(call)
+            first = await anext(history, None)  # NOT_FOUND (another user's job, or none) raises here
+            await self.prepare(request)
+        except BaseException:
+            call.cancel()
+            self.leave()
+            raise
+        self._history = (call, history, first)
+        return self
+
+    async def _history_call(self) -> grpc.aio.UnaryStreamCall:
+        """A short Watch of the job's stored events after the last one sent (it waits for a call slot)."""
+        return await self._streams.stub.Watch(pb.WatchRequest(job_id=self.job_id, user_id=self.user_id,
+                                                              after_event_id=self.after, history_only=True))
 
     async def _send_history(self) -> None:
         """The rest of the history whose first event was read before the response started."""
@@ -231,27 +257,3 @@ class EventStream(web.StreamResponse):
     def _streams(self) -> Streams:
         assert self.streams is not None, "the stream is closed"
         return self.streams
-
-
-async def open_event_stream(request: web.Request, stream: EventStream) -> EventStream:
-    """Subscribe, start reading the job's stored events and start the response. The handler returns the
-    stream to aiohttp, whose call of write_eof then sends the history and the live events. Until the
-    response starts, a job that is not the caller's (or a jobstore that is away) raises as in any handler:
-    a JSON error with its HTTP status."""
-    stream._streams.hub.subscribe(stream.job_id, stream)  # first: whatever commits from here on reaches the inbox
-    try:
-        call = await stream._streams.stub.Watch(pb.WatchRequest(job_id=stream.job_id, user_id=stream.user_id,
-                                                                after_event_id=stream.after, history_only=True))
-    except BaseException:
-        stream.leave()
-        raise
-    try:
-        history = aiter(call)
-        first = await anext(history, None)  # NOT_FOUND (another user's job, or none) raises here
-        await stream.prepare(request)
-    except BaseException:
-        call.cancel()
-        stream.leave()
-        raise
-    stream._history = (call, history, first)
-    return stream

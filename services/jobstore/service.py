@@ -145,9 +145,10 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         size = 0
         for row in rows[:page_size]:
             job = convert.job(row, payload=request.include_payloads)
-            size += job.ByteSize()
-            if response.jobs and size > LIST_REPLY_BUDGET:  # payloads: the page ends before the message limit
-                break
+            if request.include_payloads:  # with payloads, the page ends before the message limit
+                size += job.ByteSize()
+                if response.jobs and size > LIST_REPLY_BUDGET:
+                    break
             response.jobs.append(job)
         if len(rows) > len(response.jobs):
             last = rows[len(response.jobs) - 1]
