@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from renderer import specs
+from docjobs import specs
 from renderer.spec import render
 
 from .jsonschema_strategy import from_schema

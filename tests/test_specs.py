@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from renderer import specs
+from docjobs import specs
 
 
 def test_published_schemas_match_the_package(repo_root: Path) -> None:
     for name in specs.schema_names():
         published = json.loads((repo_root / "docs" / "schemas" / f"{name}.json").read_text())
-        assert published == specs._raw(name), f"copy services/renderer/schemas/{name}.json to docs/schemas/"
+        assert published == specs._raw(name), f"copy services/docjobs/schemas/{name}.json to docs/schemas/"
 
 
 @pytest.mark.parametrize("job_type", specs.JOB_TYPES)

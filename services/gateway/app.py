@@ -16,10 +16,10 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
+from docjobs import jobtypes, specs
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
-from renderer import specs
 
 from . import openapi, payloads
 from .auth import Auth
@@ -185,14 +185,14 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def get_example(request: web.Request) -> web.Response:
     job_type = request.match_info["job_type"]
-    if job_type not in specs.JOB_TYPES or not (EXAMPLES / f"{job_type}.json").is_file():
+    if job_type not in jobtypes.JOB_TYPES or not (EXAMPLES / f"{job_type}.json").is_file():
         raise ApiError(404, "not_found", f"no example for {job_type!r}")
     return web.Response(body=(EXAMPLES / f"{job_type}.json").read_bytes(), content_type="application/json")
 
 
 async def get_schema(request: web.Request) -> web.Response:
     job_type = request.match_info["job_type"]
-    if job_type not in (*specs.JOB_TYPES, "common"):
+    if job_type not in (*jobtypes.JOB_TYPES, "common"):
         raise ApiError(404, "not_found", f"no schema for {job_type!r}")
     return web.json_response(specs.schema(job_type))
 

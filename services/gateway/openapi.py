@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from renderer import specs
+from docjobs import jobtypes
 
 ERROR = {"$ref": "#/components/responses/Error"}
 JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
@@ -47,7 +47,7 @@ def document() -> dict[str, Any]:
                 "JobRequest": {
                     "type": "object", "required": ["documentType"],
                     "properties": {
-                        "documentType": {"enum": list(specs.JOB_TYPES)},
+                        "documentType": {"enum": list(jobtypes.JOB_TYPES)},
                         "title": {"type": "string", "maxLength": 500},
                         "spec": {"type": "object", "description": "The document, per the JSON Schema of its type: "
                                  "/api/schemas/{documentType}"},

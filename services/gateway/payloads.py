@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from docjobs import jobtypes, specs
 from docjobs.v1 import jobstore_pb2 as pb
-from renderer import specs
 
 from .errors import ApiError
 
@@ -41,8 +41,8 @@ def parse_job_request(raw: bytes, user_id: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "malformed", "the body must be a JSON object", "body")
     job_type = body.get("documentType")
-    if not isinstance(job_type, str) or job_type not in specs.JOB_TYPES:
-        raise _invalid("documentType", f"must be one of {', '.join(specs.JOB_TYPES)}")
+    if not isinstance(job_type, str) or job_type not in jobtypes.JOB_TYPES:
+        raise _invalid("documentType", f"must be one of {', '.join(jobtypes.JOB_TYPES)}")
     has_spec, has_code = "spec" in body, "code" in body
     if has_spec == has_code:
         raise _invalid("spec", "give spec (a document description) or code, exactly one of them")

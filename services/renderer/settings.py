@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docjobs.jobtypes import JOB_TYPES
 from docjobs.settings import SettingsError, data_dir, env_choice, env_float, env_int, env_port, env_str
-
-from .specs import JOB_TYPES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

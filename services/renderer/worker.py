@@ -24,12 +24,13 @@ import grpc
 import uvloop
 from aiohttp import web
 
+from docjobs.jobtypes import CONTENT_TYPES, EXTENSIONS
 from docjobs.metrics_http import start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
-from . import metrics, specs
+from . import metrics
 from .sandbox.client import RenderError, Sandbox, default_base_dir
 from .settings import Settings
 
@@ -58,7 +59,7 @@ class JobFailure(Exception):
 def filename_for(title: str, job_type: str) -> str:
     stem = re.sub(r"[^\w\- ]+", "", title, flags=re.UNICODE).strip()
     stem = re.sub(r"\s+", "-", stem)[:80].strip("-") or job_type
-    return f"{stem}.{specs.EXTENSIONS[job_type]}"
+    return f"{stem}.{EXTENSIONS[job_type]}"
 
 
 def parse_payload(job: pb.Job, code_execution: str) -> tuple[str, Any]:
@@ -250,7 +251,7 @@ class Worker:
                 return
             on_progress(99, "uploading")
             filename = filename_for(job.title, job.job_type)
-            content_type = specs.CONTENT_TYPES[job.job_type]
+            content_type = CONTENT_TYPES[job.job_type]
             document: dict[str, Any] = {"filename": filename, "content_type": content_type,
                                         "preview": result.preview, "download_path": f"/api/jobs/{job.id}/artifact",
                                         "mode": mode}
@@ -309,7 +310,7 @@ class Worker:
                       path: Path) -> AsyncIterator[pb.UploadArtifactRequest]:
         """A large file, in chunks (smaller ones go with CompleteWithArtifact)."""
         yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(
-            job_id=job.id, lease_token=token, filename=filename, content_type=specs.CONTENT_TYPES[job.job_type]))
+            job_id=job.id, lease_token=token, filename=filename, content_type=CONTENT_TYPES[job.job_type]))
         with path.open("rb") as f:
             while chunk := f.read(UPLOAD_CHUNK):
                 yield pb.UploadArtifactRequest(chunk=chunk)

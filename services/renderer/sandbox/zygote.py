@@ -54,9 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docjobs.jobtypes import EXTENSIONS
+
 from . import linux
 
-EXTENSIONS = {"spreadsheet": "xlsx", "document": "docx", "pdf": "pdf", "presentation": "pptx"}
 UID_BASE = 2_000_000_000  # far above any account
 UIDS_PER_ZYGOTE = 64  # each zygote takes a block of its own, from its pid, so two never share a uid
 PR_SET_CHILD_SUBREAPER = 36

@@ -12,7 +12,8 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from ..specs import SpecError
+from docjobs.specs import SpecError
+
 from . import Progress
 
 CURRENCY_FORMATS = {
