@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, Gauge
 
+from docjobs.metrics_http import start_metrics_server
 from docjobs.pgserver import free_port
 from docjobs.v1 import jobstore_pb2 as pb
 
@@ -76,3 +80,46 @@ async def test_renderer_metrics_count_outcomes(jobstore, tmp_path) -> None:  # t
             assert response.status == 200
     finally:
         await renderer.shutdown()
+
+
+async def _raw_request(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await reader.read()  # the server answers one request and closes
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_the_metrics_endpoint_refreshes_before_each_scrape_and_answers_anything_else_cleanly() -> None:
+    registry = CollectorRegistry()
+    scrapes = Gauge("test_scrapes", "scrapes seen by the refresh hook", registry=registry)
+
+    async def refresh() -> None:
+        await asyncio.sleep(0)  # an async call on the process's loop, as the jobstore's database read is
+        scrapes.inc()
+
+    server = await start_metrics_server("127.0.0.1", 0, registry, refresh)
+    try:
+        silent = await asyncio.open_connection("127.0.0.1", server.port)  # connects, never sends a request
+        url = f"http://127.0.0.1:{server.port}"
+        assert (await scrape(f"{url}/metrics"))[("test_scrapes", ())] == 1
+        assert (await scrape(f"{url}/metrics?name[]=x"))[("test_scrapes", ())] == 2
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
+            assert response.status == 200 and await response.json() == {"status": "ok"}
+        head = await _raw_request(server.port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
+        for request, status in [
+            (b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+            (b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", b"405"),
+            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"400"),  # TLS to a plain port
+            (b"GET /metrics HTTP/1.1\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n", b"431"),
+        ]:
+            answer = await _raw_request(server.port, request)
+            assert answer.startswith(b"HTTP/1.1 " + status + b" "), (request[:40], answer[:80])
+        assert (await scrape(f"{url}/metrics"))[("test_scrapes", ())] == 4  # HEAD refreshed too
+        silent[1].close()
+    finally:
+        await server.stop()

@@ -10,11 +10,10 @@ import signal
 import asyncpg
 import grpc
 import uvloop
-from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from docjobs.metrics_http import start_metrics_server
+from docjobs.metrics_http import MetricsServer, start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2
 
@@ -65,7 +64,7 @@ class JobStoreServer:
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
-        self._metrics: web.AppRunner | None = None
+        self._metrics: MetricsServer | None = None
 
     async def start(self) -> int:
         self.pool = await _connect_pool(self.settings)
@@ -116,7 +115,7 @@ class JobStoreServer:
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace_s)
         if self._metrics is not None:
-            await self._metrics.cleanup()
+            await self._metrics.stop()
         await self.maintenance.stop()
         await self.doorbell.stop()
         await self.dispatcher.stop()

@@ -22,10 +22,9 @@ from typing import Any
 
 import grpc
 import uvloop
-from aiohttp import web
 
 from docjobs.jobtypes import CONTENT_TYPES, EXTENSIONS
-from docjobs.metrics_http import start_metrics_server
+from docjobs.metrics_http import MetricsServer, start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
@@ -95,7 +94,7 @@ class Worker:
         self.rendering = 0  # jobs holding a render slot (claimed and not yet rendered)
         self._slot_freed = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
-        self._metrics: web.AppRunner | None = None
+        self._metrics: MetricsServer | None = None
         self.stub: pb_grpc.JobStoreStub
         self.completed = 0
         self.failed = 0
@@ -130,7 +129,7 @@ class Worker:
 
     async def stop(self) -> None:
         if self._metrics is not None:
-            await self._metrics.cleanup()
+            await self._metrics.stop()
         if self._channel is not None:
             await self._channel.close()
         await self.sandbox.stop()
