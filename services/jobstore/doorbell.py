@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 import asyncpg
 
 from .errors import DATABASE_ERRORS
+from .queries import Q
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class Doorbell:
         try:
             async with self._conn_lock:
                 async with asyncio.timeout(self._health_check_s):
-                    await conn.fetchval("SELECT 1")
+                    await conn.fetchval(Q.ping)
             return True
         except DATABASE_ERRORS:
             return False
@@ -156,16 +157,9 @@ class Doorbell:
                 payload = WAKE_ALL
             try:
                 async with self._conn_lock:
-                    await conn.execute(f"NOTIFY {CHANNEL}, '{_quote(payload)}'")
+                    await conn.execute(Q.notify, CHANNEL, payload)
                 self._unsent = False
             except DATABASE_ERRORS as exc:
                 # The rows are committed; replicas that miss this bell find them on their next read.
                 log.debug("NOTIFY failed: %s", exc)
                 self._unsent = True
-
-
-def _quote(payload: str) -> str:
-    """Job types are [a-z0-9_-] and WAKE_ALL is "*"; anything else never reaches the SQL text."""
-    if not all(c.isalnum() or c in ",_-*" for c in payload):
-        raise ValueError(f"unexpected NOTIFY payload {payload!r}")
-    return payload

@@ -14,6 +14,8 @@ from importlib import resources
 
 import asyncpg
 
+from .queries import Q
+
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_KEY = 0x646F636A6F6273  # "docjobs"
@@ -44,25 +46,18 @@ def available() -> list[Migration]:
 async def migrate(conn: asyncpg.Connection) -> list[int]:
     """Apply the missing migrations. Returns the versions this call applied."""
     applied_now: list[int] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    await conn.execute(Q.migration_lock, MIGRATION_LOCK_KEY)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        await conn.execute(Q.create_schema_migrations)
+        done = {r["version"] for r in await conn.fetch(Q.applied_migrations)}
         for migration in available():
             if migration.version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    migration.version, migration.name,
-                )
+                await conn.execute(Q.record_migration, migration.version, migration.name)
             log.info("applied migration %04d_%s", migration.version, migration.name)
             applied_now.append(migration.version)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute(Q.migration_unlock, MIGRATION_LOCK_KEY)
     return applied_now

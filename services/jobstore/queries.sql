@@ -454,3 +454,36 @@ SELECT a.*, j.user_id
 
 -- name: get_artifact_chunk
 SELECT data FROM artifact_chunks WHERE artifact_id = $1 AND seq = $2;
+
+-- name: ping
+-- The health check of the pool and of the LISTEN connection.
+SELECT 1;
+
+-- name: notify
+-- The doorbell (doorbell.py): $1 channel, $2 payload (job types, comma-separated). pg_notify takes both as
+-- parameters, where NOTIFY would need them spliced into the statement's text. Its LISTEN is asyncpg's
+-- add_listener, which sends it.
+SELECT pg_notify($1, $2);
+
+-- name: migration_lock
+-- Migrations (migrations.py) run under a session advisory lock: jobstores that start together on one
+-- database take turns. $1 the lock key.
+SELECT pg_advisory_lock($1);
+
+-- name: migration_unlock
+SELECT pg_advisory_unlock($1);
+
+-- name: create_schema_migrations
+-- The bookkeeping of applied migrations; created by whichever jobstore starts first on a database.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: applied_migrations
+SELECT version FROM schema_migrations;
+
+-- name: record_migration
+-- In the migration's own transaction. $1 version, $2 name.
+INSERT INTO schema_migrations (version, name) VALUES ($1, $2);

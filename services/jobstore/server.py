@@ -25,6 +25,7 @@ from .events import EventDispatcher
 from .maintenance import Maintenance
 from .metrics import QueueGauges
 from .migrations import migrate
+from .queries import Q
 from .service import JobStoreService
 from .settings import Settings
 from .store import Store
@@ -154,7 +155,7 @@ class JobStoreServer:
             await asyncio.sleep(HEALTH_CHECK_S)
             try:
                 async with asyncio.timeout(HEALTH_CHECK_S * 2):
-                    await self.pool.fetchval("SELECT 1")
+                    await self.pool.fetchval(Q.ping)
                 ok = True
             except DATABASE_ERRORS:
                 ok = False
