@@ -10,7 +10,7 @@ DEPLOY_TOOLS := deploy/tools/node_modules/.installed-stamp
 # The import contracts of pyproject.toml ([tool.importlinter]); no cache directory left in the tree.
 LINT_IMPORTS := $(VENV)/bin/lint-imports --no-cache --no-logo
 
-.PHONY: run test bench setup proto lint clean
+.PHONY: run test test-unit bench setup proto lint clean
 
 setup: $(STAMP) $(DEPLOY_TOOLS)
 
@@ -36,6 +36,10 @@ test: $(STAMP) $(DEPLOY_TOOLS)
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(LINT_IMPORTS)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tier alone (tests/unit/: no Postgres, no processes), in seconds. `make test` runs every tier.
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/queue.py

@@ -1,16 +1,29 @@
 """Fixtures: one real embedded Postgres per test session, a migrated template database cloned for each
-test, and real jobstore gRPC servers on loopback ports."""
+test, and real jobstore gRPC servers on loopback ports; and the tiers every test is sorted into.
+
+Tiers (markers registered in pyproject.toml, applied here at collection, so none is ever forgotten):
+* unit: the tests in tests/unit/: no Postgres, no processes, no network (tests/unit/conftest.py refuses
+  them at run time, and a unit test that asks for the database is refused here); `make test-unit`;
+* e2e: a test that starts processes (renderers and their sandboxes, jobstore or gateway processes,
+  `docjobs up`, a browser, command-line tools), found in its code, its fixtures' and the test helpers
+  they call;
+* integration: every other test: a real Postgres and servers in this process, on loopback.
+`pytest -m "not e2e"` runs the first two; `make test` runs all of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import CodeType
+from typing import Any
 
 import asyncpg
 import grpc
@@ -155,6 +168,71 @@ def new_user() -> str:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+TIERS = ("unit", "integration", "e2e")
+UNIT_DIR = Path(__file__).resolve().parent / "unit"
+# What starts a process, by the names a test, its fixtures or a test helper they call refer to.
+PROCESS_NAMES = frozenset({
+    "subprocess", "Popen", "create_subprocess_exec", "create_subprocess_shell", "multiprocessing", "fork",
+    "RendererProcess", "JobStoreProcess", "GatewayProcess", "Sandbox", "async_playwright", "sync_playwright",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue  # marked by hand
+        item.add_marker(getattr(pytest.mark, tier_of(item)))
+
+
+def tier_of(item: pytest.Item) -> str:
+    if item.path.is_relative_to(UNIT_DIR):
+        if "pg" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid} uses the database (fixture pg): unit tests use no Postgres; "
+                                    "move it out of tests/unit/")
+        return "unit"
+    return "e2e" if starts_processes(item) else "integration"
+
+
+def starts_processes(item: pytest.Item) -> bool:
+    functions: list[Any] = [getattr(item, "function", None)]
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    if fixture_info is not None:
+        functions += [d.func for defs in fixture_info.name2fixturedefs.values() for d in defs]
+    seen: set[CodeType] = set()
+    return any(_refers_to_processes(f, seen) for f in functions if f is not None)
+
+
+def _refers_to_processes(function: Callable[..., Any], seen: set[CodeType]) -> bool:
+    function = inspect.unwrap(function)
+    code = getattr(function, "__code__", None)
+    if code is None or code in seen:
+        return False
+    seen.add(code)
+    namespace = getattr(function, "__globals__", {})
+    for name in _names(code):
+        if name in PROCESS_NAMES:
+            return True
+        target = namespace.get(name)
+        if getattr(target, "__module__", "").startswith("tests.") and any(
+                _refers_to_processes(f, seen) for f in _functions_of(target)):
+            return True
+    return False
+
+
+def _names(code: CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, CodeType):  # nested functions, lambdas, comprehensions
+            yield from _names(const)
+
+
+def _functions_of(target: Any) -> Iterable[Callable[..., Any]]:
+    if inspect.isclass(target):
+        return [getattr(v, "__func__", v) for v in vars(target).values()
+                if inspect.isfunction(getattr(v, "__func__", v))]
+    return [target] if inspect.isfunction(target) else []
 
 
 # grpc's C core keeps threads of its own (the aio poller, executor threads of finished tests); while the
