@@ -1,4 +1,6 @@
-"""`docjobs up` (what `make run` runs): the stack as separate processes, stopped cleanly by Ctrl-C."""
+"""`docjobs up` (what `make run` runs): the stack as separate processes, supervised (a process that dies
+is started again), stopped cleanly by Ctrl-C, and stopped with its reason on a crash loop or a process
+that must not be restarted."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 from renderer.specs import EXTENSIONS
 
+from .processes import StackProcess, wait_for
 from .renderers import example
 
 
@@ -163,3 +167,130 @@ def test_docjobs_up_uses_database_url_when_set(tmp_path: Path, database_url: str
         _kill_tree(proc)
     assert proc.returncode == 0, out.decode()
     assert "embedded Postgres" not in out.decode()
+
+
+# Supervision. Each test runs `docjobs up` with a restart policy of its own (settings), so that the crash-loop
+# window never depends on how fast the machine is.
+
+def _rows_spec(rows: int) -> dict[str, object]:
+    """A spreadsheet that takes a few seconds to render: a render to kill in the middle."""
+    columns = [{"header": "Region"}, {"header": "Units", "format": "integer"},
+               {"header": "Price", "format": "currency"}, {"header": "Amount", "format": "currency"}]
+    return {"sheets": [{"name": "Data", "columns": columns, "rows": [
+        [["North", "South", "East", "West"][r % 4], r % 97, 9.99 + r % 13, {"formula": f"B{r + 2}*C{r + 2}"}]
+        for r in range(rows)]}]}
+
+
+def _post(base: str, body: dict[str, object]) -> dict[str, str] | None:
+    """POST /api/jobs; None while the stack cannot take it (503 while the database restarts)."""
+    request = urllib.request.Request(f"{base}/api/jobs", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503, exc.read()
+        return None
+    except OSError:
+        return None
+
+
+def _healthy(base: str) -> bool:
+    with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+        return bool(response.status == 200)
+
+
+def test_a_renderer_killed_in_the_middle_of_a_render_is_restarted_and_the_job_completes(
+        tmp_path: Path, database_url: str) -> None:
+    stack = StackProcess(tmp_path / "up.log", database_url, DOCJOBS_RENDERERS="1", DOCJOBS_LEASE_MS="3000",
+                         DOCJOBS_MAINTENANCE_INTERVAL_S="0.2", DOCJOBS_RETRY_BASE_MS="100",
+                         DOCJOBS_RETRY_CAP_MS="200", DOCJOBS_RESTART_BACKOFF_S="0.2").start()
+    try:
+        stack.wait_up()
+        renderer = stack.service("renderer-1")
+        assert renderer is not None
+        created = _post(stack.base, {"documentType": "spreadsheet", "title": "Big", "sessionId": "s",
+                                     "spec": _rows_spec(30_000)})
+        assert created is not None
+        with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as channel:
+            stub = pb_grpc.JobStoreStub(channel)
+
+            def job() -> pb.Job:
+                return stub.GetJob(pb.GetJobRequest(job_id=created["jobId"]))
+
+            wait_for(lambda: job().status == pb.JOB_STATUS_PROCESSING and job().progress > 0, "the render under way")
+            renderer.send_signal(signal.SIGKILL)  # what the OOM killer does: that process, nothing else
+            stack.restarted("renderer-1", renderer)
+            wait_for(lambda: job().status == pb.JOB_STATUS_COMPLETED, "the job completed", timeout=120)
+            finished = job()
+        assert finished.retry_count == 1 and finished.worker_id == "renderer-1"
+        assert stack.process is not None and stack.process.poll() is None
+        assert _healthy(stack.base)
+        with urllib.request.urlopen(f"{stack.base}{created['eventsUrl']}", timeout=30) as response:
+            assert "event: job-complete" in response.read().decode()
+        assert stack.stop() == 0, stack.log
+    finally:
+        stack.kill_tree()
+    log = stack.log
+    assert "renderer-1 was killed by SIGKILL; restarting it in 0.2 s (restart 1 of at most 5 within 60 s)" in log
+    assert "stopping the stack: SIGINT (Ctrl-C) received" in log
+
+
+def test_the_embedded_postgres_killed_is_restarted_and_the_stack_recovers(tmp_path: Path) -> None:
+    stack = StackProcess(tmp_path / "up.log", DOCJOBS_RENDERERS="1", DOCJOBS_RESTART_BACKOFF_S="0.2").start()
+    try:
+        stack.wait_up()
+        postmaster = stack.service("postgres")
+        assert postmaster is not None
+        postmaster.send_signal(signal.SIGKILL)  # the postmaster only; its backends notice and exit
+        stack.restarted("postgres", postmaster)
+        created = wait_for(lambda: _post(stack.base, example("pdf")), "a job accepted again")
+        assert isinstance(created, dict)
+        with urllib.request.urlopen(f"{stack.base}{created['eventsUrl']}", timeout=60) as response:
+            assert "event: job-complete" in response.read().decode()
+        assert stack.process is not None and stack.process.poll() is None
+        assert stack.stop() == 0, stack.log
+    finally:
+        stack.kill_tree()
+    assert "embedded Postgres was killed by SIGKILL; restarting it in" in stack.log
+    assert _postgres_processes(tmp_path / "data") == []
+
+
+def test_a_service_that_keeps_dying_stops_the_stack_with_the_reason(tmp_path: Path, database_url: str) -> None:
+    stack = StackProcess(tmp_path / "up.log", database_url, DOCJOBS_RENDERERS="1", DOCJOBS_RESTART_BACKOFF_S="0.05",
+                         DOCJOBS_CRASH_LOOP_RESTARTS="2", DOCJOBS_CRASH_LOOP_WINDOW_S="3600").start()
+    try:
+        stack.wait_up()
+        renderer = stack.service("renderer-1")
+        others = [stack.service("jobstore"), stack.service("gateway")]
+        assert renderer is not None
+        for _ in range(2):
+            renderer.send_signal(signal.SIGKILL)
+            renderer = stack.restarted("renderer-1", renderer)
+        renderer.send_signal(signal.SIGKILL)  # a third death within the window: more than two restarts
+        assert stack.wait_exit() == 1, stack.log
+    finally:
+        stack.kill_tree()
+    log = stack.log
+    assert "stopping the stack: renderer-1 is crash-looping: it was killed by SIGKILL after 2 restart(s) " \
+           "within 3600 s" in log
+    assert log.count("restarting it in") == 2
+    assert log.index("crash-looping") < log.index("stopping gateway") < log.index("stopping jobstore")
+    assert not any(p is None or p.is_running() for p in others)
+
+
+def test_a_renderer_that_must_not_be_restarted_stops_the_stack_at_once(tmp_path: Path, database_url: str) -> None:
+    # A renderer whose sandbox cannot start (its data directory cannot exist: a file is in the way) says
+    # a restart cannot help, with its reason; the stack stops without a single restart.
+    (tmp_path / "a-file").write_text("")
+    stack = StackProcess(tmp_path / "up.log", database_url, DOCJOBS_RENDERERS="1",
+                         DOCJOBS_DATA_DIR=str(tmp_path / "a-file" / "data")).start()
+    try:
+        assert stack.wait_exit() == 1, stack.log
+    finally:
+        stack.kill_tree()
+    log = stack.log
+    assert "renderer renderer-1 cannot start: its render sandbox cannot start ([Errno 20] Not a directory" in log
+    assert "stopping the stack: renderer-1 exited with status 78, which says a restart cannot help" in log
+    assert "restarting it" not in log
+    assert "stopping jobstore" in log

@@ -1,9 +1,19 @@
-"""`docjobs up`: the whole stack as separate processes on one machine.
+"""`docjobs up`: the whole stack as separate processes on one machine, supervised.
 
 Starts an embedded Postgres (unless DATABASE_URL is set), then the jobstore, then the renderers and the
 gateway, each as its own process in its own session, and waits for each to be healthy before the next.
-Ctrl-C (SIGINT) or SIGTERM stops them in reverse order, each with SIGTERM and a grace period, and the
-database last. If a service dies on its own, the whole stack is stopped and the exit status says so.
+
+Then it supervises them. A process that exits on its own (a renderer killed by the OOM killer, a crashed
+Postgres) is started again after a backoff that doubles with each recent restart, and each restart is one
+line in the log. The services need nothing else for that: renderers give up their claims by lease, and
+the jobstore and the renderers reconnect by themselves. The stack stops (services in reverse order, the
+database last) only on:
+
+* Ctrl-C (SIGINT) or SIGTERM: exit status 0;
+* a crash loop: one process would be restarted more than `max_restarts` times within `window_s`;
+* a process exiting with EXIT_DO_NOT_RESTART (docjobs.exits): it says a restart cannot help;
+
+the last two with exit status 1. Each stop is one line in the log saying why.
 """
 
 from __future__ import annotations
@@ -15,15 +25,70 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from .exits import EXIT_DO_NOT_RESTART
 from .health import grpc_healthy, http_ok
-from .pgserver import EmbeddedPostgres
-from .settings import data_dir, database_url, env_int, env_port
+from .pgserver import EmbeddedPostgres, PostgresStartError
+from .settings import data_dir, database_url, env_float, env_int, env_port
 
 log = logging.getLogger("docjobs")
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When the supervisor restarts a process that exited on its own, and when it gives up.
+
+    The n-th restart within `window_s` waits `backoff_s * 2**(n-1)`, at most `backoff_max_s`; a process
+    that would be restarted more than `max_restarts` times within `window_s` is crash-looping.
+    """
+
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_restarts: int = 5
+    window_s: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RestartPolicy:
+        return cls(
+            backoff_s=env_float(env, "DOCJOBS_RESTART_BACKOFF_S", 0.5, minimum=0.0, maximum=600.0),
+            backoff_max_s=env_float(env, "DOCJOBS_RESTART_BACKOFF_MAX_S", 30.0, minimum=0.0, maximum=3600.0),
+            max_restarts=env_int(env, "DOCJOBS_CRASH_LOOP_RESTARTS", 5, minimum=0, maximum=1000),
+            window_s=env_float(env, "DOCJOBS_CRASH_LOOP_WINDOW_S", 60.0, minimum=1.0, maximum=86_400.0),
+        )
+
+
+class Restarts:
+    """One process's recent restarts, judged by the policy. The clock is a parameter, so that tests of
+    the backoff and of the crash-loop window are exact."""
+
+    def __init__(self, policy: RestartPolicy, clock: Clock = time.monotonic) -> None:
+        self.policy = policy
+        self.clock = clock
+        self._times: deque[float] = deque()
+
+    def recent(self) -> int:
+        """Restarts within the window, up to now."""
+        horizon = self.clock() - self.policy.window_s
+        while self._times and self._times[0] <= horizon:
+            self._times.popleft()
+        return len(self._times)
+
+    def next_delay(self) -> float | None:
+        """Seconds to wait before restarting the process that just exited, or None: it is crash-looping."""
+        recent = self.recent()
+        if recent >= self.policy.max_restarts:
+            return None
+        return float(min(self.policy.backoff_max_s, self.policy.backoff_s * 2 ** recent))
+
+    def record(self) -> None:
+        self._times.append(self.clock())
 
 
 @dataclass(frozen=True)
@@ -34,6 +99,7 @@ class StackSettings:
     grpc_port: int
     http_port: int
     renderers: int
+    restart: RestartPolicy = RestartPolicy()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackSettings:
@@ -44,7 +110,21 @@ class StackSettings:
             grpc_port=env_port(env, "DOCJOBS_GRPC_PORT", 50051),
             http_port=env_port(env, "DOCJOBS_HTTP_PORT", 8080),
             renderers=env_int(env, "DOCJOBS_RENDERERS", 2, minimum=0, maximum=64),
+            restart=RestartPolicy.from_env(env),
         )
+
+
+class Unit(Protocol):
+    """A process the supervisor starts, watches and stops."""
+
+    name: str
+
+    def launch(self) -> None: ...
+
+    def exit_status(self) -> int | None:
+        """None while it runs; its exit status (negative: killed by that signal) once it has ended."""
+
+    def stop(self, grace: float) -> None: ...
 
 
 @dataclass
@@ -55,18 +135,79 @@ class Service:
     ready: Callable[[], bool] = lambda: True
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
+    def launch(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True, stdin=subprocess.DEVNULL)
+
+    def exit_status(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self, grace: float) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        log.info("stopping %s", self.name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs; killing it", self.name, grace)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class Database:
+    """The embedded Postgres as a unit: a restart runs the server's own start (which waits until it
+    accepts connections); a start that fails counts as one more exit."""
+
+    name = "embedded Postgres"
+
+    def __init__(self, server: EmbeddedPostgres) -> None:
+        self.server = server
+        self._failed: int | None = None
+
+    def launch(self) -> None:
+        self._failed = None
+        try:
+            self.server.start()
+        except PostgresStartError as exc:
+            log.error("%s", exc)
+            status = self.server.poll()
+            self._failed = status if status is not None else 1
+
+    def exit_status(self) -> int | None:
+        return self._failed if self._failed is not None else self.server.poll()
+
+    def stop(self, grace: float) -> None:
+        log.info("stopping embedded Postgres")
+        self.server.stop()
+
+
+def describe_exit(status: int) -> str:
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with status {status}"
+
 
 class StopRequested(Exception):
     """Ctrl-C or SIGTERM while the stack was still starting: stop what started, cleanly."""
 
 
 class Stack:
-    def __init__(self, settings: StackSettings, env: Mapping[str, str]) -> None:
+    def __init__(self, settings: StackSettings, env: Mapping[str, str], *, clock: Clock = time.monotonic,
+                 poll_s: float = 0.1) -> None:
         self.settings = settings
         self.env = dict(env)
+        self.clock = clock
+        self.poll_s = poll_s
         self.postgres: EmbeddedPostgres | None = None
-        self.services: list[Service] = []
+        self.units: list[Unit] = []  # in start order; stopped in reverse
+        self._restarts: dict[str, Restarts] = {}
+        self._due: dict[str, float] = {}  # name -> when its pending restart is due
         self._stop = threading.Event()
+        self._signal = ""
 
     def database(self) -> str:
         if self.settings.database_url:
@@ -75,7 +216,9 @@ class Stack:
         base = os.fspath(self.settings.data_dir)
         self.postgres = EmbeddedPostgres(Path(base) / "postgres", port=self.settings.pg_port)
         log.info("starting embedded Postgres (data in %s, port %d)", base, self.settings.pg_port)
-        return self.postgres.start()
+        dsn = self.postgres.start()
+        self._watch(Database(self.postgres))
+        return dsn
 
     def plan(self, dsn: str) -> list[Service]:
         env = {**self.env, "DATABASE_URL": dsn, "DOCJOBS_GRPC_PORT": str(self.settings.grpc_port)}
@@ -102,51 +245,74 @@ class Stack:
                 raise StopRequested
             self._start_service(service)
 
+    def _watch(self, unit: Unit) -> None:
+        self.units.append(unit)
+        self._restarts[unit.name] = Restarts(self.settings.restart, self.clock)
+
     def _start_service(self, service: Service, timeout: float = 60.0) -> None:
         log.info("starting %s", service.name)
-        service.process = subprocess.Popen(service.argv, env=service.env, start_new_session=True,
-                                           stdin=subprocess.DEVNULL)
-        self.services.append(service)
+        service.launch()
+        self._watch(service)
         deadline = time.monotonic() + timeout
         while not service.ready():
             if self._stop.is_set():
                 raise StopRequested
-            if service.process.poll() is not None:
-                raise RuntimeError(f"{service.name} exited with status {service.process.returncode} at start")
+            status = service.exit_status()
+            if status is not None:
+                raise RuntimeError(f"{service.name} {describe_exit(status)} at start")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{service.name} did not become ready within {timeout:.0f}s")
             time.sleep(0.1)
         log.info("%s is ready", service.name)
 
-    def wait(self) -> int:
-        """Until a stop signal (0) or a service dying on its own (1)."""
-        while not self._stop.wait(0.2):
-            for service in self.services:
-                if service.process is not None and service.process.poll() is not None:
-                    log.error("%s exited with status %s; stopping the stack", service.name,
-                              service.process.returncode)
-                    return 1
+    def supervise(self) -> int:
+        """Restart what exits on its own, until a stop signal (0), a crash loop or a process that must
+        not be restarted (1)."""
+        while not self._stop.wait(self.poll_s):
+            outcome = self.check()
+            if outcome is not None:
+                return outcome
+        log.info("stopping the stack: %s received", self._signal or "a stop request")
         return 0
 
-    def request_stop(self, *_: object) -> None:
+    def check(self) -> int | None:
+        """One round: start what is due, judge what has exited. An exit status for the stack, or None."""
+        now = self.clock()
+        for unit in self.units:
+            due = self._due.get(unit.name)
+            if due is not None:
+                if now >= due and not self._stop.is_set():
+                    del self._due[unit.name]
+                    self._restarts[unit.name].record()
+                    unit.launch()
+                continue
+            status = unit.exit_status()
+            if status is None:
+                continue
+            if status == EXIT_DO_NOT_RESTART:
+                log.error("stopping the stack: %s %s, which says a restart cannot help (its reason is in the "
+                          "lines above)", unit.name, describe_exit(status))
+                return 1
+            restarts = self._restarts[unit.name]
+            delay = restarts.next_delay()
+            policy = self.settings.restart
+            if delay is None:
+                log.error("stopping the stack: %s is crash-looping: it %s after %d restart(s) within %g s",
+                          unit.name, describe_exit(status), restarts.recent(), policy.window_s)
+                return 1
+            log.warning("%s %s; restarting it in %.1f s (restart %d of at most %d within %g s)", unit.name,
+                        describe_exit(status), delay, restarts.recent() + 1, policy.max_restarts, policy.window_s)
+            self._due[unit.name] = now + delay
+        return None
+
+    def request_stop(self, signum: int = 0, *_: object) -> None:
+        if signum:
+            self._signal = signal.Signals(signum).name + (" (Ctrl-C)" if signum == signal.SIGINT else "")
         self._stop.set()
 
     def stop(self, grace: float = 15.0) -> None:
-        for service in reversed(self.services):
-            proc = service.process
-            if proc is None or proc.poll() is not None:
-                continue
-            log.info("stopping %s", service.name)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within %.0fs; killing it", service.name, grace)
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        if self.postgres is not None:
-            log.info("stopping embedded Postgres")
-            self.postgres.stop()
+        for unit in reversed(self.units):
+            unit.stop(grace)
 
 
 def up(env: Mapping[str, str]) -> int:
@@ -158,11 +324,12 @@ def up(env: Mapping[str, str]) -> int:
         stack.start()
         log.info("docjobs is up: http://127.0.0.1:%d (jobstore gRPC on 127.0.0.1:%d, %d renderer(s)). "
                  "Ctrl-C stops everything.", settings.http_port, settings.grpc_port, settings.renderers)
-        return stack.wait()
+        return stack.supervise()
     except StopRequested:
+        log.info("stopping the stack: %s received while starting", stack._signal or "a stop request")
         return 0
     except RuntimeError as exc:
-        log.error("%s", exc)
+        log.error("stopping the stack: %s", exc)
         return 1
     finally:
         stack.stop()

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import uvloop
 
+from docjobs.exits import EXIT_DO_NOT_RESTART
 from docjobs.jobtypes import CONTENT_TYPES, EXTENSIONS
 from docjobs.metrics_http import MetricsServer, start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
@@ -44,6 +45,11 @@ GRPC_SERVICE_CONFIG = json.dumps({
                       "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s",
                                       "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}],
 })
+
+
+class CannotStart(Exception):
+    """The renderer cannot work on this host or with this configuration, and starting it again would not
+    change that: it exits with EXIT_DO_NOT_RESTART."""
 
 
 class JobFailure(Exception):
@@ -100,7 +106,13 @@ class Worker:
         self.failed = 0
 
     async def start(self) -> None:
-        await self.sandbox.start()
+        try:
+            await self.sandbox.start()
+        except TimeoutError:
+            raise  # a slow start (a loaded host) may pass the next time
+        except (OSError, RuntimeError) as exc:
+            await self.sandbox.stop()
+            raise CannotStart(f"its render sandbox cannot start ({exc})") from exc
         isolation = self.sandbox.isolation
         weak = [f"{k}: {v}" for k, v in isolation.items() if v.startswith(("none", "shared"))]
         if self.settings.code_execution == "sandbox":
@@ -372,7 +384,11 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = load_or_exit("renderer", Settings.from_env)
     setup_logging(settings.log_level)
-    uvloop.run(serve(settings))
+    try:
+        uvloop.run(serve(settings))
+    except CannotStart as exc:
+        log.error("renderer %s cannot start: %s; do not restart it", settings.worker_id, exc)
+        raise SystemExit(EXIT_DO_NOT_RESTART) from None
 
 
 if __name__ == "__main__":
