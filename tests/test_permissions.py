@@ -4,9 +4,13 @@ need without docjobs changing the permissions of any directory it did not create
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import asyncpg
@@ -34,6 +38,7 @@ with open(f.name) as again:
 wb = Workbook()
 wb.active["A1"] = text
 wb.active["A2"] = os.getuid()
+wb.active["A3"] = os.getcwd()
 wb.save(output_path)
 """
 
@@ -98,3 +103,54 @@ async def test_code_jobs_under_a_private_directory_run_without_opening_it(privat
     finally:
         await box.stop()
     assert modes(private) == before
+
+
+# The same sandbox where the kernel refuses it namespaces (root without CAP_SYS_ADMIN, as in a default Docker
+# container): job directories are then on the host, and the jobs' uids must still reach them.
+WITHOUT_NAMESPACES = """
+import asyncio, json, sys
+from pathlib import Path
+import openpyxl
+from renderer.sandbox.client import Sandbox
+
+async def main():
+    box = Sandbox(Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]))
+    await box.start()
+    try:
+        result = await box.render(box.new_render_id(), "spreadsheet", "code", sys.argv[4], "t", lambda _p, _m: None)
+        sheet = openpyxl.load_workbook(result.path).active
+    finally:
+        await box.stop()
+    print(json.dumps({"isolation": box.isolation, "a1": sheet["A1"].value, "uid": sheet["A2"].value,
+                      "cwd": sheet["A3"].value}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop CAP_SYS_ADMIN")
+@pytest.mark.parametrize("parent_mode", [0o700, 0o755])
+def test_code_jobs_without_namespaces_reach_their_directories_without_opening_any(parent_mode: int) -> None:
+    # Outside pytest's own temporary directories, which are private themselves.
+    parent = Path(tempfile.mkdtemp(prefix="docjobs-test-"))
+    try:
+        parent.chmod(parent_mode)
+        before = modes(parent)
+        result = subprocess.run(
+            ["setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin", sys.executable, "-c",
+             WITHOUT_NAMESPACES, str(parent / "sandbox"), json.dumps(CODE_LIMITS), json.dumps(SPEC_LIMITS),
+             SCRATCH_CODE], capture_output=True, text=True, timeout=90)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout.splitlines()[-1])
+        assert report["isolation"]["filesystem"].startswith("none") and report["isolation"]["uid"] == "per job"
+        assert report["a1"] == "scratch" and report["uid"] != 0
+        assert modes(parent) == before
+    finally:
+        shutil.rmtree(parent)
+    # Under a private parent, in a directory made in /tmp for the jobs and removed at the end; else in the
+    # work directory the renderer made for the zygote.
+    job_root = Path(report["cwd"]).parent
+    if parent_mode == 0o700:
+        assert job_root.name.startswith("docjobs-jobs-") and not job_root.exists()
+    else:
+        assert job_root == parent / "sandbox" / "work"
