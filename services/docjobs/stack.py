@@ -169,8 +169,8 @@ class Database:
         self._failed = None
         try:
             self.server.start()
-        except PostgresStartError as exc:
-            log.error("%s", exc)
+        except (PostgresStartError, subprocess.CalledProcessError, OSError) as exc:
+            log.error("embedded Postgres could not be started: %s", exc)
             status = self.server.poll()
             self._failed = status if status is not None else 1
 
@@ -207,7 +207,7 @@ class Stack:
         self._restarts: dict[str, Restarts] = {}
         self._due: dict[str, float] = {}  # name -> when its pending restart is due
         self._stop = threading.Event()
-        self._signal = ""
+        self.stop_reason = "a stop request"
 
     def database(self) -> str:
         if self.settings.database_url:
@@ -272,7 +272,7 @@ class Stack:
             outcome = self.check()
             if outcome is not None:
                 return outcome
-        log.info("stopping the stack: %s received", self._signal or "a stop request")
+        log.info("stopping the stack: %s received", self.stop_reason)
         return 0
 
     def check(self) -> int | None:
@@ -284,7 +284,10 @@ class Stack:
                 if now >= due and not self._stop.is_set():
                     del self._due[unit.name]
                     self._restarts[unit.name].record()
-                    unit.launch()
+                    try:
+                        unit.launch()
+                    except OSError as exc:  # no fork (memory): judged as one more exit next round
+                        log.error("%s could not be started: %s", unit.name, exc)
                 continue
             status = unit.exit_status()
             if status is None:
@@ -307,7 +310,7 @@ class Stack:
 
     def request_stop(self, signum: int = 0, *_: object) -> None:
         if signum:
-            self._signal = signal.Signals(signum).name + (" (Ctrl-C)" if signum == signal.SIGINT else "")
+            self.stop_reason = signal.Signals(signum).name + (" (Ctrl-C)" if signum == signal.SIGINT else "")
         self._stop.set()
 
     def stop(self, grace: float = 15.0) -> None:
@@ -326,7 +329,7 @@ def up(env: Mapping[str, str]) -> int:
                  "Ctrl-C stops everything.", settings.http_port, settings.grpc_port, settings.renderers)
         return stack.supervise()
     except StopRequested:
-        log.info("stopping the stack: %s received while starting", stack._signal or "a stop request")
+        log.info("stopping the stack: %s received while starting", stack.stop_reason)
         return 0
     except RuntimeError as exc:
         log.error("stopping the stack: %s", exc)
