@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -334,17 +333,3 @@ class Store:
                                  limit: int) -> list[Row]:
         return await self._pool.fetch(Q.scope_events_after, user_id, session_id, after_id, limit)
 
-
-def json_object(text: str, field: str, max_bytes: int) -> str:
-    """Validate that text is one JSON object of at most max_bytes; returns it unchanged."""
-    if len(text.encode("utf-8")) > max_bytes:
-        raise InvalidArgument(field, f"larger than {max_bytes} bytes")
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(field, f"not valid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument(field, "must be a JSON object")
-    if "\\u0000" in text:
-        raise InvalidArgument(field, "must not contain the NUL character (\\u0000)")
-    return text

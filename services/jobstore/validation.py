@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from docjobs import jsonvalues
 from docjobs.v1 import jobstore_pb2 as pb
 
 from .convert import PB_TO_STATUS
 from .errors import InvalidArgument
 from .settings import Settings
-from .store import ArtifactHeader, NewJob, json_object
+from .store import ArtifactHeader, NewJob
 
 JOB_TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -34,6 +35,26 @@ def _text(value: str, field: str, *, required: bool = False, max_chars: int = MA
     if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
         raise InvalidArgument(field, "must not contain control characters")
     return value
+
+
+def json_object(text: str, field: str, max_bytes: int) -> str:
+    """Check that text is one JSON object of at most max_bytes that a jsonb column can hold; returns it
+    unchanged. Decided on the parsed value (docjobs.jsonvalues), never on the text."""
+    if len(text.encode("utf-8")) > max_bytes:
+        raise InvalidArgument(field, f"larger than {max_bytes} bytes")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    except RecursionError:
+        raise InvalidArgument(field, f"nested more than {jsonvalues.MAX_DEPTH} levels deep") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(field, "must be a JSON object")
+    found = jsonvalues.problem(value)
+    if found is not None:
+        where, what = found
+        raise InvalidArgument(field, f"{where or 'the top'}: {what}")
+    return text
 
 
 def uuid_field(value: str, field: str) -> uuid.UUID:
