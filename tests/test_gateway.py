@@ -10,6 +10,7 @@ import openpyxl
 import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
+from gateway.app import HUB
 
 from .conftest import wait_until
 from .gateway_client import SseStream, bearer, read_sse, sse_events, start_gateway, token
@@ -89,6 +90,39 @@ async def test_last_event_id_resumes_without_loss_or_duplicate(http, gateway, re
     assert [e.id for e in via_query.events] == [e.id for e in rest.events]
 
 
+async def test_resuming_a_finished_job_at_its_last_event_ends_at_once(http, jobstore) -> None:  # type: ignore[no-untyped-def]
+    """What an EventSource does when the connection drops right after job-complete: it reconnects with
+    the terminal event's id. Nothing is left to send, so the stream ends at once (it used to stay open
+    with heartbeats only, holding one of the user's stream slots for ever)."""
+    gateway = await start_gateway(jobstore.address, sse_streams_per_user=1)
+    try:
+        _, created = await post_job(http, gateway, example("pdf"))  # no renderer: it stays pending
+        async with http.delete(f"{gateway.base}/api/jobs/{created['jobId']}", headers=bearer("alice")) as r:
+            assert r.status == 200
+        everything = await read_sse(http, gateway.base + created["eventsUrl"])
+        assert [e.name for e in everything.events] == ["status", "job-failed"]
+        for resume_at in (everything.events[-1].id, everything.events[-1].id + 1000):
+            async with asyncio.timeout(5):
+                again = await read_sse(http, gateway.base + created["eventsUrl"],
+                                       headers={"Last-Event-ID": str(resume_at)})
+            assert again.events == []
+        assert gateway.runner.app[HUB].stream_count == 0  # and the slot is free: the cap is one
+        assert len((await read_sse(http, gateway.base + created["eventsUrl"])).events) == 2
+    finally:
+        await gateway.stop()
+
+
+@pytest.mark.parametrize("value", [str(2**63), "9" * 40, "-1", "1e3", "12abc", "١٢"])
+async def test_a_last_event_id_that_is_no_event_id_is_a_400_naming_it(http, gateway, value: str) -> None:  # type: ignore[no-untyped-def]
+    _, created = await post_job(http, gateway, example("pdf"))
+    async with http.get(gateway.base + created["eventsUrl"], headers={"Last-Event-ID": value}) as r:
+        assert r.status == 400
+        assert (await r.json())["error"]["field"] == "Last-Event-ID"
+    async with http.get(gateway.base + created["eventsUrl"] + "&lastEventId=" + str(2**64)) as r:
+        assert r.status == 400
+        assert (await r.json())["error"]["field"] == "lastEventId"
+
+
 async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_is_released(  # type: ignore[no-untyped-def]
         http, gateway, jobstore) -> None:
     from gateway.app import HUB
@@ -106,7 +140,7 @@ async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_is_released
                     break
         assert hub.stream_count == 2
         # Open streams hold no gRPC call of their own: the jobstore sees the hub's one stream.
-        assert jobstore.server.service.open_watches == 1
+        assert jobstore.server.watches.open == 1
         del second
     # The clients are gone: the gateway notices at its next write and forgets them.
     await wait_until(lambda: hub.stream_count == 0, timeout=10)

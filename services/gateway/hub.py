@@ -4,8 +4,11 @@ Holding a gRPC call per open SSE stream costs tens of KiB each; here a stream is
 hub's stream is live-only, so each SSE stream first reads its job's stored events (a short history-only
 Watch) and then takes live ones from its queue, skipping what it already sent; every (re)connection of
 the hub tells the streams to read the history again (events committed while the hub was away are only in
-the table). A stream whose inbox overflows reads its history too. The hub also keeps the one timer that
-sends every stream its heartbeat, and tells every stream to end when the gateway shuts down.
+the table). A stream whose inbox overflows reads its history too. When the hub's own stream falls behind
+(the jobstore's buffer for it fills), the jobstore ends it with UNAVAILABLE: the hub watches again, and
+its SUBSCRIBED marker has every stream read its history, which holds whatever was dropped. The hub also
+keeps the one timer that sends every stream its heartbeat, and tells every stream to end when the gateway
+shuts down.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class EventHub:
             call = self._stub.Watch(pb.WatchRequest(all_jobs=True))
             try:
                 async for event in call:
-                    if event.id == 0:  # the marker: subscribed
+                    if event.marker == pb.WATCH_MARKER_SUBSCRIBED:
                         self.connections += 1
                         failures = 0
                         self.live.set()

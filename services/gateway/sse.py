@@ -59,13 +59,18 @@ def frame(name: str, data: dict[str, Any], event_id: int | None = None) -> bytes
     return ("\n".join(lines) + "\n\n").encode()
 
 
+MAX_EVENT_ID = 2**63 - 1  # event ids are Postgres bigints
+
+
 def last_event_id(request: web.Request) -> int:
+    """The resume id: the Last-Event-ID header (EventSource sends back the last `id:` it got), or
+    `lastEventId` in the query. It must be one of our event ids: a whole number from 0 to 2^63-1."""
+    field = "Last-Event-ID" if request.headers.get("Last-Event-ID") else "lastEventId"
     raw = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or "0"
-    try:
-        value = int(raw)
-    except ValueError:
-        return 0
-    return max(0, value)
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_EVENT_ID:
+        raise ApiError(400, "invalid_last_event_id", "must be an event id: a whole number from 0 to 2^63-1", field)
+    return int(raw)
 
 
 class Streams:
@@ -146,7 +151,10 @@ class EventStream(web.StreamResponse):
 
     async def send_all(self, events: AsyncIterator[pb.JobEvent]) -> None:
         async for event in events:
-            await self.send(event)
+            if event.marker == pb.WATCH_MARKER_FINISHED:  # a finished job: nothing is left to send
+                self.finished = True
+            else:
+                await self.send(event)
             if self.finished:
                 return
 
@@ -200,10 +208,7 @@ class EventStream(web.StreamResponse):
         call, history, first = self._history
         self._history = None
         try:
-            if first is not None:
-                await self.send(first)
-            if not self.finished:
-                await self.send_all(history)
+            await self.send_all(history if first is None else _prepend(first, history))
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
@@ -257,3 +262,9 @@ class EventStream(web.StreamResponse):
     def _streams(self) -> Streams:
         assert self.streams is not None, "the stream is closed"
         return self.streams
+
+
+async def _prepend(first: pb.JobEvent, rest: AsyncIterator[pb.JobEvent]) -> AsyncIterator[pb.JobEvent]:
+    yield first
+    async for event in rest:
+        yield event

@@ -17,8 +17,11 @@ So every committed event is delivered exactly once, in id order per job, however
 and a LISTEN reconnect needs nothing but another read. While no stream subscribes, nothing needs
 delivering: the dispatcher then only moves its cursor (one small query, rate-limited), so a stream that
 subscribes later does not make it read a backlog. Reads are coalesced: however many bells ring, at most
-one read runs at a time, and at most one per ACTIVE_MIN_INTERVAL_S. Subscribers get bounded queues; one that falls
-behind is marked overflowed and re-reads from the table itself.
+one read runs at a time, and at most one per ACTIVE_MIN_INTERVAL_S.
+
+Subscribers get bounded buffers. One that falls behind is marked overflowed beside its buffer, never by a
+message in it (the buffer is the thing that is full): its reader finds the mark before anything else,
+and re-reads the table or ends its stream (jobstore/watch.py decides which).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -47,13 +49,29 @@ ACTIVE_MIN_INTERVAL_S = 0.002  # with subscribers: at most one read per 2 ms, ho
 IDLE_MIN_INTERVAL_S = 0.05  # without subscribers: only the cursor moves, at most every 50 ms
 
 
-@dataclass(eq=False)
+class FellBehind(Exception):
+    """The subscription's buffer filled and live events were dropped: the reader must re-read the table."""
+
+
+class Closed(Exception):
+    """The jobstore is stopping: the stream ends and its client watches again from its last event id."""
+
+
 class Subscription:
-    job_id: str | None = None
-    user_id: str | None = None
-    session_id: str | None = None
-    queue: asyncio.Queue[pb.JobEvent] = field(default_factory=lambda: asyncio.Queue(maxsize=1024))
-    overflowed: bool = False
+    """One stream's live events: a bounded buffer, the overflow mark beside it, and the reader's wake-up."""
+
+    __slots__ = ("_events", "_limit", "_waiter", "closed", "job_id", "overflowed", "session_id", "user_id")
+
+    def __init__(self, *, job_id: str | None = None, user_id: str | None = None, session_id: str | None = None,
+                 limit: int = 1024) -> None:
+        self.job_id = job_id
+        self.user_id = user_id
+        self.session_id = session_id
+        self._limit = limit
+        self._events: deque[pb.JobEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.overflowed = False
+        self.closed = False
 
     def matches(self, event: pb.JobEvent) -> bool:
         if self.job_id is not None:
@@ -61,6 +79,46 @@ class Subscription:
         if self.user_id is not None and event.user_id != self.user_id:
             return False
         return not (self.session_id is not None and event.session_id != self.session_id)
+
+    def put(self, event: pb.JobEvent) -> bool:
+        """Buffer a live event; False when the buffer was full (the subscription is now overflowed)."""
+        if self.overflowed or self.closed:
+            return not self.overflowed
+        if len(self._events) >= self._limit:
+            self.overflowed = True
+            self._events.clear()  # the reader re-reads the table: what is buffered is of no more use
+        else:
+            self._events.append(event)
+        self._wake()
+        return not self.overflowed
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def resync(self) -> None:
+        """The reader is about to re-read the table: buffer live events again from now on."""
+        self.overflowed = False
+        self._events.clear()
+
+    async def next(self) -> pb.JobEvent:
+        """The next live event. Raises FellBehind when events were dropped, Closed when the jobstore stops."""
+        while True:
+            if self.overflowed:
+                raise FellBehind
+            if self.closed:
+                raise Closed
+            if self._events:
+                return self._events.popleft()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class EventDispatcher:
@@ -70,6 +128,7 @@ class EventDispatcher:
         self._wake = asyncio.Event()
         self._subscribed = asyncio.Event()  # ends an idle pause: a new stream wants its events now
         self._stopping = False
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
         self._delivered: set[int] = set()
@@ -80,7 +139,13 @@ class EventDispatcher:
         self._idle_epoch = 0
         self.reads = 0
         self.delivered_total = 0
+        self.overflows = 0  # live events dropped by full buffers
         self.healthy = True
+
+    @property
+    def settled(self) -> int:
+        """Every event with an id up to this one has been handed to the subscribers of its time."""
+        return self._cursor
 
     @property
     def subscriber_count(self) -> int:
@@ -103,17 +168,28 @@ class EventDispatcher:
         self._wake.set()
 
     def subscribe(self, *, job_id: str | None = None, user_id: str | None = None,
-                  session_id: str | None = None, queue_size: int = 1024) -> Subscription:
-        """No job, user or session: every event (a gateway's firehose)."""
+                  session_id: str | None = None, limit: int = 1024) -> Subscription:
+        """No job, user or session: every event (a gateway's all-jobs stream). Once the dispatcher is
+        closing, a new subscription is closed from the start."""
         self._epoch += 1
         self._subscribed.set()
-        sub = Subscription(job_id=job_id, user_id=user_id, session_id=session_id,
-                           queue=asyncio.Queue(maxsize=queue_size))
+        sub = Subscription(job_id=job_id, user_id=user_id, session_id=session_id, limit=limit)
+        if self._closing:
+            sub.close()
         if job_id is not None:
             self._by_job.setdefault(job_id, set()).add(sub)
         else:
             self._scoped.add(sub)
         return sub
+
+    def close_subscriptions(self) -> None:
+        """The jobstore is stopping: every subscriber's stream ends now (its client resumes elsewhere)."""
+        self._closing = True
+        for subs in self._by_job.values():
+            for sub in subs:
+                sub.close()
+        for sub in self._scoped:
+            sub.close()
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub.job_id is not None:
@@ -221,18 +297,8 @@ class EventDispatcher:
     def _deliver(self, event: pb.JobEvent) -> None:
         self.delivered_total += 1
         for sub in self._by_job.get(event.job_id, ()):
-            self._put(sub, event)
+            if not sub.put(event):
+                self.overflows += 1
         for sub in self._scoped:
-            if sub.matches(event):
-                self._put(sub, event)
-
-    @staticmethod
-    def _put(sub: Subscription, event: pb.JobEvent) -> None:
-        if sub.overflowed:
-            return
-        try:
-            sub.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            sub.overflowed = True
-            with contextlib.suppress(asyncio.QueueFull):
-                sub.queue.put_nowait(pb.JobEvent())  # wakes the reader; id 0 marks the overflow
+            if sub.matches(event) and not sub.put(event):
+                self.overflows += 1

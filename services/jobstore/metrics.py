@@ -19,6 +19,9 @@ RPC_ERRORS = Counter("docjobs_jobstore_rpc_errors", "gRPC calls that ended with 
                      ["method", "code"], registry=REGISTRY)
 OPEN_WATCHES = Gauge("docjobs_jobstore_open_watch_streams", "Watch streams open on this process",
                      registry=REGISTRY)
+WATCH_OVERFLOWS = Counter("docjobs_jobstore_watch_overflows",
+                          "Watch streams that fell behind (their buffer of live events filled), by kind: a job "
+                          "watch re-reads the table, scope and all_jobs end UNAVAILABLE", ["kind"], registry=REGISTRY)
 JOBS = Gauge("docjobs_jobstore_jobs", "Jobs by type and status (the whole queue)", ["job_type", "status"],
              registry=REGISTRY)
 DUE = Gauge("docjobs_jobstore_due_pending_jobs", "Pending jobs that are due now, by type (what renderers scale on)",

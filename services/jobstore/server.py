@@ -29,6 +29,7 @@ from .queries import Q
 from .service import JobStoreService
 from .settings import Settings
 from .store import Store
+from .watch import Watches
 
 log = logging.getLogger("jobstore")
 
@@ -61,6 +62,7 @@ class JobStoreServer:
         self.doorbell: Doorbell
         self.store: Store
         self.maintenance: Maintenance
+        self.watches: Watches
         self.service: JobStoreService
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -76,7 +78,9 @@ class JobStoreServer:
                                  on_reconnect=self._on_reconnect)
         self.store = Store(self.pool, self.settings, self.claims, on_commit=self._on_commit)
         self.maintenance = Maintenance(self.pool, self.settings, on_change=self._on_commit)
-        self.service = JobStoreService(self.store, self.dispatcher, self.settings, self.shutdown)
+        self.watches = Watches(self.store, self.dispatcher, buffer=self.settings.watch_buffer,
+                               all_jobs_buffer=self.settings.all_jobs_watch_buffer)
+        self.service = JobStoreService(self.store, self.watches, self.settings)
         await self.dispatcher.start()
         await self.doorbell.start()
         await self.maintenance.start()
@@ -111,6 +115,7 @@ class JobStoreServer:
                 await self._health_task
         await _maybe_await(self.health.enter_graceful_shutdown())
         self.shutdown.set()
+        self.dispatcher.close_subscriptions()  # open Watch streams end now; their clients resume elsewhere
         self.store.shutting_down.set()
         self.claims.wake(None)
         if self._server is not None:

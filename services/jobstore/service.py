@@ -8,6 +8,7 @@ traceback to the caller).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,17 +23,14 @@ from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from . import convert, metrics, validation
 from .errors import DATABASE_DOWN, FailedPrecondition, InvalidArgument, JobStoreError, NotFound, Unavailable
-from .events import EventDispatcher, Subscription
 from .settings import Settings
 from .store import Store
+from .watch import Watches
 from .wire import MalformedRequest
 
 log = logging.getLogger(__name__)
 
-HISTORY_PAGE = 500
-FIREHOSE_QUEUE = 65536
 LIST_REPLY_BUDGET = 12 * 1024 * 1024  # a ListJobs page with payloads ends before this (the limit is 16 MiB)
-TERMINAL_EVENT_KINDS = frozenset({pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED})
 T = TypeVar("T")
 
 
@@ -99,8 +97,11 @@ def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterato
         calls.inc()
         try:
             _require_parsed(request, fn.__name__)
-            async for item in fn(self, request, context):
-                yield item
+            # aclosing: a stream that ends early (cancelled, failed) closes its generator now, which
+            # releases what it holds (a Watch's subscription) instead of when it is collected.
+            async with contextlib.aclosing(fn(self, request, context)) as items:
+                async for item in items:
+                    yield item
         except asyncio.CancelledError:
             raise
         except grpc.aio.AbortError:
@@ -116,13 +117,10 @@ def _now() -> datetime:
 
 
 class JobStoreService(pb_grpc.JobStoreServicer):
-    def __init__(self, store: Store, dispatcher: EventDispatcher, settings: Settings,
-                 shutdown: asyncio.Event) -> None:
+    def __init__(self, store: Store, watches: Watches, settings: Settings) -> None:
         self._store = store
-        self._dispatcher = dispatcher
+        self._watches = watches
         self._settings = settings
-        self._shutdown = shutdown
-        self.open_watches = 0
         self._background: set[asyncio.Future[None]] = set()
 
     @unary
@@ -286,122 +284,13 @@ class JobStoreService(pb_grpc.JobStoreServicer):
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
         job_id, user_id, session_id, after_id = validation.watch(request)
         if request.all_jobs:
-            async for event in self._watch_all():
-                yield event
-            return
-        if job_id is not None:
-            await self._store.get_job(job_id, user_id)  # NOT_FOUND before anything streams
-        if request.history_only:
-            async for event in self._job_history(job_id, after_id):
-                yield event
-            return
-        # Subscribe first, then read the history: whatever commits in between arrives live.
-        if job_id is not None:
-            sub = self._dispatcher.subscribe(job_id=str(job_id))
+            events = self._watches.all_jobs()
+        elif job_id is None:
+            events = self._watches.scope(user_id, session_id, after_id)
+        elif request.history_only:
+            events = self._watches.job_history(job_id, user_id, after_id)
         else:
-            sub = self._dispatcher.subscribe(user_id=user_id, session_id=session_id)
-        self.open_watches += 1
-        metrics.OPEN_WATCHES.inc()
-        try:
-            if job_id is not None:
-                async for event in self._watch_job(job_id, user_id, after_id, sub):
-                    yield event
-            else:
-                async for event in self._watch_scope(user_id, session_id, after_id, sub):
-                    yield event
-        finally:
-            self.open_watches -= 1
-            metrics.OPEN_WATCHES.dec()
-            self._dispatcher.unsubscribe(sub)
-
-    async def _watch_all(self) -> AsyncIterator[pb.JobEvent]:
-        sub = self._dispatcher.subscribe(queue_size=FIREHOSE_QUEUE)
-        self.open_watches += 1
-        metrics.OPEN_WATCHES.inc()
-        try:
-            yield pb.JobEvent()  # the marker: subscribed, every event from here on will follow
-            while True:
-                event = await self._next_live(sub)
-                if event.id == 0:
-                    raise Unavailable("this watcher fell behind; watch again")
+            events = self._watches.job(job_id, user_id, after_id)
+        async with contextlib.aclosing(events):
+            async for event in events:
                 yield event
-        finally:
-            self.open_watches -= 1
-            metrics.OPEN_WATCHES.dec()
-            self._dispatcher.unsubscribe(sub)
-
-    async def _job_history(self, job_id: Any, after_id: int) -> AsyncIterator[pb.JobEvent]:
-        """A job's stored events after after_id, page by page."""
-        while True:
-            rows = await self._store.job_events_after(job_id, after_id, HISTORY_PAGE)
-            for row in rows:
-                yield convert.event(row)
-            if len(rows) < HISTORY_PAGE:
-                return
-            after_id = rows[-1]["id"]
-
-    async def _watch_job(self, job_id: Any, user_id: str | None, after_id: int,
-                         sub: Subscription) -> AsyncIterator[pb.JobEvent]:
-        job = await self._store.get_job(job_id, user_id)
-        finished = job["status"] in convert.TERMINAL_STATUSES
-        last = after_id
-        while True:  # the stored history, then resync reads after an overflow
-            async for event in self._job_history(job_id, last):
-                last = event.id
-                yield event
-                if event.kind in TERMINAL_EVENT_KINDS:
-                    return
-            if finished:
-                return  # the terminal event was at or before after_event_id
-            while True:
-                event = await self._next_live(sub)
-                if event.id == 0:  # overflow marker: read from the table again
-                    sub.overflowed = False
-                    while not sub.queue.empty():
-                        sub.queue.get_nowait()
-                    break
-                if event.id <= last:
-                    continue
-                last = event.id
-                yield event
-                if event.kind in TERMINAL_EVENT_KINDS:
-                    return
-
-    async def _watch_scope(self, user_id: str | None, session_id: str | None, after_id: int,
-                           sub: Subscription) -> AsyncIterator[pb.JobEvent]:
-        seen: set[int] = set()
-        last = after_id
-        while True:
-            rows = await self._store.scope_events_after(user_id, session_id, last, HISTORY_PAGE)
-            for row in rows:
-                event = convert.event(row)
-                seen.add(event.id)
-                last = event.id
-                yield event
-            if len(rows) < HISTORY_PAGE:
-                break
-        while True:
-            event = await self._next_live(sub)
-            if event.id == 0:
-                raise Unavailable("this watcher fell behind; watch again from the last event id received")
-            if event.id <= after_id:  # read by the dispatcher only now, but committed before we subscribed
-                continue
-            if event.id in seen:  # also in the history read
-                seen.discard(event.id)
-                continue
-            yield event
-
-    async def _next_live(self, sub: Subscription) -> pb.JobEvent:
-        if self._shutdown.is_set():
-            raise Unavailable("the jobstore is shutting down; watch again from the last event id received")
-        get = asyncio.ensure_future(sub.queue.get())
-        stop = asyncio.ensure_future(self._shutdown.wait())
-        try:
-            done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not get.done():
-                get.cancel()
-        if get in done:
-            return get.result()
-        raise Unavailable("the jobstore is shutting down; watch again from the last event id received")

@@ -25,6 +25,10 @@ class Settings:
     retention_s: float = 7 * 24 * 3600.0
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    # Live events a Watch may hold unsent before it falls behind (see jobstore/watch.py): one job's or one
+    # scope's stream, and an all-jobs stream (a gateway's, which carries every event of the cluster).
+    watch_buffer: int = 1024
+    all_jobs_watch_buffer: int = 65536
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -46,4 +50,6 @@ class Settings:
             retention_s=env_float(env, "DOCJOBS_RETENTION_S", 7 * 24 * 3600.0, minimum=1.0, maximum=3.2e8),
             shutdown_grace_s=env_float(env, "DOCJOBS_SHUTDOWN_GRACE_S", 10.0, minimum=0.0, maximum=600.0),
             log_level=env_choice(env, "DOCJOBS_LOG_LEVEL", "info", LOG_LEVELS).upper(),
+            watch_buffer=env_int(env, "DOCJOBS_WATCH_BUFFER", 1024, minimum=1, maximum=1_000_000),
+            all_jobs_watch_buffer=env_int(env, "DOCJOBS_ALL_JOBS_WATCH_BUFFER", 65536, minimum=1, maximum=10_000_000),
         )

@@ -19,6 +19,12 @@ class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATUS_FAILED: _ClassVar[JobStatus]
     JOB_STATUS_CANCELLED: _ClassVar[JobStatus]
 
+class WatchMarker(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WATCH_MARKER_UNSPECIFIED: _ClassVar[WatchMarker]
+    WATCH_MARKER_SUBSCRIBED: _ClassVar[WatchMarker]
+    WATCH_MARKER_FINISHED: _ClassVar[WatchMarker]
+
 class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVENT_KIND_UNSPECIFIED: _ClassVar[EventKind]
@@ -33,6 +39,9 @@ JOB_STATUS_PROCESSING: JobStatus
 JOB_STATUS_COMPLETED: JobStatus
 JOB_STATUS_FAILED: JobStatus
 JOB_STATUS_CANCELLED: JobStatus
+WATCH_MARKER_UNSPECIFIED: WatchMarker
+WATCH_MARKER_SUBSCRIBED: WatchMarker
+WATCH_MARKER_FINISHED: WatchMarker
 EVENT_KIND_UNSPECIFIED: EventKind
 EVENT_KIND_STATUS: EventKind
 EVENT_KIND_PROGRESS: EventKind
@@ -439,7 +448,7 @@ class WatchRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., after_event_id: _Optional[int] = ..., all_jobs: _Optional[bool] = ..., history_only: _Optional[bool] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("id", "job_id", "kind", "status", "progress", "message", "result_json", "error", "created_at", "job_type", "user_id", "session_id", "attempt", "retry_at")
+    __slots__ = ("id", "job_id", "kind", "status", "progress", "message", "result_json", "error", "created_at", "job_type", "user_id", "session_id", "attempt", "retry_at", "marker")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -454,6 +463,7 @@ class JobEvent(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RETRY_AT_FIELD_NUMBER: _ClassVar[int]
+    MARKER_FIELD_NUMBER: _ClassVar[int]
     id: int
     job_id: str
     kind: EventKind
@@ -468,4 +478,5 @@ class JobEvent(_message.Message):
     session_id: str
     attempt: int
     retry_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., job_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[int] = ..., message: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_type: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., attempt: _Optional[int] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    marker: WatchMarker
+    def __init__(self, id: _Optional[int] = ..., job_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[int] = ..., message: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_type: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., attempt: _Optional[int] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., marker: _Optional[_Union[WatchMarker, str]] = ...) -> None: ...

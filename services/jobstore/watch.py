@@ -1,0 +1,168 @@
+"""The watch path: one job's, one scope's (user and/or session) or every job's events, stored then live.
+
+Every Watch follows the same order: subscribe to the event dispatcher first, then read the stored events
+after the resume id; whatever commits in between arrives on the subscription as well, and the reader skips
+it by id. Live events are buffered per subscription, up to a bound (DOCJOBS_WATCH_BUFFER; the all-jobs
+stream of a gateway, DOCJOBS_ALL_JOBS_WATCH_BUFFER). A reader that falls behind finds its subscription
+marked overflowed (the mark lives beside the buffer, so a full buffer cannot hide it) and then:
+
+* a job watch re-reads the job's stored events after the last one it sent and carries on: one job's
+  events commit in id order (each transition holds the job's row lock), so "after the last sent" loses
+  nothing and repeats nothing;
+* a scope or all-jobs watch ends with UNAVAILABLE, saying to watch again: events of different jobs commit
+  out of id order, so "after the last sent" could skip one. A gateway's hub watches again at once and
+  has each of its streams re-read its own job's events.
+
+Markers are typed (`WatchMarker`), never an event with a special id: SUBSCRIBED starts an all-jobs
+stream, FINISHED answers a history-only watch of a finished job whose terminal event the caller already
+has (so a client that reconnects after the end knows there is nothing to wait for).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+from . import convert, metrics
+from .errors import Unavailable
+from .events import Closed, EventDispatcher, FellBehind, Subscription
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+HISTORY_PAGE = 500
+TERMINAL_EVENT_KINDS = frozenset({pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED})
+SUBSCRIBED = pb.JobEvent(marker=pb.WATCH_MARKER_SUBSCRIBED)
+FINISHED = pb.JobEvent(marker=pb.WATCH_MARKER_FINISHED)
+
+SHUTTING_DOWN = "the jobstore is shutting down; watch again from the last event id received"
+FELL_BEHIND = "this watch fell behind the live events; watch again from the last event id received"
+
+
+class Watches:
+    """Opens watches over the store (stored events) and the dispatcher (live ones)."""
+
+    def __init__(self, store: Store, dispatcher: EventDispatcher, *, buffer: int, all_jobs_buffer: int) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._buffer = buffer
+        self._all_jobs_buffer = all_jobs_buffer
+        self.open = 0  # live watches open on this process
+
+    async def job(self, job_id: uuid.UUID, user_id: str | None, after_id: int) -> AsyncIterator[pb.JobEvent]:
+        """The job's events after after_id, stored then live, until its terminal event.
+        NotFound (before anything is sent) for a job that is not user_id's."""
+        with self._subscribed("job", job_id=str(job_id)) as sub:
+            job = await self._store.get_job(job_id, user_id)
+            finished = job["status"] in convert.TERMINAL_STATUSES
+            last = after_id
+            while True:
+                async for event in self._stored(job_id, last):
+                    last = event.id
+                    yield event
+                    if event.kind in TERMINAL_EVENT_KINDS:
+                        return
+                if finished:
+                    return  # its terminal event was at or before after_id
+                try:
+                    while True:
+                        event = await _next(sub)
+                        if event.id <= last:  # also in the stored events just read
+                            continue
+                        last = event.id
+                        yield event
+                        if event.kind in TERMINAL_EVENT_KINDS:
+                            return
+                except FellBehind:
+                    metrics.WATCH_OVERFLOWS.labels("job").inc()
+                    sub.resync()  # live events buffer again from here; the table has the ones dropped
+
+    async def job_history(self, job_id: uuid.UUID, user_id: str | None,
+                          after_id: int) -> AsyncIterator[pb.JobEvent]:
+        """The job's stored events after after_id, then the end; FINISHED alone when the job is finished
+        and nothing is left. (The status is read first: a job finished by then has its terminal event
+        stored, so it is either in what follows or at or before after_id.)"""
+        job = await self._store.get_job(job_id, user_id)
+        finished = job["status"] in convert.TERMINAL_STATUSES
+        ended = False
+        async for event in self._stored(job_id, after_id):
+            ended = event.kind in TERMINAL_EVENT_KINDS
+            yield event
+        if finished and not ended:
+            yield FINISHED
+
+    async def scope(self, user_id: str | None, session_id: str | None,
+                    after_id: int) -> AsyncIterator[pb.JobEvent]:
+        """A user's and/or session's events after after_id, stored then live, without end."""
+        with self._subscribed("scope", user_id=user_id, session_id=session_id) as sub:
+            seen: set[int] = set()  # ids sent from the table, which may also arrive live
+            last = after_id
+            while True:
+                rows = await self._store.scope_events_after(user_id, session_id, last, HISTORY_PAGE)
+                for row in rows:
+                    event = convert.event(row)
+                    seen.add(event.id)
+                    last = event.id
+                    yield event
+                if len(rows) < HISTORY_PAGE:
+                    break
+            while True:
+                try:
+                    event = await _next(sub)
+                except FellBehind:
+                    metrics.WATCH_OVERFLOWS.labels("scope").inc()
+                    raise Unavailable(FELL_BEHIND) from None
+                if event.id <= after_id:  # read by the dispatcher only now, but committed before we subscribed
+                    continue
+                if event.id in seen:
+                    seen.discard(event.id)
+                    continue
+                yield event
+
+    async def all_jobs(self) -> AsyncIterator[pb.JobEvent]:
+        """Every job's events from now on: SUBSCRIBED first, then every event committed after it."""
+        with self._subscribed("all_jobs", limit=self._all_jobs_buffer) as sub:
+            yield SUBSCRIBED
+            while True:
+                try:
+                    yield await _next(sub)
+                except FellBehind:
+                    metrics.WATCH_OVERFLOWS.labels("all_jobs").inc()
+                    log.warning("an all-jobs watch fell behind (%d events buffered); it must watch again",
+                                self._all_jobs_buffer)
+                    raise Unavailable(FELL_BEHIND) from None
+
+    async def _stored(self, job_id: uuid.UUID, after_id: int) -> AsyncIterator[pb.JobEvent]:
+        """A job's stored events after after_id, page by page."""
+        while True:
+            rows = await self._store.job_events_after(job_id, after_id, HISTORY_PAGE)
+            for row in rows:
+                yield convert.event(row)
+            if len(rows) < HISTORY_PAGE:
+                return
+            after_id = rows[-1]["id"]
+
+    @contextlib.contextmanager
+    def _subscribed(self, kind: str, *, job_id: str | None = None, user_id: str | None = None,
+                    session_id: str | None = None, limit: int | None = None) -> Iterator[Subscription]:
+        sub = self._dispatcher.subscribe(job_id=job_id, user_id=user_id, session_id=session_id,
+                                         limit=self._buffer if limit is None else limit)
+        self.open += 1
+        metrics.OPEN_WATCHES.inc()
+        try:
+            yield sub
+        finally:
+            self.open -= 1
+            metrics.OPEN_WATCHES.dec()
+            self._dispatcher.unsubscribe(sub)
+
+
+async def _next(sub: Subscription) -> pb.JobEvent:
+    try:
+        return await sub.next()
+    except Closed:
+        raise Unavailable(SHUTTING_DOWN) from None
