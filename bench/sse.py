@@ -79,7 +79,9 @@ async def open_stream(session: aiohttp.ClientSession, url: str, sent: dict[str, 
 
 async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid: int) -> None:
     # 1,000 users with a few streams each (a user may hold DOCJOBS_SSE_STREAMS_PER_USER streams, 16).
-    headers = [{"Authorization": "Bearer " + jwt.encode({"sub": f"bench-{u}"}, SECRET, algorithm="HS256")}
+    expires = int(time.time()) + 3600  # the gateway refuses tokens that never expire
+    headers = [{"Authorization": "Bearer " + jwt.encode({"sub": f"bench-{u}", "exp": expires}, SECRET,
+                                                        algorithm="HS256")}
                for u in range(1000)]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session, \

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
 import grpc
 import uvloop
 from aiohttp import web
@@ -23,9 +25,10 @@ from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from . import openapi, payloads
 from .auth import Auth
-from .errors import ApiError, errors_middleware, from_grpc
+from .errors import ApiError, error_response, errors_middleware, from_grpc
 from .hub import EventHub
 from .inflight import BoundedStub
+from .logs import AccessLog, ServerLog
 from .settings import Settings
 from .sse import Streams, last_event_id
 
@@ -48,7 +51,12 @@ SERVER_OPTIONS = {"handler_cancellation": True}
 
 
 def _job_id(request: web.Request) -> str:
-    return request.match_info["job_id"]
+    job_id = request.match_info["job_id"]
+    try:
+        uuid.UUID(job_id)
+    except ValueError:  # a path that names no job, whatever it holds (it may not even be text to pass on)
+        raise ApiError(404, "not_found", "no such job: a job id is a UUID", "jobId") from None
+    return job_id
 
 
 def _links(request: web.Request, job_id: str, user_id: str) -> dict[str, str]:
@@ -69,6 +77,9 @@ async def create_job(request: web.Request) -> web.Response:
     idempotency_key = request.headers.get("Idempotency-Key", "")
     if len(idempotency_key) > 200:
         raise ApiError(400, "invalid", "Idempotency-Key is longer than 200 characters", "Idempotency-Key")
+    # Header values are bytes; aiohttp hands on those that are not UTF-8 as lone surrogates.
+    if not all(" " <= c <= "~" for c in idempotency_key):
+        raise ApiError(400, "invalid", "Idempotency-Key must be printable ASCII", "Idempotency-Key")
     reply = await request.app[STUB].Enqueue(pb.EnqueueRequest(user_id=user_id, idempotency_key=idempotency_key,
                                                               **fields))
     request.app[METRICS]["jobs_created"].labels(fields["job_type"]).inc()
@@ -220,6 +231,18 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """The Expect header as aiohttp answers it (100 Continue), except that another expectation is
+    refused in JSON, like every other error, rather than in plain text."""
+    if request.version != aiohttp.HttpVersion11:
+        return None
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return error_response(417, "expectation_failed", "Expect: only 100-continue is supported", "Expect")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # an interim response: the answer itself has not started
+    return None
+
+
 async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
     channel = grpc.aio.insecure_channel(app[SETTINGS].jobstore_address, options=[
         ("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -245,7 +268,8 @@ async def _end_streams(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes,
+                          handler_args={"access_log_class": AccessLog, "logger": ServerLog()})
     registry = CollectorRegistry()
     app[SETTINGS] = settings
     app[AUTH] = Auth(settings)
@@ -263,24 +287,25 @@ def create_app(settings: Settings) -> web.Application:
     }
     app.cleanup_ctx.append(_jobstore_channel)
     app.on_shutdown.append(_end_streams)
+    expect = {"expect_handler": expect_continue}
     app.add_routes([
-        web.post("/api/jobs", create_job),
-        web.post("/api/jobs/enqueue", create_job),
-        web.get("/api/jobs", list_jobs),
-        web.get("/api/jobs/{job_id}", get_job),
-        web.get("/api/jobs/{job_id}/status", get_job),
-        web.delete("/api/jobs/{job_id}", cancel_job),
+        web.post("/api/jobs", create_job, **expect),
+        web.post("/api/jobs/enqueue", create_job, **expect),
+        web.get("/api/jobs", list_jobs, **expect),
+        web.get("/api/jobs/{job_id}", get_job, **expect),
+        web.get("/api/jobs/{job_id}/status", get_job, **expect),
+        web.delete("/api/jobs/{job_id}", cancel_job, **expect),
         # No HEAD on the two streaming routes: aiohttp would send their body after a HEAD's headers.
-        web.get("/api/jobs/{job_id}/events", job_events, allow_head=False),
-        web.get("/api/jobs/{job_id}/artifact", download, allow_head=False),
-        web.get("/api/stats", stats),
-        web.get("/", index),
-        web.get("/api/examples/{job_type}", get_example),
-        web.get("/api/schemas/{job_type}", get_schema),
-        web.get("/openapi.json", openapi_json),
-        web.get("/healthz", healthz),
-        web.get("/readyz", readyz),
-        web.get("/metrics", metrics),
+        web.get("/api/jobs/{job_id}/events", job_events, allow_head=False, **expect),
+        web.get("/api/jobs/{job_id}/artifact", download, allow_head=False, **expect),
+        web.get("/api/stats", stats, **expect),
+        web.get("/", index, **expect),
+        web.get("/api/examples/{job_type}", get_example, **expect),
+        web.get("/api/schemas/{job_type}", get_schema, **expect),
+        web.get("/openapi.json", openapi_json, **expect),
+        web.get("/healthz", healthz, **expect),
+        web.get("/readyz", readyz, **expect),
+        web.get("/metrics", metrics, **expect),
     ])
     return app
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger("gateway")
 
@@ -62,6 +63,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(err.status, err.code, err.message, err.field)
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "too_large", "the request body is too large", "body")
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # aiohttp could not read the body (a Content-Encoding it is not in, a broken chunked encoding).
+        # The rest of the connection cannot be read either: it closes after this answer.
+        cause = exc.__cause__ if isinstance(exc, web.RequestPayloadError) else exc
+        reason = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+        response = error_response(400, "malformed", f"the body could not be read: {reason}", "body")
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)

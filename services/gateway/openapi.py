@@ -23,7 +23,8 @@ def document() -> dict[str, Any]:
     create = {
         "summary": "Submit a document job",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                        "schema": {"type": "string", "maxLength": 200}}],
+                        "schema": {"type": "string", "maxLength": 200, "pattern": "^[ -~]*$"},
+                        "description": "Printable ASCII; the same key of the same user gives the same job"}],
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
         "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
@@ -100,7 +101,7 @@ def document() -> dict[str, Any]:
                                {"name": "lastEventId", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "An event stream",
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                              "401": ERROR, "404": ERROR, "429": ERROR}}},
+                              "400": ERROR, "401": ERROR, "404": ERROR, "429": ERROR}}},
             "/api/jobs/{jobId}/artifact": {"get": {
                 "summary": "Download the finished document", "parameters": [JOB_ID, URL_TOKEN],
                 "responses": {"200": {"description": "The document",

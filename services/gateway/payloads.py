@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from docjobs import jobtypes, specs
+from docjobs import jobtypes, jsonvalues, specs
 from docjobs.v1 import jobstore_pb2 as pb
 
 from .errors import ApiError
@@ -29,6 +29,8 @@ def _optional_str(body: dict[str, Any], field: str, max_len: int) -> str:
         raise _invalid(field, "must be a string")
     if len(value) > max_len:
         raise _invalid(field, f"longer than {max_len} characters")
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+        raise _invalid(field, "must not contain control characters")
     return value
 
 
@@ -38,8 +40,17 @@ def parse_job_request(raw: bytes, user_id: str) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed", f"the body is not valid JSON: {exc}", "body") from None
+    except RecursionError:
+        raise ApiError(400, "malformed", f"the body is nested more than {jsonvalues.MAX_DEPTH} levels deep",
+                       "body") from None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed", "the body must be a JSON object", "body")
+    # Before anything reads it: a lone surrogate cannot be sent on to the jobstore (protobuf strings are
+    # UTF-8), and NUL, NaN or Infinity would be refused by the database in its own words.
+    found = jsonvalues.problem(body)
+    if found is not None:
+        where, what = found
+        raise _invalid(where or "body", what)
     job_type = body.get("documentType")
     if not isinstance(job_type, str) or job_type not in jobtypes.JOB_TYPES:
         raise _invalid("documentType", f"must be one of {', '.join(jobtypes.JOB_TYPES)}")

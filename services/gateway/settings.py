@@ -18,6 +18,7 @@ class Settings:
     auth: str = "jwt"  # jwt | none
     jwt_secret: str = ""
     url_token_ttl_s: int = 3600
+    jwt_max_ttl_s: int = 86400
     sse_heartbeat_s: float = 15.0
     max_body_bytes: int = 5 * 1024 * 1024
     body_timeout_s: float = 10.0
@@ -31,6 +32,11 @@ class Settings:
         secret = env_str(env, "DOCJOBS_JWT_SECRET", "")
         if auth == "jwt" and len(secret.encode()) < 32:
             raise SettingsError("DOCJOBS_JWT_SECRET must be set, 32 bytes or more (HS256), when DOCJOBS_AUTH=jwt")
+        url_token_ttl_s = env_int(env, "DOCJOBS_URL_TOKEN_TTL_S", 3600, minimum=60, maximum=7 * 86400)
+        jwt_max_ttl_s = env_int(env, "DOCJOBS_JWT_MAX_TTL_S", 86400, minimum=60, maximum=366 * 86400)
+        if url_token_ttl_s > jwt_max_ttl_s:
+            raise SettingsError(f"DOCJOBS_URL_TOKEN_TTL_S ({url_token_ttl_s}) must not exceed DOCJOBS_JWT_MAX_TTL_S "
+                                f"({jwt_max_ttl_s}): the gateway would refuse its own links")
         port = env_port(env, "DOCJOBS_GRPC_PORT", 50051)
         host = env_str(env, "DOCJOBS_HTTP_HOST", "127.0.0.1" if auth == "none" else "0.0.0.0")
         if auth == "none":
@@ -42,7 +48,8 @@ class Settings:
             auth=auth,
             # In no-auth mode the per-job URL tokens are still signed, with a per-process secret.
             jwt_secret=secret,
-            url_token_ttl_s=env_int(env, "DOCJOBS_URL_TOKEN_TTL_S", 3600, minimum=60, maximum=7 * 86400),
+            url_token_ttl_s=url_token_ttl_s,
+            jwt_max_ttl_s=jwt_max_ttl_s,
             sse_heartbeat_s=env_float(env, "DOCJOBS_SSE_HEARTBEAT", 15.0, minimum=0.05, maximum=300.0),
             max_body_bytes=env_int(env, "DOCJOBS_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024,
                                    maximum=64 * 1024 * 1024),
