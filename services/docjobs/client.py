@@ -49,8 +49,9 @@ class Gateway:
             return json.loads(response.read())
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.json("/api/jobs", data=json.dumps(body).encode(), method="POST",
-                         headers={"Content-Type": "application/json"})  # type: ignore[no-any-return]
+        job: dict[str, Any] = self.json("/api/jobs", data=json.dumps(body).encode(), method="POST",
+                                        headers={"Content-Type": "application/json"})
+        return job
 
     def events(self, events_url: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event name, data) until the stream's terminal event; reconnects with Last-Event-ID."""

@@ -16,7 +16,9 @@ def grpc_healthy(address: str, timeout: float = 1.0) -> Callable[[], bool]:
     def check() -> bool:
         try:
             with grpc.insecure_channel(address) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+                stub = health_pb2_grpc.HealthStub(channel)
+                # typeshed's HealthStub declares none of the stub's methods.
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)  # type: ignore[attr-defined]
                 return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
         except grpc.RpcError:
             return False

@@ -39,7 +39,8 @@ def schema_names() -> list[str]:
 @cache
 def _raw(name: str) -> dict[str, Any]:
     text = resources.files(__package__).joinpath("schemas", f"{name}.json").read_text(encoding="utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
+    raw: dict[str, Any] = json.loads(text)
+    return raw
 
 
 def schema(job_type: str) -> dict[str, Any]:
@@ -51,11 +52,11 @@ def _validator(job_type: str) -> jsonschema.protocols.Validator:
     registry: Registry = Registry().with_resources(
         (SCHEMA_BASE + f"{name}.json", Resource.from_contents(_raw(name))) for name in schema_names())
     cls = jsonschema.validators.validator_for(_raw(job_type))
-    return cls(_raw(job_type), registry=registry)  # type: ignore[no-any-return]
+    return cls(_raw(job_type), registry=registry)
 
 
 @cache
-def _fast_validator(job_type: str) -> Any:
+def _fast_validator(job_type: str) -> jsonschema_rs.Validator:
     registry = jsonschema_rs.Registry([(SCHEMA_BASE + f"{name}.json", _raw(name)) for name in schema_names()])
     return jsonschema_rs.validator_for(_raw(job_type), registry=registry)
 
