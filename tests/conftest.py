@@ -31,6 +31,7 @@ import pytest
 
 from docjobs.pgserver import EmbeddedPostgres
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+from jobstore.clock import Clock
 from jobstore.migrations import migrate
 from jobstore.server import JobStoreServer
 from jobstore.settings import Settings
@@ -112,8 +113,8 @@ class RunningJobStore:
         return f"127.0.0.1:{self.server.port}"
 
 
-async def start_jobstore(settings: Settings) -> RunningJobStore:
-    server = JobStoreServer(settings)
+async def start_jobstore(settings: Settings, clock: Clock | None = None) -> RunningJobStore:
+    server = JobStoreServer(settings, clock)
     port = await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}",
                                         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
@@ -124,8 +125,10 @@ async def start_jobstore(settings: Settings) -> RunningJobStore:
 async def jobstore_factory(database_url: str) -> AsyncIterator[object]:
     started: list[RunningJobStore] = []
 
-    async def factory(**overrides: object) -> RunningJobStore:
-        running = await start_jobstore(jobstore_settings(database_url, **overrides))
+    async def factory(clock: Clock | None = None, **overrides: object) -> RunningJobStore:
+        """A jobstore on this test's database; with a clock (jobstore.clock.ManualClock), its decisions by
+        time (leases, backoff, due and expiry times, retention) happen at the time the clock says."""
+        running = await start_jobstore(jobstore_settings(database_url, **overrides), clock)
         started.append(running)
         return running
 

@@ -1,4 +1,5 @@
-"""Maintenance: retention cleanup and one replica at a time under the advisory lock."""
+"""Maintenance: retention cleanup and one replica at a time under the advisory lock. Time is a
+ManualClock's (jobstore/clock.py): the tests set it, and never backdate rows or sleep."""
 
 from __future__ import annotations
 
@@ -8,38 +9,43 @@ import uuid
 import asyncpg
 
 from docjobs.v1 import jobstore_pb2 as pb
+from jobstore.clock import ManualClock
 from jobstore.maintenance import MAINTENANCE_LOCK_KEY
 
+from .conftest import wait_until
 from .helpers import claim, enqueue
 from .test_artifacts import upload_requests
 
 
 async def test_retention_deletes_old_finished_jobs_with_their_events_and_artifacts(jobstore_factory,
                                                                                    database_url) -> None:
-    store = await jobstore_factory(retention_s=3600.0, maintenance_interval_s=3600.0)
+    clock = ManualClock()
+    store = await jobstore_factory(clock=clock, retention_s=3600.0, maintenance_interval_s=3600.0)
     stub = store.stub
     old = await enqueue(stub)
-    [c] = await claim(stub)
+    [c] = await claim(stub, types=("spreadsheet",))
     artifact = await stub.UploadArtifact(upload_requests(old.id, c.lease_token, [b"x" * 3000]))
     await stub.Complete(pb.CompleteRequest(job_id=old.id, lease_token=c.lease_token, artifact_id=artifact.id))
+    still_pending = await enqueue(stub, job_type="pdf")  # nobody claims pdf jobs here
+    clock.advance(hours=1)  # the retention period to the microsecond: kept
+    assert await store.server.maintenance.cleanup_now() == 0
     recent_done = await enqueue(stub)
-    [c2] = await claim(stub)
+    [c2] = await claim(stub, types=("spreadsheet",))
     await stub.Complete(pb.CompleteRequest(job_id=recent_done.id, lease_token=c2.lease_token))
-    still_pending = await enqueue(stub)
+    clock.advance(microseconds=1)
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute("UPDATE document_jobs SET completed_at = now() - interval '2 hours' WHERE id = $1",
-                           uuid.UUID(old.id))
-        # A pending job that is old is never deleted, whatever its age.
-        await conn.execute("UPDATE document_jobs SET created_at = now() - interval '2 days' WHERE id = $1",
-                           uuid.UUID(still_pending.id))
-        deleted = await store.server.maintenance.cleanup_now()
-        assert deleted == 1
+        assert await store.server.maintenance.cleanup_now() == 1
         remaining = {str(r["id"]) for r in await conn.fetch("SELECT id FROM document_jobs")}
         assert remaining == {recent_done.id, still_pending.id}
         assert await conn.fetchval("SELECT count(*) FROM job_events WHERE job_id = $1", uuid.UUID(old.id)) == 0
         assert await conn.fetchval("SELECT count(*) FROM artifacts") == 0
         assert await conn.fetchval("SELECT count(*) FROM artifact_chunks") == 0
+        # A pending job is never deleted, whatever its age.
+        clock.advance(days=2)
+        assert await store.server.maintenance.cleanup_now() == 1
+        remaining = {str(r["id"]) for r in await conn.fetch("SELECT id FROM document_jobs")}
+        assert remaining == {still_pending.id}
     finally:
         await conn.close()
 
@@ -62,9 +68,15 @@ async def test_only_one_replica_runs_maintenance_at_a_time(jobstore_factory, dat
 
 
 async def test_a_worker_that_crashed_loses_its_job_to_the_reaper_of_another_replica(jobstore_factory) -> None:
-    a = await jobstore_factory(maintenance_interval_s=3600.0)  # never reaps by itself
-    await jobstore_factory(maintenance_interval_s=0.1)  # the replica that reaps
+    clock = ManualClock()  # one time for both replicas, as the database's clock is in production
+    a = await jobstore_factory(clock=clock, maintenance_interval_s=3600.0)  # never reaps by itself
+    b = await jobstore_factory(clock=clock, maintenance_interval_s=3600.0)  # reaps when the test says
     job = await enqueue(a.stub, max_retries=1)
     await claim(a.stub, worker="crashed", lease_ms=1000)
-    [again] = await claim(a.stub, worker="healthy", wait_ms=15_000)  # woken by b's reaper through NOTIFY
+    waiting = asyncio.create_task(claim(a.stub, worker="healthy", wait_ms=15_000))
+    await wait_until(lambda: len(a.server.claims) == 1)
+    clock.advance(seconds=1, microseconds=1)
+    assert (await b.server.maintenance.tick()).reaped == 1
+    clock.advance(milliseconds=200)  # past the retry's backoff (base 200 ms: at most 200 ms)
+    [again] = await asyncio.wait_for(waiting, 10)  # woken by b's reaper through NOTIFY, not by its 15 s
     assert again.job.id == job.id and again.attempt == 2

@@ -1,4 +1,8 @@
-"""Queue semantics over the real gRPC path and a real Postgres."""
+"""Queue semantics over the real gRPC path and a real Postgres.
+
+Tests of leases, backoff, due and expiry times run the jobstore on a ManualClock (jobstore/clock.py): they
+set the time and run maintenance's tick themselves, so they are exact to the microsecond and neither
+backdate rows nor sleep."""
 
 from __future__ import annotations
 
@@ -8,13 +12,13 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import grpc
 import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
+from jobstore.clock import ManualClock
 
-from .conftest import new_user, wait_until
+from .conftest import RunningJobStore, new_user, wait_until
 from .helpers import claim, collect_events, enqueue
 
 
@@ -54,15 +58,35 @@ async def test_priority_first_then_oldest(stub) -> None:
     del low, high, low2
 
 
-async def test_delayed_job_is_not_claimed_before_it_is_due(stub) -> None:
-    job = await enqueue(stub, delay_ms=1500)
+def at(ts) -> datetime:  # type: ignore[no-untyped-def]
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+async def on_a_manual_clock(jobstore_factory, **overrides) -> tuple[RunningJobStore, ManualClock]:  # type: ignore[no-untyped-def]
+    """A jobstore whose time stands still until the test moves it; maintenance runs only when the test
+    calls its tick."""
+    clock = ManualClock()
+    return await jobstore_factory(clock=clock, maintenance_interval_s=3600.0, **overrides), clock
+
+
+async def test_a_delayed_job_is_due_at_its_run_at_and_not_a_microsecond_before(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+    store, clock = await on_a_manual_clock(jobstore_factory)
+    job = await enqueue(store.stub, delay_ms=1500)
+    assert at(job.run_at) == clock.now() + timedelta(milliseconds=1500)
+    clock.advance(milliseconds=1500, microseconds=-1)
+    assert await claim(store.stub) == []
+    clock.advance(microseconds=1)
+    [got] = await claim(store.stub)
+    assert got.job.id == job.id and at(got.job.started_at) == clock.now()
+
+
+async def test_a_long_poll_claim_sleeps_until_the_job_is_due_and_takes_it_then(stub) -> None:
+    job = await enqueue(stub, delay_ms=500)
     assert await claim(stub) == []
-    assert job.run_at.ToDatetime(tzinfo=UTC) > job.created_at.ToDatetime(tzinfo=UTC)
-    # A long-poll claim sleeps until the job is due and takes it then.
     started = datetime.now(UTC)
     [got] = await claim(stub, wait_ms=10_000)
     assert got.job.id == job.id
-    assert datetime.now(UTC) >= job.run_at.ToDatetime(tzinfo=UTC) - timedelta(milliseconds=5)
+    assert datetime.now(UTC) >= at(job.run_at) - timedelta(milliseconds=5)
     assert datetime.now(UTC) - started < timedelta(seconds=9)
 
 
@@ -92,11 +116,27 @@ async def test_long_poll_claim_wakes_on_enqueue_through_another_replica(jobstore
     assert [c.job.id for c in got] == [job.id]
 
 
-async def test_worker_that_stops_heartbeating_loses_its_job_and_its_late_complete_is_refused(stub) -> None:
+async def test_worker_that_stops_heartbeating_loses_its_job_and_its_late_complete_is_refused(  # type: ignore[no-untyped-def]
+        jobstore_factory) -> None:
+    store, clock = await on_a_manual_clock(jobstore_factory)
+    stub = store.stub
     job = await enqueue(stub, max_retries=2)
     [first] = await claim(stub, worker="dies", lease_ms=1000)
-    # The lease runs out; the reaper puts the job back with backoff; another worker takes it.
-    [second] = await claim(stub, worker="lives", wait_ms=15_000)
+    assert at(first.lease_expires_at) == clock.now() + timedelta(seconds=1)
+    # The lease runs out: at its last instant the job is still the worker's, a microsecond later the
+    # reaper puts it back with backoff (base 200 ms, equal jitter: 100 to 200 ms).
+    clock.advance(seconds=1)
+    await store.server.maintenance.tick()
+    assert (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_PROCESSING
+    clock.advance(microseconds=1)
+    assert (await store.server.maintenance.tick()).reaped == 1
+    reaped = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
+    assert reaped.status == pb.JOB_STATUS_PENDING and reaped.error.code == "lease_expired"
+    backoff = at(reaped.run_at) - clock.now()
+    assert timedelta(milliseconds=100) <= backoff <= timedelta(milliseconds=200)
+    assert await claim(stub, worker="lives") == []
+    clock.advance(backoff)
+    [second] = await claim(stub, worker="lives")
     assert second.job.id == job.id and second.attempt == 2
     assert second.lease_token != first.lease_token
     assert second.job.error.code == "lease_expired"
@@ -114,40 +154,54 @@ async def test_worker_that_stops_heartbeating_loses_its_job_and_its_late_complet
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def test_heartbeat_extends_the_lease_and_records_progress(stub) -> None:
+async def test_heartbeat_extends_the_lease_and_records_progress(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+    store, clock = await on_a_manual_clock(jobstore_factory)
+    stub = store.stub
     job = await enqueue(stub)
     [c] = await claim(stub, lease_ms=1000)
     for progress in (10, 40, 70):
         beat = await stub.Heartbeat(pb.HeartbeatRequest(job_id=job.id, lease_token=c.lease_token,
                                                         progress=progress, message=f"at {progress}", lease_ms=1000))
-        assert not beat.cancelled
-        await asyncio.sleep(0.4)  # longer than the lease in total, but renewed each time
+        assert not beat.cancelled and at(beat.lease_expires_at) == clock.now() + timedelta(seconds=1)
+        clock.advance(milliseconds=400)  # longer than the lease in total, but renewed each time
+        await store.server.maintenance.tick()
     current = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
     assert current.status == pb.JOB_STATUS_PROCESSING
     assert (current.progress, current.progress_message) == (70, "at 70")
+    # Without the next heartbeat, the lease ends a second after the last one.
+    clock.advance(milliseconds=600)
+    assert (await store.server.maintenance.tick()).reaped == 0
+    clock.advance(microseconds=1)
+    assert (await store.server.maintenance.tick()).reaped == 1
     events = await collect_events(stub, pb.WatchRequest(job_id=job.id), count=5)
     assert [e.kind for e in events] == [pb.EVENT_KIND_STATUS, pb.EVENT_KIND_STATUS] + [pb.EVENT_KIND_PROGRESS] * 3
     assert [e.progress for e in events[2:]] == [10, 40, 70]
 
 
-async def test_retries_back_off_exponentially_and_end_failed_with_the_last_error(stub) -> None:
+async def test_retries_back_off_exponentially_and_end_failed_with_the_last_error(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+    store, clock = await on_a_manual_clock(jobstore_factory)
+    stub = store.stub
     job = await enqueue(stub, max_retries=2)
     retry_delays = []
     for attempt in (1, 2, 3):
-        [c] = await claim(stub, wait_ms=15_000)
+        [c] = await claim(stub)
         assert c.attempt == attempt
-        failed_at = datetime.now(UTC)
         reply = await stub.Fail(pb.FailRequest(job_id=job.id, lease_token=c.lease_token, error_code="boom",
                                                error_message=f"attempt {attempt} failed", retryable=True))
         if attempt < 3:
             assert reply.will_retry and reply.job.status == pb.JOB_STATUS_PENDING
-            retry_delays.append((reply.retry_at.ToDatetime(tzinfo=UTC) - failed_at).total_seconds())
+            delay = at(reply.retry_at) - clock.now()
+            retry_delays.append(delay)
+            clock.advance(delay - timedelta(microseconds=1))
+            assert await claim(stub) == []  # not a microsecond before its time
+            clock.advance(microseconds=1)
         else:
             assert not reply.will_retry
             assert reply.job.status == pb.JOB_STATUS_FAILED
+            assert at(reply.job.completed_at) == clock.now()
     # base 200 ms with equal jitter: first retry in [0.1, 0.2] s, second in [0.2, 0.4] s.
-    assert 0.09 <= retry_delays[0] <= 0.25
-    assert 0.19 <= retry_delays[1] <= 0.45
+    assert timedelta(milliseconds=100) <= retry_delays[0] <= timedelta(milliseconds=200)
+    assert timedelta(milliseconds=200) <= retry_delays[1] <= timedelta(milliseconds=400)
     final = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
     assert final.status == pb.JOB_STATUS_FAILED
     assert (final.error.code, final.error.message) == ("boom", "attempt 3 failed")
@@ -170,26 +224,32 @@ async def test_not_retryable_failure_fails_at_once(stub) -> None:
     assert reply.job.error.code == "invalid_spec"
 
 
-async def test_lease_expiry_with_no_retries_left_fails_the_job(stub) -> None:
-    job = await enqueue(stub, max_retries=0)
-    await claim(stub, lease_ms=1000)
-    final = await wait_until(lambda: _status_is(stub, job.id, pb.JOB_STATUS_FAILED), timeout=15)
-    assert final.error.code == "lease_expired"
+async def test_lease_expiry_with_no_retries_left_fails_the_job(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+    store, clock = await on_a_manual_clock(jobstore_factory)
+    job = await enqueue(store.stub, max_retries=0)
+    await claim(store.stub, lease_ms=1000)
+    clock.advance(seconds=1, microseconds=1)
+    await store.server.maintenance.tick()
+    final = await store.stub.GetJob(pb.GetJobRequest(job_id=job.id))
+    assert final.status == pb.JOB_STATUS_FAILED and final.error.code == "lease_expired"
+    assert at(final.completed_at) == clock.now()
 
 
-async def _status_is(stub, job_id: str, status: int):  # type: ignore[no-untyped-def]
-    job = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
-    return job if job.status == status else None
-
-
-async def test_expired_jobs_fail_with_reason_expired(stub) -> None:
+async def test_expired_jobs_fail_with_reason_expired(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+    store, clock = await on_a_manual_clock(jobstore_factory)
+    stub = store.stub
     pending = await enqueue(stub, ttl_ms=300, job_type="pdf")
     processing = await enqueue(stub, ttl_ms=600, job_type="document")
     [c] = await claim(stub, types=("document",))
     assert c.job.id == processing.id
-    for job in (pending, processing):
-        final = await wait_until(lambda j=job: _status_is(stub, j.id, pb.JOB_STATUS_FAILED), timeout=15)
-        assert final.error.code == "expired"
+    for job in (pending, processing):  # each fails at its expiry time, not before
+        clock.advance(milliseconds=300, microseconds=-1)
+        assert (await store.server.maintenance.tick()).expired == 0
+        clock.advance(microseconds=1)
+        assert (await store.server.maintenance.tick()).expired == 1
+        final = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
+        assert final.status == pb.JOB_STATUS_FAILED and final.error.code == "expired"
+        assert at(final.completed_at) == at(final.expires_at) == clock.now()
     with pytest.raises(grpc.aio.AioRpcError) as late:
         await stub.Complete(pb.CompleteRequest(job_id=processing.id, lease_token=c.lease_token))
     assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -197,15 +257,11 @@ async def test_expired_jobs_fail_with_reason_expired(stub) -> None:
     assert events[-1].kind == pb.EVENT_KIND_FAILED and events[-1].error.code == "expired"
 
 
-async def test_an_expired_job_is_never_claimed(stub, database_url) -> None:
-    job = await enqueue(stub, ttl_ms=60_000)
-    conn = await asyncpg.connect(database_url)
-    try:  # expiry passed, but maintenance has not run yet
-        await conn.execute("UPDATE document_jobs SET expires_at = now() - interval '1 second' WHERE id = $1",
-                           uuid.UUID(job.id))
-    finally:
-        await conn.close()
-    assert await claim(stub) == []
+async def test_an_expired_job_is_never_claimed(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+    store, clock = await on_a_manual_clock(jobstore_factory)
+    await enqueue(store.stub, ttl_ms=60_000)
+    clock.advance(minutes=1)  # expiry passed, but maintenance has not run yet
+    assert await claim(store.stub) == []
 
 
 async def test_cancel_a_pending_job(stub) -> None:

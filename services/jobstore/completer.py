@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from .clock import Clock
 from .queries import Q
 
 MAX_BATCH = 500
@@ -32,8 +33,9 @@ class _Completion:
 
 
 class Completer:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, clock: Clock) -> None:
         self._pool = pool
+        self._clock = clock
         self._queue: list[_Completion] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -76,7 +78,7 @@ class Completer:
         try:
             rows = await self._pool.fetch(
                 Q.complete, [c.job_id for c in batch], [c.token for c in batch],
-                [c.result_json for c in batch], [c.artifact_id for c in batch])
+                [c.result_json for c in batch], [c.artifact_id for c in batch], self._clock.sql_now())
         except Exception as exc:
             for item in batch:
                 if not item.future.done():

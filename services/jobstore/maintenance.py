@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from .clock import Clock
 from .errors import DATABASE_ERRORS
 from .queries import Q
 from .settings import Settings
@@ -36,8 +37,9 @@ class TickResult:
 
 class Maintenance:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, *,
-                 on_change: Callable[[set[str]], None]) -> None:
+                 on_change: Callable[[set[str]], None], clock: Clock | None = None) -> None:
         self._pool = pool
+        self._clock = clock if clock is not None else Clock()
         self._settings = settings
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
@@ -77,15 +79,16 @@ class Maintenance:
             if not await conn.fetchval(Q.try_maintenance_lock, MAINTENANCE_LOCK_KEY):
                 return result
             result.ran = True
+            now = self._clock.sql_now()  # one time for the whole tick
             while True:
                 rows = await conn.fetch(Q.reap_expired_leases, self._settings.retry_base_ms,
-                                        self._settings.retry_cap_ms, BATCH)
+                                        self._settings.retry_cap_ms, BATCH, now)
                 result.reaped += len(rows)
                 claimable.update(r["job_type"] for r in rows if r["status"] == "pending")
                 if len(rows) < BATCH:
                     break
             while True:
-                rows = await conn.fetch(Q.expire_jobs, BATCH)
+                rows = await conn.fetch(Q.expire_jobs, BATCH, now)
                 result.expired += len(rows)
                 if len(rows) < BATCH:
                     break
@@ -98,15 +101,16 @@ class Maintenance:
         return result
 
     async def _cleanup(self, conn: asyncpg.Connection) -> int:
+        now = self._clock.sql_now()
         deleted = 0
         while True:
-            status = await conn.execute(Q.delete_finished_jobs, self._settings.retention_s, BATCH)
+            status = await conn.execute(Q.delete_finished_jobs, self._settings.retention_s, BATCH, now)
             count = int(status.split()[-1])
             deleted += count
             if count < BATCH:
                 break
         await conn.execute(Q.delete_unkept_artifacts)
-        await conn.execute(Q.delete_abandoned_uploads, ABANDONED_UPLOAD_S)
+        await conn.execute(Q.delete_abandoned_uploads, ABANDONED_UPLOAD_S, now)
         if deleted:
             log.info("retention: deleted %d finished jobs with their events and artifacts", deleted)
         return deleted

@@ -1,6 +1,10 @@
 -- Every SQL statement of the jobstore, by name. Parameters are $n only.
 -- queries.py loads this file; each query starts with a line "-- name: <name>".
 --
+-- Time: a statement that decides or records by time (leases, backoff, due and expiry times, retention)
+-- takes `now` as a parameter and reads it as coalesce($n::timestamptz, now()): NULL in production (the
+-- database's clock, one for every replica), a set time in tests (jobstore/clock.py).
+--
 -- Rules kept by every statement that changes a job:
 -- * the state machine is guarded here: a transition updates only rows in the state it leaves (and, for a
 --   worker, holding its lease token); a miss is an answer (stale lease), never a silent success;
@@ -9,16 +13,18 @@
 --   has its xid (the event dispatcher relies on both).
 
 -- name: enqueue
+-- $10 run_at or NULL (due now), $13 now.
 WITH inserted AS (
     INSERT INTO document_jobs (id, user_id, session_id, message_id, job_type, title, payload, priority,
                                max_retries, run_at, expires_at, idempotency_key)
-    VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, coalesce($10, now()), $11, $12)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, coalesce($10, $13::timestamptz, now()), $11, $12)
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
     SELECT id, user_id, session_id, job_type, 'status', 'pending', 1,
-           CASE WHEN run_at > created_at THEN jsonb_build_object('run_at', run_at) ELSE '{}'::jsonb END
+           CASE WHEN run_at > coalesce($13::timestamptz, created_at) THEN jsonb_build_object('run_at', run_at)
+                ELSE '{}'::jsonb END
       FROM inserted
     RETURNING job_id, id
 )
@@ -60,10 +66,11 @@ SELECT j.id, j.user_id, j.session_id, j.message_id, j.job_type, j.status, j.titl
  LIMIT $6;
 
 -- name: cancel
--- $1 job id, $2 reason.
+-- $1 job id, $2 reason, $3 now.
 WITH cancelled AS (
     UPDATE document_jobs
-       SET status = 'cancelled', completed_at = now(), updated_at = now(), lease_expires_at = NULL,
+       SET status = 'cancelled', completed_at = coalesce($3::timestamptz, now()),
+           updated_at = coalesce($3::timestamptz, now()), lease_expires_at = NULL,
            error = jsonb_build_object('code', 'cancelled', 'message', $2::text, 'retryable', false)
      WHERE id = $1 AND status IN ('pending', 'processing')
     RETURNING *
@@ -78,22 +85,23 @@ SELECT cancelled.*, event.id AS last_event_id
   FROM cancelled JOIN event ON event.job_id = cancelled.id;
 
 -- name: claim
--- $1 job types, $2 max jobs, $3 lease ms, $4 worker id.
+-- $1 job types, $2 max jobs, $3 lease ms, $4 worker id, $5 now.
 WITH picked AS (
     SELECT id
       FROM document_jobs
      WHERE status = 'pending'
        AND job_type = ANY($1::text[])
-       AND run_at <= now()
-       AND (expires_at IS NULL OR expires_at > now())
+       AND run_at <= coalesce($5::timestamptz, now())
+       AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now()))
      ORDER BY priority DESC, created_at, id
      LIMIT $2
        FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE document_jobs j
        SET status = 'processing', lease_token = gen_random_uuid(),
-           lease_expires_at = now() + $3 * interval '1 millisecond', worker_id = $4,
-           started_at = now(), updated_at = now(), progress = 0, progress_message = ''
+           lease_expires_at = coalesce($5::timestamptz, now()) + $3 * interval '1 millisecond', worker_id = $4,
+           started_at = coalesce($5::timestamptz, now()), updated_at = coalesce($5::timestamptz, now()),
+           progress = 0, progress_message = ''
       FROM picked
      WHERE j.id = picked.id
     RETURNING j.*
@@ -142,13 +150,13 @@ SELECT id, user_id, session_id, job_type, 'status', 'pending', retry_count + 1,
 RETURNING job_id, job_type;
 
 -- name: next_due_in
--- Seconds until the next pending job of these types becomes due (NULL: none pending).
-SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds
+-- Seconds until the next pending job of these types becomes due (NULL: none pending). $1 job types, $2 now.
+SELECT extract(epoch FROM min(run_at) - coalesce($2::timestamptz, now()))::float8 AS seconds
   FROM document_jobs
  WHERE status = 'pending' AND job_type = ANY($1::text[]);
 
 -- name: heartbeat
--- $1 job id, $2 lease token, $3 lease ms, $4 progress or NULL, $5 message or NULL.
+-- $1 job id, $2 lease token, $3 lease ms, $4 progress or NULL, $5 message or NULL, $6 now.
 WITH current AS (
     SELECT id, progress, progress_message
       FROM document_jobs
@@ -156,10 +164,10 @@ WITH current AS (
        FOR UPDATE
 ), renewed AS (
     UPDATE document_jobs j
-       SET lease_expires_at = now() + $3 * interval '1 millisecond',
+       SET lease_expires_at = coalesce($6::timestamptz, now()) + $3 * interval '1 millisecond',
            progress = coalesce($4, j.progress),
            progress_message = coalesce($5, j.progress_message),
-           updated_at = now()
+           updated_at = coalesce($6::timestamptz, now())
       FROM current
      WHERE j.id = current.id
     RETURNING j.*, (j.progress, j.progress_message) IS DISTINCT FROM
@@ -183,13 +191,14 @@ SELECT status, lease_token = $2 AS token_matches
 
 -- name: complete
 -- Completes a batch of jobs in one statement: $1 job ids, $2 lease tokens, $3 results, $4 artifact ids
--- (NULL for none). A job whose token is stale or that is no longer processing is simply not returned.
+-- (NULL for none), $5 now. A job whose token is stale or that is no longer processing is simply not returned.
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[]) AS i(id, lease_token, result, artifact_id)
 ), completed AS (
     UPDATE document_jobs j
        SET status = 'completed', result = i.result::jsonb, artifact_id = i.artifact_id, error = NULL,
-           progress = 100, completed_at = now(), updated_at = now(), lease_expires_at = NULL
+           progress = 100, completed_at = coalesce($5::timestamptz, now()),
+           updated_at = coalesce($5::timestamptz, now()), lease_expires_at = NULL
       FROM input i
      WHERE j.id = i.id AND j.lease_token = i.lease_token AND j.status = 'processing'
     RETURNING j.*
@@ -213,11 +222,11 @@ SELECT EXISTS (SELECT 1 FROM artifacts WHERE id = $1 AND job_id = $2 AND state =
 
 -- name: fail
 -- $1 job id, $2 lease token, $3 error code, $4 error message, $5 retryable,
--- $6 retry base ms, $7 retry cap ms, $8 jitter in [0, 1).
+-- $6 retry base ms, $7 retry cap ms, $8 jitter in [0, 1), $9 now.
 WITH current AS (
     SELECT id, retry_count, max_retries, expires_at,
            $5::bool AND retry_count < max_retries AS may_retry,
-           now() + docjobs_retry_delay(retry_count + 1, $6, $7, $8) AS retry_at
+           coalesce($9::timestamptz, now()) + docjobs_retry_delay(retry_count + 1, $6, $7, $8) AS retry_at
       FROM document_jobs
      WHERE id = $1 AND lease_token = $2 AND status = 'processing'
        FOR UPDATE
@@ -228,11 +237,11 @@ WITH current AS (
        SET status = CASE WHEN d.will_retry THEN 'pending' ELSE 'failed' END,
            retry_count = CASE WHEN d.will_retry THEN j.retry_count + 1 ELSE j.retry_count END,
            run_at = CASE WHEN d.will_retry THEN d.retry_at ELSE j.run_at END,
-           completed_at = CASE WHEN d.will_retry THEN NULL ELSE now() END,
+           completed_at = CASE WHEN d.will_retry THEN NULL ELSE coalesce($9::timestamptz, now()) END,
            lease_token = CASE WHEN d.will_retry THEN NULL ELSE j.lease_token END,
            lease_expires_at = NULL,
            error = jsonb_build_object('code', $3::text, 'message', $4::text, 'retryable', d.will_retry),
-           updated_at = now()
+           updated_at = coalesce($9::timestamptz, now())
       FROM decided d
      WHERE j.id = d.id
     RETURNING j.*, d.will_retry, d.retry_at
@@ -252,11 +261,11 @@ SELECT failed.*, event.id AS last_event_id
 
 -- name: reap_expired_leases
 -- Jobs whose worker stopped renewing its lease: back to pending with backoff, or failed when retries
--- are spent. $1 retry base ms, $2 retry cap ms, $3 batch size.
+-- are spent. $1 retry base ms, $2 retry cap ms, $3 batch size, $4 now.
 WITH stale AS (
     SELECT id
       FROM document_jobs
-     WHERE status = 'processing' AND lease_expires_at < now()
+     WHERE status = 'processing' AND lease_expires_at < coalesce($4::timestamptz, now())
      ORDER BY lease_expires_at
      LIMIT $3
        FOR UPDATE SKIP LOCKED
@@ -265,16 +274,18 @@ WITH stale AS (
        SET status = CASE WHEN j.retry_count < j.max_retries THEN 'pending' ELSE 'failed' END,
            retry_count = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1 ELSE j.retry_count END,
            run_at = CASE WHEN j.retry_count < j.max_retries
-                         THEN now() + docjobs_retry_delay(j.retry_count + 1, $1, $2, random())
+                         THEN coalesce($4::timestamptz, now())
+                              + docjobs_retry_delay(j.retry_count + 1, $1, $2, random())
                          ELSE j.run_at END,
-           completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE now() END,
+           completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL
+                               ELSE coalesce($4::timestamptz, now()) END,
            lease_token = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE j.lease_token END,
            lease_expires_at = NULL,
            error = jsonb_build_object(
                'code', 'lease_expired',
                'message', 'worker ' || coalesce(j.worker_id, '') || ' stopped renewing its lease',
                'retryable', j.retry_count < j.max_retries),
-           updated_at = now()
+           updated_at = coalesce($4::timestamptz, now())
       FROM stale
      WHERE j.id = stale.id
     RETURNING j.*
@@ -289,16 +300,17 @@ SELECT id, user_id, session_id, job_type,
 RETURNING job_type, status;
 
 -- name: expire_jobs
--- Jobs not finished by their expiry time fail with reason "expired". $1 batch size.
+-- Jobs not finished by their expiry time fail with reason "expired". $1 batch size, $2 now.
 WITH due AS (
     SELECT id
       FROM document_jobs
-     WHERE status IN ('pending', 'processing') AND expires_at <= now()
+     WHERE status IN ('pending', 'processing') AND expires_at <= coalesce($2::timestamptz, now())
      LIMIT $1
        FOR UPDATE SKIP LOCKED
 ), expired AS (
     UPDATE document_jobs j
-       SET status = 'failed', completed_at = now(), updated_at = now(), lease_expires_at = NULL,
+       SET status = 'failed', completed_at = coalesce($2::timestamptz, now()),
+           updated_at = coalesce($2::timestamptz, now()), lease_expires_at = NULL,
            error = jsonb_build_object('code', 'expired', 'message',
                                       'the job was not finished by its expiry time', 'retryable', false)
       FROM due
@@ -312,12 +324,13 @@ SELECT id, user_id, session_id, job_type, 'failed', 'failed', retry_count + 1,
 RETURNING job_id;
 
 -- name: delete_finished_jobs
--- Retention: finished jobs older than $1 seconds, with their events and artifacts (cascade). $2 batch.
+-- Retention: finished jobs older than $1 seconds, with their events and artifacts (cascade). $2 batch,
+-- $3 now.
 DELETE FROM document_jobs
  WHERE id IN (SELECT id
                 FROM document_jobs
                WHERE status IN ('completed', 'failed', 'cancelled')
-                 AND completed_at < now() - $1 * interval '1 second'
+                 AND completed_at < coalesce($3::timestamptz, now()) - $1 * interval '1 second'
                LIMIT $2);
 
 -- name: delete_unkept_artifacts
@@ -389,27 +402,29 @@ SELECT *
  LIMIT $4;
 
 -- name: begin_artifact
--- $1 artifact id, $2 job id, $3 lease token, $4 filename, $5 content type.
-INSERT INTO artifacts (id, job_id, filename, content_type)
-SELECT $1, $2, $4, $5
+-- $1 artifact id, $2 job id, $3 lease token, $4 filename, $5 content type, $6 now.
+INSERT INTO artifacts (id, job_id, filename, content_type, created_at)
+SELECT $1, $2, $4, $5, coalesce($6::timestamptz, now())
  WHERE EXISTS (SELECT 1 FROM document_jobs WHERE id = $2 AND lease_token = $3 AND status = 'processing')
 RETURNING id;
 
 -- name: complete_with_artifact
 -- Stores a whole artifact and completes its job with it, in one statement (one commit), while the caller
 -- holds the lease; the result gets the artifact's id, size and sha256. $1 job id, $2 lease token,
--- $3 result, $4 artifact id, $5 filename, $6 content type, $7 size, $8 sha256, $9 chunks in order.
+-- $3 result, $4 artifact id, $5 filename, $6 content type, $7 size, $8 sha256, $9 chunks in order, $10 now.
 WITH completed AS (
     UPDATE document_jobs j
-       SET status = 'completed', artifact_id = $4, error = NULL, progress = 100, completed_at = now(),
-           updated_at = now(), lease_expires_at = NULL,
+       SET status = 'completed', artifact_id = $4, error = NULL, progress = 100,
+           completed_at = coalesce($10::timestamptz, now()), updated_at = coalesce($10::timestamptz, now()),
+           lease_expires_at = NULL,
            result = $3::jsonb || jsonb_build_object('artifact_id', $4::uuid::text, 'size_bytes', $7::bigint,
                                                     'sha256', $8::text)
      WHERE j.id = $1 AND j.lease_token = $2 AND j.status = 'processing'
     RETURNING j.*
 ), artifact AS (
-    INSERT INTO artifacts (id, job_id, state, filename, content_type, size_bytes, sha256, chunk_count)
-    SELECT $4, id, 'stored', $5, $6, $7, $8, cardinality($9::bytea[]) FROM completed
+    INSERT INTO artifacts (id, job_id, state, filename, content_type, size_bytes, sha256, chunk_count, created_at)
+    SELECT $4, id, 'stored', $5, $6, $7, $8, cardinality($9::bytea[]), coalesce($10::timestamptz, now())
+      FROM completed
     RETURNING id
 ), chunks AS (
     INSERT INTO artifact_chunks (artifact_id, seq, data)
@@ -444,8 +459,9 @@ RETURNING *;
 DELETE FROM artifacts WHERE id = $1;
 
 -- name: delete_abandoned_uploads
--- Uploads whose stream broke and whose uploader could not clean up. $1 age in seconds.
-DELETE FROM artifacts WHERE state = 'uploading' AND created_at < now() - $1 * interval '1 second';
+-- Uploads whose stream broke and whose uploader could not clean up. $1 age in seconds, $2 now.
+DELETE FROM artifacts
+ WHERE state = 'uploading' AND created_at < coalesce($2::timestamptz, now()) - $1 * interval '1 second';
 
 -- name: get_artifact
 SELECT a.*, j.user_id

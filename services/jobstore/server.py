@@ -19,6 +19,7 @@ from docjobs.v1 import jobstore_pb2
 
 from . import metrics, wire
 from .claims import ClaimWaiters
+from .clock import Clock
 from .doorbell import WAKE_ALL, Doorbell
 from .errors import DATABASE_ERRORS
 from .events import EventDispatcher
@@ -52,8 +53,9 @@ LIVENESS_SERVICE = "liveness"
 class JobStoreServer:
     """Everything one jobstore process runs, started and stopped in order."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock if clock is not None else Clock()  # tests pass a ManualClock
         self.shutdown = asyncio.Event()
         self.port = 0
         self.pool: asyncpg.Pool
@@ -76,8 +78,8 @@ class JobStoreServer:
         self.dispatcher = EventDispatcher(self.pool, on_claimable=self.claims.wake)
         self.doorbell = Doorbell(self.settings.database_url, on_ring=self._on_ring,
                                  on_reconnect=self._on_reconnect)
-        self.store = Store(self.pool, self.settings, self.claims, on_commit=self._on_commit)
-        self.maintenance = Maintenance(self.pool, self.settings, on_change=self._on_commit)
+        self.store = Store(self.pool, self.settings, self.claims, on_commit=self._on_commit, clock=self.clock)
+        self.maintenance = Maintenance(self.pool, self.settings, on_change=self._on_commit, clock=self.clock)
         self.watches = Watches(self.store, self.dispatcher, buffer=self.settings.watch_buffer,
                                all_jobs_buffer=self.settings.all_jobs_watch_buffer)
         self.service = JobStoreService(self.store, self.watches, self.settings)

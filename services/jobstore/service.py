@@ -12,7 +12,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -112,10 +111,6 @@ def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterato
     return wrapper
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class JobStoreService(pb_grpc.JobStoreServicer):
     def __init__(self, store: Store, watches: Watches, settings: Settings) -> None:
         self._store = store
@@ -125,7 +120,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
     @unary
     async def Enqueue(self, request: pb.EnqueueRequest, context: grpc.aio.ServicerContext) -> pb.EnqueueResponse:
-        row, created = await self._store.enqueue(validation.enqueue(request, self._settings, _now()))
+        row, created = await self._store.enqueue(validation.enqueue(request, self._settings, self._store.clock.now()))
         return pb.EnqueueResponse(job=convert.job(row), created=created)
 
     @unary

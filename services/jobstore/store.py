@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from .claims import ClaimWaiters
+from .clock import Clock
 from .completer import Completer
 from .errors import DATABASE_ERRORS, FailedPrecondition, InvalidArgument, NotFound
 from .queries import Q
@@ -74,12 +75,13 @@ class ClaimConnection:
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
 
-    async def claim(self, job_types: list[str], max_jobs: int, lease_ms: int, worker_id: str) -> list[Row]:
+    async def claim(self, job_types: list[str], max_jobs: int, lease_ms: int, worker_id: str,
+                    now: datetime | None) -> list[Row]:
         async with self._lock:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await asyncpg.connect(self._dsn, server_settings=self.SETTINGS)
             try:
-                return await self._conn.fetch(Q.claim, job_types, max_jobs, lease_ms, worker_id)
+                return await self._conn.fetch(Q.claim, job_types, max_jobs, lease_ms, worker_id, now)
             except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError):
                 # A claim that may or may not have committed is safe: its jobs' leases run out.
                 self._conn.terminate()
@@ -96,15 +98,16 @@ class ClaimConnection:
 class Store:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, claims: ClaimWaiters, *,
                  on_commit: Callable[[set[str]], None] = lambda _types: None,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, clock: Clock | None = None) -> None:
         self._pool = pool
         self._settings = settings
         self._claims = claims
         self._on_commit = on_commit
         self._jitter = jitter
+        self.clock = clock if clock is not None else Clock()
         self.shutting_down = asyncio.Event()
         self._claims_conn = ClaimConnection(settings.database_url)
-        self._completer = Completer(pool)
+        self._completer = Completer(pool, self.clock)
 
     async def close(self) -> None:
         await self._completer.stop()
@@ -119,7 +122,8 @@ class Store:
         max_retries = job.max_retries if job.max_retries is not None else self._settings.default_max_retries
         row = await self._pool.fetchrow(
             Q.enqueue, uuid.uuid4(), job.user_id, job.session_id, job.message_id, job.job_type, job.title,
-            job.payload_json, job.priority, max_retries, job.run_at, job.expires_at, job.idempotency_key)
+            job.payload_json, job.priority, max_retries, job.run_at, job.expires_at, job.idempotency_key,
+            self.clock.sql_now())
         if row is not None:
             self._committed({job.job_type})
             return row, True
@@ -145,7 +149,7 @@ class Store:
 
     async def cancel(self, job_id: uuid.UUID, user_id: str | None, reason: str) -> Row:
         await self.get_job(job_id, user_id)  # NOT_FOUND for an unknown job or another user's
-        row = await self._pool.fetchrow(Q.cancel, job_id, reason or "cancelled by request")
+        row = await self._pool.fetchrow(Q.cancel, job_id, reason or "cancelled by request", self.clock.sql_now())
         if row is None:
             current = await self.get_job(job_id, user_id)
             raise FailedPrecondition(f"job {job_id} is already {current['status']}")
@@ -169,7 +173,8 @@ class Store:
         while True:
             waiter = self._claims.register(job_types)
             try:
-                query = asyncio.ensure_future(self._claims_conn.claim(job_types, max_jobs, lease_ms, worker_id))
+                query = asyncio.ensure_future(self._claims_conn.claim(job_types, max_jobs, lease_ms, worker_id,
+                                                                      self.clock.sql_now()))
                 try:
                     rows = await asyncio.shield(query)
                 except asyncio.CancelledError:
@@ -183,7 +188,7 @@ class Store:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self.shutting_down.is_set():
                     return []
-                next_due = await self._pool.fetchval(Q.next_due_in, job_types)
+                next_due = await self._pool.fetchval(Q.next_due_in, job_types, self.clock.sql_now())
                 timeout = remaining if next_due is None else min(remaining, max(next_due, 0.0) + 0.001)
                 await waiter.wait(timeout)
             finally:
@@ -210,7 +215,8 @@ class Store:
 
     async def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID, progress: int | None,
                         message: str | None, lease_ms: int) -> Heartbeat:
-        row = await self._pool.fetchrow(Q.heartbeat, job_id, token, lease_ms, progress, message)
+        row = await self._pool.fetchrow(Q.heartbeat, job_id, token, lease_ms, progress, message,
+                                        self.clock.sql_now())
         if row is not None:
             if row["event_id"] is not None:
                 self._committed()
@@ -240,7 +246,8 @@ class Store:
         chunks = [content[i:i + ARTIFACT_CHUNK_BYTES] for i in range(0, len(content), ARTIFACT_CHUNK_BYTES)]
         row = await self._pool.fetchrow(
             Q.complete_with_artifact, header.job_id, header.lease_token, result_json, uuid.uuid4(),
-            header.filename, header.content_type, len(content), hashlib.sha256(content).hexdigest(), chunks)
+            header.filename, header.content_type, len(content), hashlib.sha256(content).hexdigest(), chunks,
+            self.clock.sql_now())
         if row is None:
             state = await self._lease_state(header.job_id, header.lease_token)
             raise FailedPrecondition(f"lease on job {header.job_id} is no longer held (job is {state}); "
@@ -252,7 +259,7 @@ class Store:
                    retryable: bool) -> Row:
         row = await self._pool.fetchrow(
             Q.fail, job_id, token, code, message, retryable, self._settings.retry_base_ms,
-            self._settings.retry_cap_ms, self._jitter())
+            self._settings.retry_cap_ms, self._jitter(), self.clock.sql_now())
         if row is None:
             state = await self._lease_state(job_id, token)
             raise FailedPrecondition(f"lease on job {job_id} is no longer held (job is {state})")
@@ -274,7 +281,7 @@ class Store:
     async def upload_artifact(self, header: ArtifactHeader, chunks: AsyncIterator[bytes]) -> Row:
         artifact_id = uuid.uuid4()
         created = await self._pool.fetchval(Q.begin_artifact, artifact_id, header.job_id, header.lease_token,
-                                            header.filename, header.content_type)
+                                            header.filename, header.content_type, self.clock.sql_now())
         if created is None:
             state = await self._lease_state(header.job_id, header.lease_token)
             raise FailedPrecondition(f"lease on job {header.job_id} is no longer held (job is {state})")
