@@ -53,7 +53,8 @@ def _document(path: Path) -> dict[str, Any]:
     from docx import Document
 
     document = Document(str(path))
-    headings, paragraphs = [], []
+    headings: list[str] = []
+    paragraphs: list[str] = []
     for paragraph in document.paragraphs:
         text = paragraph.text.strip()
         if not text:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -101,7 +102,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
         self._metrics: MetricsServer | None = None
-        self.stub: pb_grpc.JobStoreStub
+        self.stub: pb_grpc.JobStoreAsyncStub
         self.completed = 0
         self.failed = 0
 
@@ -213,9 +214,9 @@ class Worker:
                 self.rendering += 1
                 task = asyncio.create_task(self._process(claimed), name=f"job-{claimed.job.id}")
                 self.active[claimed.job.id] = task
-                task.add_done_callback(lambda _t, job_id=claimed.job.id: self._done(job_id))
+                task.add_done_callback(functools.partial(self._done, claimed.job.id))
 
-    def _done(self, job_id: str) -> None:
+    def _done(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self.active.pop(job_id, None)
         self._slot_freed.set()
 

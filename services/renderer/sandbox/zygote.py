@@ -156,7 +156,7 @@ def warm_renders() -> None:
     from ..preview import preview
     from ..spec import render
 
-    samples = {
+    samples: dict[str, dict[str, Any]] = {
         "spreadsheet": {"sheets": [{"name": "S", "columns": [{"header": "a", "format": "currency"},
                                                              {"header": "b", "format": "date"}],
                                     "rows": [[1, "2026-01-01"], [{"formula": "A2*2"}, None]],

@@ -33,16 +33,25 @@ def xml_safe(value: Any) -> Any:
     return value
 
 
+Render = Callable[[dict[str, Any], str, Path, Progress], dict[str, Any]]
+
+
+def _renderer(job_type: str) -> Render:
+    if job_type == "spreadsheet":
+        from . import spreadsheet
+        return spreadsheet.render
+    if job_type == "document":
+        from . import document
+        return document.render
+    if job_type == "pdf":
+        from . import pdf
+        return pdf.render
+    if job_type == "presentation":
+        from . import presentation
+        return presentation.render
+    raise ValueError(f"no renderer for {job_type!r}")
+
+
 def render(job_type: str, spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
     spec, title = xml_safe(spec), xml_safe(title)
-    if job_type == "spreadsheet":
-        from . import spreadsheet as module
-    elif job_type == "document":
-        from . import document as module  # type: ignore[no-redef]
-    elif job_type == "pdf":
-        from . import pdf as module  # type: ignore[no-redef]
-    elif job_type == "presentation":
-        from . import presentation as module  # type: ignore[no-redef]
-    else:
-        raise ValueError(f"no renderer for {job_type!r}")
-    return module.render(spec, title, path, progress)  # type: ignore[no-any-return]
+    return _renderer(job_type)(spec, title, path, progress)

@@ -26,7 +26,7 @@ PAGE_SIZES = {"A4": pagesizes.A4, "Letter": pagesizes.LETTER, "Legal": pagesizes
               "A5": pagesizes.A5}
 
 
-class _Document(SimpleDocTemplate):  # type: ignore[misc]
+class _Document(SimpleDocTemplate):
     """Notes the text of what lands on the first page, for the preview."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -43,7 +43,9 @@ def _plain_text(item: Any) -> list[str]:
     if isinstance(item, Paragraph):
         return [item.getPlainText()]
     if isinstance(item, Table):
-        return [t for row in item._cellvalues for cell in row for t in _plain_text(cell)]
+        # The stubs leave out the table's private cell list, which reportlab has had for decades.
+        cells = item._cellvalues  # type: ignore[attr-defined]
+        return [t for row in cells for cell in row for t in _plain_text(cell)]
     if isinstance(item, list | tuple):
         return [t for sub in item for t in _plain_text(sub)]
     inner = getattr(item, "_flowables", None)  # ListFlowable, ListItem
@@ -108,12 +110,14 @@ def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float
         return [Paragraph(_runs(block), styles["BodyText"])]
     if kind in ("bullets", "numbered"):
         items = [ListItem(Paragraph(escape(t), styles["BodyText"])) for t in block["items"]]
-        return [ListFlowable(items, bulletType="bullet" if kind == "bullets" else "1", start=None
-                             if kind == "numbered" else "•", leftIndent=14)]
+        bullet, start = ("bullet", "•") if kind == "bullets" else ("1", None)
+        # reportlab takes ListItems; its stubs take flowables only, and a ListItem is none.
+        return [ListFlowable(items, bulletType=bullet, start=start, leftIndent=14)]  # type: ignore[arg-type]
     if kind == "table":
         header_style = ParagraphStyle("header", parent=cell_style, textColor=colors.white)
         header = [Paragraph(f"<b>{escape(h)}</b>", header_style) for h in block["header"]]
-        rows = [[Paragraph(escape("" if v is None else str(v)), cell_style) for v in row] for row in block["rows"]]
+        rows: list[list[Paragraph | str]] = [
+            [Paragraph(escape("" if v is None else str(v)), cell_style) for v in row] for row in block["rows"]]
         n = len(block["header"])
         rows = [r + [""] * (n - len(r)) for r in rows]
         table = Table([header, *rows], colWidths=[width / n] * n, repeatRows=1)

@@ -31,7 +31,9 @@ DEFAULT_HEADER_FONT = "FFFFFF"
 
 def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
     workbook = Workbook()
-    workbook.remove(workbook.active)
+    default_sheet = workbook.active  # a new workbook starts with one empty sheet
+    if default_sheet is not None:
+        workbook.remove(default_sheet)
     workbook.properties.title = title
     sheets = spec["sheets"]
     seen: set[str] = set()
@@ -66,7 +68,7 @@ def preview(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _preview_cell(value: Any) -> str:
     if isinstance(value, dict):
-        formula = value["formula"]
+        formula = str(value["formula"])
         return formula if formula.startswith("=") else "=" + formula
     return "" if value is None else str(value)[:300]
 
@@ -94,8 +96,8 @@ def _fill_sheet(sheet: Worksheet, spec: dict[str, Any], index: int, progress: Pr
         for c, value in enumerate(row):
             cell = sheet.cell(row=r + 2, column=c + 1)
             _set_value(cell, value, kinds[c], f"spec.sheets[{index}].rows[{r}][{c}]")
-            if formats[c] is not None:
-                cell.number_format = formats[c]
+            if (number_format := formats[c]) is not None:
+                cell.number_format = number_format
         if r % step == 0:
             progress(5 + int(85 * (done_rows + r) / total_rows), f"sheet {spec['name']}: row {r + 1} of {len(rows)}")
     last_row = len(rows) + 1
