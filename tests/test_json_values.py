@@ -61,6 +61,7 @@ async def test_text_holding_backslash_u0000_is_accepted_and_rendered_end_to_end(
     ('{"spec": {"n": -Infinity}}', "spec.n: -inf"),
     ('{"spec": {"n": 1e999}}', "spec.n: inf"),
     ('{"spec": ' + "[" * 2000 + "]" * 2000 + "}", "nested more than 64 levels deep"),
+    ('{"spec": {"n": ' + "7" * 5000 + "}}", "not valid JSON (Exceeds the limit (4300 digits)"),
 ])
 async def test_the_jobstore_refuses_what_jsonb_cannot_hold_in_its_own_words(stub, payload: str, what: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -287,25 +287,24 @@ def create_app(settings: Settings) -> web.Application:
     }
     app.cleanup_ctx.append(_jobstore_channel)
     app.on_shutdown.append(_end_streams)
-    expect = {"expect_handler": expect_continue}
     app.add_routes([
-        web.post("/api/jobs", create_job, **expect),
-        web.post("/api/jobs/enqueue", create_job, **expect),
-        web.get("/api/jobs", list_jobs, **expect),
-        web.get("/api/jobs/{job_id}", get_job, **expect),
-        web.get("/api/jobs/{job_id}/status", get_job, **expect),
-        web.delete("/api/jobs/{job_id}", cancel_job, **expect),
+        web.post("/api/jobs", create_job, expect_handler=expect_continue),
+        web.post("/api/jobs/enqueue", create_job, expect_handler=expect_continue),
+        web.get("/api/jobs", list_jobs, expect_handler=expect_continue),
+        web.get("/api/jobs/{job_id}", get_job, expect_handler=expect_continue),
+        web.get("/api/jobs/{job_id}/status", get_job, expect_handler=expect_continue),
+        web.delete("/api/jobs/{job_id}", cancel_job, expect_handler=expect_continue),
         # No HEAD on the two streaming routes: aiohttp would send their body after a HEAD's headers.
-        web.get("/api/jobs/{job_id}/events", job_events, allow_head=False, **expect),
-        web.get("/api/jobs/{job_id}/artifact", download, allow_head=False, **expect),
-        web.get("/api/stats", stats, **expect),
-        web.get("/", index, **expect),
-        web.get("/api/examples/{job_type}", get_example, **expect),
-        web.get("/api/schemas/{job_type}", get_schema, **expect),
-        web.get("/openapi.json", openapi_json, **expect),
-        web.get("/healthz", healthz, **expect),
-        web.get("/readyz", readyz, **expect),
-        web.get("/metrics", metrics, **expect),
+        web.get("/api/jobs/{job_id}/events", job_events, allow_head=False, expect_handler=expect_continue),
+        web.get("/api/jobs/{job_id}/artifact", download, allow_head=False, expect_handler=expect_continue),
+        web.get("/api/stats", stats, expect_handler=expect_continue),
+        web.get("/", index, expect_handler=expect_continue),
+        web.get("/api/examples/{job_type}", get_example, expect_handler=expect_continue),
+        web.get("/api/schemas/{job_type}", get_schema, expect_handler=expect_continue),
+        web.get("/openapi.json", openapi_json, expect_handler=expect_continue),
+        web.get("/healthz", healthz, expect_handler=expect_continue),
+        web.get("/readyz", readyz, expect_handler=expect_continue),
+        web.get("/metrics", metrics, expect_handler=expect_continue),
     ])
     return app
 

@@ -44,8 +44,10 @@ def json_object(text: str, field: str, max_bytes: int) -> str:
         raise InvalidArgument(field, f"larger than {max_bytes} bytes")
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidArgument(field, f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    except ValueError as exc:  # a number of more than 4,300 digits, which Python will not read
+        raise InvalidArgument(field, f"not valid JSON ({exc})") from None
     except RecursionError:
         raise InvalidArgument(field, f"nested more than {jsonvalues.MAX_DEPTH} levels deep") from None
     if not isinstance(value, dict):
