@@ -133,15 +133,16 @@ class GatewayProcess:
                 self.kill()
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 60.0, interval: float = 0.05) -> object:
-    """Poll a condition until it holds (its value is returned); fails naming it otherwise."""
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 60.0, interval: float = 0.05,
+             log: Callable[[], str] | None = None) -> object:
+    """Poll a condition until it holds (its value is returned); fails naming it (and with the log) otherwise."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
+            raise AssertionError(f"{what}: not within {timeout:g} s" + (f"\n{log()}" if log else ""))
         time.sleep(interval)
 
 
@@ -180,7 +181,7 @@ class StackProcess:
             assert self.process is not None and self.process.poll() is None, self.log
             return "docjobs is up" in self.log
 
-        wait_for(up, "docjobs up", timeout)
+        wait_for(up, "docjobs up", timeout, log=lambda: self.log)
         return self
 
     def children(self) -> list[psutil.Process]:
@@ -213,7 +214,7 @@ class StackProcess:
             found = self.service(name)
             return found if found is not None and found.pid != old.pid else None
 
-        found = wait_for(new, f"{name} restarted")
+        found = wait_for(new, f"{name} restarted", log=lambda: self.log)
         assert isinstance(found, psutil.Process)
         return found
 

@@ -189,7 +189,7 @@ def _post(base: str, body: dict[str, object]) -> dict[str, str] | None:
         with urllib.request.urlopen(request, timeout=10) as response:
             return dict(json.loads(response.read()))
     except urllib.error.HTTPError as exc:
-        assert exc.code == 503, exc.read()
+        assert exc.code == 503, (exc.code, exc.read())
         return None
     except OSError:
         return None
@@ -218,16 +218,19 @@ def test_a_renderer_killed_in_the_middle_of_a_render_is_restarted_and_the_job_co
             def job() -> pb.Job:
                 return stub.GetJob(pb.GetJobRequest(job_id=created["jobId"]))
 
-            wait_for(lambda: job().status == pb.JOB_STATUS_PROCESSING and job().progress > 0, "the render under way")
+            wait_for(lambda: job().status == pb.JOB_STATUS_PROCESSING and job().progress > 0, "the render under way",
+                     log=lambda: stack.log)
             renderer.send_signal(signal.SIGKILL)  # what the OOM killer does: that process, nothing else
             stack.restarted("renderer-1", renderer)
-            wait_for(lambda: job().status == pb.JOB_STATUS_COMPLETED, "the job completed", timeout=120)
+            wait_for(lambda: job().status == pb.JOB_STATUS_COMPLETED, "the job completed", timeout=120,
+                     log=lambda: stack.log)
             finished = job()
-        assert finished.retry_count == 1 and finished.worker_id == "renderer-1"
+        assert finished.retry_count == 1 and finished.worker_id == "renderer-1", (finished, stack.log)
         assert stack.process is not None and stack.process.poll() is None
         assert _healthy(stack.base)
         with urllib.request.urlopen(f"{stack.base}{created['eventsUrl']}", timeout=30) as response:
-            assert "event: job-complete" in response.read().decode()
+            stream = response.read().decode()
+        assert "event: job-complete" in stream, stream
         assert stack.stop() == 0, stack.log
     finally:
         stack.kill_tree()
@@ -244,10 +247,11 @@ def test_the_embedded_postgres_killed_is_restarted_and_the_stack_recovers(tmp_pa
         assert postmaster is not None
         postmaster.send_signal(signal.SIGKILL)  # the postmaster only; its backends notice and exit
         stack.restarted("postgres", postmaster)
-        created = wait_for(lambda: _post(stack.base, example("pdf")), "a job accepted again")
+        created = wait_for(lambda: _post(stack.base, example("pdf")), "a job accepted again", log=lambda: stack.log)
         assert isinstance(created, dict)
         with urllib.request.urlopen(f"{stack.base}{created['eventsUrl']}", timeout=60) as response:
-            assert "event: job-complete" in response.read().decode()
+            stream = response.read().decode()
+        assert "event: job-complete" in stream, stream
         assert stack.process is not None and stack.process.poll() is None
         assert stack.stop() == 0, stack.log
     finally:
