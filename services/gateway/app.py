@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import quote
 
 import aiohttp
@@ -34,12 +35,28 @@ from .sse import Streams, last_event_id
 
 log = logging.getLogger("gateway")
 
+
+class Metrics(TypedDict):
+    """The gateway's own metrics, in a registry of their own (GET /metrics)."""
+
+    registry: CollectorRegistry
+    jobs_created: Counter
+    open_streams: Gauge
+    calls_in_flight: Gauge
+    calls_waiting: Gauge
+    calls_queued: Counter
+
+
+class ServerOptions(TypedDict):
+    handler_cancellation: bool
+
+
 SETTINGS = web.AppKey("settings", Settings)
 AUTH = web.AppKey("auth", Auth)
 STUB = web.AppKey("stub", BoundedStub)
 CHANNEL = web.AppKey("channel", grpc.aio.Channel)
 STREAMS = web.AppKey("streams", Streams)
-METRICS = web.AppKey("metrics", dict)
+METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", EventHub)
 
 GRPC_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
@@ -47,7 +64,7 @@ GRPC_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
 # its next write, up to a heartbeat later: until then it counted against its user's open streams), and a
 # request whose client left stops its work (a job it was enqueueing is either made or not: a retry with
 # the same Idempotency-Key gets the same job).
-SERVER_OPTIONS = {"handler_cancellation": True}
+SERVER_OPTIONS: ServerOptions = {"handler_cancellation": True}
 
 
 def _job_id(request: web.Request) -> str:
@@ -146,8 +163,8 @@ async def download(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "not_found", "this job has no document (yet)")
     call = await stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=job.artifact_id, user_id=user_id))
     try:  # the call ends here whatever happens: it holds one of the gateway's calls in flight
-        first = await call.read()
-        if first is grpc.aio.EOF or first.WhichOneof("part") != "info":
+        first = await call.read()  # a message or grpc.aio.EOF, which the stubs type as object: isinstance tells
+        if not isinstance(first, pb.DownloadArtifactResponse) or first.WhichOneof("part") != "info":
             raise ApiError(502, "upstream_error", "the document could not be read")
         info = first.info
         etag = f'"{info.sha256}"'
@@ -157,7 +174,8 @@ async def download(request: web.Request) -> web.StreamResponse:
             "Content-Type": info.content_type, "Content-Length": str(info.size_bytes), "ETag": etag,
             "Content-Disposition": content_disposition(info.filename), "Cache-Control": "private, max-age=0"})
         await response.prepare(request)
-        while (part := await call.read()) is not grpc.aio.EOF:  # read() only: grpc.aio forbids mixing it with iteration
+        # read() only: grpc.aio forbids mixing it with iteration.
+        while isinstance(part := await call.read(), pb.DownloadArtifactResponse):
             await response.write(part.chunk)
         await response.write_eof()
         return response
@@ -218,7 +236,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     try:
-        reply = await health_pb2_grpc.HealthStub(request.app[CHANNEL]).Check(
+        stub = health_pb2_grpc.HealthStub(request.app[CHANNEL])
+        # typeshed's HealthStub declares none of the stub's methods.
+        reply = await stub.Check(  # type: ignore[attr-defined]
             health_pb2.HealthCheckRequest(service="docjobs.v1.JobStore"), timeout=2)
         ready = reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.aio.AioRpcError:
@@ -273,18 +293,18 @@ def create_app(settings: Settings) -> web.Application:
     registry = CollectorRegistry()
     app[SETTINGS] = settings
     app[AUTH] = Auth(settings)
-    app[METRICS] = {
-        "registry": registry,
-        "jobs_created": Counter("docjobs_gateway_jobs_created", "Jobs accepted", ["document_type"],
-                                registry=registry),
-        "open_streams": Gauge("docjobs_gateway_open_sse_streams", "Open SSE streams", registry=registry),
-        "calls_in_flight": Gauge("docjobs_gateway_jobstore_calls_in_flight", "Calls to the jobstore in flight "
-                                 "(at most DOCJOBS_JOBSTORE_MAX_INFLIGHT)", registry=registry),
-        "calls_waiting": Gauge("docjobs_gateway_jobstore_calls_waiting", "Calls to the jobstore waiting for a "
-                               "slot now", registry=registry),
-        "calls_queued": Counter("docjobs_gateway_jobstore_calls_queued", "Calls to the jobstore that had to "
-                                "wait for a slot (DOCJOBS_JOBSTORE_MAX_INFLIGHT was reached)", registry=registry),
-    }
+    app[METRICS] = Metrics(
+        registry=registry,
+        jobs_created=Counter("docjobs_gateway_jobs_created", "Jobs accepted", ["document_type"],
+                             registry=registry),
+        open_streams=Gauge("docjobs_gateway_open_sse_streams", "Open SSE streams", registry=registry),
+        calls_in_flight=Gauge("docjobs_gateway_jobstore_calls_in_flight", "Calls to the jobstore in flight "
+                              "(at most DOCJOBS_JOBSTORE_MAX_INFLIGHT)", registry=registry),
+        calls_waiting=Gauge("docjobs_gateway_jobstore_calls_waiting", "Calls to the jobstore waiting for a "
+                            "slot now", registry=registry),
+        calls_queued=Counter("docjobs_gateway_jobstore_calls_queued", "Calls to the jobstore that had to "
+                             "wait for a slot (DOCJOBS_JOBSTORE_MAX_INFLIGHT was reached)", registry=registry),
+    )
     app.cleanup_ctx.append(_jobstore_channel)
     app.on_shutdown.append(_end_streams)
     app.add_routes([

@@ -37,7 +37,7 @@ class Subscriber(Protocol):
 
 
 class EventHub:
-    def __init__(self, stub: pb_grpc.JobStoreStub, heartbeat_s: float) -> None:
+    def __init__(self, stub: pb_grpc.JobStoreAsyncStub, heartbeat_s: float) -> None:
         self._stub = stub
         self._heartbeat_s = heartbeat_s
         self._streams: dict[str, list[Subscriber]] = {}  # a list: most jobs have one stream, a set costs 4x

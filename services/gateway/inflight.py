@@ -15,8 +15,7 @@ lasts as long as the process and is not counted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from prometheus_client import Counter, Gauge
@@ -24,12 +23,15 @@ from prometheus_client import Counter, Gauge
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
 
 class BoundedStub:
     """The JobStore calls the gateway makes, each awaited; Watch and DownloadArtifact return the call,
     whose slot is given back when it ends (read to the end, failed or cancelled)."""
 
-    def __init__(self, stub: pb_grpc.JobStoreStub, limit: int, *, in_flight: Gauge, waiting: Gauge,
+    def __init__(self, stub: pb_grpc.JobStoreAsyncStub, limit: int, *, in_flight: Gauge, waiting: Gauge,
                  queued: Counter) -> None:
         self._stub = stub
         self.limit = limit
@@ -54,14 +56,15 @@ class BoundedStub:
         self._in_flight.dec()
         self._slots.release()
 
-    async def _unary(self, method: Callable[[Any], Any], request: Any) -> Any:
+    async def _unary(self, method: grpc.aio.UnaryUnaryMultiCallable[Request, Response], request: Request) -> Response:
         await self._acquire()
         try:
             return await method(request)
         finally:
             self._release()
 
-    async def _stream(self, method: Callable[[Any], Any], request: Any) -> grpc.aio.UnaryStreamCall:
+    async def _stream(self, method: grpc.aio.UnaryStreamMultiCallable[Request, Response],
+                      request: Request) -> grpc.aio.UnaryStreamCall[Request, Response]:
         await self._acquire()
         try:
             call = method(request)
@@ -86,8 +89,9 @@ class BoundedStub:
     async def GetStats(self, request: pb.GetStatsRequest) -> pb.Stats:
         return await self._unary(self._stub.GetStats, request)
 
-    async def Watch(self, request: pb.WatchRequest) -> grpc.aio.UnaryStreamCall:
+    async def Watch(self, request: pb.WatchRequest) -> grpc.aio.UnaryStreamCall[pb.WatchRequest, pb.JobEvent]:
         return await self._stream(self._stub.Watch, request)
 
-    async def DownloadArtifact(self, request: pb.DownloadArtifactRequest) -> grpc.aio.UnaryStreamCall:
+    async def DownloadArtifact(self, request: pb.DownloadArtifactRequest
+                               ) -> grpc.aio.UnaryStreamCall[pb.DownloadArtifactRequest, pb.DownloadArtifactResponse]:
         return await self._stream(self._stub.DownloadArtifact, request)

@@ -27,8 +27,8 @@ import collections
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any, TypeAlias
 
 import grpc
 from aiohttp import web
@@ -43,6 +43,10 @@ from .inflight import BoundedStub
 from .payloads import TERMINAL_EVENTS, artifact_url, sse_event
 
 log = logging.getLogger("gateway.sse")
+
+# A Watch of a job's stored events; and one whose first event was read before the response started.
+WatchCall: TypeAlias = grpc.aio.UnaryStreamCall[pb.WatchRequest, pb.JobEvent]
+History: TypeAlias = tuple[WatchCall, AsyncIterator[pb.JobEvent], pb.JobEvent | None]
 
 RETRY_MS = 3000
 RESUME_ATTEMPTS = 30
@@ -115,7 +119,7 @@ class EventStream(web.StreamResponse):
         self.after = after  # the id of the last event sent (or the resume id)
         self._inbox: list[pb.JobEvent] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._history: tuple[Any, AsyncIterator[pb.JobEvent], pb.JobEvent | None] | None = None
+        self._history: History | None = None
         self.finished = False  # the terminal event was sent
 
     # The hub's side: called for each live event of this job, and for its markers.
@@ -149,7 +153,7 @@ class EventStream(web.StreamResponse):
         self.after = event.id
         self.finished = name in TERMINAL_EVENTS
 
-    async def send_all(self, events: AsyncIterator[pb.JobEvent]) -> None:
+    async def send_all(self, events: AsyncIterable[pb.JobEvent]) -> None:
         async for event in events:
             if event.marker == pb.WATCH_MARKER_FINISHED:  # a finished job: nothing is left to send
                 self.finished = True
@@ -198,14 +202,14 @@ class EventStream(web.StreamResponse):
         self._history = (call, history, first)
         return self
 
-    async def _history_call(self) -> grpc.aio.UnaryStreamCall:
+    async def _history_call(self) -> WatchCall:
         """A short Watch of the job's stored events after the last one sent (it waits for a call slot)."""
         return await self._streams.stub.Watch(pb.WatchRequest(job_id=self.job_id, user_id=self.user_id,
                                                               after_event_id=self.after, history_only=True))
 
-    async def _send_history(self) -> None:
+    async def _send_history(self, started: History) -> None:
         """The rest of the history whose first event was read before the response started."""
-        call, history, first = self._history
+        call, history, first = started
         self._history = None
         try:
             await self.send_all(history if first is None else _prepend(first, history))
@@ -219,7 +223,7 @@ class EventStream(web.StreamResponse):
     async def _live(self) -> None:
         await self.write(f"retry: {RETRY_MS}\n\n".encode())
         if self._history is not None:
-            await self._send_history()  # (its own frame: the call is not held while the stream is open)
+            await self._send_history(self._history)  # (its own frame: the call is not held while the stream is open)
         while not self.finished:
             event = await self._next()
             if event is HEARTBEAT:
