@@ -54,7 +54,7 @@ async def download(stub, artifact_id: str, digest=None, user_id: str = ""):  # t
 
 async def test_a_50_mb_artifact_round_trips_with_bounded_memory(stub, database_url) -> None:
     job = await enqueue(stub, job_type="pdf")
-    [c] = await claim(stub)
+    [c] = await claim(stub, lease_ms=600_000)  # no heartbeat here: tracemalloc makes the upload slow on a busy machine
     total = 50 * MiB
     sent_digest, got_digest = hashlib.sha256(), hashlib.sha256()
     tracemalloc.start()
