@@ -218,7 +218,7 @@ def _refers_to_processes(function: Callable[..., Any], seen: set[CodeType]) -> b
         if name in PROCESS_NAMES:
             return True
         target = namespace.get(name)
-        if getattr(target, "__module__", "").startswith("tests.") and any(
+        if str(getattr(target, "__module__", None) or "").startswith("tests.") and any(
                 _refers_to_processes(f, seen) for f in _functions_of(target)):
             return True
     return False
