@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 SYSTEM_USER = "embedded_postgres"
 RELOCATED_ROOT = Path("/var/lib/docjobs/postgres")
@@ -45,6 +46,14 @@ def _bin_path() -> Path:
 
 
 POSTGRES_BIN_PATH = _bin_path()
+
+
+class RunAs(TypedDict, total=False):
+    """The subprocess arguments that run a Postgres program as the server's user (none: as we run)."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
 
 
 class PostgresStartError(RuntimeError):
@@ -138,7 +147,7 @@ class EmbeddedPostgres:
     def dsn_for(self, database: str) -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/{database}"
 
-    def _run_kwargs(self) -> dict[str, object]:
+    def _run_kwargs(self) -> RunAs:
         if self._user is None:
             return {}
         return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
@@ -157,7 +166,7 @@ class EmbeddedPostgres:
             subprocess.run(
                 [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
                  "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"],
-                check=True, capture_output=True, **self._run_kwargs(),  # type: ignore[call-overload]
+                check=True, capture_output=True, **self._run_kwargs(),
             )
         self._stop_leftover()
 
@@ -225,7 +234,7 @@ class EmbeddedPostgres:
         if not pidfile.exists():
             return
         subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
-                       capture_output=True, **self._run_kwargs())  # type: ignore[call-overload]
+                       capture_output=True, **self._run_kwargs())
 
     def start(self, timeout: float = 60.0) -> str:
         """Start the server and wait until it accepts connections. Returns the DSN."""
@@ -239,7 +248,7 @@ class EmbeddedPostgres:
                  "-c", "log_min_messages=warning",
                  "-c", "log_line_prefix=%m [%p] "],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, **self._run_kwargs(),  # type: ignore[call-overload]
+                start_new_session=True, **self._run_kwargs(),
             )
         finally:
             log.close()

@@ -62,7 +62,9 @@ class Completer:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch, seen, rest = [], set(), []
+                batch: list[_Completion] = []
+                seen: set[uuid.UUID] = set()
+                rest: list[_Completion] = []
                 for item in self._queue:
                     if item.job_id in seen or len(batch) >= MAX_BATCH:
                         rest.append(item)

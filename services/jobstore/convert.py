@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from docjobs.v1 import jobstore_pb2 as pb
 
-Row = Mapping[str, Any]
+
+class Row(Protocol):
+    """A row read by column name: an asyncpg Record as the store returns it (which is no Mapping), or a dict."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
 
 STATUS_TO_PB = {
     "pending": pb.JOB_STATUS_PENDING,
@@ -48,7 +52,8 @@ def _json_obj(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return json.loads(value)  # type: ignore[no-any-return]
+        parsed: dict[str, Any] = json.loads(value)
+        return parsed
     return dict(value)
 
 

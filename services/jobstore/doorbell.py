@@ -88,10 +88,11 @@ class Doorbell:
         self._lost.clear()
         self._conn = conn
 
-    def _on_notification(self, conn: asyncpg.Connection, pid: int, _channel: str, payload: str) -> None:
+    def _on_notification(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, pid: int, _channel: str,
+                         payload: object) -> None:
         if pid == conn.get_server_pid():
             return  # our own bell
-        types = {t for t in payload.split(",") if t}
+        types = {t for t in str(payload).split(",") if t}  # a str (the stubs say object)
         self._on_ring(types)
 
     async def _supervise(self) -> None:

@@ -152,7 +152,9 @@ class EventDispatcher:
         return sum(len(s) for s in self._by_job.values()) + len(self._scoped)
 
     async def start(self) -> None:
-        self._cursor = (await self._pool.fetchrow(Q.events_sequence_position))["position"]
+        mark = await self._pool.fetchrow(Q.events_sequence_position)
+        assert mark is not None  # one row, always
+        self._cursor = mark["position"]
         self._task = asyncio.create_task(self._run(), name="event-dispatcher")
 
     async def stop(self) -> None:
@@ -248,6 +250,7 @@ class EventDispatcher:
             async with self._pool.acquire() as conn:
                 mark = await conn.fetchrow(Q.events_sequence_position)
                 rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH, list(self._delivered))
+            assert mark is not None  # one row, always
             position, horizon, xmin = mark["position"], mark["horizon"], rows[0]["xmin"]
             claimable: set[str] = set()
             last_read = self._cursor
@@ -282,6 +285,7 @@ class EventDispatcher:
         async with self._pool.acquire() as conn:
             mark = await conn.fetchrow(Q.events_sequence_position)
             xmin = await conn.fetchval(Q.snapshot_xmin)
+        assert mark is not None  # one row, always
         self._checkpoints.append((mark["position"], mark["horizon"]))
         if self._epoch == epoch and not self.subscriber_count:
             self._settle(xmin)

@@ -100,7 +100,7 @@ class Maintenance:
             self._on_change(claimable)
         return result
 
-    async def _cleanup(self, conn: asyncpg.Connection) -> int:
+    async def _cleanup(self, conn: asyncpg.pool.PoolConnectionProxy) -> int:
         now = self._clock.sql_now()
         deleted = 0
         while True:

@@ -43,7 +43,7 @@ def available() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+async def migrate(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> list[int]:
     """Apply the missing migrations. Returns the versions this call applied."""
     applied_now: list[int] = []
     await conn.execute(Q.migration_lock, MIGRATION_LOCK_KEY)

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import grpc
@@ -30,7 +30,10 @@ from .wire import MalformedRequest
 log = logging.getLogger(__name__)
 
 LIST_REPLY_BUDGET = 12 * 1024 * 1024  # a ListJobs page with payloads ends before this (the limit is 16 MiB)
-T = TypeVar("T")
+Service = TypeVar("Service")
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
@@ -51,7 +54,7 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+async def _abort(context: Context, method: str, exc: BaseException) -> None:
     mapped = _status_for(exc)
     if mapped is None:
         log.exception("unexpected error in %s", method, exc_info=exc)
@@ -63,16 +66,17 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseExcept
     await context.abort(mapped[0], mapped[1], metadata)
 
 
-def _require_parsed(request: Any, method: str) -> None:
+def _require_parsed(request: object, method: str) -> None:
     if isinstance(request, MalformedRequest):
         raise InvalidArgument("request", f"not a valid {method} request message ({request.error})")
 
 
-def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def unary(fn: Callable[[Service, Request, Context], Awaitable[Response]]
+          ) -> Callable[[Service, Request, Context], Awaitable[Response]]:
     calls = metrics.RPCS.labels(fn.__name__)
 
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+    async def wrapper(self: Service, request: Request, context: Context) -> Response:
         calls.inc()
         try:
             _require_parsed(request, fn.__name__)
@@ -88,11 +92,12 @@ def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return wrapper
 
 
-def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
+def streaming(fn: Callable[[Service, Request, Context], AsyncGenerator[Response, None]]
+              ) -> Callable[[Service, Request, Context], AsyncGenerator[Response, None]]:
     calls = metrics.RPCS.labels(fn.__name__)
 
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+    async def wrapper(self: Service, request: Request, context: Context) -> AsyncGenerator[Response, None]:
         calls.inc()
         try:
             _require_parsed(request, fn.__name__)
@@ -119,18 +124,18 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         self._background: set[asyncio.Future[None]] = set()
 
     @unary
-    async def Enqueue(self, request: pb.EnqueueRequest, context: grpc.aio.ServicerContext) -> pb.EnqueueResponse:
+    async def Enqueue(self, request: pb.EnqueueRequest, context: Context) -> pb.EnqueueResponse:
         row, created = await self._store.enqueue(validation.enqueue(request, self._settings, self._store.clock.now()))
         return pb.EnqueueResponse(job=convert.job(row), created=created)
 
     @unary
-    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         job_id, user_id = validation.get_job(request)
         row = await self._store.get_job(job_id, user_id, with_payload=request.include_payload)
         return convert.job(row, payload=request.include_payload)
 
     @unary
-    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         user_id, session_id, statuses, cursor, page_size = validation.list_jobs(request)
         rows = await self._store.list_jobs(user_id, session_id, statuses, cursor, page_size + 1,
                                            with_payloads=request.include_payloads)
@@ -149,11 +154,11 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         return response
 
     @unary
-    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+    async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.Job:
         return convert.job(await self._store.cancel(*validation.cancel(request)))
 
     @unary
-    async def GetStats(self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext) -> pb.Stats:
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.Stats:
         stats = await self._store.stats()
         out = pb.Stats(oldest_due_pending_age_seconds=max(0.0, stats["oldest_due_age"]),
                        delayed_pending=stats["delayed"])
@@ -173,7 +178,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         return out
 
     @unary
-    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimResponse:
+    async def Claim(self, request: pb.ClaimRequest, context: Context) -> pb.ClaimResponse:
         worker_id, job_types, max_jobs, wait_s, lease_ms = validation.claim(request, self._settings)
         remaining = context.time_remaining()
         if remaining is not None:
@@ -182,13 +187,14 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         if rows:
             # The worker may go away while the answer is on its way (it stops, its call is cancelled):
             # then nobody holds these jobs, and they go back at once instead of when their leases end.
-            def release_if_lost(ctx: grpc.aio.ServicerContext) -> None:
+            def release_if_lost(ctx: Context) -> None:
                 if ctx.cancelled():
                     task = asyncio.ensure_future(self._store.release(rows))
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
 
-            context.add_done_callback(release_if_lost)
+            # The stubs take an instance of their class _DoneCallback, where grpc takes any callable.
+            context.add_done_callback(release_if_lost)  # type: ignore[arg-type]
         response = pb.ClaimResponse()
         for row in rows:
             claimed = response.jobs.add(job=convert.job(row, payload=True), lease_token=str(row["lease_token"]),
@@ -198,7 +204,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
     @unary
     async def Heartbeat(self, request: pb.HeartbeatRequest,
-                        context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
+                        context: Context) -> pb.HeartbeatResponse:
         beat = await self._store.heartbeat(*validation.heartbeat(request, self._settings))
         response = pb.HeartbeatResponse(cancelled=beat.cancelled)
         if beat.lease_expires_at is not None:
@@ -206,12 +212,12 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         return response
 
     @unary
-    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+    async def Complete(self, request: pb.CompleteRequest, context: Context) -> pb.Job:
         return convert.job(await self._store.complete(*validation.complete(request)))
 
     @unary
     async def CompleteMany(self, request: pb.CompleteManyRequest,
-                           context: grpc.aio.ServicerContext) -> pb.CompleteManyResponse:
+                           context: Context) -> pb.CompleteManyResponse:
         items = validation.complete_many(request)
         # Concurrent completions are gathered by the completer into one statement and one commit.
         results = await asyncio.gather(*(self._store.complete(*item) for item in items), return_exceptions=True)
@@ -229,12 +235,12 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
     @unary
     async def ReleaseWorker(self, request: pb.ReleaseWorkerRequest,
-                            context: grpc.aio.ServicerContext) -> pb.ReleaseWorkerResponse:
+                            context: Context) -> pb.ReleaseWorkerResponse:
         released = await self._store.release_worker(*validation.release_worker(request))
         return pb.ReleaseWorkerResponse(released_job_ids=[str(job_id) for job_id in released])
 
     @unary
-    async def Fail(self, request: pb.FailRequest, context: grpc.aio.ServicerContext) -> pb.FailResponse:
+    async def Fail(self, request: pb.FailRequest, context: Context) -> pb.FailResponse:
         row = await self._store.fail(*validation.fail(request))
         response = pb.FailResponse(job=convert.job(row), will_retry=row["will_retry"])
         if row["will_retry"]:
@@ -243,7 +249,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
     @unary
     async def UploadArtifact(self, request_iterator: AsyncIterator[pb.UploadArtifactRequest],
-                             context: grpc.aio.ServicerContext) -> pb.Artifact:
+                             context: Context) -> pb.Artifact:
         iterator = request_iterator.__aiter__()
         try:
             first = await iterator.__anext__()
@@ -263,12 +269,12 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
     @unary
     async def CompleteWithArtifact(self, request: pb.CompleteWithArtifactRequest,
-                                   context: grpc.aio.ServicerContext) -> pb.Job:
+                                   context: Context) -> pb.Job:
         return convert.job(await self._store.complete_with_artifact(*validation.complete_with_artifact(request)))
 
     @streaming
     async def DownloadArtifact(self, request: pb.DownloadArtifactRequest,
-                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DownloadArtifactResponse]:
+                               context: Context) -> AsyncGenerator[pb.DownloadArtifactResponse, None]:
         artifact = await self._store.get_artifact(*validation.download(request))
         yield pb.DownloadArtifactResponse(info=convert.artifact(artifact))
         async for chunk in self._store.artifact_chunks(artifact):
@@ -276,7 +282,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
     @streaming
     async def Watch(self, request: pb.WatchRequest,
-                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
+                    context: Context) -> AsyncGenerator[pb.JobEvent, None]:
         job_id, user_id, session_id, after_id = validation.watch(request)
         if request.all_jobs:
             events = self._watches.all_jobs()

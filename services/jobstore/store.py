@@ -161,6 +161,7 @@ class Store:
             counts = await conn.fetch(Q.stats_counts)
             rates = await conn.fetchrow(Q.stats_rates)
             extra = await conn.fetchrow(Q.stats_extra)
+        assert extra is not None  # an aggregate: one row, always
         return {"counts": counts, "rates": rates, "oldest_due_age": extra["oldest_due_age"] or 0.0,
                 "delayed": extra["delayed"]}
 

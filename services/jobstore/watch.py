@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 from docjobs.v1 import jobstore_pb2 as pb
 
@@ -53,7 +53,7 @@ class Watches:
         self._all_jobs_buffer = all_jobs_buffer
         self.open = 0  # live watches open on this process
 
-    async def job(self, job_id: uuid.UUID, user_id: str | None, after_id: int) -> AsyncIterator[pb.JobEvent]:
+    async def job(self, job_id: uuid.UUID, user_id: str | None, after_id: int) -> AsyncGenerator[pb.JobEvent, None]:
         """The job's events after after_id, stored then live, until its terminal event.
         NotFound (before anything is sent) for a job that is not user_id's."""
         with self._subscribed("job", job_id=str(job_id)) as sub:
@@ -82,7 +82,7 @@ class Watches:
                     sub.resync()  # live events buffer again from here; the table has the ones dropped
 
     async def job_history(self, job_id: uuid.UUID, user_id: str | None,
-                          after_id: int) -> AsyncIterator[pb.JobEvent]:
+                          after_id: int) -> AsyncGenerator[pb.JobEvent, None]:
         """The job's stored events after after_id, then the end; FINISHED alone when the job is finished
         and nothing is left. (The status is read first: a job finished by then has its terminal event
         stored, so it is either in what follows or at or before after_id.)"""
@@ -96,7 +96,7 @@ class Watches:
             yield FINISHED
 
     async def scope(self, user_id: str | None, session_id: str | None,
-                    after_id: int) -> AsyncIterator[pb.JobEvent]:
+                    after_id: int) -> AsyncGenerator[pb.JobEvent, None]:
         """A user's and/or session's events after after_id, stored then live, without end."""
         with self._subscribed("scope", user_id=user_id, session_id=session_id) as sub:
             seen: set[int] = set()  # ids sent from the table, which may also arrive live
@@ -123,7 +123,7 @@ class Watches:
                     continue
                 yield event
 
-    async def all_jobs(self) -> AsyncIterator[pb.JobEvent]:
+    async def all_jobs(self) -> AsyncGenerator[pb.JobEvent, None]:
         """Every job's events from now on: SUBSCRIBED first, then every event committed after it."""
         with self._subscribed("all_jobs", limit=self._all_jobs_buffer) as sub:
             yield SUBSCRIBED

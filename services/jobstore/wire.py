@@ -4,11 +4,13 @@ INVALID_ARGUMENT with a message, like any other bad input (grpc's own handlers a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 
 from docjobs.v1 import jobstore_pb2_grpc
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class MalformedRequest:
@@ -33,19 +35,28 @@ class _Collect:
 
     def __init__(self) -> None:
         self.service = ""
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.handlers: dict[str, Handler] = {}
 
     def add_generic_rpc_handlers(self, _handlers: Any) -> None:
         pass
 
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
         self.service, self.handlers = service, handlers
+
+
+def _lenient_handler(handler: Handler) -> Handler:
+    parse = handler.request_deserializer
+    if parse is None:  # the method takes the bytes as they came: nothing to parse
+        return handler
+    # grpc's handlers are namedtuples; the stubs declare only their fields.
+    lenient: Handler = handler._replace(request_deserializer=_lenient(parse))  # type: ignore[attr-defined]
+    return lenient
 
 
 def add_servicer(servicer: jobstore_pb2_grpc.JobStoreServicer, server: grpc.aio.Server) -> None:
     collected = _Collect()
-    jobstore_pb2_grpc.add_JobStoreServicer_to_server(servicer, collected)
-    handlers = {name: handler._replace(request_deserializer=_lenient(handler.request_deserializer))  # type: ignore[attr-defined]
-                for name, handler in collected.handlers.items()}
+    # The generated function calls only the server's two registration methods, which _Collect has.
+    jobstore_pb2_grpc.add_JobStoreServicer_to_server(servicer, cast(grpc.aio.Server, collected))
+    handlers = {name: _lenient_handler(handler) for name, handler in collected.handlers.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(collected.service, handlers),))
     server.add_registered_method_handlers(collected.service, handlers)
