@@ -140,7 +140,7 @@ async def jobstore_factory(database_url: str) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-async def jobstore(jobstore_factory) -> RunningJobStore:  # type: ignore[no-untyped-def]
+async def jobstore(jobstore_factory) -> RunningJobStore:
     return await jobstore_factory()
 
 
@@ -149,7 +149,7 @@ def stub(jobstore: RunningJobStore) -> pb_grpc.JobStoreStub:
     return jobstore.stub
 
 
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):
     """Poll a condition (sync or async) until it holds; fails the test with a timeout otherwise."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

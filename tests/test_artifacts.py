@@ -17,9 +17,9 @@ from .helpers import claim, enqueue, query_value
 MiB = 1024 * 1024
 
 
-def upload_requests(job_id: str, token: str, chunks, filename: str = "report.xlsx",  # type: ignore[no-untyped-def]
+def upload_requests(job_id: str, token: str, chunks, filename: str = "report.xlsx",
                     content_type: str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"):
-    async def gen():  # type: ignore[no-untyped-def]
+    async def gen():
         yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(job_id=job_id, lease_token=token, filename=filename,
                                                                 content_type=content_type))
         for chunk in chunks:
@@ -28,7 +28,7 @@ def upload_requests(job_id: str, token: str, chunks, filename: str = "report.xls
     return gen()
 
 
-def pseudo_random_chunks(total: int, size: int, digest):  # type: ignore[no-untyped-def]
+def pseudo_random_chunks(total: int, size: int, digest):
     """Deterministic incompressible bytes, made one chunk at a time (never the whole file)."""
     sent, counter = 0, 0
     while sent < total:
@@ -40,7 +40,7 @@ def pseudo_random_chunks(total: int, size: int, digest):  # type: ignore[no-unty
         yield block
 
 
-async def download(stub, artifact_id: str, digest=None, user_id: str = ""):  # type: ignore[no-untyped-def]
+async def download(stub, artifact_id: str, digest=None, user_id: str = ""):
     info, size = None, 0
     async for part in stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=artifact_id, user_id=user_id)):
         if part.WhichOneof("part") == "info":
@@ -173,7 +173,7 @@ async def test_complete_with_artifact_on_a_lost_lease_keeps_nothing(stub, databa
     ({"result_json": "[1, 2]"}, "result_json"),
     ({"lease_token": "not-a-uuid"}, "lease_token"),
 ])
-async def test_complete_with_artifact_names_the_bad_field(stub, database_url, fields, field) -> None:  # type: ignore[no-untyped-def]
+async def test_complete_with_artifact_names_the_bad_field(stub, database_url, fields, field) -> None:
     job = await enqueue(stub)
     [c] = await claim(stub)
     with pytest.raises(grpc.aio.AioRpcError) as bad:

@@ -52,15 +52,15 @@ async def test_invalid_enqueue_names_the_field_and_writes_nothing(stub, database
         await conn.close()
 
 
-def bad_calls(stub, job_id: str, token: str):  # type: ignore[no-untyped-def]
+def bad_calls(stub, job_id: str, token: str):
     """(name, awaitable factory, expected code) for every RPC."""
     inv, nf, fp = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION
 
-    async def drain(call):  # type: ignore[no-untyped-def]
+    async def drain(call):
         return [m async for m in call]
 
-    def upload(*messages):  # type: ignore[no-untyped-def]
-        async def gen():  # type: ignore[no-untyped-def]
+    def upload(*messages):
+        async def gen():
             for m in messages:
                 yield m
         return stub.UploadArtifact(gen())
@@ -136,7 +136,7 @@ async def test_an_oversized_message_is_refused_cleanly(stub) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "payload_json" in err.value.details()
 
 
-async def test_bytes_that_are_no_message_get_invalid_argument_on_every_method(jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_bytes_that_are_no_message_get_invalid_argument_on_every_method(jobstore) -> None:
     """Raw garbage on the wire, on every method of the service (unary, server- and client-streaming):
     INVALID_ARGUMENT with a message, never INTERNAL or UNKNOWN, and the server keeps serving."""
     import random

@@ -16,7 +16,7 @@ from .renderers import EXAMPLES, RendererProcess
 
 
 @pytest.fixture
-async def stack(jobstore, tmp_path):  # type: ignore[no-untyped-def]
+async def stack(jobstore, tmp_path):
     renderer = RendererProcess(jobstore.address, tmp_path / "renderer").start()
     gateway = await start_gateway(jobstore.address)
     yield gateway
@@ -29,7 +29,7 @@ def docjobs(*args: str, url: str, user: str = "cli-user") -> subprocess.Complete
                           capture_output=True, text=True, timeout=120)
 
 
-async def test_submit_wait_and_download(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_submit_wait_and_download(stack, tmp_path: Path) -> None:
     out = tmp_path / "report.pdf"
     result = await asyncio.to_thread(docjobs, "submit", str(EXAMPLES / "pdf.json"), "--wait", "--out", str(out),
                                      url=stack.base)
@@ -44,7 +44,7 @@ async def test_submit_wait_and_download(stack, tmp_path: Path) -> None:  # type:
     assert stats["counts"]["pdf"]["completed"] >= 1
 
 
-async def test_errors_are_one_line(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_errors_are_one_line(stack, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"documentType": "pdf", "spec": {"blocks": []}}))
     result = await asyncio.to_thread(docjobs, "submit", str(bad), url=stack.base)
@@ -54,7 +54,7 @@ async def test_errors_are_one_line(stack, tmp_path: Path) -> None:  # type: igno
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
 
 
-async def test_health_checks_what_container_health_checks_run(stack, jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_health_checks_what_container_health_checks_run(stack, jobstore) -> None:
     def health(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "docjobs.cli", "health", *args, "--timeout", "2"],
                               capture_output=True, text=True, timeout=60)

@@ -26,7 +26,7 @@ EXPECTED_PREVIEW = {
 
 
 @pytest.fixture
-async def demo(jobstore, tmp_path):  # type: ignore[no-untyped-def]
+async def demo(jobstore, tmp_path):
     if not CHROMIUM_PRESENT:
         pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
     renderer = RendererProcess(jobstore.address, tmp_path / "renderer").start()
@@ -42,7 +42,7 @@ async def demo(jobstore, tmp_path):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("job_type", list(EXPECTED_PREVIEW))
-async def test_each_document_type_from_the_page(demo, job_type: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_each_document_type_from_the_page(demo, job_type: str, tmp_path) -> None:
     page = demo
     await page.select_option("#type", job_type)
     await page.wait_for_function(f"document.getElementById('body').value.includes('\"{job_type}\"')")
@@ -63,7 +63,7 @@ async def test_each_document_type_from_the_page(demo, job_type: str, tmp_path) -
         assert openpyxl.load_workbook(target).sheetnames == ["Summary", "Orders"]
 
 
-async def test_a_failing_job_shows_its_error(demo, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_failing_job_shows_its_error(demo, tmp_path) -> None:
     page = demo
     await page.wait_for_function("document.getElementById('body').value.length > 0")
     await page.fill("#body", '{"documentType": "pdf", "title": "Code", "code": "x = 1"}')
@@ -74,7 +74,7 @@ async def test_a_failing_job_shows_its_error(demo, tmp_path) -> None:  # type: i
     await page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
 
 
-async def test_an_invalid_request_is_shown_without_submitting_a_job(demo) -> None:  # type: ignore[no-untyped-def]
+async def test_an_invalid_request_is_shown_without_submitting_a_job(demo) -> None:
     page = demo
     await page.fill("#body", '{"documentType": "pdf", "spec": {"blocks": '
                              '[{"type": "heading", "text": "x", "level": 9}]}}')

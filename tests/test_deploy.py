@@ -236,7 +236,7 @@ def test_renderers_scale_on_keda_or_hpa_never_both(overlay: str) -> None:
         assert auth["spec"]["secretTargetRef"][0]["parameter"] == "connection"
 
 
-async def test_the_keda_query_counts_exactly_the_claimable_jobs(stub, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_the_keda_query_counts_exactly_the_claimable_jobs(stub, database_url) -> None:
     query = d.named(d.build("prod"), "ScaledObject", "renderer")["spec"]["triggers"][0]["metadata"]["query"]
     for _ in range(5):
         await enqueue(stub, job_type="pdf")

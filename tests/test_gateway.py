@@ -18,31 +18,31 @@ from .renderers import RendererProcess, example
 
 
 @pytest.fixture
-async def gateway(jobstore):  # type: ignore[no-untyped-def]
+async def gateway(jobstore):
     running = await start_gateway(jobstore.address)
     yield running
     await running.stop()
 
 
 @pytest.fixture
-async def http():  # type: ignore[no-untyped-def]
+async def http():
     async with aiohttp.ClientSession() as session:
         yield session
 
 
 @pytest.fixture
-async def renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
+async def renderer(jobstore, tmp_path):
     process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
     yield process
     await process.shutdown()
 
 
-async def post_job(http, gateway, body, user="alice", **headers):  # type: ignore[no-untyped-def]
+async def post_job(http, gateway, body, user="alice", **headers):
     async with http.post(gateway.base + "/api/jobs", json=body, headers={**bearer(user), **headers}) as r:
         return r.status, await r.json()
 
 
-async def test_post_stream_and_download_a_spreadsheet(http, gateway, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_post_stream_and_download_a_spreadsheet(http, gateway, renderer, tmp_path) -> None:
     body = {**example("spreadsheet"), "messageId": "m-1"}
     status, created = await post_job(http, gateway, body)
     assert status == 202 and created["status"] == "pending"
@@ -78,7 +78,7 @@ async def test_post_stream_and_download_a_spreadsheet(http, gateway, renderer, t
     assert job["messageId"] == "m-1"
 
 
-async def test_last_event_id_resumes_without_loss_or_duplicate(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
+async def test_last_event_id_resumes_without_loss_or_duplicate(http, gateway, renderer) -> None:
     _, created = await post_job(http, gateway, example("document"))
     first = await read_sse(http, gateway.base + created["eventsUrl"], max_events=2)
     rest = await read_sse(http, gateway.base + created["eventsUrl"],
@@ -90,7 +90,7 @@ async def test_last_event_id_resumes_without_loss_or_duplicate(http, gateway, re
     assert [e.id for e in via_query.events] == [e.id for e in rest.events]
 
 
-async def test_resuming_a_finished_job_at_its_last_event_ends_at_once(http, jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_resuming_a_finished_job_at_its_last_event_ends_at_once(http, jobstore) -> None:
     """What an EventSource does when the connection drops right after job-complete: it reconnects with
     the terminal event's id. Nothing is left to send, so the stream ends at once (it used to stay open
     with heartbeats only, holding one of the user's stream slots for ever)."""
@@ -113,7 +113,7 @@ async def test_resuming_a_finished_job_at_its_last_event_ends_at_once(http, jobs
 
 
 @pytest.mark.parametrize("value", [str(2**63), "9" * 40, "-1", "1e3", "12abc", "١٢"])
-async def test_a_last_event_id_that_is_no_event_id_is_a_400_naming_it(http, gateway, value: str) -> None:  # type: ignore[no-untyped-def]
+async def test_a_last_event_id_that_is_no_event_id_is_a_400_naming_it(http, gateway, value: str) -> None:
     _, created = await post_job(http, gateway, example("pdf"))
     async with http.get(gateway.base + created["eventsUrl"], headers={"Last-Event-ID": value}) as r:
         assert r.status == 400
@@ -123,7 +123,7 @@ async def test_a_last_event_id_that_is_no_event_id_is_a_400_naming_it(http, gate
         assert (await r.json())["error"]["field"] == "lastEventId"
 
 
-async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_is_released(  # type: ignore[no-untyped-def]
+async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_is_released(
         http, gateway, jobstore) -> None:
     from gateway.app import HUB
 
@@ -146,7 +146,7 @@ async def test_heartbeats_keep_an_idle_stream_open_and_a_gone_client_is_released
     await wait_until(lambda: hub.stream_count == 0, timeout=10)
 
 
-async def test_a_gateway_that_stops_ends_its_open_streams_cleanly(http, jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_a_gateway_that_stops_ends_its_open_streams_cleanly(http, jobstore) -> None:
     """On shutdown every open stream is ended by the gateway (its HTTP response finishes properly, so the
     browser's EventSource reconnects with Last-Event-ID), not cut off when the shutdown times out."""
     gateway = await start_gateway(jobstore.address, sse_heartbeat_s=60)
@@ -161,7 +161,7 @@ async def test_a_gateway_that_stops_ends_its_open_streams_cleanly(http, jobstore
     assert rest == []
 
 
-async def test_two_tabs_on_one_job_and_one_closes(http, gateway, stub) -> None:  # type: ignore[no-untyped-def]
+async def test_two_tabs_on_one_job_and_one_closes(http, gateway, stub) -> None:
     """Two streams of the same job: the one that stays open still gets every live event after the other
     one went away."""
     from gateway.app import HUB
@@ -181,7 +181,7 @@ async def test_two_tabs_on_one_job_and_one_closes(http, gateway, stub) -> None: 
     assert [e.name for e in stream.events] == ["status", "status", "progress", "job-complete"]
 
 
-async def test_head_on_the_streaming_urls_is_refused_not_answered_with_a_body(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
+async def test_head_on_the_streaming_urls_is_refused_not_answered_with_a_body(http, gateway, renderer) -> None:
     """A HEAD response has no body. aiohttp sends a streamed response's body after a HEAD's headers (the
     client then read the event stream as the next response's status line), so these two routes refuse
     HEAD with a JSON 405."""
@@ -194,7 +194,7 @@ async def test_head_on_the_streaming_urls_is_refused_not_answered_with_a_body(ht
             assert r.status == 200  # the connection is still sound after the HEAD
 
 
-async def test_a_stream_whose_client_leaves_is_released_at_once(http, jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_a_stream_whose_client_leaves_is_released_at_once(http, jobstore) -> None:
     """A browser that closes its tab (or reloads) frees its stream at once, not at the stream's next write
     up to a heartbeat later: until then the gone stream still counted against the user's open streams,
     so a user at the cap who reloaded got 429. Here the cap is one stream and heartbeats are a minute
@@ -215,20 +215,20 @@ async def test_a_stream_whose_client_leaves_is_released_at_once(http, jobstore) 
         await gateway.stop()
 
 
-async def test_failed_job_streams_job_failed(http, gateway, renderer) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_job_streams_job_failed(http, gateway, renderer) -> None:
     _, created = await post_job(http, gateway, {"documentType": "spreadsheet", "title": "code", "code": "x = 1"})
     stream = await read_sse(http, gateway.base + created["eventsUrl"])
     assert stream.events[-1].name == "job-failed"
     assert stream.events[-1].data["error"]["code"] == "code_execution_disabled"
 
 
-async def test_idempotency_key_returns_the_same_job(http, gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_idempotency_key_returns_the_same_job(http, gateway) -> None:
     results = await asyncio.gather(*(post_job(http, gateway, example("pdf"), **{"Idempotency-Key": "k-1"})
                                      for _ in range(5)))
     assert len({body["jobId"] for _, body in results}) == 1
 
 
-async def test_auth(http, gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_auth(http, gateway) -> None:
     base = gateway.base
     async with http.post(base + "/api/jobs", json=example("pdf")) as r:
         assert r.status == 401 and (await r.json())["error"]["code"] == "unauthenticated"
@@ -274,7 +274,7 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("raw", "status", "field"), BAD_BODIES)
-async def test_bad_input_is_a_clear_4xx_and_nothing_is_enqueued(http, gateway, stub, raw, status, field) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_input_is_a_clear_4xx_and_nothing_is_enqueued(http, gateway, stub, raw, status, field) -> None:
     async with http.post(gateway.base + "/api/jobs", data=raw,
                          headers={**bearer("carol"), "Content-Type": "application/json"}) as r:
         assert r.status == status
@@ -283,7 +283,7 @@ async def test_bad_input_is_a_clear_4xx_and_nothing_is_enqueued(http, gateway, s
     assert list((await stub.ListJobs(pb.ListJobsRequest(user_id="carol"))).jobs) == []
 
 
-async def test_an_oversized_body_is_413(http, jobstore, stub) -> None:  # type: ignore[no-untyped-def]
+async def test_an_oversized_body_is_413(http, jobstore, stub) -> None:
     small = await start_gateway(jobstore.address, max_body_bytes=2048)
     try:
         body = {"documentType": "pdf", "spec": {"blocks": [{"type": "paragraph", "text": "x" * 5000}]}}
@@ -294,7 +294,7 @@ async def test_an_oversized_body_is_413(http, jobstore, stub) -> None:  # type: 
     assert list((await stub.ListJobs(pb.ListJobsRequest(user_id="dave"))).jobs) == []
 
 
-async def test_health_readiness_stats_and_metrics(http, gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_health_readiness_stats_and_metrics(http, gateway) -> None:
     async with http.get(gateway.base + "/healthz") as r:
         assert r.status == 200
     async with http.get(gateway.base + "/readyz") as r:
@@ -308,7 +308,7 @@ async def test_health_readiness_stats_and_metrics(http, gateway) -> None:  # typ
     assert "docjobs_gateway_open_sse_streams" in text
 
 
-async def test_calls_beyond_the_bound_wait_and_are_counted(http, jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_calls_beyond_the_bound_wait_and_are_counted(http, jobstore) -> None:
     """With DOCJOBS_JOBSTORE_MAX_INFLIGHT at 2, sixteen streams (one user's cap) opened at once all start
     (the calls beyond two waited for a slot), /metrics counts the waits, and once every stream is gone no
     slot is held."""
@@ -335,7 +335,7 @@ async def test_calls_beyond_the_bound_wait_and_are_counted(http, jobstore) -> No
         await gateway.stop()
 
 
-async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:
     from gateway.app import create_app
     from gateway.settings import Settings
 
@@ -354,7 +354,7 @@ async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:  
         assert (await r.json())["title"] == "Spreadsheet (xlsx) spec"
 
 
-async def test_an_open_stream_resumes_through_a_jobstore_restart(http, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_an_open_stream_resumes_through_a_jobstore_restart(http, database_url) -> None:
     """The jobstore restarts under an open SSE stream: the gateway watches again from the last event id
     it sent, and the browser sees every event once, in order, with no reconnect of its own."""
     import grpc as grpc_module
@@ -399,7 +399,7 @@ async def test_an_open_stream_resumes_through_a_jobstore_restart(http, database_
             second.kill()
 
 
-async def test_an_eventsource_client_reads_through_a_gateway_restart(http, jobstore, stub) -> None:  # type: ignore[no-untyped-def]
+async def test_an_eventsource_client_reads_through_a_gateway_restart(http, jobstore, stub) -> None:
     from docjobs.pgserver import free_port
 
     from .gateway_client import read_sse_like_eventsource
@@ -410,7 +410,7 @@ async def test_an_eventsource_client_reads_through_a_gateway_restart(http, jobst
     [claimed] = (await stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["pdf"], wait_ms=5000))).jobs
     restarted = asyncio.Event()
 
-    async def on_event(event) -> None:  # type: ignore[no-untyped-def]
+    async def on_event(event) -> None:
         if event.name == "status" and event.data["status"] == "processing" and not restarted.is_set():
             restarted.set()
 
@@ -431,7 +431,7 @@ async def test_an_eventsource_client_reads_through_a_gateway_restart(http, jobst
     assert [e.id for e in events] == stored  # every event once, in order, across the restart
 
 
-async def test_streams_opened_all_at_once_all_start(jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_streams_opened_all_at_once_all_start(jobstore) -> None:
     """2,000 EventSources opening in the same moment (a gateway restart makes every browser reconnect at
     once) all get their stream. Each opening is a call to the jobstore; beyond about a thousand started at
     once on one connection, gRPC's transport refuses some (CANCELLED), which was a 502, and an EventSource

@@ -22,12 +22,12 @@ from .renderers import example
 
 
 @pytest.fixture
-async def http():  # type: ignore[no-untyped-def]
+async def http():
     async with aiohttp.ClientSession() as session:
         yield session
 
 
-async def test_the_access_log_holds_no_url_token(jobstore, http, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_the_access_log_holds_no_url_token(jobstore, http, tmp_path: Path) -> None:
     log = tmp_path / "gateway.log"
     gateway = GatewayProcess(jobstore.address, log).start()  # its own logging, as deployed
     try:
@@ -64,7 +64,7 @@ def _token(**claims: Any) -> dict[str, str]:
     return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
 
 
-async def test_a_token_must_expire_within_the_maximum_lifetime(jobstore, http) -> None:  # type: ignore[no-untyped-def]
+async def test_a_token_must_expire_within_the_maximum_lifetime(jobstore, http) -> None:
     gateway = await start_gateway(jobstore.address)  # DOCJOBS_JWT_MAX_TTL_S: 86400, the default
     now = int(time.time())
     cases = [
@@ -90,7 +90,7 @@ async def test_a_token_must_expire_within_the_maximum_lifetime(jobstore, http) -
         await gateway.stop()
 
 
-async def test_the_maximum_lifetime_is_a_setting_and_holds_for_url_tokens(jobstore, http) -> None:  # type: ignore[no-untyped-def]
+async def test_the_maximum_lifetime_is_a_setting_and_holds_for_url_tokens(jobstore, http) -> None:
     gateway = await start_gateway(jobstore.address, jwt_max_ttl_s=300, url_token_ttl_s=120)
     now = int(time.time())
     try:

@@ -117,7 +117,7 @@ JSON_BODY = (b"Content-Type", b"application/json")
 
 
 @pytest.fixture(scope="module")
-def live_gateway(pg, template_db, tmp_path_factory) -> Iterator[LiveGateway]:  # type: ignore[no-untyped-def]
+def live_gateway(pg, template_db, tmp_path_factory) -> Iterator[LiveGateway]:
     database_url = asyncio.run(create_database(pg, template_db))
     logs: Path = tmp_path_factory.mktemp("hostile-http")
     jobstore = JobStoreProcess(database_url, log_path=logs / "jobstore.log").start()
@@ -424,7 +424,7 @@ async def _trickle(port: int, head: bytes, stop: asyncio.Event) -> bytes:
         writer.close()
 
 
-async def test_slow_and_flooding_clients_do_not_starve_the_others(jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_slow_and_flooding_clients_do_not_starve_the_others(jobstore, tmp_path) -> None:
     from .gateway_client import read_sse, start_gateway
     from .renderers import RendererProcess, example
 

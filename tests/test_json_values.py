@@ -24,7 +24,7 @@ LINE = 's = s.replace("\\\\u0000", "")'
 assert LINE.count("\\") == 2 and "\x00" not in LINE
 
 
-async def test_text_holding_backslash_u0000_is_accepted_and_rendered_end_to_end(jobstore, stub, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_text_holding_backslash_u0000_is_accepted_and_rendered_end_to_end(jobstore, stub, tmp_path) -> None:
     gateway = await start_gateway(jobstore.address)
     renderer = RendererProcess(jobstore.address, tmp_path / "renderer").start()
     try:
@@ -63,7 +63,7 @@ async def test_text_holding_backslash_u0000_is_accepted_and_rendered_end_to_end(
     ('{"spec": ' + "[" * 2000 + "]" * 2000 + "}", "nested more than 64 levels deep"),
     ('{"spec": {"n": ' + "7" * 5000 + "}}", "not valid JSON (Exceeds the limit (4300 digits)"),
 ])
-async def test_the_jobstore_refuses_what_jsonb_cannot_hold_in_its_own_words(stub, payload: str, what: str) -> None:  # type: ignore[no-untyped-def]
+async def test_the_jobstore_refuses_what_jsonb_cannot_hold_in_its_own_words(stub, payload: str, what: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Enqueue(pb.EnqueueRequest(job_type="document", user_id="u", payload_json=payload))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -72,7 +72,7 @@ async def test_the_jobstore_refuses_what_jsonb_cannot_hold_in_its_own_words(stub
     assert ("docjobs-field", "payload_json") in tuple(err.value.trailing_metadata())
 
 
-async def test_the_jobstore_stores_backslash_u0000_text_as_sent(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_the_jobstore_stores_backslash_u0000_text_as_sent(stub) -> None:
     payload = json.dumps({"code": LINE})
     reply = await stub.Enqueue(pb.EnqueueRequest(job_type="document", user_id="u", payload_json=payload))
     job = await stub.GetJob(pb.GetJobRequest(job_id=reply.job.id, include_payload=True))

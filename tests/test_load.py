@@ -30,7 +30,7 @@ SPECS: dict[str, dict[str, Any]] = {
 }
 
 
-async def test_two_thousand_jobs_three_renderers_two_hundred_watchers(tmp_path, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_two_thousand_jobs_three_renderers_two_hundred_watchers(tmp_path, database_url) -> None:
     processes = Processes(tmp_path)
     connections: list[int] = []
     stop_sampling = asyncio.Event()

@@ -19,7 +19,7 @@ from .helpers import claim, enqueue, scrape
 from .renderers import RendererProcess, example, submit, wait_finished
 
 
-async def test_jobstore_metrics_show_the_queue_and_the_calls(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_jobstore_metrics_show_the_queue_and_the_calls(jobstore_factory) -> None:
     port = free_port()
     jobstore = await jobstore_factory(metrics_port=port)
     url = f"http://127.0.0.1:{port}/metrics"
@@ -48,14 +48,14 @@ async def test_jobstore_metrics_show_the_queue_and_the_calls(jobstore_factory) -
     assert delta("docjobs_jobstore_rpc_errors_total", (("code", "INVALID_ARGUMENT"), ("method", "Enqueue"))) == 1
 
 
-async def test_jobstore_liveness_stays_serving_while_readiness_follows_the_database(jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_jobstore_liveness_stays_serving_while_readiness_follows_the_database(jobstore) -> None:
     health = health_pb2_grpc.HealthStub(jobstore.channel)
     for service in ("", "liveness", "docjobs.v1.JobStore"):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
 
 
-async def test_renderer_metrics_count_outcomes(jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_renderer_metrics_count_outcomes(jobstore, tmp_path) -> None:
     port = free_port()
     renderer = RendererProcess(jobstore.address, tmp_path / "r", DOCJOBS_METRICS_PORT=str(port)).start()
     try:

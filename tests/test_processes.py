@@ -107,7 +107,7 @@ async def test_health_and_reflection_are_served(jobstore) -> None:
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(jobstore.channel)
 
-    async def ask():  # type: ignore[no-untyped-def]
+    async def ask():
         yield reflection_pb2.ServerReflectionRequest(list_services="")
 
     async for answer in reflection.ServerReflectionInfo(ask()):

@@ -58,18 +58,18 @@ async def test_priority_first_then_oldest(stub) -> None:
     del low, high, low2
 
 
-def at(ts) -> datetime:  # type: ignore[no-untyped-def]
+def at(ts) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-async def on_a_manual_clock(jobstore_factory, **overrides) -> tuple[RunningJobStore, ManualClock]:  # type: ignore[no-untyped-def]
+async def on_a_manual_clock(jobstore_factory, **overrides) -> tuple[RunningJobStore, ManualClock]:
     """A jobstore whose time stands still until the test moves it; maintenance runs only when the test
     calls its tick."""
     clock = ManualClock()
     return await jobstore_factory(clock=clock, maintenance_interval_s=3600.0, **overrides), clock
 
 
-async def test_a_delayed_job_is_due_at_its_run_at_and_not_a_microsecond_before(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_a_delayed_job_is_due_at_its_run_at_and_not_a_microsecond_before(jobstore_factory) -> None:
     store, clock = await on_a_manual_clock(jobstore_factory)
     job = await enqueue(store.stub, delay_ms=1500)
     assert at(job.run_at) == clock.now() + timedelta(milliseconds=1500)
@@ -116,7 +116,7 @@ async def test_long_poll_claim_wakes_on_enqueue_through_another_replica(jobstore
     assert [c.job.id for c in got] == [job.id]
 
 
-async def test_worker_that_stops_heartbeating_loses_its_job_and_its_late_complete_is_refused(  # type: ignore[no-untyped-def]
+async def test_worker_that_stops_heartbeating_loses_its_job_and_its_late_complete_is_refused(
         jobstore_factory) -> None:
     store, clock = await on_a_manual_clock(jobstore_factory)
     stub = store.stub
@@ -154,7 +154,7 @@ async def test_worker_that_stops_heartbeating_loses_its_job_and_its_late_complet
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def test_heartbeat_extends_the_lease_and_records_progress(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_heartbeat_extends_the_lease_and_records_progress(jobstore_factory) -> None:
     store, clock = await on_a_manual_clock(jobstore_factory)
     stub = store.stub
     job = await enqueue(stub)
@@ -178,7 +178,7 @@ async def test_heartbeat_extends_the_lease_and_records_progress(jobstore_factory
     assert [e.progress for e in events[2:]] == [10, 40, 70]
 
 
-async def test_retries_back_off_exponentially_and_end_failed_with_the_last_error(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_retries_back_off_exponentially_and_end_failed_with_the_last_error(jobstore_factory) -> None:
     store, clock = await on_a_manual_clock(jobstore_factory)
     stub = store.stub
     job = await enqueue(stub, max_retries=2)
@@ -224,7 +224,7 @@ async def test_not_retryable_failure_fails_at_once(stub) -> None:
     assert reply.job.error.code == "invalid_spec"
 
 
-async def test_lease_expiry_with_no_retries_left_fails_the_job(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_lease_expiry_with_no_retries_left_fails_the_job(jobstore_factory) -> None:
     store, clock = await on_a_manual_clock(jobstore_factory)
     job = await enqueue(store.stub, max_retries=0)
     await claim(store.stub, lease_ms=1000)
@@ -235,7 +235,7 @@ async def test_lease_expiry_with_no_retries_left_fails_the_job(jobstore_factory)
     assert at(final.completed_at) == clock.now()
 
 
-async def test_expired_jobs_fail_with_reason_expired(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_expired_jobs_fail_with_reason_expired(jobstore_factory) -> None:
     store, clock = await on_a_manual_clock(jobstore_factory)
     stub = store.stub
     pending = await enqueue(stub, ttl_ms=300, job_type="pdf")
@@ -257,7 +257,7 @@ async def test_expired_jobs_fail_with_reason_expired(jobstore_factory) -> None: 
     assert events[-1].kind == pb.EVENT_KIND_FAILED and events[-1].error.code == "expired"
 
 
-async def test_an_expired_job_is_never_claimed(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_an_expired_job_is_never_claimed(jobstore_factory) -> None:
     store, clock = await on_a_manual_clock(jobstore_factory)
     await enqueue(store.stub, ttl_ms=60_000)
     clock.advance(minutes=1)  # expiry passed, but maintenance has not run yet
@@ -330,7 +330,7 @@ async def test_list_jobs_pages_newest_first(stub) -> None:
     assert seen == [j.title for j in reversed(made)]
 
 
-async def test_listings_leave_large_payloads_out_unless_asked(jobstore) -> None:  # type: ignore[no-untyped-def]
+async def test_listings_leave_large_payloads_out_unless_asked(jobstore) -> None:
     """A session of large jobs (specs of 3.5 MB): listing it used to carry every payload, and from five such
     jobs on the reply passed gRPC's 16 MiB message limit (RESOURCE_EXHAUSTED: the gateway's job list of
     that session failed). Payloads are now in a worker's claim, and in GetJob and listings when asked (a
@@ -389,7 +389,7 @@ async def test_stats_count_by_type_and_status(stub) -> None:
     assert stats.oldest_due_pending_age_seconds >= 0
 
 
-async def test_complete_many_completes_each_job_once_and_says_why_not(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_complete_many_completes_each_job_once_and_says_why_not(stub) -> None:
     for _ in range(4):
         await enqueue(stub, job_type="pdf")
     held = await claim(stub, types=("pdf",), max_jobs=4)
@@ -418,14 +418,14 @@ async def test_complete_many_completes_each_job_once_and_says_why_not(stub) -> N
     ([pb.CompleteRequest(job_id=str(uuid.uuid4()), lease_token=str(uuid.uuid4())),
       pb.CompleteRequest(job_id="not-a-uuid", lease_token=str(uuid.uuid4()))], "jobs[1].job_id"),
 ])
-async def test_complete_many_refuses_a_bad_request_whole(stub, jobs, field) -> None:  # type: ignore[no-untyped-def]
+async def test_complete_many_refuses_a_bad_request_whole(stub, jobs, field) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.CompleteMany(pb.CompleteManyRequest(jobs=jobs))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert dict(info.value.trailing_metadata())["docjobs-field"] == field
 
 
-async def test_release_worker_gives_back_what_a_stopping_worker_never_received(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_release_worker_gives_back_what_a_stopping_worker_never_received(stub) -> None:
     for _ in range(3):
         await enqueue(stub, job_type="pdf")
     mine = await claim(stub, worker="stopping", types=("pdf",), max_jobs=2)

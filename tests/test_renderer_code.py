@@ -35,7 +35,7 @@ wb.save(output_path)
 
 
 @pytest.fixture(scope="module")
-def listener():  # type: ignore[no-untyped-def]
+def listener():
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -44,7 +44,7 @@ def listener():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def code_renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
+async def code_renderer(jobstore, tmp_path):
     process = RendererProcess(jobstore.address, tmp_path / "renderer", **LIMITS).start()
     yield process
     await process.shutdown()
@@ -75,13 +75,13 @@ async def no_sandbox_process_left(renderer: RendererProcess) -> None:
     await wait_until(lambda: not left(), timeout=5)
 
 
-async def run_code(stub, code: str, job_type: str = "spreadsheet") -> pb.Job:  # type: ignore[no-untyped-def]
+async def run_code(stub, code: str, job_type: str = "spreadsheet") -> pb.Job:
     job = await submit(stub, job_type, {"code": code}, title="Code job", max_retries=2)
     final, _ = await wait_finished(stub, job.id, timeout=60)
     return final
 
 
-async def test_code_that_builds_a_workbook_completes(stub, code_renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_code_that_builds_a_workbook_completes(stub, code_renderer, tmp_path) -> None:
     final = await run_code(stub, GOOD_CODE)
     assert final.status == pb.JOB_STATUS_COMPLETED, final.error
     result = json.loads(final.result_json)
@@ -124,7 +124,7 @@ ESCAPES = {
 
 
 @pytest.mark.parametrize("name", list(ESCAPES))
-async def test_escape_attempt_fails_cleanly_and_leaks_nothing(stub, code_renderer, listener, name: str) -> None:  # type: ignore[no-untyped-def]
+async def test_escape_attempt_fails_cleanly_and_leaks_nothing(stub, code_renderer, listener, name: str) -> None:
     mark = uuid.uuid4().hex
     code, expected = ESCAPES[name]
     final = await run_code(stub, code.replace("PORT", str(listener)).replace("MARK", mark))
@@ -142,14 +142,14 @@ async def test_escape_attempt_fails_cleanly_and_leaks_nothing(stub, code_rendere
     assert code_renderer.process.poll() is None
 
 
-async def test_a_background_process_left_by_the_code_is_killed(stub, code_renderer) -> None:  # type: ignore[no-untyped-def]
+async def test_a_background_process_left_by_the_code_is_killed(stub, code_renderer) -> None:
     code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(3600)\n" + GOOD_CODE
     final = await run_code(stub, code)
     assert final.status == pb.JOB_STATUS_COMPLETED
     await no_sandbox_process_left(code_renderer)
 
 
-async def test_cancelling_a_running_code_job_aborts_it(stub, code_renderer) -> None:  # type: ignore[no-untyped-def]
+async def test_cancelling_a_running_code_job_aborts_it(stub, code_renderer) -> None:
     job = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"})
     for _ in range(200):
         current = await stub.GetJob(pb.GetJobRequest(job_id=job.id))

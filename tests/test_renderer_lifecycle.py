@@ -18,7 +18,7 @@ from .helpers import scrape
 from .renderers import RendererProcess, download, example, submit, wait_finished
 
 
-async def test_sigterm_finishes_short_jobs_and_gives_back_what_it_cannot(stub, jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_sigterm_finishes_short_jobs_and_gives_back_what_it_cannot(stub, jobstore, tmp_path) -> None:
     renderer = RendererProcess(jobstore.address, tmp_path / "r", DOCJOBS_CODE_EXECUTION="sandbox",
                                DOCJOBS_RENDER_GRACE_S="1", DOCJOBS_SANDBOX_TIMEOUT_S="120",
                                DOCJOBS_SANDBOX_CPU_S="120").start()
@@ -38,16 +38,16 @@ async def test_sigterm_finishes_short_jobs_and_gives_back_what_it_cannot(stub, j
     assert "renderer stopped" in renderer.log
 
 
-async def _status(stub, job_id: str, status: int) -> bool:  # type: ignore[no-untyped-def]
+async def _status(stub, job_id: str, status: int) -> bool:
     return (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).status == status
 
 
-async def _running(stub, job_id: str) -> bool:  # type: ignore[no-untyped-def]
+async def _running(stub, job_id: str) -> bool:
     job = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
     return job.status == pb.JOB_STATUS_PROCESSING and job.progress_message == "running the document code"
 
 
-async def test_a_claim_cut_short_by_a_stop_is_given_back_at_once(stub, jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_claim_cut_short_by_a_stop_is_given_back_at_once(stub, jobstore, tmp_path) -> None:
     """SIGTERM while a claim is on its way back: whether the answer arrived or not, no job is left
     leased to a renderer that is gone (given back at once, not after its 30 s lease)."""
     for attempt in range(5):
@@ -64,7 +64,7 @@ async def test_a_claim_cut_short_by_a_stop_is_given_back_at_once(stub, jobstore,
         await stub.Cancel(pb.CancelRequest(job_id=job.id))
 
 
-async def test_a_jobstore_outage_is_logged_once_and_ridden_out(database_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_jobstore_outage_is_logged_once_and_ridden_out(database_url, tmp_path) -> None:
     port, metrics_port = free_port(), free_port()
     renderer = RendererProcess(f"127.0.0.1:{port}", tmp_path / "r", DOCJOBS_METRICS_PORT=str(metrics_port)).start()
     try:
@@ -92,7 +92,7 @@ async def test_a_jobstore_outage_is_logged_once_and_ridden_out(database_url, tmp
     assert "jobstore reachable again" in renderer.log
 
 
-async def test_progress_is_reported_while_a_large_spreadsheet_renders(stub, jobstore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_progress_is_reported_while_a_large_spreadsheet_renders(stub, jobstore, tmp_path) -> None:
     # Every file streamed (UploadArtifact, then Complete), as files over 4 MiB always are.
     renderer = RendererProcess(jobstore.address, tmp_path / "r", DOCJOBS_INLINE_ARTIFACT_BYTES="0").start()
     try:
@@ -118,7 +118,7 @@ async def test_progress_is_reported_while_a_large_spreadsheet_renders(stub, jobs
         workbook.close()
 
 
-def test_renderer_refuses_a_bad_setting_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_renderer_refuses_a_bad_setting_with_one_line(tmp_path) -> None:
     renderer = RendererProcess("127.0.0.1:1", tmp_path, DOCJOBS_CODE_EXECUTION="yes please")
     result = subprocess.run([sys.executable, "-m", "renderer.worker"], env=renderer.env, capture_output=True,
                             text=True, timeout=30)

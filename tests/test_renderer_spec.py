@@ -20,13 +20,13 @@ from .renderers import RendererProcess, download, example, submit, wait_finished
 
 
 @pytest.fixture
-async def renderer(jobstore, tmp_path):  # type: ignore[no-untyped-def]
+async def renderer(jobstore, tmp_path):
     process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
     yield process
     await process.shutdown()
 
 
-async def render_example(stub, job_type: str, tmp_path: Path) -> tuple[pb.Job, dict, Path, list]:  # type: ignore[no-untyped-def]
+async def render_example(stub, job_type: str, tmp_path: Path) -> tuple[pb.Job, dict, Path, list]:
     body = example(job_type)
     job = await submit(stub, job_type, {"spec": body["spec"]}, title=body["title"])
     final, events = await wait_finished(stub, job.id)
@@ -41,7 +41,7 @@ async def render_example(stub, job_type: str, tmp_path: Path) -> tuple[pb.Job, d
     return final, result, path, events
 
 
-async def test_spreadsheet_example(stub, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_spreadsheet_example(stub, renderer, tmp_path) -> None:
     _, result, path, events = await render_example(stub, "spreadsheet", tmp_path)
     assert result["filename"] == "Q3-2026-Regional-Sales-Report.xlsx"
     assert result["content_type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -71,7 +71,7 @@ async def test_spreadsheet_example(stub, renderer, tmp_path) -> None:  # type: i
         (pb.EVENT_KIND_COMPLETED, pb.JOB_STATUS_COMPLETED)]
 
 
-async def test_document_example(stub, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_document_example(stub, renderer, tmp_path) -> None:
     _, result, path, _ = await render_example(stub, "document", tmp_path)
     document = docx.Document(str(path))
     headings = [(p.style.name, p.text) for p in document.paragraphs if p.style.name.startswith(("Heading", "Title"))]
@@ -96,7 +96,7 @@ async def test_document_example(stub, renderer, tmp_path) -> None:  # type: igno
     assert result["preview"]["headings"][:2] == ["Memo: Hybrid Work Policy Update", "Summary"]
 
 
-async def test_pdf_example(stub, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_pdf_example(stub, renderer, tmp_path) -> None:
     _, result, path, _ = await render_example(stub, "pdf", tmp_path)
     reader = pypdf.PdfReader(str(path))
     assert reader.metadata.title == "Invoice INV-2026-0117"
@@ -113,7 +113,7 @@ async def test_pdf_example(stub, renderer, tmp_path) -> None:  # type: ignore[no
     assert text.count("Invoice INV-2026-0117") == 1  # the spec's heading is not repeated as a title
 
 
-async def test_pdf_pages_are_numbered_and_sized(stub, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_pdf_pages_are_numbered_and_sized(stub, renderer, tmp_path) -> None:
     blocks = [{"type": "heading", "text": f"Section {i}", "level": 1} for i in range(3)]
     blocks.insert(1, {"type": "pageBreak"})
     blocks.insert(3, {"type": "pageBreak"})
@@ -130,7 +130,7 @@ async def test_pdf_pages_are_numbered_and_sized(stub, renderer, tmp_path) -> Non
         assert f"Page {n}" in page.extract_text()
 
 
-async def test_presentation_example(stub, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_presentation_example(stub, renderer, tmp_path) -> None:
     _, result, path, _ = await render_example(stub, "presentation", tmp_path)
     deck = pptx.Presentation(str(path))
     slides = list(deck.slides)
@@ -152,7 +152,7 @@ async def test_presentation_example(stub, renderer, tmp_path) -> None:  # type: 
     assert result["preview"] == {"kind": "presentation", "slides": 5, "titles": [s.shapes.title.text for s in slides]}
 
 
-async def test_invalid_spec_fails_for_good_naming_the_field(stub, renderer) -> None:  # type: ignore[no-untyped-def]
+async def test_invalid_spec_fails_for_good_naming_the_field(stub, renderer) -> None:
     job = await submit(stub, "spreadsheet", {"spec": {"sheets": [{"name": "A", "columns": [{"header": "x"}],
                                                                   "rows": [[{"formula": ""}]]}]}}, max_retries=3)
     final, events = await wait_finished(stub, job.id)
@@ -162,7 +162,7 @@ async def test_invalid_spec_fails_for_good_naming_the_field(stub, renderer) -> N
     assert [e.kind for e in events].count(pb.EVENT_KIND_FAILED) == 1
 
 
-async def test_a_chart_over_a_missing_column_is_a_clear_error(stub, renderer) -> None:  # type: ignore[no-untyped-def]
+async def test_a_chart_over_a_missing_column_is_a_clear_error(stub, renderer) -> None:
     spec = {"sheets": [{"name": "A", "columns": [{"header": "x"}, {"header": "y"}], "rows": [["a", 1]],
                         "charts": [{"type": "line", "categoryColumn": 0, "valueColumns": [5]}]}]}
     final, _ = await wait_finished(stub, (await submit(stub, "spreadsheet", {"spec": spec})).id)
@@ -170,7 +170,7 @@ async def test_a_chart_over_a_missing_column_is_a_clear_error(stub, renderer) ->
     assert "spec.sheets[0].charts[0].valueColumns[0]" in final.error.message
 
 
-async def test_text_that_looks_like_a_formula_stays_text(stub, renderer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_text_that_looks_like_a_formula_stays_text(stub, renderer, tmp_path) -> None:
     spec = {"sheets": [{"name": "A", "columns": [{"header": "note"}], "rows": [["=HYPERLINK(\"http://x\",\"y\")"]]}]}
     final, _ = await wait_finished(stub, (await submit(stub, "spreadsheet", {"spec": spec})).id)
     path = tmp_path / "a.xlsx"
@@ -179,7 +179,7 @@ async def test_text_that_looks_like_a_formula_stays_text(stub, renderer, tmp_pat
     assert cell.data_type == "s" and cell.value.startswith("=HYPERLINK")
 
 
-async def test_code_mode_is_off_by_default(stub, renderer) -> None:  # type: ignore[no-untyped-def]
+async def test_code_mode_is_off_by_default(stub, renderer) -> None:
     job = await submit(stub, "spreadsheet", {"code": "import openpyxl\nopenpyxl.Workbook().save(output_path)"})
     final, _ = await wait_finished(stub, job.id)
     assert final.status == pb.JOB_STATUS_FAILED and final.retry_count == 0

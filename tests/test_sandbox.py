@@ -29,7 +29,7 @@ def rows_spec(rows: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def sandbox(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def sandbox(tmp_path: Path):
     box = Sandbox(tmp_path / "sandbox", CODE_LIMITS, SPEC_LIMITS, spec_workers=2)
     await box.start()
     yield box

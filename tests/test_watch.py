@@ -15,7 +15,7 @@ from .conftest import new_user, wait_until
 from .helpers import claim, collect_events, enqueue
 
 
-async def run_job_to_completion(stub, job_id: str, progress_steps: int = 3) -> None:  # type: ignore[no-untyped-def]
+async def run_job_to_completion(stub, job_id: str, progress_steps: int = 3) -> None:
     [c] = [c for c in await claim(stub, wait_ms=5000) if c.job.id == job_id]
     for step in range(1, progress_steps + 1):
         await stub.Heartbeat(pb.HeartbeatRequest(job_id=job_id, lease_token=c.lease_token,

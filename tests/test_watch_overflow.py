@@ -31,18 +31,18 @@ def overflows(kind: str) -> float:
     return metrics.WATCH_OVERFLOWS.labels(kind)._value.get()
 
 
-async def enqueue_expiring(stub, user: str, count: int, session_id: str = "") -> list[pb.Job]:  # type: ignore[no-untyped-def]
+async def enqueue_expiring(stub, user: str, count: int, session_id: str = "") -> list[pb.Job]:
     """count jobs that all expire at one instant (so in one maintenance statement)."""
     expires = pb.EnqueueRequest().expires_at
     expires.FromDatetime(dt.datetime.now(dt.UTC) + EXPIRES_IN)
     return [await enqueue(stub, user, session_id=session_id, expires_at=expires) for _ in range(count)]
 
 
-async def stored_events(stub, job_id: str) -> list[pb.JobEvent]:  # type: ignore[no-untyped-def]
+async def stored_events(stub, job_id: str) -> list[pb.JobEvent]:
     return [e async for e in stub.Watch(pb.WatchRequest(job_id=job_id, history_only=True))]
 
 
-async def test_a_job_watch_that_falls_behind_rereads_the_table_and_loses_nothing(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_a_job_watch_that_falls_behind_rereads_the_table_and_loses_nothing(jobstore_factory) -> None:
     running = await jobstore_factory(watch_buffer=2)
     stub, server = running.stub, running.server
     job = await enqueue(stub, new_user())
@@ -99,7 +99,7 @@ async def test_a_scope_or_all_jobs_watch_that_falls_behind_ends_unavailable_and_
         assert {e.job_id for e in received if e.kind == pb.EVENT_KIND_FAILED} == {j.id for j in jobs}
 
 
-async def test_sse_clients_get_every_event_once_when_the_gateways_own_watch_falls_behind(jobstore_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_sse_clients_get_every_event_once_when_the_gateways_own_watch_falls_behind(jobstore_factory) -> None:
     """The gateway's one all-jobs Watch overflows; the jobstore ends it, the hub watches again, and every
     open stream re-reads its job: each client still gets pending then job-failed, once, in order."""
     running = await jobstore_factory(all_jobs_watch_buffer=2)

@@ -108,7 +108,7 @@ def statuses(events: list[SseEvent]) -> list[str]:
     return [e.data["status"] for e in events if e.name == "status"]
 
 
-async def test_a_renderer_killed_mid_render_hands_its_job_to_another(processes, http, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_a_renderer_killed_mid_render_hands_its_job_to_another(processes, http, database_url) -> None:
     jobstore = processes.jobstore(database_url)
     await asyncio.to_thread(jobstore.wait_healthy)
     gateway = processes.gateway(jobstore.address)
@@ -147,7 +147,7 @@ async def test_a_renderer_killed_mid_render_hands_its_job_to_another(processes, 
     await check_database(database_url, [created["jobId"]])
 
 
-async def test_a_jobstore_killed_under_a_steady_stream_loses_nothing(processes, http, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_a_jobstore_killed_under_a_steady_stream_loses_nothing(processes, http, database_url) -> None:
     jobstore = processes.jobstore(database_url)
     await asyncio.to_thread(jobstore.wait_healthy)
     gateway = processes.gateway(jobstore.address)
@@ -184,7 +184,7 @@ async def test_a_jobstore_killed_under_a_steady_stream_loses_nothing(processes, 
     await check_database(database_url, [c["jobId"] for c in accepted])
 
 
-async def test_postgres_stopped_and_started_again(processes, http, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_postgres_stopped_and_started_again(processes, http, tmp_path) -> None:
     postgres = EmbeddedPostgres(tmp_path / "own-postgres")
     postgres.start()
     try:
@@ -227,7 +227,7 @@ async def test_postgres_stopped_and_started_again(processes, http, tmp_path) -> 
         postgres.stop()
 
 
-async def test_a_gateway_killed_under_open_streams(processes, http, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_a_gateway_killed_under_open_streams(processes, http, database_url) -> None:
     jobstore = processes.jobstore(database_url)
     await asyncio.to_thread(jobstore.wait_healthy)
     gateway = processes.gateway(jobstore.address)
@@ -257,7 +257,7 @@ async def test_a_gateway_killed_under_open_streams(processes, http, database_url
     await check_database(database_url, [c["jobId"] for c in jobs])
 
 
-async def test_two_jobstores_and_three_renderers_lose_one_of_each(processes, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_two_jobstores_and_three_renderers_lose_one_of_each(processes, database_url) -> None:
     stores = [processes.jobstore(database_url, f"jobstore-{n}") for n in (1, 2)]
     for store in stores:
         await asyncio.to_thread(store.wait_healthy)
