@@ -18,6 +18,7 @@ Usage: python bench/compare.py [--jobs N] [--processes P] [--in-flight F] [--lat
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import json
@@ -34,12 +35,12 @@ from typing import Any
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/ goes last on the path: bench/queue.py must not shadow the standard library's queue.
+# bench/ comes off the path: bench/queue.py must not shadow the standard library's queue. The checkout's
+# root goes last, for bench.common and tests.processes.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.append(str(ROOT / "tests"))
-sys.path.append(str(ROOT / "bench"))
+sys.path.append(str(ROOT))
 
-from common import benchmark_database  # noqa: E402
+from bench.common import benchmark_database  # noqa: E402
 
 SYSTEMS = ("docjobs", "pgqueuer", "procrastinate")
 JOB_TYPE = "noop"
@@ -177,7 +178,7 @@ class Workers:
             reader.cancel()
 
 
-class System:
+class System(abc.ABC):
     """How the benchmark enqueues into, and counts unfinished jobs of, one system."""
 
     name = ""
@@ -185,11 +186,17 @@ class System:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
 
+    @abc.abstractmethod
     async def setup(self) -> None: ...
+    @abc.abstractmethod
     async def enqueue_many(self, n: int) -> None: ...
+    @abc.abstractmethod
     async def enqueue_one(self, t0: float) -> None: ...
+    @abc.abstractmethod
     async def unfinished(self, conn: asyncpg.Connection) -> int: ...
+    @abc.abstractmethod
     def worker_argv(self, in_flight: int) -> list[str]: ...
+    @abc.abstractmethod
     async def close(self) -> None: ...
 
 
@@ -198,9 +205,9 @@ class Docjobs(System):
 
     async def setup(self) -> None:
         import grpc
-        from processes import JobStoreProcess
 
         from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+        from tests.processes import JobStoreProcess
 
         self.store = JobStoreProcess(self.dsn, env={"DOCJOBS_LOG_LEVEL": "warning"}).start()
         await asyncio.to_thread(self.store.wait_healthy)
@@ -395,7 +402,9 @@ def main() -> None:
         asyncio.run(create_databases(admin))
         results = {}
         for name in args.only:
-            system = {"docjobs": Docjobs, "pgqueuer": PgQueuer, "procrastinate": Procrastinate}[name]
+            systems: dict[str, type[System]] = {
+                "docjobs": Docjobs, "pgqueuer": PgQueuer, "procrastinate": Procrastinate}
+            system = systems[name]
             dsn = bench_dsn.rsplit("/", 1)[0] + f"/{name}"
             results[name] = asyncio.run(measure(system(dsn), args))
             print(f"  {name}: done", file=sys.stderr, flush=True)

@@ -26,14 +26,12 @@ import asyncpg
 import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.append(str(ROOT / "tests"))
-sys.path.append(str(ROOT / "bench"))  # appended: bench/queue.py must not shadow the stdlib queue
+sys.path.append(str(ROOT))  # bench.common, tests.processes; appended, after the standard library
 
-from common import benchmark_database  # noqa: E402
-from processes import JobStoreProcess  # noqa: E402
-
+from bench.common import benchmark_database  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
+from tests.processes import JobStoreProcess  # noqa: E402
 
 TYPES = ["spreadsheet", "document", "pdf", "presentation"]
 
@@ -54,7 +52,7 @@ async def sample_connections(dsn: str, stop: asyncio.Event, peak: list[int]) -> 
         await conn.close()
 
 
-async def enqueue_all(stub: pb_grpc.JobStoreStub, n: int, concurrency: int = 64) -> float:
+async def enqueue_all(stub: pb_grpc.JobStoreAsyncStub, n: int, concurrency: int = 64) -> float:
     counter = iter(range(n))
 
     async def one_client() -> None:
@@ -67,7 +65,7 @@ async def enqueue_all(stub: pb_grpc.JobStoreStub, n: int, concurrency: int = 64)
     return n / (time.perf_counter() - started)
 
 
-async def drain(stub: pb_grpc.JobStoreStub, n: int, workers: int, batch: int) -> float:
+async def drain(stub: pb_grpc.JobStoreAsyncStub, n: int, workers: int, batch: int) -> float:
     done = 0
     finished = asyncio.Event()
 
@@ -87,7 +85,7 @@ async def drain(stub: pb_grpc.JobStoreStub, n: int, workers: int, batch: int) ->
     return n / (time.perf_counter() - started)
 
 
-async def latency(stub: pb_grpc.JobStoreStub, rounds: int) -> dict[str, list[float]]:
+async def latency(stub: pb_grpc.JobStoreAsyncStub, rounds: int) -> dict[str, list[float]]:
     """Three views of one interval, in ms: from sending Enqueue (the client's whole wait), from Enqueue's
     acknowledgement (the job exists) to the worker holding the job, and in the database from the
     job's created_at to its started_at (the jobstore's own share)."""

@@ -32,16 +32,14 @@ from typing import Any
 import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.append(str(ROOT / "tests"))
-sys.path.append(str(ROOT / "bench"))  # appended: bench/queue.py must not shadow the stdlib queue
+sys.path.append(str(ROOT))  # bench.common, tests.processes; appended, after the standard library
 
-from common import benchmark_database  # noqa: E402
-from processes import JobStoreProcess  # noqa: E402
-from renderers import RendererProcess  # noqa: E402
-
+from bench.common import benchmark_database  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
 from renderer.spec import render  # noqa: E402
+from tests.processes import JobStoreProcess  # noqa: E402
+from tests.renderers import RendererProcess  # noqa: E402
 
 CODE = """
 from openpyxl import Workbook
@@ -98,7 +96,7 @@ def in_process_code_seconds(rounds: int) -> float:
     return statistics.median(times)
 
 
-async def one_job(stub: pb_grpc.JobStoreStub, job_type: str, payload: dict[str, Any],
+async def one_job(stub: pb_grpc.JobStoreAsyncStub, job_type: str, payload: dict[str, Any],
                   title: str) -> tuple[float, float]:
     """(Enqueue sent -> completed event received, the renderer's hold: claimed -> completed, as the
     database's timestamps have them), in seconds."""
@@ -114,14 +112,15 @@ async def one_job(stub: pb_grpc.JobStoreStub, job_type: str, payload: dict[str, 
     return total, held
 
 
-async def through_system_seconds(stub: pb_grpc.JobStoreStub, job_type: str, payload: dict[str, Any], title: str,
+async def through_system_seconds(stub: pb_grpc.JobStoreAsyncStub, job_type: str, payload: dict[str, Any], title: str,
                                  rounds: int) -> tuple[float, float]:
     await one_job(stub, job_type, payload, title)  # warm-up
     runs = [await one_job(stub, job_type, payload, title) for _ in range(rounds)]
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
-async def throughput(stub: pb_grpc.JobStoreStub, job_type: str, payload: dict[str, Any], title: str, n: int) -> float:
+async def throughput(stub: pb_grpc.JobStoreAsyncStub, job_type: str, payload: dict[str, Any], title: str,
+                     n: int) -> float:
     """Enqueue n jobs for a fresh user and follow them on one user-scoped Watch stream (one stream, not
     n: the client's own cost must not be what is measured)."""
     user = f"bench-{time.monotonic_ns()}"

@@ -33,15 +33,13 @@ import jwt
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.append(str(ROOT / "tests"))
-sys.path.append(str(ROOT / "bench"))  # appended: bench/queue.py must not shadow the stdlib queue
+sys.path.append(str(ROOT))  # bench.common, tests.processes; appended, after the standard library
 
-from common import benchmark_database  # noqa: E402
-from processes import JobStoreProcess  # noqa: E402
-
+from bench.common import benchmark_database  # noqa: E402
 from docjobs.pgserver import free_port  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
+from tests.processes import JobStoreProcess  # noqa: E402
 
 SECRET = "bench-secret-0123456789-0123456789-0123"
 SPEC = {"documentType": "pdf", "title": "t", "spec": {"blocks": [{"type": "pageBreak"}]}}
@@ -111,7 +109,7 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
         await asyncio.wait_for(opened.wait(), 300)
         await asyncio.sleep(2)
         rss_open = process.memory_info().rss
-        claimed = []
+        claimed: list[pb.ClaimedJob] = []
         while len(claimed) < args.streams:
             reply = await stub.Claim(pb.ClaimRequest(worker_id="bench", job_types=["pdf"], max_jobs=100,
                                                      lease_ms=600_000))
