@@ -19,11 +19,11 @@ import inspect
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import CodeType
-from typing import Any
+from typing import Any, Protocol, TypeVar, overload
 
 import asyncpg
 import grpc
@@ -37,6 +37,7 @@ from jobstore.server import JobStoreServer
 from jobstore.settings import Settings
 
 TEMPLATE_DB = "docjobs_template"
+T = TypeVar("T")
 _db_counter = itertools.count()
 
 
@@ -121,8 +122,12 @@ async def start_jobstore(settings: Settings, clock: Clock | None = None) -> Runn
     return RunningJobStore(server, channel)
 
 
+class JobStoreFactory(Protocol):
+    def __call__(self, clock: Clock | None = None, **overrides: object) -> Awaitable[RunningJobStore]: ...
+
+
 @pytest.fixture
-async def jobstore_factory(database_url: str) -> AsyncIterator[object]:
+async def jobstore_factory(database_url: str) -> AsyncIterator[JobStoreFactory]:
     started: list[RunningJobStore] = []
 
     async def factory(clock: Clock | None = None, **overrides: object) -> RunningJobStore:
@@ -140,17 +145,23 @@ async def jobstore_factory(database_url: str) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-async def jobstore(jobstore_factory) -> RunningJobStore:
+async def jobstore(jobstore_factory: JobStoreFactory) -> RunningJobStore:
     return await jobstore_factory()
 
 
 @pytest.fixture
-def stub(jobstore: RunningJobStore) -> pb_grpc.JobStoreStub:
+def stub(jobstore: RunningJobStore) -> pb_grpc.JobStoreAsyncStub:
     return jobstore.stub
 
 
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):
-    """Poll a condition (sync or async) until it holds; fails the test with a timeout otherwise."""
+@overload
+async def wait_until(predicate: Callable[[], Awaitable[T | None]], timeout: float = ...,
+                     interval: float = ...) -> T: ...
+@overload
+async def wait_until(predicate: Callable[[], T | None], timeout: float = ..., interval: float = ...) -> T: ...
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Poll a condition (sync or async) until it holds; fails the test with a timeout otherwise. Returns
+    what the condition returned when it held (the value itself, not a bool)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

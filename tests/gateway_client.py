@@ -69,7 +69,8 @@ class SseStream:
 
 async def sse_events(response: aiohttp.ClientResponse, stream: SseStream | None = None) -> AsyncIterator[SseEvent]:
     """Events as EventSource parses them from a response; comments and retry hints go to stream."""
-    name, data, event_id = "message", [], None
+    name, event_id = "message", None
+    data: list[str] = []
     async for raw in response.content:
         line = raw.decode().rstrip("\n")
         if line == "":

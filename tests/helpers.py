@@ -13,7 +13,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 
-async def enqueue(stub: pb_grpc.JobStoreStub, user_id: str = "user-1", job_type: str = "spreadsheet",
+async def enqueue(stub: pb_grpc.JobStoreAsyncStub, user_id: str = "user-1", job_type: str = "spreadsheet",
                   payload: dict[str, Any] | None = None, **fields: Any) -> pb.Job:
     response = await stub.Enqueue(pb.EnqueueRequest(
         job_type=job_type, user_id=user_id,
@@ -21,7 +21,7 @@ async def enqueue(stub: pb_grpc.JobStoreStub, user_id: str = "user-1", job_type:
     return response.job
 
 
-async def claim(stub: pb_grpc.JobStoreStub, worker: str = "worker-1", types: tuple[str, ...] = (
+async def claim(stub: pb_grpc.JobStoreAsyncStub, worker: str = "worker-1", types: tuple[str, ...] = (
         "spreadsheet", "document", "pdf", "presentation"), max_jobs: int = 1, wait_ms: int = 0,
         lease_ms: int = 30_000) -> list[pb.ClaimedJob]:
     response = await stub.Claim(pb.ClaimRequest(worker_id=worker, job_types=list(types), max_jobs=max_jobs,
@@ -29,7 +29,7 @@ async def claim(stub: pb_grpc.JobStoreStub, worker: str = "worker-1", types: tup
     return list(response.jobs)
 
 
-async def collect_events(stub: pb_grpc.JobStoreStub, request: pb.WatchRequest, count: int | None = None,
+async def collect_events(stub: pb_grpc.JobStoreAsyncStub, request: pb.WatchRequest, count: int | None = None,
                          ) -> list[pb.JobEvent]:
     """Events from a Watch stream: until it ends, or until count events arrived."""
     events: list[pb.JobEvent] = []

@@ -11,10 +11,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import grpc
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from docjobs.health import grpc_healthy
 from docjobs.pgserver import free_port
 
 
@@ -43,12 +42,7 @@ class JobStoreProcess:
         return self
 
     def healthy(self) -> bool:
-        try:
-            with grpc.insecure_channel(self.address) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-        except grpc.RpcError:
-            return False
+        return grpc_healthy(self.address, timeout=1)()
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -19,7 +19,8 @@ TERMINAL = (pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELL
 
 
 def example(job_type: str) -> dict[str, Any]:
-    return json.loads((EXAMPLES / f"{job_type}.json").read_text())
+    spec: dict[str, Any] = json.loads((EXAMPLES / f"{job_type}.json").read_text())
+    return spec
 
 
 class RendererProcess:
@@ -63,14 +64,14 @@ class RendererProcess:
             self.process.wait()
 
 
-async def submit(stub: pb_grpc.JobStoreStub, job_type: str, payload: dict[str, Any], title: str = "Test document",
-                 user_id: str = "render-tests", **fields: Any) -> pb.Job:
+async def submit(stub: pb_grpc.JobStoreAsyncStub, job_type: str, payload: dict[str, Any],
+                 title: str = "Test document", user_id: str = "render-tests", **fields: Any) -> pb.Job:
     reply = await stub.Enqueue(pb.EnqueueRequest(job_type=job_type, user_id=user_id, title=title,
                                                  payload_json=json.dumps(payload), **fields))
     return reply.job
 
 
-async def wait_finished(stub: pb_grpc.JobStoreStub, job_id: str,
+async def wait_finished(stub: pb_grpc.JobStoreAsyncStub, job_id: str,
                         timeout: float = 60) -> tuple[pb.Job, list[pb.JobEvent]]:
     """Watch the job to its terminal event; returns the final job and every event seen."""
     async def watch() -> list[pb.JobEvent]:
@@ -82,7 +83,7 @@ async def wait_finished(stub: pb_grpc.JobStoreStub, job_id: str,
     return job, events
 
 
-async def download(stub: pb_grpc.JobStoreStub, artifact_id: str, target: Path) -> pb.Artifact:
+async def download(stub: pb_grpc.JobStoreAsyncStub, artifact_id: str, target: Path) -> pb.Artifact:
     info = None
     with target.open("wb") as f:
         async for part in stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=artifact_id)):

@@ -6,6 +6,7 @@ import hashlib
 import json
 import tracemalloc
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -122,16 +123,17 @@ async def test_complete_with_an_artifact_of_another_job_is_invalid(stub) -> None
         await stub.Complete(pb.CompleteRequest(job_id=job_a.id, lease_token=claimed[job_a.id].lease_token,
                                                artifact_id=art_b.id))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "artifact_id" in err.value.details()
+    assert "artifact_id" in (err.value.details() or "")
 
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def complete_with(job_id: str, token: str, content: bytes, **fields: str) -> pb.CompleteWithArtifactRequest:
-    return pb.CompleteWithArtifactRequest(**{"job_id": job_id, "lease_token": token, "filename": "report.xlsx",
-                                             "content_type": XLSX, "content": content,
-                                             "result_json": '{"preview": {"kind": "spreadsheet"}}', **fields})
+    values: dict[str, Any] = {"job_id": job_id, "lease_token": token, "filename": "report.xlsx",
+                              "content_type": XLSX, "content": content,
+                              "result_json": '{"preview": {"kind": "spreadsheet"}}', **fields}
+    return pb.CompleteWithArtifactRequest(**values)
 
 
 async def test_complete_with_artifact_stores_the_file_and_completes_in_one_call(stub) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import jsonschema
@@ -31,7 +31,16 @@ from . import deploy_files as d
 from .helpers import claim, enqueue
 
 CUSTOM_GROUPS = ("keda.sh", "postgresql.cnpg.io", "monitoring.coreos.com")
-SERVICES = {"jobstore": JobStoreSettings, "renderer": RendererSettings, "gateway": GatewaySettings}
+
+
+class ServiceSettings(Protocol):
+    """A service's Settings class: from_env reads and validates them (SettingsError)."""
+
+    def from_env(self, env: Mapping[str, str]) -> Any: ...
+
+
+SERVICES: dict[str, ServiceSettings] = {
+    "jobstore": JobStoreSettings, "renderer": RendererSettings, "gateway": GatewaySettings}
 SECRET_PLACEHOLDERS = {"DATABASE_URL": "postgresql://docjobs:secret@db:5432/docjobs",
                        "DOCJOBS_JWT_SECRET": "x" * 32}
 

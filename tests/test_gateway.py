@@ -56,8 +56,8 @@ async def test_post_stream_and_download_a_spreadsheet(http, gateway, renderer, t
     assert [e.data["status"] for e in stream.events[:2]] == ["pending", "processing"]
     # (No progress event: a document done within the renderer's first quarter second reports none;
     # progress over SSE is tested below with a job whose progress the test drives.)
-    ids = [e.id for e in stream.events]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    ids = [e.id for e in stream.events if e.id is not None]
+    assert len(ids) == len(stream.events) and ids == sorted(ids) and len(set(ids)) == len(ids)
     result = stream.events[-1].data["result"]
     assert result["filename"] == "Q3-2026-Regional-Sales-Report.xlsx"
     assert result["preview"]["sheets"][0]["name"] == "Summary"
@@ -101,7 +101,9 @@ async def test_resuming_a_finished_job_at_its_last_event_ends_at_once(http, jobs
             assert r.status == 200
         everything = await read_sse(http, gateway.base + created["eventsUrl"])
         assert [e.name for e in everything.events] == ["status", "job-failed"]
-        for resume_at in (everything.events[-1].id, everything.events[-1].id + 1000):
+        last = everything.events[-1].id
+        assert last is not None
+        for resume_at in (last, last + 1000):
             async with asyncio.timeout(5):
                 again = await read_sse(http, gateway.base + created["eventsUrl"],
                                        headers={"Last-Event-ID": str(resume_at)})
@@ -346,6 +348,7 @@ async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:
     app = create_app(Settings(auth="none"))
     routed = set()
     for route in app.router.routes():
+        assert route.resource is not None
         path = route.resource.canonical.replace("{job_id}", "{jobId}").replace("{job_type}", "{documentType}")
         if route.method != "HEAD":
             routed.add((path, route.method))

@@ -67,7 +67,7 @@ def _token(**claims: Any) -> dict[str, str]:
 async def test_a_token_must_expire_within_the_maximum_lifetime(jobstore, http) -> None:
     gateway = await start_gateway(jobstore.address)  # DOCJOBS_JWT_MAX_TTL_S: 86400, the default
     now = int(time.time())
-    cases = [
+    cases: list[tuple[dict[str, Any], int, str]] = [
         ({"sub": "alice"}, 401, "it has no exp"),  # valid for ever: refused
         ({"sub": "alice", "iat": now, "exp": now + 86400}, 200, ""),
         ({"sub": "alice", "iat": now - 10, "exp": now + 86391}, 401, "expires 86401 s after its iat"),

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docjobs import specs
+from docjobs import jobtypes, specs
 from renderer.spec import render
 
 from .jsonschema_strategy import from_schema
@@ -54,7 +54,7 @@ def render_or_refuse(job_type: str, spec: Any) -> str:
     return "rendered"
 
 
-@pytest.mark.parametrize("job_type", specs.JOB_TYPES)
+@pytest.mark.parametrize("job_type", jobtypes.JOB_TYPES)
 def test_schema_valid_specs_render_or_are_refused_clearly(job_type: str) -> None:
     outcomes: list[str] = []
 
@@ -67,7 +67,7 @@ def test_schema_valid_specs_render_or_are_refused_clearly(job_type: str) -> None
     assert "rendered" in outcomes  # the generator reaches real documents, not only refusals
 
 
-@pytest.mark.parametrize("job_type", specs.JOB_TYPES)
+@pytest.mark.parametrize("job_type", jobtypes.JOB_TYPES)
 def test_arbitrary_json_is_refused_clearly(job_type: str) -> None:
     @given(spec=JSON)
     @FUZZ

@@ -98,6 +98,7 @@ async def test_code_jobs_under_a_private_directory_run_without_opening_it(privat
         result = await box.render(box.new_render_id(), "spreadsheet", "code", SCRATCH_CODE, "t",
                                   lambda _p, _m: None)
         sheet = openpyxl.load_workbook(result.path).active
+        assert sheet is not None
         assert sheet["A1"].value == "scratch" and sheet["A2"].value != 0  # read back as a uid of its own
         assert modes(private) == before
     finally:
@@ -119,6 +120,7 @@ async def main():
     try:
         result = await box.render(box.new_render_id(), "spreadsheet", "code", sys.argv[4], "t", lambda _p, _m: None)
         sheet = openpyxl.load_workbook(result.path).active
+        assert sheet is not None
     finally:
         await box.stop()
     print(json.dumps({"isolation": box.isolation, "a1": sheet["A1"].value, "uid": sheet["A2"].value,

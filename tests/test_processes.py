@@ -76,7 +76,7 @@ async def test_sigterm_drains_ends_streams_and_exits_cleanly(database_url) -> No
         job = await enqueue(stub)
         watch = stub.Watch(pb.WatchRequest(job_id=job.id))
         first = await watch.read()
-        assert first.status == pb.JOB_STATUS_PENDING
+        assert isinstance(first, pb.JobEvent) and first.status == pb.JOB_STATUS_PENDING
         waiting_claim = asyncio.ensure_future(stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["none"],
                                                                          wait_ms=30_000)))
         await asyncio.sleep(0.2)
@@ -103,14 +103,16 @@ async def test_health_and_reflection_are_served(jobstore) -> None:
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     health_stub = health_pb2_grpc.HealthStub(jobstore.channel)
-    reply = await health_stub.Check(health_pb2.HealthCheckRequest(service="docjobs.v1.JobStore"))
+    # typeshed's HealthStub and ServerReflectionStub declare none of the stubs' methods.
+    reply = await health_stub.Check(  # type: ignore[attr-defined]
+        health_pb2.HealthCheckRequest(service="docjobs.v1.JobStore"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(jobstore.channel)
 
     async def ask():
         yield reflection_pb2.ServerReflectionRequest(list_services="")
 
-    async for answer in reflection.ServerReflectionInfo(ask()):
+    async for answer in reflection.ServerReflectionInfo(ask()):  # type: ignore[operator]
         names = {s.name for s in answer.list_services_response.service}
         assert {"docjobs.v1.JobStore", "grpc.health.v1.Health"} <= names
         break

@@ -24,7 +24,7 @@ from .helpers import claim, collect_events, enqueue
 
 async def test_eight_concurrent_claimers_take_each_of_2000_jobs_exactly_once(stub) -> None:
     user = new_user()
-    ids = set()
+    ids: set[str] = set()
     for start in range(0, 2000, 200):
         jobs = await asyncio.gather(*(enqueue(stub, user_id=user, priority=i % 5) for i in range(start, start + 200)))
         ids.update(j.id for j in jobs)

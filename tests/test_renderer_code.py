@@ -66,6 +66,7 @@ async def no_sandbox_process_left(renderer: RendererProcess) -> None:
     """No process of a sandbox uid under this renderer survives its job (each is killed as the job ends;
     allow the second that takes)."""
     def left() -> list[psutil.Process]:
+        assert renderer.process is not None
         try:
             below = {p.pid for p in psutil.Process(renderer.process.pid).children(recursive=True)}
         except psutil.NoSuchProcess:
@@ -105,15 +106,19 @@ ESCAPES = {
     "reading the environment": ("import os\nassert not os.environ.get('DOCJOBS_JOBSTORE_ADDRESS'), 'leak'\n"
                                 "raise RuntimeError('environment: ' + ','.join(sorted(os.environ)))",
                                 "environment: HOME"),
-    "reading /proc/1/environ": ("open('/proc/1/environ', 'rb').read()", "Permission denied"),
+    # PID 1 of the job's own PID namespace is its own init; no process outside it has a number there.
+    "reading /proc/1/environ": ("import os\nraise RuntimeError(open('/proc/1/environ', 'rb').read().decode())",
+                                "RuntimeError: HOME=/tmp"),
     "reading the worker's environ": ("import os\nopen(f'/proc/{os.getppid()}/environ', 'rb').read()",
-                                     "Permission denied"),
+                                     "No such file or directory: '/proc/0/environ'"),
     "a TCP connection to 127.0.0.1": ("import socket\nsocket.create_connection(('127.0.0.1', PORT), timeout=3)",
                                       "Network is unreachable"),
     "writing outside the working directory": ("open('/etc/docjobs-escape-MARK', 'w').write('x')",
-                                              "Read-only file system"),
-    "writing to /tmp": ("open('/tmp/docjobs-escape-MARK', 'w').write('x')", "Read-only file system"),
-    "writing to the parent directory": ("open('../docjobs-escape-MARK', 'w').write('x')", "Permission denied"),
+                                              ("Read-only file system", "Permission denied")),
+    # The job's /tmp is its own scratch tmpfs (its working directory): the file stays there.
+    "writing to /tmp": ("open('/tmp/docjobs-escape-MARK', 'w').write('x')", "saved no .xlsx file"),
+    "writing to the parent directory": ("open('../docjobs-escape-MARK', 'w').write('x')",
+                                        ("Read-only file system", "Permission denied")),
     "saving no file": ("x = 1 + 1", "saved no .xlsx file"),
     "saving two files": ("from openpyxl import Workbook\nWorkbook().save('a.xlsx')\nWorkbook().save('b.xlsx')",
                          "saved 2 .xlsx files"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -12,6 +13,7 @@ import openpyxl
 
 from docjobs.pgserver import free_port
 from docjobs.v1 import jobstore_pb2 as pb
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from .conftest import jobstore_settings, start_jobstore, wait_until
 from .helpers import scrape
@@ -38,11 +40,11 @@ async def test_sigterm_finishes_short_jobs_and_gives_back_what_it_cannot(stub, j
     assert "renderer stopped" in renderer.log
 
 
-async def _status(stub, job_id: str, status: int) -> bool:
+async def _status(stub: pb_grpc.JobStoreAsyncStub, job_id: str, status: int) -> bool:
     return (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).status == status
 
 
-async def _running(stub, job_id: str) -> bool:
+async def _running(stub: pb_grpc.JobStoreAsyncStub, job_id: str) -> bool:
     job = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
     return job.status == pb.JOB_STATUS_PROCESSING and job.progress_message == "running the document code"
 
@@ -55,7 +57,7 @@ async def test_a_claim_cut_short_by_a_stop_is_given_back_at_once(stub, jobstore,
                                    DOCJOBS_WORKER_ID=f"cut-{attempt}", DOCJOBS_RENDER_GRACE_S="0").start()
         try:
             job = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"}, max_retries=3)
-            await wait_until(lambda job=job: _status(stub, job.id, pb.JOB_STATUS_PROCESSING), timeout=30)
+            await wait_until(functools.partial(_status, stub, job.id, pb.JOB_STATUS_PROCESSING), timeout=30)
             assert await renderer.shutdown() == 0, renderer.log
         finally:
             renderer.kill()

@@ -7,12 +7,14 @@ import hashlib
 import json
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import docx
 import openpyxl
 import pptx
 import pypdf
 import pytest
+from docx.text.paragraph import Paragraph
 
 from docjobs.v1 import jobstore_pb2 as pb
 
@@ -26,7 +28,13 @@ async def renderer(jobstore, tmp_path):
     await process.shutdown()
 
 
-async def render_example(stub, job_type: str, tmp_path: Path) -> tuple[pb.Job, dict, Path, list]:
+def style_name(paragraph: Paragraph) -> str:
+    assert paragraph.style is not None  # python-docx gives every paragraph one
+    name: str = paragraph.style.name
+    return name
+
+
+async def render_example(stub, job_type: str, tmp_path: Path) -> tuple[pb.Job, dict[str, Any], Path, list[pb.JobEvent]]:
     body = example(job_type)
     job = await submit(stub, job_type, {"spec": body["spec"]}, title=body["title"])
     final, events = await wait_finished(stub, job.id)
@@ -59,7 +67,7 @@ async def test_spreadsheet_example(stub, renderer, tmp_path) -> None:
     assert summary.freeze_panes == "A2"
     assert summary.auto_filter.ref == "A1:F7"
     assert summary.column_dimensions["A"].width == 16
-    [chart] = summary._charts
+    [chart] = summary._charts  # type: ignore[attr-defined]  # a sheet's charts: private, left out of the stubs
     assert chart.tagname == "barChart" and len(chart.series) == 3
     orders = book["Orders"]
     assert orders["B2"].value.date() == date(2026, 7, 3) and orders["B2"].number_format == "yyyy-mm-dd"
@@ -74,7 +82,7 @@ async def test_spreadsheet_example(stub, renderer, tmp_path) -> None:
 async def test_document_example(stub, renderer, tmp_path) -> None:
     _, result, path, _ = await render_example(stub, "document", tmp_path)
     document = docx.Document(str(path))
-    headings = [(p.style.name, p.text) for p in document.paragraphs if p.style.name.startswith(("Heading", "Title"))]
+    headings = [(style_name(p), p.text) for p in document.paragraphs if style_name(p).startswith(("Heading", "Title"))]
     assert headings == [
         ("Title", "Memo: Hybrid Work Policy Update"), ("Heading 1", "Summary"), ("Heading 1", "What changes"),
         ("Heading 2", "Next steps"), ("Heading 2", "Office days by team"), ("Heading 3", "Frequently asked questions"),
@@ -83,8 +91,8 @@ async def test_document_example(stub, renderer, tmp_path) -> None:
     bold = [r.text for r in summary.runs if r.bold]
     italic = [r.text for r in summary.runs if r.italic]
     assert bold == ["January 5, 2027"] and italic == ["Core collaboration days are Tuesday and Wednesday."]
-    bullets = [p.text for p in document.paragraphs if p.style.name == "List Bullet"]
-    numbered = [p.text for p in document.paragraphs if p.style.name == "List Number"]
+    bullets = [p.text for p in document.paragraphs if style_name(p) == "List Bullet"]
+    numbered = [p.text for p in document.paragraphs if style_name(p) == "List Number"]
     assert len(bullets) == 3 and bullets[0].startswith("Three office days")
     assert numbered[0] == "Managers confirm team schedules by December 15."
     [table] = document.tables
@@ -99,6 +107,7 @@ async def test_document_example(stub, renderer, tmp_path) -> None:
 async def test_pdf_example(stub, renderer, tmp_path) -> None:
     _, result, path, _ = await render_example(stub, "pdf", tmp_path)
     reader = pypdf.PdfReader(str(path))
+    assert reader.metadata is not None
     assert reader.metadata.title == "Invoice INV-2026-0117"
     assert reader.metadata.author == "Northwind Design Studio"
     width, height = (float(v) for v in reader.pages[0].mediabox.upper_right)

@@ -58,7 +58,7 @@ class Processes:
         return process.start()
 
     def gateway(self, address: str, **env: str) -> GatewayProcess:
-        process = GatewayProcess(address, self.root / "gateway.log", **env)
+        process = GatewayProcess(address, self.root / "gateway.log", port=None, **env)
         self.all.append(process)
         return process.start()
 
@@ -143,7 +143,8 @@ async def test_a_renderer_killed_mid_render_hands_its_job_to_another(processes, 
     assert job["status"] == "completed" and job["attempts"] == 2
     async with http.get(gateway.base + events[-1].data["result"]["downloadUrl"]) as response:
         document = await response.read()
-    assert openpyxl.load_workbook(io.BytesIO(document)).active["A1"].value == "survived"
+    sheet = openpyxl.load_workbook(io.BytesIO(document)).active
+    assert sheet is not None and sheet["A1"].value == "survived"
     await check_database(database_url, [created["jobId"]])
 
 

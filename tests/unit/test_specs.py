@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from docjobs import specs
+from docjobs import jobtypes, specs
 
 
 def test_published_schemas_match_the_package(repo_root: Path) -> None:
@@ -16,7 +16,7 @@ def test_published_schemas_match_the_package(repo_root: Path) -> None:
         assert published == specs._raw(name), f"copy services/docjobs/schemas/{name}.json to docs/schemas/"
 
 
-@pytest.mark.parametrize("job_type", specs.JOB_TYPES)
+@pytest.mark.parametrize("job_type", jobtypes.JOB_TYPES)
 def test_every_example_is_a_complete_valid_request(repo_root: Path, job_type: str) -> None:
     body = json.loads((repo_root / "examples" / f"{job_type}.json").read_text())
     assert body["documentType"] == job_type and body["title"] and body["spec"]

@@ -21,7 +21,7 @@ def _text(node: ast.AST) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):  # an f-string: its literal parts, "{}" for each value
-        return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        return "".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in node.values)
     return None
 
 
@@ -31,6 +31,8 @@ def statements_in(source: str) -> list[tuple[int, str]]:
                   if isinstance(body, list) and body and isinstance(body[0], ast.Expr)}
     found = []
     for node in ast.walk(tree):
+        if not isinstance(node, ast.expr):  # string constants and f-strings are expressions
+            continue
         text = _text(node)
         if text is not None and id(node) not in docstrings and STATEMENT.match(text):
             found.append((node.lineno, text.strip().splitlines()[0]))
