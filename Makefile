@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed-stamp
 DEPLOY_TOOLS := deploy/tools/node_modules/.installed-stamp
 # The import contracts of pyproject.toml ([tool.importlinter]); no cache directory left in the tree.
 LINT_IMPORTS := $(VENV)/bin/lint-imports --no-cache --no-logo
+# Types: what and how strictly is [tool.mypy] in pyproject.toml. Its cache (.mypy_cache) makes a rerun fast.
+MYPY := $(VENV)/bin/mypy
 
 .PHONY: run test test-unit bench setup proto lint clean
 
@@ -34,6 +36,7 @@ run: $(STAMP)
 
 test: $(STAMP) $(DEPLOY_TOOLS)
 	$(VENV)/bin/ruff check services tests bench scripts
+	$(MYPY)
 	$(LINT_IMPORTS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -49,6 +52,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench scripts
+	$(MYPY)
 	$(LINT_IMPORTS)
 
 clean:
