@@ -341,7 +341,9 @@ def pgbench(dsn: str, clients: int, seconds: int) -> float:
     measure of the server's commit rate."""
     from docjobs.pgserver import POSTGRES_BIN_PATH
 
-    host, port = re.match(r"postgresql://\w+@([\d.]+):(\d+)/", dsn).groups()  # type: ignore[union-attr]
+    address = re.match(r"postgresql://\w+@([\d.]+):(\d+)/", dsn)
+    assert address is not None, dsn
+    host, port = address.groups()
     base = ["-h", host, "-p", port, "-U", "postgres"]
     subprocess.run([str(POSTGRES_BIN_PATH / "createdb"), *base, "pgbench"], check=True)
     subprocess.run([str(POSTGRES_BIN_PATH / "pgbench"), *base, "-i", "-q", "-s", "10", "pgbench"], check=True,
@@ -355,7 +357,9 @@ def pgbench(dsn: str, clients: int, seconds: int) -> float:
                              text=True).stdout
     finally:
         script.unlink()
-    return float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    tps = re.search(r"tps = ([\d.]+)", out)
+    assert tps is not None, out
+    return float(tps.group(1))
 
 
 async def create_databases(admin_dsn: str) -> None:

@@ -97,10 +97,10 @@ async def empty_database_url(pg: EmbeddedPostgres) -> str:
     return await create_database(pg, None)
 
 
-def jobstore_settings(database_url: str, **overrides: object) -> Settings:
+def jobstore_settings(database_url: str, **overrides: Any) -> Settings:
     base = Settings(database_url=database_url, grpc_port=0, maintenance_interval_s=0.1,
                     retry_base_ms=200.0, retry_cap_ms=2_000.0, shutdown_grace_s=2.0)
-    return replace(base, **overrides)  # type: ignore[arg-type]
+    return replace(base, **overrides)
 
 
 class RunningJobStore:

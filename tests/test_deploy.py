@@ -49,7 +49,7 @@ def is_custom(doc: Mapping[str, Any]) -> bool:
     return str(doc["apiVersion"]).split("/")[0] in CUSTOM_GROUPS
 
 
-class RecordingEnv(dict):  # type: ignore[type-arg]
+class RecordingEnv(dict[str, str]):
     """An environment that notes every variable a settings reader asks for."""
 
     def __init__(self, values: Mapping[str, str]) -> None:

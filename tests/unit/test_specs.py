@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_every_example_is_a_complete_valid_request(repo_root: Path, job_type: st
      "spec.slides[0].chart.type"),
     ("presentation", {"slides": [{"layout": "bullets", "title": "t"}]}, "spec.slides[0]"),
 ])
-def test_invalid_specs_name_the_field(job_type: str, spec: dict, path: str) -> None:  # type: ignore[type-arg]
+def test_invalid_specs_name_the_field(job_type: str, spec: dict[str, Any], path: str) -> None:
     with pytest.raises(specs.SpecError) as err:
         specs.validate(job_type, spec)
     assert err.value.path == path, str(err.value)
