@@ -87,6 +87,7 @@ def job(row: Row, *, payload: bool = False) -> pb.Job:
         idempotency_key=row["idempotency_key"] or "",
         last_event_id=row["last_event_id"] or 0,
         artifact_id=str(row["artifact_id"]) if row["artifact_id"] else "",
+        release_count=row["release_count"],
     )
     error = job_error(row["error"])
     if error is not None:

@@ -43,7 +43,7 @@ SELECT j.id, j.user_id, j.session_id, j.message_id, j.job_type, j.status, j.titl
        CASE WHEN $2::bool THEN j.payload END AS payload,
        j.result, j.error, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.started_at,
        j.completed_at, j.expires_at, j.updated_at, j.lease_token, j.lease_expires_at, j.worker_id,
-       j.progress, j.progress_message, j.idempotency_key, j.artifact_id,
+       j.progress, j.progress_message, j.idempotency_key, j.artifact_id, j.release_count,
        (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
   FROM document_jobs j
  WHERE j.id = $1;
@@ -55,7 +55,7 @@ SELECT j.id, j.user_id, j.session_id, j.message_id, j.job_type, j.status, j.titl
        CASE WHEN $7::bool THEN j.payload END AS payload,
        j.result, j.error, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.started_at,
        j.completed_at, j.expires_at, j.updated_at, j.lease_token, j.lease_expires_at, j.worker_id,
-       j.progress, j.progress_message, j.idempotency_key, j.artifact_id,
+       j.progress, j.progress_message, j.idempotency_key, j.artifact_id, j.release_count,
        (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
   FROM document_jobs j
  WHERE ($1::text IS NULL OR j.user_id = $1)
@@ -129,7 +129,8 @@ WITH released AS (
 )
 INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
 SELECT id, user_id, session_id, job_type, 'status', 'pending', retry_count + 1,
-       jsonb_build_object('message', 'released: the worker went away before it received the job')
+       jsonb_build_object('message', 'released: the worker went away before it received the job',
+                          'released', true)
   FROM released
 RETURNING job_type;
 
@@ -145,9 +146,64 @@ WITH released AS (
 )
 INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
 SELECT id, user_id, session_id, job_type, 'status', 'pending', retry_count + 1,
-       jsonb_build_object('message', 'released: the worker stopped before it received the job')
+       jsonb_build_object('message', 'released: the worker stopped before it received the job',
+                          'released', true)
   FROM released
 RETURNING job_id, job_type;
+
+-- name: release_job
+-- One claimed job given back by its worker through no fault of its own (Release): pending and due at
+-- once, no retry counted, while the job has been released fewer than $5 times. Past that, the release is
+-- counted as a failed attempt after all, as `fail` with retryable would: retried with backoff while
+-- retries remain (and the retry ends before expires_at), failed otherwise. release_count counts every
+-- release. $1 job id, $2 lease token, $3 code, $4 reason, $5 releases allowed, $6 retry base ms,
+-- $7 retry cap ms, $8 jitter in [0, 1), $9 now.
+WITH current AS (
+    SELECT id, retry_count, max_retries, expires_at,
+           release_count < $5 AS free,
+           coalesce($9::timestamptz, now()) + docjobs_retry_delay(retry_count + 1, $6, $7, $8) AS retry_at
+      FROM document_jobs
+     WHERE id = $1 AND lease_token = $2 AND status = 'processing'
+       FOR UPDATE
+), decided AS (
+    SELECT *, NOT free AND retry_count < max_retries AND (expires_at IS NULL OR retry_at < expires_at)
+              AS will_retry
+      FROM current
+), released AS (
+    UPDATE document_jobs j
+       SET status = CASE WHEN d.free OR d.will_retry THEN 'pending' ELSE 'failed' END,
+           release_count = j.release_count + 1,
+           retry_count = CASE WHEN d.will_retry THEN j.retry_count + 1 ELSE j.retry_count END,
+           run_at = CASE WHEN d.free THEN coalesce($9::timestamptz, now())
+                         WHEN d.will_retry THEN d.retry_at ELSE j.run_at END,
+           completed_at = CASE WHEN d.free OR d.will_retry THEN NULL ELSE coalesce($9::timestamptz, now()) END,
+           lease_token = CASE WHEN d.free OR d.will_retry THEN NULL ELSE j.lease_token END,
+           lease_expires_at = NULL,
+           worker_id = CASE WHEN d.free THEN NULL ELSE j.worker_id END,
+           started_at = CASE WHEN d.free THEN NULL ELSE j.started_at END,
+           error = CASE WHEN d.free THEN j.error
+                        ELSE jsonb_build_object('code', $3::text, 'message', $4::text, 'retryable', d.will_retry)
+                   END,
+           updated_at = coalesce($9::timestamptz, now())
+      FROM decided d
+     WHERE j.id = d.id
+    RETURNING j.*, d.free, d.will_retry, d.retry_at
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type,
+           CASE WHEN status = 'pending' THEN 'status' ELSE 'failed' END, status,
+           retry_count + 1,
+           CASE WHEN free
+                THEN jsonb_build_object('message', 'released: ' || $4::text, 'released', true)
+                WHEN will_retry
+                THEN jsonb_build_object('error', error, 'retry_at', retry_at,
+                                        'message', 'released too often: retry scheduled', 'released', true)
+                ELSE jsonb_build_object('error', error, 'released', true) END
+      FROM released
+    RETURNING job_id, id
+)
+SELECT released.*, event.id AS last_event_id
+  FROM released JOIN event ON event.job_id = released.id;
 
 -- name: next_due_in
 -- Seconds until the next pending job of these types becomes due (NULL: none pending). $1 job types, $2 now.
@@ -348,8 +404,9 @@ SELECT pg_try_advisory_xact_lock($1) AS locked;
 SELECT job_type, status, job_count, due_count, oldest_due_run_at FROM document_job_stats;
 
 -- name: stats_rates
-SELECT count(*) FILTER (WHERE kind = 'status' AND status = 'pending' AND NOT (data ? 'error'))
-           AS enqueued,
+-- A claim given back (data has "released") is neither an enqueue nor, unless counted, a retry.
+SELECT count(*) FILTER (WHERE kind = 'status' AND status = 'pending' AND NOT (data ? 'error')
+                          AND NOT (data ? 'released')) AS enqueued,
        count(*) FILTER (WHERE kind = 'completed') AS completed,
        count(*) FILTER (WHERE kind = 'failed') AS failed,
        count(*) FILTER (WHERE kind = 'status' AND status = 'pending' AND data ? 'error') AS retried,

@@ -240,6 +240,14 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         return pb.ReleaseWorkerResponse(released_job_ids=[str(job_id) for job_id in released])
 
     @unary
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        row = await self._store.release_job(*validation.release(request))
+        response = pb.ReleaseResponse(job=convert.job(row), attempt_counted=not row["free"])
+        if row["will_retry"]:
+            response.retry_at.FromDatetime(row["retry_at"])
+        return response
+
+    @unary
     async def Fail(self, request: pb.FailRequest, context: Context) -> pb.FailResponse:
         row = await self._store.fail(*validation.fail(request))
         response = pb.FailResponse(job=convert.job(row), will_retry=row["will_retry"])

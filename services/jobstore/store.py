@@ -27,6 +27,9 @@ from .settings import Settings
 
 Row = asyncpg.Record
 ARTIFACT_CHUNK_BYTES = 1024 * 1024
+FREE_RELEASES = 3
+"""Releases of one job that count no attempt. A job whose render keeps bringing its sandbox down (its own
+fault, though each release says otherwise) is then counted an attempt per release, and so ends."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,18 @@ class Store:
         if released:
             self._committed({r["job_type"] for r in released})
         return [r["job_id"] for r in released]
+
+    async def release_job(self, job_id: uuid.UUID, token: uuid.UUID, code: str, reason: str) -> Row:
+        """Give back one claimed job through no fault of its own: pending and due now, no retry counted,
+        up to FREE_RELEASES times per job; past that, counted as a failed attempt (as a retryable Fail)."""
+        row = await self._pool.fetchrow(
+            Q.release_job, job_id, token, code, reason, FREE_RELEASES, self._settings.retry_base_ms,
+            self._settings.retry_cap_ms, self._jitter(), self.clock.sql_now())
+        if row is None:
+            state = await self._lease_state(job_id, token)
+            raise FailedPrecondition(f"lease on job {job_id} is no longer held (job is {state}); not released")
+        self._committed({row["job_type"]} if row["status"] == "pending" else None)
+        return row
 
     async def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID, progress: int | None,
                         message: str | None, lease_ms: int) -> Heartbeat:

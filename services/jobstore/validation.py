@@ -233,6 +233,13 @@ def release_worker(req: pb.ReleaseWorkerRequest) -> tuple[str, list[uuid.UUID]]:
     return worker_id, [uuid_field(job_id, f"keep_job_ids[{i}]") for i, job_id in enumerate(req.keep_job_ids)]
 
 
+def release(req: pb.ReleaseRequest) -> tuple[uuid.UUID, uuid.UUID, str, str]:
+    job_id, token = lease(req.job_id, req.lease_token)
+    code = _text(req.code, "code", required=True)
+    reason = _text(req.reason, "reason", max_chars=MAX_TITLE_CHARS)
+    return job_id, token, code, reason or code
+
+
 def complete_many(req: pb.CompleteManyRequest) -> list[tuple[uuid.UUID, uuid.UUID, str, uuid.UUID | None]]:
     if not req.jobs:
         raise InvalidArgument("jobs", "give at least one job")

@@ -60,7 +60,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "user_id", "session_id", "message_id", "job_type", "status", "title", "payload_json", "result_json", "error", "priority", "retry_count", "max_retries", "created_at", "run_at", "started_at", "completed_at", "expires_at", "updated_at", "progress", "progress_message", "worker_id", "idempotency_key", "last_event_id", "artifact_id")
+    __slots__ = ("id", "user_id", "session_id", "message_id", "job_type", "status", "title", "payload_json", "result_json", "error", "priority", "retry_count", "max_retries", "created_at", "run_at", "started_at", "completed_at", "expires_at", "updated_at", "progress", "progress_message", "worker_id", "idempotency_key", "last_event_id", "artifact_id", "release_count")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class Job(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     LAST_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_COUNT_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_id: str
     session_id: str
@@ -111,7 +112,8 @@ class Job(_message.Message):
     idempotency_key: str
     last_event_id: int
     artifact_id: str
-    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message_id: _Optional[str] = ..., job_type: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., title: _Optional[str] = ..., payload_json: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., priority: _Optional[int] = ..., retry_count: _Optional[int] = ..., max_retries: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[int] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., last_event_id: _Optional[int] = ..., artifact_id: _Optional[str] = ...) -> None: ...
+    release_count: int
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message_id: _Optional[str] = ..., job_type: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., title: _Optional[str] = ..., payload_json: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., priority: _Optional[int] = ..., retry_count: _Optional[int] = ..., max_retries: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[int] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., last_event_id: _Optional[int] = ..., artifact_id: _Optional[str] = ..., release_count: _Optional[int] = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
     __slots__ = ("job_type", "payload_json", "title", "user_id", "session_id", "message_id", "priority", "max_retries", "delay_ms", "run_at", "ttl_ms", "expires_at", "idempotency_key")
@@ -336,6 +338,28 @@ class ReleaseWorkerResponse(_message.Message):
     RELEASED_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     released_job_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, released_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("job_id", "lease_token", "code", "reason")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    lease_token: str
+    code: str
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., lease_token: _Optional[str] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ("job", "attempt_counted", "retry_at")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_COUNTED_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AT_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    attempt_counted: bool
+    retry_at: _timestamp_pb2.Timestamp
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., attempt_counted: _Optional[bool] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class FailRequest(_message.Message):
     __slots__ = ("job_id", "lease_token", "error_code", "error_message", "retryable")

@@ -89,6 +89,11 @@ class JobStoreStub:
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerRequest.SerializeToString,
                 response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerResponse.FromString,
                 _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/docjobs.v1.JobStore/Release',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
         self.UploadArtifact = channel.stream_unary(
                 '/docjobs.v1.JobStore/UploadArtifact',
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.UploadArtifactRequest.SerializeToString,
@@ -199,6 +204,18 @@ class JobStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Release(self, request, context):
+        """Give back one claimed job that could not be worked on through no fault of its own (its render
+        sandbox died or restarted, the worker is stopping): pending again and due at once, no retry
+        counted. Fenced by the lease token: a stale token is FAILED_PRECONDITION. Releases are counted per
+        job (Job.release_count); past 3, a release counts as a failed attempt after all (as Fail with
+        retryable and error_code = code would), so a job that itself brings its sandbox down cannot go
+        round forever.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UploadArtifact(self, request_iterator, context):
         """Store an artifact for a job the caller holds a lease on: first a header message, then chunks.
         """
@@ -287,6 +304,11 @@ def add_JobStoreServicer_to_server(servicer, server):
                     servicer.ReleaseWorker,
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerRequest.FromString,
                     response_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseResponse.SerializeToString,
             ),
             'UploadArtifact': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadArtifact,
@@ -606,6 +628,33 @@ class JobStore:
             '/docjobs.v1.JobStore/ReleaseWorker',
             docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerRequest.SerializeToString,
             docjobs_dot_v1_dot_jobstore__pb2.ReleaseWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/Release',
+            docjobs_dot_v1_dot_jobstore__pb2.ReleaseRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

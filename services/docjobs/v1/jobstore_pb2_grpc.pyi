@@ -75,6 +75,14 @@ class JobStoreStub:
     claim whose answer it never read (its call cancelled as it stopped) goes back at once, not when its
     lease runs out. No retry is counted. Worker ids must be unique among live workers.
     """
+    Release: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.ReleaseRequest, _jobstore_pb2.ReleaseResponse]
+    """Give back one claimed job that could not be worked on through no fault of its own (its render
+    sandbox died or restarted, the worker is stopping): pending again and due at once, no retry
+    counted. Fenced by the lease token: a stale token is FAILED_PRECONDITION. Releases are counted per
+    job (Job.release_count); past 3, a release counts as a failed attempt after all (as Fail with
+    retryable and error_code = code would), so a job that itself brings its sandbox down cannot go
+    round forever.
+    """
     UploadArtifact: _grpc.StreamUnaryMultiCallable[_jobstore_pb2.UploadArtifactRequest, _jobstore_pb2.Artifact]
     """Store an artifact for a job the caller holds a lease on: first a header message, then chunks."""
     CompleteWithArtifact: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.CompleteWithArtifactRequest, _jobstore_pb2.Job]
@@ -126,6 +134,14 @@ class JobStoreAsyncStub(JobStoreStub):
     """A stopping worker gives back every job still leased to its worker id except those it names: a
     claim whose answer it never read (its call cancelled as it stopped) goes back at once, not when its
     lease runs out. No retry is counted. Worker ids must be unique among live workers.
+    """
+    Release: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.ReleaseRequest, _jobstore_pb2.ReleaseResponse]  # type: ignore[assignment]
+    """Give back one claimed job that could not be worked on through no fault of its own (its render
+    sandbox died or restarted, the worker is stopping): pending again and due at once, no retry
+    counted. Fenced by the lease token: a stale token is FAILED_PRECONDITION. Releases are counted per
+    job (Job.release_count); past 3, a release counts as a failed attempt after all (as Fail with
+    retryable and error_code = code would), so a job that itself brings its sandbox down cannot go
+    round forever.
     """
     UploadArtifact: _aio.StreamUnaryMultiCallable[_jobstore_pb2.UploadArtifactRequest, _jobstore_pb2.Artifact]  # type: ignore[assignment]
     """Store an artifact for a job the caller holds a lease on: first a header message, then chunks."""
@@ -241,6 +257,20 @@ class JobStoreServicer(metaclass=_abc_1.ABCMeta):
         """A stopping worker gives back every job still leased to its worker id except those it names: a
         claim whose answer it never read (its call cancelled as it stopped) goes back at once, not when its
         lease runs out. No retry is counted. Worker ids must be unique among live workers.
+        """
+
+    @_abc_1.abstractmethod
+    def Release(
+        self,
+        request: _jobstore_pb2.ReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobstore_pb2.ReleaseResponse, _abc.Awaitable[_jobstore_pb2.ReleaseResponse]]:
+        """Give back one claimed job that could not be worked on through no fault of its own (its render
+        sandbox died or restarted, the worker is stopping): pending again and due at once, no retry
+        counted. Fenced by the lease token: a stale token is FAILED_PRECONDITION. Releases are counted per
+        job (Job.release_count); past 3, a release counts as a failed attempt after all (as Fail with
+        retryable and error_code = code would), so a job that itself brings its sandbox down cannot go
+        round forever.
         """
 
     @_abc_1.abstractmethod
