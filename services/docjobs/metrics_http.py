@@ -1,5 +1,6 @@
 """A small HTTP endpoint for processes that do not speak HTTP otherwise (the jobstore, the renderer):
-`GET /metrics` in the Prometheus text format and `GET /healthz` (200 while the event loop answers).
+`GET /metrics` in the Prometheus text format and `GET /healthz` (200 while the event loop answers and the
+process says it is healthy; 503 with its reason when it says it is not: a renderer whose sandbox is down).
 
 It is a few lines over asyncio streams rather than a web framework, so that neither process imports one
 (the jobstore must not import aiohttp). prometheus-client's own server would do the HTTP, but it answers
@@ -23,16 +24,18 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_HEAD = 8 * 1024  # request line and headers; a scrape sends a few hundred bytes
 REQUEST_TIMEOUT_S = 10.0
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error"}
+           431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class MetricsServer:
     """Serves /metrics and /healthz on host:port until stopped."""
 
     def __init__(self, registry: CollectorRegistry,
-                 before_scrape: Callable[[], Awaitable[None]] | None = None) -> None:
+                 before_scrape: Callable[[], Awaitable[None]] | None = None,
+                 unhealthy: Callable[[], str | None] | None = None) -> None:
         self._registry = registry
         self._before_scrape = before_scrape
+        self._unhealthy = unhealthy  # why the process is not healthy now, or None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -75,8 +78,10 @@ class MetricsServer:
                 await self._respond(writer, 405, "text/plain; charset=utf-8", b"only GET and HEAD\n",
                                     extra={"Allow": "GET, HEAD"})
             elif path == "/healthz":
-                await self._respond(writer, 200, "application/json", json.dumps({"status": "ok"}).encode(),
-                                    head_only=method == "HEAD")
+                reason = self._unhealthy() if self._unhealthy is not None else None
+                body = {"status": "ok"} if reason is None else {"status": "unavailable", "reason": reason}
+                await self._respond(writer, 200 if reason is None else 503, "application/json",
+                                    json.dumps(body).encode(), head_only=method == "HEAD")
             else:
                 await self._metrics(writer, head_only=method == "HEAD")
         except ConnectionError:
@@ -117,7 +122,8 @@ def _request_line(head: bytes) -> tuple[str, str | None]:
 
 
 async def start_metrics_server(host: str, port: int, registry: CollectorRegistry,
-                               before_scrape: Callable[[], Awaitable[None]] | None = None) -> MetricsServer:
-    server = MetricsServer(registry, before_scrape)
+                               before_scrape: Callable[[], Awaitable[None]] | None = None,
+                               unhealthy: Callable[[], str | None] | None = None) -> MetricsServer:
+    server = MetricsServer(registry, before_scrape, unhealthy)
     await server.start(host, port)
     return server

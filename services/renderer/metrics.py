@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 JOBS = Counter("docjobs_renderer_jobs", "Jobs this renderer finished, by type, mode and outcome "
-               "(completed, failed, stopped)", ["job_type", "outcome"], registry=REGISTRY)
+               "(completed, failed, stopped, released: given back with no attempt counted)",
+               ["job_type", "outcome"], registry=REGISTRY)
 RENDER_SECONDS = Histogram("docjobs_renderer_render_seconds", "Time to render one document, by type and mode",
                            ["job_type", "mode"], registry=REGISTRY,
                            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))

@@ -2,9 +2,12 @@
 
 One asyncio loop per process does the talking (claims, heartbeats, uploads); the rendering happens in
 children of the zygote, up to DOCJOBS_RENDER_CONCURRENCY at a time. Errors in the job itself (an
-invalid spec, failing code, code mode switched off) fail it for good; errors of the infrastructure (the
-sandbox died, the jobstore went away mid-upload) fail it as retryable. On SIGTERM the worker stops
-claiming, lets running jobs finish within DOCJOBS_RENDER_GRACE_S, and gives back the rest (retryable).
+invalid spec, failing code, code mode switched off) fail it for good; a jobstore that went away mid-upload
+fails it as retryable. A job hurt by a fault that is not its own (the zygote died under it, the renderer is
+stopping) is given back with Release: pending again at once, no attempt counted. While the zygote is being
+restarted nothing is claimed and /healthz answers 503; a zygote that cannot be restarted makes the renderer
+exit with EXIT_SANDBOX_LOST, for its supervisor to start it afresh. On SIGTERM the worker stops claiming,
+lets running jobs finish within DOCJOBS_RENDER_GRACE_S, and gives back the rest.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ log = logging.getLogger("renderer")
 
 UPLOAD_CHUNK = 256 * 1024
 GIVE_BACK_TIMEOUT_S = 5.0
+EXIT_SANDBOX_LOST = 75
+"""The render sandbox died and could not be started again: a fresh renderer may well succeed, so this is
+not EXIT_DO_NOT_RESTART (sysexits' EX_TEMPFAIL: `docjobs up` and Kubernetes restart it)."""
 FIRST_REPORT_S = 0.25  # no heartbeat (no progress event) before a job has run this long
 GRPC_SERVICE_CONFIG = json.dumps({
     "loadBalancingConfig": [{"round_robin": {}}],
@@ -128,17 +134,30 @@ class Worker:
         self.stub = pb_grpc.JobStoreStub(self._channel)
         if self.settings.metrics_port:
             self._metrics = await start_metrics_server(self.settings.metrics_host, self.settings.metrics_port,
-                                                       metrics.REGISTRY)
+                                                       metrics.REGISTRY, unhealthy=self.sandbox.unavailable)
         log.info("renderer %s ready: types %s, concurrency %d, jobstore %s", self.settings.worker_id,
                  ",".join(self.settings.job_types), self.settings.concurrency, self.settings.jobstore_address)
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Work until stopped; the exit status: 0, or EXIT_SANDBOX_LOST when the sandbox could not be
+        restarted."""
         claim_task: asyncio.Task[None] = asyncio.create_task(self._claim_loop(), name="claim-loop")
-        await self.stopping.wait()
+        stopped = asyncio.ensure_future(self.stopping.wait())
+        broken = asyncio.ensure_future(self.sandbox.broken.wait())
+        await asyncio.wait({stopped, broken}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        broken.cancel()
+        status = 0
+        if self.sandbox.broken.is_set():
+            log.error("renderer %s stops: %s; its supervisor is to start it again", self.settings.worker_id,
+                      self.sandbox.broken_reason)
+            status = EXIT_SANDBOX_LOST
+        self.stopping.set()
         self._slot_freed.set()
         await claim_task  # returns by itself once stopping is set
         await self._drain()
         await self._release_unread_claims()
+        return status
 
     async def stop(self) -> None:
         if self._metrics is not None:
@@ -171,6 +190,10 @@ class Worker:
     async def _claim_loop(self) -> None:
         failures = 0
         while not self.stopping.is_set():
+            if not self.sandbox.running.is_set():
+                # No claim while the zygote is being restarted: a job claimed now could only be given back.
+                await self._until_either(self.sandbox.running, self.stopping)
+                continue
             # A slot is free again once its render ends: the upload and Complete of one job overlap
             # the next render. At most twice the concurrency is in hand at once, though.
             free = min(self.settings.concurrency - self.rendering, 2 * self.settings.concurrency - len(self.active))
@@ -188,15 +211,21 @@ class Worker:
             # retry counted: the jobstore releases the jobs of a claim whose call went away, and a reply
             # that won the race with the cancellation is never read, so ReleaseWorker (run() ends with it)
             # gives those back.
+            # The zygote dying cancels it too: a job claimed then could only be given back.
             call_task = asyncio.ensure_future(call)
             stop_task = asyncio.ensure_future(self.stopping.wait())
-            await asyncio.wait({call_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            down_task = asyncio.ensure_future(self.sandbox.down.wait())
+            await asyncio.wait({call_task, stop_task, down_task}, return_when=asyncio.FIRST_COMPLETED)
             stop_task.cancel()
+            down_task.cancel()
             if not call_task.done():
                 call.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await call_task
-                return
+                if self.stopping.is_set():
+                    return
+                await self._release_unread_claims()
+                continue
             try:
                 reply = call_task.result()
             except grpc.aio.AioRpcError as exc:
@@ -215,6 +244,15 @@ class Worker:
                 task = asyncio.create_task(self._process(claimed), name=f"job-{claimed.job.id}")
                 self.active[claimed.job.id] = task
                 task.add_done_callback(functools.partial(self._done, claimed.job.id))
+
+    @staticmethod
+    async def _until_either(first: asyncio.Event, second: asyncio.Event) -> None:
+        waits = {asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def _done(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self.active.pop(job_id, None)
@@ -294,6 +332,9 @@ class Worker:
                 metrics.JOBS.labels(job.job_type, "stopped").inc()
                 log.info("job %s stopped: %s", job.id, "cancelled" if exc.cancelled else "lease lost")
                 return
+            if exc.sandbox_lost:
+                await self._release(job, token, "sandbox_restarted", str(exc))
+                return
             code = exc.code or ("sandbox_unavailable" if exc.retryable else
                                 ("code_failed" if mode == "code" else "render_failed"))
             await self._fail(job, token, code, str(exc), exc.retryable)
@@ -306,8 +347,8 @@ class Worker:
             # Give the job back and stop its render at once: the job moves on even if the kill is slow.
             await asyncio.shield(asyncio.gather(
                 self.sandbox.cancel(render_id),
-                self._fail(job, token, "worker_shutdown",
-                           f"renderer {self.settings.worker_id} stopped before finishing", True)))
+                self._release(job, token, "worker_shutdown",
+                              f"renderer {self.settings.worker_id} stopped before finishing")))
             raise
         finally:
             metrics.IN_FLIGHT.dec()
@@ -326,6 +367,21 @@ class Worker:
         with path.open("rb") as f:
             while chunk := f.read(UPLOAD_CHUNK):
                 yield pb.UploadArtifactRequest(chunk=chunk)
+
+    async def _release(self, job: pb.Job, token: str, code: str, message: str) -> None:
+        """Give the job back through no fault of its own: pending at once, no attempt counted (the jobstore
+        counts one all the same for a job released too often)."""
+        metrics.JOBS.labels(job.job_type, "released").inc()
+        log.info("job %s given back (%s): %s", job.id, code, message)
+        try:
+            reply = await self.stub.Release(pb.ReleaseRequest(job_id=job.id, lease_token=token, code=code,
+                                                              reason=message[:500]), timeout=GIVE_BACK_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            # Its lease runs out and the reaper retries it (or it was cancelled meanwhile).
+            log.warning("could not give back job %s: %s", job.id, exc.details())
+            return
+        if reply.attempt_counted:
+            log.warning("job %s was given back too often: counted as a failed attempt", job.id)
 
     async def _fail(self, job: pb.Job, token: str, code: str, message: str, retryable: bool) -> None:
         self.failed += 1
@@ -369,14 +425,14 @@ class Worker:
             await asyncio.sleep(0.2)  # at most five progress reports a second
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings) -> int:
     worker = Worker(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
     await worker.start()
     try:
-        await worker.run()
+        return await worker.run()
     finally:
         await worker.stop()
         log.info("renderer stopped (%d completed, %d failed)", worker.completed, worker.failed)
@@ -386,10 +442,12 @@ def main() -> None:
     settings = load_or_exit("renderer", Settings.from_env)
     setup_logging(settings.log_level)
     try:
-        uvloop.run(serve(settings))
+        status = uvloop.run(serve(settings))
     except CannotStart as exc:
         log.error("renderer %s cannot start: %s; do not restart it", settings.worker_id, exc)
         raise SystemExit(EXIT_DO_NOT_RESTART) from None
+    if status:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

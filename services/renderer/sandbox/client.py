@@ -1,5 +1,13 @@
 """The renderer's side of the zygote: start it, send renders, route progress and answers, restart it
-when it dies (failing what it held as retryable: that is the infrastructure's fault, not the job's)."""
+when it dies.
+
+A zygote that dies takes the renders it held with it: they fail with RenderError(sandbox_lost=True), the
+sandbox's fault and not the jobs', and the worker gives those jobs back without counting an attempt. The
+zygote is then started again after a backoff that doubles with each attempt (RESTART_BACKOFF_S up to
+RESTART_BACKOFF_MAX_S); an attempt fails when the zygote cannot start, or dies within STABLE_S of its start.
+After RESTART_ATTEMPTS failed attempts in a row the sandbox gives up (`broken` is set): the worker stops
+claiming and exits, so that its supervisor starts a fresh renderer.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +29,24 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, str], None]
 
+RESTART_ATTEMPTS = 5
+RESTART_BACKOFF_S = 0.25
+RESTART_BACKOFF_MAX_S = 8.0
+STABLE_S = 30.0  # a zygote that lived this long was a good start: the next death starts the count afresh
+START_TIMEOUT_S = 60.0
+
 
 class RenderError(Exception):
-    def __init__(self, message: str, *, retryable: bool, cancelled: bool = False, code: str | None = None) -> None:
+    """A render that did not succeed. sandbox_lost: not the job's doing (the zygote died or is restarting,
+    the renderer is stopping): the job is to be given back, not failed."""
+
+    def __init__(self, message: str, *, retryable: bool, cancelled: bool = False, code: str | None = None,
+                 sandbox_lost: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.cancelled = cancelled
         self.code = code
+        self.sandbox_lost = sandbox_lost
 
 
 @dataclass(frozen=True)
@@ -56,25 +76,93 @@ class Sandbox:
         self._stopping = False
         self.isolation: dict[str, str] = {}
         self.restarts = 0
+        self.running = asyncio.Event()  # a zygote is up and takes renders
+        self.down = asyncio.Event()  # the opposite, for those who wait for it to go down
+        self.broken = asyncio.Event()  # it died and could not be started again: the renderer must go
+        self.broken_reason = ""
+        self._failed_attempts = 0  # restart attempts in a row that failed
+        self._started_at = 0.0
+        self._supervisor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Start the zygote; raises (OSError, RuntimeError, TimeoutError) when it cannot start."""
         for d in (self.out_dir, self.work_dir):
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True, mode=0o700)
         # An almost empty environment: nothing of the renderer's reaches the zygote or its children.
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-        self._process = await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "renderer.sandbox.zygote", json.dumps(self._config),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
             limit=4 * 1024 * 1024, start_new_session=True)
-        assert self._process.stdout is not None
-        async with asyncio.timeout(60):
-            line = await self._process.stdout.readline()
-        if not line:
-            raise RuntimeError("the render zygote exited at start")
-        ready = json.loads(line)
+        self._process = process
+        try:
+            assert process.stdout is not None
+            async with asyncio.timeout(START_TIMEOUT_S):
+                line = await process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the render zygote exited at start (status {await process.wait()})")
+            try:
+                ready = json.loads(line)
+            except ValueError:
+                raise RuntimeError("the render zygote's first line is not its ready message") from None
+            if not isinstance(ready, dict) or not ready.get("ready"):
+                error = ready.get("error") if isinstance(ready, dict) else None
+                raise RuntimeError(str(error or "the render zygote refused to start"))
+        except BaseException:
+            # Never leave a half-started zygote behind (a timeout, a refusal): the next attempt starts clean.
+            if process.returncode is None:
+                process.kill()
+            await asyncio.shield(process.wait())
+            self._process = None
+            raise
         self.isolation = ready.get("isolation", {})
-        self._reader = asyncio.create_task(self._read(self._process), name="zygote-reader")
+        self._started_at = time.monotonic()
+        self._reader = asyncio.create_task(self._read(process), name="zygote-reader")
+        self.down.clear()
+        self.running.set()
+
+    def unavailable(self) -> str | None:
+        """Why no render can run now (the zygote is being restarted, or could not be), or None."""
+        if self.broken.is_set():
+            return self.broken_reason
+        if not self.running.is_set():
+            return "the render sandbox is restarting"
+        return None
+
+    def _lost(self, process: asyncio.subprocess.Process) -> None:
+        """The zygote is gone: fail what it held as not the jobs' doing, and start it again."""
+        self.running.clear()
+        self.down.set()
+        self._fail_pending(f"the render sandbox exited with status {process.returncode}")
+        if self._stopping or self._process is not process:
+            return
+        self._process = None
+        if time.monotonic() - self._started_at >= STABLE_S:
+            self._failed_attempts = 0
+        log.error("render zygote exited with status %s; restarting it", process.returncode)
+        self._supervisor = asyncio.create_task(self._restart(), name="zygote-restart")
+
+    async def _restart(self) -> None:
+        while not self._stopping:
+            self._failed_attempts += 1
+            if self._failed_attempts > RESTART_ATTEMPTS:
+                self.broken_reason = (f"the render sandbox could not be restarted ({RESTART_ATTEMPTS} attempts "
+                                      "in a row failed)")
+                log.error("%s; giving up", self.broken_reason)
+                self.broken.set()
+                return
+            await asyncio.sleep(min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (self._failed_attempts - 1)))
+            if self._stopping:
+                return
+            self.restarts += 1
+            try:
+                await self.start()
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                log.error("render zygote restart %d of %d failed: %s", self._failed_attempts, RESTART_ATTEMPTS, exc)
+                continue
+            log.info("render zygote restarted (pid %s)", self.pid)
+            return
 
     @property
     def pid(self) -> int | None:
@@ -82,6 +170,11 @@ class Sandbox:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.running.clear()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
             assert process.stdin is not None
@@ -121,9 +214,13 @@ class Sandbox:
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._process is None or self._process.returncode is not None or self._process.stdin is None:
-            raise RenderError("the render sandbox is not running", retryable=True)
-        self._process.stdin.write((json.dumps(message) + "\n").encode())
-        await self._process.stdin.drain()
+            raise RenderError("the render sandbox is not running", retryable=True, sandbox_lost=True)
+        try:
+            self._process.stdin.write((json.dumps(message) + "\n").encode())
+            await self._process.stdin.drain()
+        except ConnectionError as exc:  # it died and we have not heard yet
+            raise RenderError(f"the render sandbox is not running ({exc})", retryable=True,
+                              sandbox_lost=True) from None
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -140,18 +237,12 @@ class Sandbox:
             elif not pending.future.done():
                 pending.future.set_result(message)
         await process.wait()
-        self._fail_pending(f"the render sandbox exited with status {process.returncode}")
-        if not self._stopping:
-            log.error("render zygote exited with status %s; restarting it", process.returncode)
-            self.restarts += 1
-            await asyncio.sleep(min(5.0, 0.2 * self.restarts))
-            if not self._stopping:
-                await self.start()
+        self._lost(process)
 
     def _fail_pending(self, reason: str) -> None:
         for pending in self._pending.values():
             if not pending.future.done():
-                pending.future.set_exception(RenderError(reason, retryable=True))
+                pending.future.set_exception(RenderError(reason, retryable=True, sandbox_lost=True))
 
     async def cancel(self, render_id: str) -> None:
         with contextlib.suppress(RenderError):

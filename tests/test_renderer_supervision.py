@@ -1,0 +1,130 @@
+"""Supervision of the render sandbox, over real renderer processes and a real jobstore: a zygote killed
+under its jobs gives them back (no attempt counted) and is restarted; one that cannot be restarted makes
+the renderer stop claiming, report not ready, and exit with a status its supervisor restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+
+import aiohttp
+import psutil
+import pytest
+
+from docjobs.exits import EXIT_DO_NOT_RESTART
+from docjobs.pgserver import free_port
+from docjobs.v1 import jobstore_pb2 as pb
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+from renderer.worker import EXIT_SANDBOX_LOST
+
+from .conftest import wait_until
+from .renderers import RendererProcess, example, submit, wait_finished
+
+# Slow enough to be killed while it runs; the same code completes on the restarted zygote.
+SLOW_CODE = """
+import time
+from openpyxl import Workbook
+time.sleep(2)
+book = Workbook()
+book.active["A1"] = "after the restart"
+book.save(output_path)
+"""
+
+
+def zygote_of(renderer: RendererProcess) -> psutil.Process | None:
+    assert renderer.process is not None
+    try:
+        children = psutil.Process(renderer.process.pid).children()
+    except psutil.NoSuchProcess:
+        return None
+    for child in children:
+        try:
+            if "renderer.sandbox.zygote" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+async def _job(stub: pb_grpc.JobStoreAsyncStub, job_id: str) -> pb.Job:
+    return await stub.GetJob(pb.GetJobRequest(job_id=job_id))
+
+
+async def _healthz(port: int) -> int | None:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as reply:
+            return reply.status
+    except aiohttp.ClientError:
+        return None
+
+
+@pytest.mark.parametrize("mode", ["code", "spec"])
+async def test_a_zygote_killed_under_a_job_gives_it_back_and_it_completes_on_the_restarted_one(
+        stub, jobstore, tmp_path, mode) -> None:
+    renderer = RendererProcess(jobstore.address, tmp_path / "r", DOCJOBS_CODE_EXECUTION="sandbox").start()
+    try:
+        if mode == "code":
+            payload: dict[str, object] = {"code": SLOW_CODE}
+            started = "running the document code"
+        else:
+            columns = [{"header": f"c{i}", "format": "decimal"} for i in range(8)]
+            rows = [[r * 1.5 + c for c in range(8)] for r in range(40_000)]
+            payload = {"spec": {"sheets": [{"name": "Big", "columns": columns, "rows": rows}]}}
+            started = "row "
+        # No retry allowed: were the zygote's death counted against the job, the job would end failed.
+        job = await submit(stub, "spreadsheet", payload, max_retries=0)
+
+        async def rendering() -> bool:
+            now = await _job(stub, job.id)
+            return now.status == pb.JOB_STATUS_PROCESSING and started in now.progress_message
+
+        await wait_until(rendering, timeout=60)
+        first = zygote_of(renderer)
+        assert first is not None, renderer.log
+        first.send_signal(signal.SIGKILL)
+        final, events = await wait_finished(stub, job.id, timeout=120)
+        assert final.status == pb.JOB_STATUS_COMPLETED, (final.error, renderer.log)
+        assert final.retry_count == 0 and final.release_count == 1
+        released = [e for e in events if e.kind == pb.EVENT_KIND_STATUS and e.status == pb.JOB_STATUS_PENDING
+                    and e.message.startswith("released:")]
+        assert len(released) == 1 and not released[0].error.code, events
+        restarted = zygote_of(renderer)
+        assert restarted is not None and restarted.pid != first.pid
+        assert "render zygote restarted" in renderer.log
+        assert await renderer.shutdown() == 0, renderer.log
+    finally:
+        renderer.kill()
+
+
+async def test_a_zygote_that_cannot_restart_stops_claims_reports_not_ready_and_exits_to_be_restarted(
+        stub, jobstore, tmp_path) -> None:
+    metrics_port = free_port()
+    data_dir = tmp_path / "r"
+    renderer = RendererProcess(jobstore.address, data_dir, DOCJOBS_METRICS_PORT=str(metrics_port)).start()
+    try:
+        await wait_until(lambda: _healthz(metrics_port), timeout=60)
+        assert await _healthz(metrics_port) == 200
+        zygote = zygote_of(renderer)
+        assert zygote is not None and renderer.process is not None
+        # The sandbox's directory is gone and a file stands in its place: no zygote can start there
+        # again, however often it is tried (as root too).
+        base_dir = data_dir / f"renderer-{renderer.process.pid}"
+        assert base_dir.is_dir()
+        shutil.rmtree(base_dir)
+        base_dir.write_text("not a directory")
+        zygote.send_signal(signal.SIGKILL)
+        await wait_until(lambda: _healthz_is(metrics_port, 503), timeout=10)
+        # Nothing is claimed meanwhile (a claimed job could only fail or be given back).
+        job = await submit(stub, "document", {"spec": example("document")["spec"]}, max_retries=0)
+        status = await asyncio.to_thread(renderer.process.wait, 60)
+        assert status == EXIT_SANDBOX_LOST and status != EXIT_DO_NOT_RESTART, renderer.log
+        assert "could not be restarted" in renderer.log
+        after = await _job(stub, job.id)
+        assert after.status == pb.JOB_STATUS_PENDING and not after.started_at.seconds, renderer.log
+    finally:
+        renderer.kill()
+
+
+async def _healthz_is(port: int, status: int) -> bool:
+    return await _healthz(port) == status
