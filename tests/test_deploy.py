@@ -428,9 +428,13 @@ def test_compose_runs_the_services_with_their_own_settings() -> None:
     assert services["gateway"]["ports"] == [f"{env.get('DOCJOBS_HTTP_PUBLISH', 8080)}:{gateway.http_port}"]
     assert gateway.auth == "jwt"
 
+    # Code mode as the image's ordinary user, with no capability: only what blocks user namespaces is lifted.
     sandbox = d.compose_file("compose.code-sandbox.yaml", env)["services"]["renderer"]
     assert sandbox["environment"]["DOCJOBS_CODE_EXECUTION"] == "sandbox"
-    assert sandbox["cap_drop"] == ["ALL"] and "SYS_ADMIN" in sandbox["cap_add"]
+    assert sandbox["cap_drop"] == ["ALL"] and "cap_add" not in sandbox
+    assert "user" not in sandbox and "privileged" not in sandbox
+    assert set(sandbox["security_opt"]) == {"no-new-privileges:true", "seccomp=unconfined", "apparmor=unconfined",
+                                            "systempaths=unconfined"}
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------------
@@ -502,7 +506,9 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_private(
 
 
 def test_the_code_sandbox_component_grants_exactly_what_the_sandbox_needs(tmp_path: Path) -> None:
-    """components/code-sandbox on top of prod, as an operator would compose it."""
+    """components/code-sandbox on top of prod, as an operator would compose it: code mode as an ordinary
+    user with no capability, in a namespace that stays `restricted`; only what blocks user namespaces is
+    lifted, through profiles of our own."""
     d.require_tools()
     overlay = tmp_path / "prod-code"
     overlay.mkdir()
@@ -520,13 +526,29 @@ def test_the_code_sandbox_component_grants_exactly_what_the_sandbox_needs(tmp_pa
     renderer = d.named(docs, "Deployment", "renderer")
     settings = RendererSettings.from_env(d.container_env(docs, renderer, SECRET_PLACEHOLDERS))
     assert settings.code_execution == "sandbox"
-    security = renderer["spec"]["template"]["spec"]["containers"][0]["securityContext"]
-    assert security["runAsUser"] == 0 and security["allowPrivilegeEscalation"] is False
-    assert security["capabilities"] == {"drop": ["ALL"], "add": [
-        "SYS_ADMIN", "SETUID", "SETGID", "KILL", "CHOWN", "FOWNER", "DAC_OVERRIDE"]}
-    assert security["readOnlyRootFilesystem"] is True
+    pod = renderer["spec"]["template"]["spec"]
+    assert pod["hostUsers"] is False  # a user namespace of its own: /proc may be unmasked for it
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "Localhost",
+                                                        "localhostProfile": "docjobs-renderer.json"}
+    security = pod["containers"][0]["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True and "runAsUser" not in security
+    assert security["capabilities"] == {"drop": ["ALL"]} and "privileged" not in security
+    assert security["procMount"] == "Unmasked"
+    assert security["appArmorProfile"] == {"type": "Localhost", "localhostProfile": "docjobs-renderer"}
     [namespace] = d.of_kind(docs, "Namespace")
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # The profiles it names are shipped beside it: the seccomp one refuses the kernel surfaces no renderer
+    # needs and lets bubblewrap make namespaces and mounts; the AppArmor one allows mount and userns.
+    profiles = k8s / "components" / "code-sandbox" / "profiles"
+    seccomp = json.loads((profiles / "docjobs-renderer.json").read_text())
+    refused = {name for rule in seccomp["syscalls"] if rule["action"] == "SCMP_ACT_ERRNO" for name in rule["names"]}
+    assert {"keyctl", "bpf", "perf_event_open", "io_uring_setup", "init_module", "kexec_load", "reboot",
+            "ptrace"} <= refused
+    assert not refused & {"unshare", "clone", "mount", "pivot_root", "umount2"}
+    apparmor = (profiles / "docjobs-renderer").read_text()
+    assert "profile docjobs-renderer " in apparmor and "  userns,\n" in apparmor and "  mount,\n" in apparmor
     for name in ("jobstore", "gateway"):  # nothing else changes
         pod = d.named(docs, "Deployment", name)["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
