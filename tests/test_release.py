@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, timedelta
 
 import grpc
@@ -66,6 +67,9 @@ async def test_a_stale_lease_token_is_refused_and_changes_nothing(stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:  # a finished job cannot be released
         await _release(stub, second)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _release(stub, pb.ClaimedJob(job=pb.Job(id=str(uuid.uuid4())), lease_token=second.lease_token))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_past_the_bound_a_release_counts_as_an_attempt_so_a_job_cannot_go_round_forever(
