@@ -176,8 +176,8 @@ class Worker:
                 await asyncio.wait(pending, timeout=GIVE_BACK_TIMEOUT_S + 1)
 
     async def _release_unread_claims(self) -> None:
-        """A claim cancelled as we stopped may have taken jobs whose answer never reached us: the
-        jobstore gives back whatever is still leased to this worker id and not in hand."""
+        """A claim cancelled as we stopped (or as the zygote went down) may have taken jobs whose answer
+        never reached us: the jobstore gives back whatever is still leased to this worker id and not in hand."""
         try:
             reply = await self.stub.ReleaseWorker(pb.ReleaseWorkerRequest(
                 worker_id=self.settings.worker_id, keep_job_ids=list(self.active)), timeout=GIVE_BACK_TIMEOUT_S)
@@ -185,7 +185,7 @@ class Worker:
             log.warning("could not give back unread claims (their leases will run out): %s", exc.details())
             return
         if reply.released_job_ids:
-            log.info("gave back %d job(s) claimed as it stopped", len(reply.released_job_ids))
+            log.info("gave back %d job(s) claimed by a claim cut short", len(reply.released_job_ids))
 
     async def _claim_loop(self) -> None:
         failures = 0
