@@ -36,6 +36,7 @@ from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from . import metrics
 from .sandbox.client import RenderError, Sandbox, default_base_dir
+from .sandbox.messages import MAX_PROGRESS_CHARS, clean_text
 from .settings import Settings
 
 log = logging.getLogger("renderer")
@@ -407,9 +408,7 @@ class Worker:
                     await changed.wait()
             changed.clear()
             try:
-                reply = await self.stub.Heartbeat(pb.HeartbeatRequest(
-                    job_id=job_id, lease_token=token, progress=int(state["progress"]),
-                    message=str(state["message"])[:500], lease_ms=self.settings.lease_ms), timeout=10)
+                reply = await self._beat(job_id, token, int(state["progress"]), str(state["message"]))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                     log.warning("job %s: lease lost (%s); aborting the render", job_id, exc.details())
@@ -423,6 +422,26 @@ class Worker:
                 await self.sandbox.cancel(render_id)
                 return
             await asyncio.sleep(0.2)  # at most five progress reports a second
+
+    async def _beat(self, job_id: str, token: str, progress: int, message: str) -> pb.HeartbeatResponse:
+        """One heartbeat. Its progress text comes from the render's child, so it is cleaned first (the
+        jobstore refuses control characters, and a lone surrogate cannot even be encoded); and should the
+        jobstore refuse the beat all the same (INVALID_ARGUMENT), it goes again at once as a bare lease
+        renewal: a note on progress is never worth the lease (a lapsed lease runs the job twice, and a
+        cancellation is heard only in a heartbeat's answer)."""
+        text = clean_text(message, MAX_PROGRESS_CHARS)
+        try:
+            return await self.stub.Heartbeat(pb.HeartbeatRequest(
+                job_id=job_id, lease_token=token, progress=max(0, min(100, progress)), message=text,
+                lease_ms=self.settings.lease_ms), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            log.warning("job %s: the jobstore refused a heartbeat (%s); renewing the lease without progress",
+                        job_id, exc.details())
+        return await self.stub.Heartbeat(pb.HeartbeatRequest(job_id=job_id, lease_token=token,
+                                                             lease_ms=self.settings.lease_ms), timeout=10)
+
 
 
 async def serve(settings: Settings) -> int:
