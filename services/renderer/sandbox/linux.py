@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
+import signal
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -36,6 +38,10 @@ CAP_LAST = 63  # PR_CAPBSET_DROP of a capability the kernel does not know is EIN
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The same library, called with the GIL held, as os.fork holds it across fork().
+_libc_gil = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc_gil.syscall.restype = ctypes.c_long
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -61,6 +67,27 @@ def _check(result: int, what: str) -> None:
 
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
+
+
+def clone(flags: int) -> int:
+    """fork() into new namespaces at once: 0 in the child, its pid in the parent. With CLONE_NEWPID the
+    child is PID 1 of a new PID namespace, which unshare() can only give the caller's later children.
+    Python's own before- and after-fork steps run around it, as os.fork runs them. The C library's
+    cached thread id in the child keeps the parent's value (glibc's fork() would fix it): raise() and
+    abort() signal by that id, so they may miss; nothing of ours uses them."""
+    number = _SYS_CLONE.get(platform.machine())
+    if number is None:
+        raise OSError(38, f"clone: not wired for {platform.machine()}")
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _libc_gil.syscall(number, ctypes.c_ulong(flags | signal.SIGCHLD), 0, 0, 0, 0)
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone: {os.strerror(err)}")
+    return int(pid)
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
