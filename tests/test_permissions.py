@@ -90,7 +90,7 @@ async def test_the_embedded_postgres_under_a_private_directory_leaves_its_mode_a
 
 async def test_code_jobs_under_a_private_directory_run_without_opening_it(private: Path) -> None:
     before = modes(private)
-    box = Sandbox(private / "sandbox", CODE_LIMITS, SPEC_LIMITS)
+    box = Sandbox(private / "sandbox", CODE_LIMITS, SPEC_LIMITS, code=True)
     await box.start()
     try:
         result = await box.render(box.new_render_id(), "spreadsheet", "code", SCRATCH_CODE, "t",
@@ -105,23 +105,21 @@ async def test_code_jobs_under_a_private_directory_run_without_opening_it(privat
 
 
 # The same sandbox where the kernel refuses it namespaces (root without CAP_SYS_ADMIN, as in a default Docker
-# container): job directories are then on the host, and the jobs' uids must still reach them.
+# container): code jobs cannot be isolated, so it refuses to start, having changed no mode on the way.
 WITHOUT_NAMESPACES = """
 import asyncio, json, sys
 from pathlib import Path
-import openpyxl
 from renderer.sandbox.client import Sandbox
 
 async def main():
-    box = Sandbox(Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]))
-    await box.start()
+    box = Sandbox(Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), code=True)
     try:
-        result = await box.render(box.new_render_id(), "spreadsheet", "code", sys.argv[4], "t", lambda _p, _m: None)
-        sheet = openpyxl.load_workbook(result.path).active
-        assert sheet is not None
-    finally:
+        await box.start()
+    except RuntimeError as exc:
+        print(json.dumps({"refused": str(exc)}))
+    else:
         await box.stop()
-    print(json.dumps({"isolation": box.isolation, "a1": sheet["A1"].value, "uid": sheet["A2"].value}))
+        print(json.dumps({"refused": None}))
 
 asyncio.run(main())
 """
@@ -129,7 +127,7 @@ asyncio.run(main())
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop CAP_SYS_ADMIN")
 @pytest.mark.parametrize("parent_mode", [0o700, 0o755])
-def test_code_jobs_without_namespaces_reach_their_directories_without_opening_any(parent_mode: int) -> None:
+def test_code_jobs_without_namespaces_are_refused_without_opening_any_directory(parent_mode: int) -> None:
     # Outside pytest's own temporary directories, which are private themselves.
     parent = Path(tempfile.mkdtemp(prefix="docjobs-test-"))
     try:
@@ -137,11 +135,11 @@ def test_code_jobs_without_namespaces_reach_their_directories_without_opening_an
         before = modes(parent)
         result = subprocess.run(
             ["setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin", sys.executable, "-c",
-             WITHOUT_NAMESPACES, str(parent / "sandbox"), json.dumps(CODE_LIMITS), json.dumps(SPEC_LIMITS),
-             SCRATCH_CODE], capture_output=True, text=True, timeout=90)
+             WITHOUT_NAMESPACES, str(parent / "sandbox"), json.dumps(CODE_LIMITS), json.dumps(SPEC_LIMITS)],
+            capture_output=True, text=True, timeout=90)
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout.splitlines()[-1])
-        assert report["a1"] == "scratch" and report["uid"] != 0, report
+        assert "code jobs cannot be isolated here" in (report["refused"] or ""), report
         assert modes(parent) == before
     finally:
         shutil.rmtree(parent)

@@ -102,7 +102,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sandbox = Sandbox(default_base_dir(settings.data_dir), settings.code_limits, settings.spec_limits,
-                               spec_workers=settings.concurrency)
+                               spec_workers=settings.concurrency, code=settings.code_execution == "sandbox")
         self.stopping = asyncio.Event()
         self.active: dict[str, asyncio.Task[None]] = {}
         self.rendering = 0  # jobs holding a render slot (claimed and not yet rendered)
@@ -441,7 +441,6 @@ class Worker:
                         job_id, exc.details())
         return await self.stub.Heartbeat(pb.HeartbeatRequest(job_id=job_id, lease_token=token,
                                                              lease_ms=self.settings.lease_ms), timeout=10)
-
 
 
 async def serve(settings: Settings) -> int:

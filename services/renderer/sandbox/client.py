@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import messages
+from .messages import BadMessage, JobProgress, NotReady, Ready, Rendered, RenderFailed
+
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, str], None]
@@ -58,18 +61,19 @@ class RenderResult:
 @dataclass
 class _Pending:
     on_progress: ProgressCallback
-    future: asyncio.Future[dict[str, Any]] = field(
+    future: asyncio.Future[Rendered | RenderFailed] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Sandbox:
     def __init__(self, base_dir: Path, code_limits: dict[str, Any], spec_limits: dict[str, Any],
-                 spec_workers: int = 1) -> None:
+                 spec_workers: int = 1, code: bool = False) -> None:
         self.base_dir = base_dir
         self.out_dir = base_dir / "out"
         self.work_dir = base_dir / "work"
         self._config = {"out_dir": str(self.out_dir), "work_dir": str(self.work_dir),
-                        "code_limits": code_limits, "spec_limits": spec_limits, "spec_workers": spec_workers}
+                        "code_limits": code_limits, "spec_limits": spec_limits, "spec_workers": spec_workers,
+                        "code": code}  # code: start the code box (code mode on), or refuse to start without it
         self._process: asyncio.subprocess.Process | None = None
         self._pending: dict[str, _Pending] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -207,10 +211,9 @@ class Sandbox:
             answer = await pending.future
         finally:
             self._pending.pop(render_id, None)
-        if not answer.get("ok"):
-            raise RenderError(str(answer.get("error", "render failed")), retryable=bool(answer.get("retryable")),
-                              cancelled=bool(answer.get("cancelled")), code=answer.get("code"))
-        return RenderResult(self.out_dir / answer["file"], answer.get("preview") or {})
+        if isinstance(answer, RenderFailed):
+            raise RenderError(answer.error, retryable=answer.retryable, cancelled=answer.cancelled, code=answer.code)
+        return RenderResult(self.out_dir / answer.file, answer.preview)
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._process is None or self._process.returncode is not None or self._process.stdin is None:
@@ -225,15 +228,24 @@ class Sandbox:
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         while True:
-            line = await process.stdout.readline()
-            if not line:
+            try:
+                line = await process.stdout.readline()
+                if not line:
+                    break
+                message = messages.parse_zygote(line.rstrip(b"\n"))
+                if isinstance(message, Ready | NotReady):
+                    raise BadMessage("a second ready message")
+            except (BadMessage, ValueError) as exc:  # ValueError: a line over the stream's limit
+                # The zygote runs our code only, so this is a fault of ours; its state is not to be
+                # trusted: it is ended like a crash (what it held fails as retryable) and started again.
+                log.error("render zygote sent a malformed message (%s); ending it", exc)
+                process.kill()
                 break
-            message = json.loads(line)
-            pending = self._pending.get(message.get("id", ""))
+            pending = self._pending.get(message.id)
             if pending is None:
                 continue
-            if "progress" in message:
-                pending.on_progress(int(message["progress"]), str(message.get("message", "")))
+            if isinstance(message, JobProgress):
+                pending.on_progress(message.percent, message.text)
             elif not pending.future.done():
                 pending.future.set_result(message)
         await process.wait()

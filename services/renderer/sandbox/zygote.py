@@ -1,44 +1,44 @@
 """The zygote: a warm parent that forks the processes that render.
 
 It is started by the renderer as its own process, with an almost empty environment, and speaks JSON
-lines on stdin/stdout. At start it imports the document libraries (so a child costs a fork, not half a
-second of imports) and, where it runs as root, isolates itself once:
-
-* a new network namespace: the children have no network at all (not even a working loopback);
-* a new mount namespace in which every mount is read-only (/tmp included), and the job directories
-  live on a small private tmpfs mounted at /dev/shm (so /dev/shm is private too), so nothing a job writes
-  reaches the host, and no directory of the host has to be opened to the jobs' uids; finished documents
-  are copied out through a directory handle opened before isolating.
+lines on stdin/stdout. It holds every job the renderer sends it, so it never runs model-written code and
+never forks a process that does.
 
 Spec jobs (our own renderers, fed data) run in long-lived spec workers forked from the zygote: a worker
 takes one job at a time over a pipe and serves up to SPEC_WORKER_JOBS of them before it is replaced,
 so a small document costs its render, not a fork, copy-on-write faults and an exit. A worker that fails
 a job in any way but a clean validation error, is cancelled or runs out of time is killed, never reused.
-Code jobs always get a fresh child of their own.
+At start the zygote imports the document libraries (so a worker starts warm) and, where it runs as
+root, isolates itself and its spec workers once: a new network namespace with nothing up, and a mount
+namespace where every mount is read-only and the job directories live on a private tmpfs.
 
-Each code job's child additionally runs as a uid of its own (no other process has it), with no
-supplementary groups and no_new_privs, so it cannot read other processes' files or /proc entries, and
-every process it starts can be killed at once (kill(-1) as that uid). Every child gets rlimits on CPU
-time, address space, file size, processes and open files, and a wall-clock deadline; the code child
-has an empty environment and its job directory as working directory.
-
-Where a step is not possible (not root, no namespaces), the zygote says so in its "ready" message and
-the renderer logs it at start.
+Code jobs (with code mode on) run in the code box (codebox.py, codezygote.py): a second warm process,
+inside bubblewrap, that never holds a job's data. Per job the zygote writes the job into a memfd and
+sends it, the write end of the job's message pipe and a socket for the job's scratch directory to the
+code zygote, which forks the job's own box (its own user, PID, mount, network, IPC and UTS namespaces, a
+tmpfs of its own, rlimits, seccomp) around them. The zygote keeps the wall-clock deadline, reads the
+job's messages, and never takes its word that it is done: once the job's box has ended, the document
+it saved is copied (by the kernel) into a sealed memfd, and an output check (checker.py) in a box of its
+own opens it and makes the preview; only then is it copied out. Where the code box cannot be built,
+the zygote refuses to start ({"ready": false, "error": ...}): code never runs with less isolation.
 
 Requests (one JSON object per line):
   {"op": "render", "id": ..., "job_type": ..., "mode": "spec"|"code", "spec"|"code": ..., "title": ...}
   {"op": "cancel", "id": ...}
 Answers:
-  {"ready": true, "isolation": {...}}
+  {"ready": true, "isolation": {...}} or {"ready": false, "error": ...}
   {"id": ..., "progress": 0-100, "message": ...}
-  {"id": ..., "ok": true, "file": <host path>, "preview": {...}}
-  {"id": ..., "ok": false, "error": ..., "retryable": false, "code": "invalid_spec" | null}
+  {"id": ..., "ok": true, "file": <a file name in the output directory>, "preview": {...}}
+  {"id": ..., "ok": false, "error": ..., "retryable": false, "code": "invalid_spec" | "invalid_output" | null}
+Every line the zygote writes, and every line a child writes to it, is one of the typed messages of
+messages.py, and is read strictly: a child's bad line fails its job, never the zygote.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gc
 import json
 import os
@@ -46,9 +46,9 @@ import resource
 import selectors
 import shutil
 import signal
+import socket
 import stat
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -57,12 +57,32 @@ from typing import Any, NoReturn
 
 from docjobs.jobtypes import EXTENSIONS
 
-from . import linux
+from . import checker, linux, messages
+from .checker import CHECK_TIMEOUT_S, INVALID_OUTPUT
+from .codebox import UID_BASE, BoxError, CodeBox
+from .messages import (
+    CHECKER,
+    CODE_CHILD,
+    SPEC_WORKER,
+    BadMessage,
+    Checked,
+    ChildMessage,
+    Done,
+    Failed,
+    JobProgress,
+    NotReady,
+    Progress,
+    Ready,
+    Rendered,
+    RenderFailed,
+    ZygoteMessage,
+)
 
-UID_BASE = 2_000_000_000  # far above any account
-UIDS_PER_ZYGOTE = 64  # each zygote takes a block of its own, from its pid, so two never share a uid
+__all__ = ["UID_BASE", "Zygote", "main"]
+
 PR_SET_CHILD_SUBREAPER = 36
-MAX_MESSAGE = 1024 * 1024
+BOX_START_S = 120.0  # the code box imports and warms the libraries as the zygote does, on a loaded host too
+MAX_READS = 16  # chunks read from one child's pipe before the loop serves the others
 SPEC_WORKER_JOBS = 100  # a spec worker is replaced after this many jobs (bounded heap growth)
 
 
@@ -86,16 +106,21 @@ class Job:
     job_type: str
     mode: str
     request: dict[str, Any]
-    directory: str
-    uid: int | None
+    directory: str | None  # a spec job's directory; a code job's, through its handle, once its box sent it
     pid: int = 0
+    slot: int = 0  # a code job's number in the code box
+    handle: socket.socket | None = None  # where a code job's box sends the handle on its scratch directory
+    scratch: int = -1  # that handle
     pipe: int = -1
     deadline: float = 0.0
     buffer: bytes = b""
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[Done | Failed | Checked] = field(default_factory=list)  # its final word (at most one)
     killed_for: str | None = None
     file: str | None = None
     worker: SpecWorker | None = None
+    stage: str = "render"  # a code job: "render" (its code runs), then "check" (its output is checked)
+    document: int = -1  # a code job's saved document, a sealed copy (memfd): what is checked is delivered
+    check_channel: socket.socket | None = None  # where the check's box sends its scratch handle (unused)
 
 
 @dataclass
@@ -184,43 +209,42 @@ def warm_renders() -> None:
 
 class Zygote:
     def __init__(self, out_dir: str, work_dir: str, limits: Limits, spec_limits: Limits,
-                 spec_workers: int = 1) -> None:
+                 spec_workers: int = 1, code_box: CodeBox | None = None) -> None:
         self.limits = limits
         self.spec_limits = spec_limits
         self.spec_standby = spec_workers  # spec workers started ahead, before any job asks
         self.spec_workers: dict[int, SpecWorker] = {}
         self.idle_workers: list[SpecWorker] = []
         self.out_fd = os.open(out_dir, os.O_DIRECTORY | os.O_RDONLY)
-        self.work_dir = work_dir  # where job directories live: set by isolate()
-        self.made_job_root: str | None = None  # a directory isolate() made for them, removed at the end
+        self.work_dir = work_dir  # where spec job directories live: set by isolate()
         self.root = os.geteuid() == 0
         self.isolation: dict[str, str] = {}
         self.jobs: dict[str, Job] = {}
-        self.by_pid: dict[int, Job] = {}
-        first = UID_BASE + (os.getpid() % 2**21) * UIDS_PER_ZYGOTE
-        self.free_uids = list(range(first + UIDS_PER_ZYGOTE - 1, first - 1, -1))
+        self.code_box = code_box
+        self.by_slot: dict[int, Job] = {}
+        self.next_slot = 1
         self.selector = selectors.DefaultSelector()
         self.stdin_buffer = b""
 
     # --- isolation, once ---------------------------------------------------------------------------
 
     def isolate(self) -> None:
-        if not self.root:
-            self.isolation = {
-                "network": "none: not running as root, so no network namespace",
-                "filesystem": "none: job directories are on the host file system",
-                "uid": "shared: code runs as the renderer's own user",
-            }
-            os.makedirs(self.work_dir, exist_ok=True)
-            return
+        """The spec workers' isolation, once (code jobs have the code box). As root: a network namespace
+        with nothing up, and a mount namespace where every mount is read-only and the spec jobs'
+        directories are on a private tmpfs over the work directory, so nothing a spec job writes reaches
+        the host; documents are copied out through a handle on the output directory opened before. Spec
+        jobs run our own renderers over data: without root they run in the renderer's work directory."""
         os.makedirs(self.work_dir, exist_ok=True)
+        if self.code_box is not None:
+            self.isolation["code"] = self.code_box.description
+        if not self.root:
+            self.isolation["spec"] = "in the renderer's work directory, as its user (not root: no namespaces)"
+            return
         try:
             linux.unshare(linux.CLONE_NEWNET | linux.CLONE_NEWNS)
         except OSError as exc:
-            self.isolation = {"network": f"none: {exc}", "filesystem": f"none: {exc}", "uid": "per job"}
-            self.work_dir = self._host_job_root()
+            self.isolation["spec"] = f"in the renderer's work directory (namespaces refused: {exc.strerror})"
             return
-        self.isolation["network"] = "namespace: no interfaces up"
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         failed = []
         for point in sorted(set(linux.mount_points()), key=len):
@@ -231,48 +255,10 @@ class Zygote:
                             | linux.MS_NOSUID | linux.MS_NODEV)
             except OSError:
                 failed.append(point)
-        self.work_dir = self._private_job_root()
-        self.isolation["filesystem"] = ("read-only, private tmpfs for job directories" if not failed
-                                        else f"read-only except {', '.join(failed)}; private tmpfs for jobs")
-        self.isolation["uid"] = "per job"
-
-    # Where job directories live, as root. Code jobs run as uids of their own, and the libraries hand out
-    # absolute paths (tempfile does), so those uids must be able to pass through every directory above
-    # the job directories; the permissions of a directory docjobs did not create are never changed to
-    # that end. A place where the way is not open is refused with one line, and the zygote exits (the
-    # renderer then cannot start: it cannot isolate code jobs).
-
-    def _private_job_root(self) -> str:
-        """In the mount namespace: a private, size-limited tmpfs, visible in this namespace only, at
-        /dev/shm (the way there is open on any Linux), or over the renderer's work directory where there
-        is no /dev/shm. /tmp and the rest stay as they are, read-only: masking /tmp would also hide
-        a Python installation or checkout that lives there."""
-        tmpfs = f"size={self.limits.tmpfs_mb}m,mode=0711"
-        if os.path.isdir("/dev/shm") and closed_to_others("/dev") is None:
-            linux.mount("tmpfs", "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, tmpfs)
-            return "/dev/shm"
-        closed = closed_to_others(os.path.dirname(os.path.realpath(self.work_dir)))
-        if closed is not None:
-            refuse(f"code jobs could not reach their directories under {self.work_dir}: {closed}")
-        linux.mount("tmpfs", self.work_dir, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, tmpfs)
-        return self.work_dir
-
-    def _host_job_root(self) -> str:
-        """Without a mount namespace, job directories are on the host: in the renderer's work directory
-        (made by the renderer for the zygote, so ours to open) when the way to it is open, else in a
-        directory made for them in the system's temporary directory, removed when the zygote stops."""
-        closed = closed_to_others(os.path.dirname(os.path.realpath(self.work_dir)))
-        if closed is None:
-            os.chmod(self.work_dir, 0o711)
-            return self.work_dir
-        temporary = tempfile.gettempdir()
-        closed = closed_to_others(temporary)
-        if closed is not None:
-            refuse(f"code jobs could not reach their directories under {self.work_dir} or {temporary}: {closed}")
-        made = tempfile.mkdtemp(prefix="docjobs-jobs-", dir=temporary)
-        os.chmod(made, 0o711)
-        self.made_job_root = made
-        return made
+        linux.mount("tmpfs", self.work_dir, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                    f"size={self.limits.tmpfs_mb}m,mode=0700")
+        self.isolation["spec"] = ("no network, read-only file system, private tmpfs" if not failed
+                                  else f"no network, read-only but {', '.join(failed)}, private tmpfs")
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -285,6 +271,9 @@ class Zygote:
         os.set_blocking(0, False)
         self.selector.register(0, selectors.EVENT_READ, "stdin")
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        if self.code_box is not None:
+            self.selector.register(self.code_box.control, selectors.EVENT_READ, "code box")
+            self.selector.register(self.code_box.stderr, selectors.EVENT_READ, "code box stderr")
         self._replenish()
         send({"ready": True, "isolation": self.isolation, "pid": os.getpid()})
         while True:
@@ -300,8 +289,16 @@ class Zygote:
                         os.read(wake_r, 4096)
                     except BlockingIOError:
                         pass
+                elif key.data == "code box":
+                    self._read_code_box()
+                elif key.data == "code box stderr":
+                    assert self.code_box is not None
+                    if not self.code_box.forward_stderr():
+                        self.selector.unregister(self.code_box.stderr)
                 elif isinstance(key.data, SpecWorker):
                     self._read_worker(key.data)
+                elif isinstance(key.data, tuple):  # ("scratch", job): a code job's box sends its handle
+                    self._receive_scratch(key.data[1])
                 else:
                     self._read_child(key.data)
             self._reap()
@@ -334,46 +331,111 @@ class Zygote:
                 self._kill(job)
             return
         job_id = request["id"]
-        if request["mode"] == "code" and self.root and not self.free_uids:
-            send({"id": job_id, "ok": False, "error": "too many code jobs at once", "retryable": True})
+        if request["mode"] == "code":
+            job = Job(id=job_id, job_type=request["job_type"], mode="code", request={}, directory=None)
+            self.jobs[job_id] = job
+            self._start_code(job, request)
             return
-        uid = self.free_uids.pop() if (request["mode"] == "code" and self.root) else None
         directory = os.path.join(self.work_dir, job_id)
         os.makedirs(directory, mode=0o700)
-        if uid is not None:
-            os.chown(directory, uid, uid)
         job = Job(id=job_id, job_type=request["job_type"], mode=request["mode"], request=request,
-                  directory=directory, uid=uid)
+                  directory=directory)
         self.jobs[job_id] = job
-        if job.mode == "spec":
-            self._start_spec(job, line)
-        else:
-            self._start(job, self._render_child)
+        self._start_spec(job, line)
 
     def _limits(self, job: Job) -> Limits:
         return self.limits if job.mode == "code" else self.spec_limits
 
-    def _start(self, job: Job, target: Any) -> None:
+    def _start_code(self, job: Job, request: dict[str, Any]) -> None:
+        """Hand the job to the code box. The code zygote gets descriptors only: the job itself is in a
+        memfd that only the job's own process reads, so no job's data enters the process every code
+        job is forked from."""
+        if self.code_box is None:
+            self._finish(job, error="code mode is off on this renderer")
+            return
+        memfd = os.memfd_create("job", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        _write_all(memfd, json.dumps({"job_type": request["job_type"], "code": request["code"],
+                                      "title": request.get("title", "")}).encode())
+        fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_WRITE)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # the child
-            try:
-                os.close(read_fd)
-                self._enter_child(job, write_fd)
-                target(job, write_fd)
-                os._exit(0)
-            except BaseException as exc:
-                from ..specs import SpecError
-
-                _child_send(write_fd, {"error": _describe(exc),
-                                       "code": "invalid_spec" if isinstance(exc, SpecError) else None})
-                os._exit(1)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        job.slot, self.next_slot = self.next_slot, self.next_slot + 1
+        try:
+            self.code_box.start(job.slot, [memfd, write_fd, theirs.fileno()])
+        except OSError:
+            for fd in (read_fd, write_fd, memfd):
+                os.close(fd)
+            ours.close()
+            theirs.close()
+            self._finish(job, error="the code box is not running", retryable=True)
+            return
+        finally:
+            os.close(memfd)
         os.close(write_fd)
+        theirs.close()
         os.set_blocking(read_fd, False)
-        job.pid, job.pipe, job.buffer = pid, read_fd, b""
-        job.deadline = time.monotonic() + self._limits(job).timeout_s
-        self.by_pid[pid] = job
+        ours.setblocking(False)
+        job.pid, job.pipe, job.buffer, job.handle = -1, read_fd, b"", ours  # pid -1: running in the code box
+        job.deadline = time.monotonic() + self.limits.timeout_s
+        self.by_slot[job.slot] = job
         self.selector.register(read_fd, selectors.EVENT_READ, job)
+        self.selector.register(ours, selectors.EVENT_READ, ("scratch", job))
+
+    def _receive_scratch(self, job: Job) -> None:
+        """The handle on the job's scratch directory (its tmpfs, in its own mount namespace), sent by its
+        box before the job's code runs; only the first is taken."""
+        if job.handle is None:
+            return
+        with contextlib.suppress(OSError):
+            _, fds, _, _ = socket.recv_fds(job.handle, 16, 1)
+            if fds and job.scratch < 0 and stat.S_ISDIR(os.fstat(fds[0]).st_mode):
+                job.scratch = fds.pop(0)
+                job.directory = f"/proc/self/fd/{job.scratch}"
+            for fd in fds:
+                os.close(fd)
+        self.selector.unregister(job.handle)
+        job.handle.close()
+        job.handle = None
+
+    def _read_code_box(self) -> None:
+        assert self.code_box is not None
+        events, alive = self.code_box.events()
+        for event in events:
+            job = self.by_slot.pop(int(event.get("slot", 0)), None)
+            if job is None:
+                continue
+            if "refused" in event:
+                job.pid = 0
+                self._close_pipe(job)
+                self._finish(job, error=str(event["refused"]), retryable=True)
+                continue
+            self._code_ended(job, int(event["status"]), bool(event.get("setup_failed")))
+        if not alive:
+            # The code zygote is gone, and every job with it: the zygote ends too, and the renderer
+            # fails what it held as retryable and starts a new one.
+            sys.stderr.write("render zygote: the code box ended; stopping\n")
+            for job in list(self.by_slot.values()):
+                self._finish(job, error="the code box ended", retryable=True)
+            self._shutdown()
+            raise SystemExit(1)
+
+    def _code_ended(self, job: Job, status: int, setup_failed: bool) -> None:
+        if job.handle is not None:
+            self._receive_scratch(job)
+        if job.pipe >= 0:
+            self._read_child(job)
+            self._close_pipe(job)
+        job.pid = 0
+        if setup_failed and job.killed_for is None:
+            final = job.messages[-1] if job.messages else None
+            self._finish(job, error=final.error if isinstance(final, Failed) else
+                         "the code job's sandbox could not be set up", retryable=True)
+            return
+        if job.directory is None and job.killed_for is None:
+            self._finish(job, error="the code job's sandbox sent no scratch directory", retryable=True)
+            return
+        self._after_stage(job, status)
 
     def _enter_process(self, keep: tuple[int, ...], limits: Limits) -> None:
         """What every child does first: default signals, a session of its own that dies with the
@@ -398,49 +460,6 @@ class Zygote:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * 1024 * 1024,) * 2)
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    def _enter_child(self, job: Job, write_fd: int) -> None:
-        limits = self._limits(job)
-        self._enter_process((write_fd,), limits)
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
-        # The job's directory is opened before dropping privileges and entered by handle: the job's uid
-        # need not (and cannot) look up the directories above it. Paths from here on are relative.
-        directory = os.open(job.directory, os.O_RDONLY | os.O_DIRECTORY)
-        if job.uid is not None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-            os.setgroups([])
-            os.setgid(job.uid)
-            os.setuid(job.uid)
-        if job.mode == "code":
-            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-        os.fchdir(directory)
-        os.close(directory)
-        os.environ.clear()
-        os.environ["HOME"] = os.environ["TMPDIR"] = "."
-        import tempfile
-
-        tempfile.tempdir = "."  # the libraries' temporary files go to the job's own directory
-
-    # --- what the children run -------------------------------------------------------------------
-
-    def _render_child(self, job: Job, out: int) -> None:
-        """A code job, in its fresh child."""
-        ext = EXTENSIONS[job.job_type]
-        from ..preview import preview as read_preview
-
-        _child_send(out, {"progress": 10, "message": "running the document code"})
-        code = compile(job.request["code"], "<document code>", "exec")
-        scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__,
-                                 "output_path": f"document.{ext}"}
-        exec(code, scope)
-        # Read the saved document back: a file the reader cannot open fails the job here. (The zygote
-        # checks again, independently, that there is exactly one regular file before copying it out.)
-        saved = [n for n in os.listdir(".") if n.lower().endswith("." + ext)]
-        if len(saved) == 1 and os.path.isfile(saved[0]) and not os.path.islink(saved[0]):
-            _child_send(out, {"progress": 90, "message": "checking the saved document"})
-            _child_send(out, {"done": True, "preview": read_preview(job.job_type, Path(saved[0]))})
-        else:
-            _child_send(out, {"done": True, "preview": {}})
 
     # --- spec workers -------------------------------------------------------------------------------
 
@@ -536,24 +555,45 @@ class Zygote:
             worker.requests = -1
 
     def _read_worker(self, worker: SpecWorker) -> None:
-        worker.buffer, messages, end = _read_messages(worker.pipe, worker.buffer)
-        for message in messages:
+        """A spec worker's messages: progress is forwarded (the last of a batch), an answer ends its job.
+        A worker runs our code only, but over a job's data: anything it says out of turn or out of
+        shape ends it (and its job, if it has one), never this process."""
+        worker.buffer, lines, end = _read_messages(worker.pipe, worker.buffer)
+        progress: tuple[Job, Progress] | None = None
+        fault = f"a line longer than {messages.MAX_CHILD_LINE} bytes" if end == "overflow" else None
+        for line in lines:
             job = worker.job
-            if job is None:
+            try:
+                if job is None:
+                    raise BadMessage("a message while it had no job")
+                message = messages.parse_child(line, SPEC_WORKER)
+            except BadMessage as exc:
+                fault = str(exc)
+                break
+            if isinstance(message, Progress):
+                progress = (job, message)
                 continue
-            if "progress" in message:
-                _forward_progress(job, message)
-            else:
-                self._worker_answered(worker, job, message)
-        if end == "overflow":
-            os.kill(worker.pid, signal.SIGKILL)
-        if end is not None:
+            if progress is not None:
+                _forward_progress(*progress)
+                progress = None
+            assert isinstance(message, Done | Failed)
+            self._worker_answered(worker, job, message)
+        if progress is not None and progress[0].killed_for is None:
+            _forward_progress(*progress)
+        if fault is not None:
+            job = worker.job
+            if job is not None and job.killed_for is None:
+                job.killed_for = f"the spec worker sent a malformed message ({fault})"
+            self._retire(worker)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)  # its job ends as it is reaped (_worker_ended)
+        if end is not None or fault is not None:
             self._close_worker_pipe(worker)
 
-    def _worker_answered(self, worker: SpecWorker, job: Job, message: dict[str, Any]) -> None:
+    def _worker_answered(self, worker: SpecWorker, job: Job, message: Done | Failed) -> None:
         worker.job, job.worker, job.pid = None, None, 0
         worker.served += 1
-        clean = "done" in message or message.get("code") == "invalid_spec"
+        clean = isinstance(message, Done) or message.code == "invalid_spec"
         if (clean and job.killed_for is None and worker.served < SPEC_WORKER_JOBS
                 and len(self.idle_workers) < self.spec_standby):
             self.idle_workers.append(worker)
@@ -564,12 +604,12 @@ class Zygote:
                     os.killpg(worker.pid, signal.SIGKILL)
         if job.killed_for is not None:
             self._finish(job, error=job.killed_for)
-        elif "error" in message:
-            self._finish(job, error=str(message["error"]), code=message.get("code"))
+        elif isinstance(message, Failed):
+            self._finish(job, error=message.error, code=message.code)
         else:
+            # Our own renderer made it (and its preview, from what it wrote): no output check.
             job.file = f"document.{EXTENSIONS[job.job_type]}"
-            preview = message.get("preview")
-            self._finish(job, preview=preview if isinstance(preview, dict) else {})
+            self._finish(job, preview=message.preview or {})
 
     def _close_worker_pipe(self, worker: SpecWorker) -> None:
         if worker.pipe >= 0:
@@ -592,16 +632,31 @@ class Zygote:
     # --- children's messages and ends --------------------------------------------------------------
 
     def _read_child(self, job: Job) -> None:
-        job.buffer, messages, end = _read_messages(job.pipe, job.buffer)
-        for message in messages:
-            if "progress" in message:
-                _forward_progress(job, message)
-            else:
+        """A code job's messages (or its output check's). The job's process runs the model's code and
+        can write anything on its pipe: each line is parsed strictly (messages.py); one that is not a
+        message it may send ends that job (its box is killed) and nothing else. Its first final word
+        counts (its forks may say theirs too). Progress is forwarded, the last of a batch only."""
+        checking = job.stage == "check"
+        job.buffer, lines, end = _read_messages(job.pipe, job.buffer)
+        progress: Progress | None = None
+        fault = f"a line longer than {messages.MAX_CHILD_LINE} bytes" if end == "overflow" else None
+        for line in lines:
+            try:
+                message = messages.parse_child(line, CHECKER if checking else CODE_CHILD)
+            except BadMessage as exc:
+                fault = str(exc)
+                break
+            if isinstance(message, Progress):
+                progress = message
+            elif not job.messages:  # the first final word counts (the code's forks may say theirs too)
                 job.messages.append(message)
-        if end == "overflow":
-            job.killed_for = job.killed_for or "sent too much output"
+        if progress is not None and job.killed_for is None:
+            _forward_progress(job, progress)
+        if fault is not None and job.killed_for is None:
+            job.killed_for = (f"the output check sent a malformed message ({fault})" if checking else
+                              f"the job sent a malformed message on its message pipe ({fault})")
             self._kill(job)
-        if end is not None:
+        if end is not None or fault is not None:
             self._close_pipe(job)
 
     def _close_pipe(self, job: Job) -> None:
@@ -621,33 +676,86 @@ class Zygote:
             worker = self.spec_workers.pop(pid, None)
             if worker is not None:
                 self._worker_ended(worker, status)
-                continue
-            job = self.by_pid.pop(pid, None)
-            if job is None:
-                continue  # an orphan of some job, adopted as subreaper
-            if job.pipe >= 0:
-                self._read_child(job)
-                self._close_pipe(job)
-            job.pid = 0
-            self._kill(job)  # whatever the job left running
-            self._after_stage(job, status)
+            # else an orphan of a spec worker, adopted as subreaper (code jobs end in the code box)
 
     def _after_stage(self, job: Job, status: int) -> None:
-        final = job.messages[-1] if job.messages else {}
+        """A job's process has ended: a spec worker that died under its job, a code job's process, or its
+        output check. A code job that says it is done is not believed: its document goes to the check."""
+        final = job.messages[-1] if job.messages else None
+        if job.stage == "check":
+            return self._after_check(job, status, final)
         if job.killed_for is not None:
             return self._finish(job, error=job.killed_for)
-        if "error" in final:
-            return self._finish(job, error=str(final["error"]), code=final.get("code"))
-        if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0 or not final.get("done"):
+        if isinstance(final, Failed):
+            return self._finish(job, error=final.error, code=final.code)
+        if (job.mode != "code" or os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0
+                or not isinstance(final, Done)):
             return self._finish(job, error=_exit_reason(status, self._limits(job)))
-        found = self._output_file(job)  # a code job's child (spec workers answer in _worker_answered)
+        found = self._output_file(job)
         if found.startswith("!"):
             return self._finish(job, error=found[1:])
         job.file = found
-        preview = final.get("preview")
-        return self._finish(job, preview=preview if isinstance(preview, dict) else {})
+        return self._start_check(job)
+
+    def _start_check(self, job: Job) -> None:
+        """Copy the saved document, by the kernel, into a sealed memfd (nobody can change it from now
+        on, and its bytes never enter this process), and hand a read-only descriptor on it to an output
+        check (checker.py) in a box of its own, forked from the pristine code zygote."""
+        assert job.directory is not None and job.file is not None and self.code_box is not None
+        try:
+            source = os.open(os.path.join(job.directory, job.file), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            return self._finish(job, error=f"the saved document cannot be read: {exc.strerror}")
+        try:
+            info = os.fstat(source)
+            if not stat.S_ISREG(info.st_mode):
+                return self._finish(job, error=f"{job.file} is not a regular file")
+            job.document = os.memfd_create("document", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            _send_file(source, job.document, info.st_size)
+            fcntl.fcntl(job.document, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                        | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+        except OSError as exc:
+            return self._finish(job, error=f"the saved document cannot be read: {exc.strerror}")
+        finally:
+            os.close(source)
+        readonly = os.open(f"/proc/self/fd/{job.document}", os.O_RDONLY | os.O_CLOEXEC)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        job.slot, self.next_slot = self.next_slot, self.next_slot + 1
+        try:
+            self.code_box.check(job.slot, job.job_type, [readonly, write_fd, theirs.fileno()])
+        except OSError:
+            os.close(read_fd)
+            ours.close()
+            return self._finish(job, error="the code box is not running", retryable=True)
+        finally:
+            os.close(readonly)
+            os.close(write_fd)
+            theirs.close()
+        os.set_blocking(read_fd, False)
+        job.stage, job.messages, job.check_channel = "check", [], ours
+        job.pid, job.pipe, job.buffer = -1, read_fd, b""
+        job.deadline = time.monotonic() + CHECK_TIMEOUT_S
+        self.by_slot[job.slot] = job
+        self.selector.register(read_fd, selectors.EVENT_READ, job)
+
+    def _after_check(self, job: Job, status: int, verdict: Done | Failed | Checked | None) -> None:
+        if job.killed_for in ("cancelled", "the renderer is stopping"):
+            return self._finish(job, error=job.killed_for)
+        if job.killed_for is not None:
+            reason = (f"timed out after {CHECK_TIMEOUT_S:g} s" if job.killed_for.startswith("timed out")
+                      else job.killed_for)
+            return self._finish(job, error=f"the saved document could not be checked: {reason}", code=INVALID_OUTPUT)
+        if isinstance(verdict, Checked):
+            return self._finish(job, preview=verdict.preview)
+        if isinstance(verdict, Failed):
+            return self._finish(job, error=verdict.error, code=INVALID_OUTPUT)
+        limits = Limits(cpu_s=checker.CHECK_CPU_S, memory_mb=checker.CHECK_MEMORY_MB)
+        return self._finish(job, error=f"the saved document could not be checked: the check "
+                            f"{_exit_reason(status, limits)}", code=INVALID_OUTPUT)
 
     def _output_file(self, job: Job) -> str:
+        assert job.directory is not None
         ext = EXTENSIONS[job.job_type]
         names = [n for n in os.listdir(job.directory) if n.lower().endswith("." + ext)]
         if not names:
@@ -659,54 +767,74 @@ class Zygote:
         return names[0]
 
     def _finish(self, job: Job, error: str | None = None, preview: dict[str, Any] | None = None,
-                code: str | None = None) -> None:
-        answer: dict[str, Any] = {"id": job.id}
+                code: str | None = None, retryable: bool = False) -> None:
+        answer: ZygoteMessage
         if error is None:
             try:
-                answer.update(ok=True, file=self._copy_out(job), preview=preview or {})
+                answer = Rendered(job.id, self._copy_out(job), preview or {})
             except OSError as exc:
-                answer.update(ok=False, error=f"the saved document cannot be read: {exc.strerror}",
-                              retryable=False)
+                answer = RenderFailed(job.id, f"the saved document cannot be read: {exc.strerror}")
         elif job.killed_for == "cancelled":
-            answer.update(ok=False, error="cancelled", retryable=False, cancelled=True)
+            answer = RenderFailed(job.id, "cancelled", cancelled=True)
         else:
-            answer.update(ok=False, error=error, retryable=False, code=code)
-        shutil.rmtree(job.directory, ignore_errors=True)
-        if job.uid is not None:
-            self.free_uids.append(job.uid)
+            answer = RenderFailed(job.id, error, retryable=retryable, code=code)
+        if job.document >= 0:
+            os.close(job.document)
+            job.document = -1
+        if job.check_channel is not None:
+            job.check_channel.close()
+            job.check_channel = None
+        self._release(job)
         self.jobs.pop(job.id, None)
         send(answer)
 
     def _copy_out(self, job: Job) -> str:
-        """Copy the document to the host's output directory, refusing anything but a regular file."""
-        assert job.file is not None
-        source = os.open(os.path.join(job.directory, job.file), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        """Copy the document to the host's output directory, by the kernel (sendfile): no job's bytes
+        pass through this process, which spec workers are forked from. A code job's document is the
+        sealed copy its check read; a spec job's is taken from its directory, a regular file only
+        (never through a symlink)."""
+        name = f"{job.id}.{EXTENSIONS[job.job_type]}"
+        if job.document >= 0:
+            source = os.dup(job.document)
+        else:
+            assert job.file is not None and job.directory is not None
+            source = os.open(os.path.join(job.directory, job.file), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
-            if not stat.S_ISREG(os.fstat(source).st_mode):
+            info = os.fstat(source)
+            if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
-            name = f"{job.id}.{EXTENSIONS[job.job_type]}"
             target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=self.out_fd)
             try:
-                while chunk := os.read(source, 1024 * 1024):
-                    os.write(target, chunk)
+                _send_file(source, target, info.st_size)
             finally:
                 os.close(target)
         finally:
             os.close(source)
         return name
 
+    def _release(self, job: Job) -> None:
+        """What a finished job held: a spec job's directory; a code job's pipes and the handle on its
+        scratch tmpfs (closing the last handle frees the tmpfs, whose namespace is gone with the job)."""
+        if job.mode == "code":
+            self.by_slot.pop(job.slot, None)
+            if job.handle is not None:
+                self.selector.unregister(job.handle)
+                job.handle.close()
+                job.handle = None
+            self._close_pipe(job)
+            if job.scratch >= 0:
+                os.close(job.scratch)
+                job.scratch = -1
+            job.directory = None
+        elif job.directory is not None:
+            shutil.rmtree(job.directory, ignore_errors=True)
+
     def _kill(self, job: Job) -> None:
-        if job.uid is not None:
-            # Every process of the job's uid, wherever it went (setsid, double fork): kill(-1) as that uid.
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os.setgid(job.uid)
-                    os.setuid(job.uid)
-                    os.kill(-1, signal.SIGKILL)
-                finally:
-                    os._exit(0)
-            _wait_quietly(pid)
+        if job.mode == "code":
+            # The job's keeper: its process (PID 1 of the job's namespace) dies with it, and with that
+            # process every other process of the job, wherever it went (setsid, double fork).
+            if job.pid and self.code_box is not None:
+                self.code_box.kill(job.slot)
         elif job.pid:
             try:
                 os.killpg(job.pid, signal.SIGKILL)
@@ -717,51 +845,43 @@ class Zygote:
         for job in list(self.jobs.values()):
             job.killed_for = "the renderer is stopping"
             self._kill(job)
-        if self.made_job_root is not None:
-            shutil.rmtree(self.made_job_root, ignore_errors=True)
+        if self.code_box is not None:
+            self.code_box.close()
 
 
-def closed_to_others(path: str) -> str | None:
-    """The first directory on the way to `path` (itself included) that other users may not pass through,
-    with its mode, or None when the whole way is open to them."""
-    for directory in [*reversed(Path(path).parents), Path(path)]:
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            return f"{directory} is private (mode {stat.S_IMODE(mode):04o})"
-    return None
-
-
-def refuse(reason: str) -> NoReturn:
-    """End the zygote at start with one line on stderr (the renderer's log)."""
-    raise SystemExit(f"render zygote: cannot isolate code jobs: {reason}")
-
-
-def _read_messages(fd: int, buffer: bytes) -> tuple[bytes, list[dict[str, Any]], str | None]:
-    """What a child has written so far, as JSON lines: (the unfinished rest, the messages, the end:
-    None while the pipe is open, "eof", or "overflow" when a line grows past MAX_MESSAGE)."""
-    messages: list[dict[str, Any]] = []
-    while True:
+def _read_messages(fd: int, buffer: bytes) -> tuple[bytes, list[bytes], str | None]:
+    """What a child has written since, as lines: (the unfinished rest, the whole lines, the end: None
+    while the pipe is open, "eof", or "overflow" when a line grows past messages.MAX_CHILD_LINE). At
+    most MAX_READS chunks at a time, so a child that writes without end cannot hold the loop."""
+    lines: list[bytes] = []
+    for _ in range(MAX_READS):
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
-            return buffer, messages, None
+            return buffer, lines, None
         except OSError:
             chunk = b""
         if not chunk:
-            return buffer, messages, "eof"
-        buffer += chunk
-        if len(buffer) > MAX_MESSAGE:
-            return buffer, messages, "overflow"
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            try:
-                messages.append(json.loads(line))
-            except ValueError:
-                continue
+            return buffer, lines, "eof"
+        *complete, buffer = (buffer + chunk).split(b"\n")
+        lines += complete
+        if len(buffer) > messages.MAX_CHILD_LINE:
+            return b"", lines, "overflow"
+    return buffer, lines, None
 
 
-def _forward_progress(job: Job, message: dict[str, Any]) -> None:
-    send({"id": job.id, "progress": int(message["progress"]), "message": str(message.get("message", ""))[:200]})
+def _forward_progress(job: Job, progress: Progress) -> None:
+    send(JobProgress(job.id, progress.percent, progress.text))
+
+
+def _send_file(source: int, target: int, size: int) -> None:
+    """Copy size bytes from the start of source to target, in the kernel."""
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(target, source, offset, min(size - offset, 1 << 30))
+        if sent == 0:
+            raise OSError(errno.EIO, "the file ended early")
+        offset += sent
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -805,26 +925,66 @@ def _describe(exc: BaseException) -> str:
     return " ".join(lines)[:1000]
 
 
-def _child_send(fd: int, message: dict[str, Any]) -> None:
-    data = (json.dumps(message, default=str) + "\n").encode()
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+def _child_send(fd: int, message: ChildMessage | dict[str, Any]) -> None:
+    """A child's message to the zygote, as messages.py reads it (its text cleaned and bounded)."""
+    _write_all(fd, messages.encode(_child_message(message) if isinstance(message, dict) else message))
 
 
-def send(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message, default=str) + "\n")
+def _child_message(data: dict[str, Any]) -> ChildMessage:
+    if "progress" in data:
+        return Progress(int(data["progress"]), str(data.get("message", "")))
+    if "done" in data:
+        return Done(data.get("preview"))
+    if "checked" in data:
+        return Checked(data["preview"])
+    return Failed(str(data["error"]), data.get("code"))
+
+
+def send(message: ZygoteMessage | dict[str, Any]) -> None:
+    """A message to the renderer, as messages.py reads it (its text cleaned and bounded)."""
+    sys.stdout.buffer.write(messages.encode(_zygote_message(message) if isinstance(message, dict) else message))
     sys.stdout.flush()
+
+
+def _zygote_message(data: dict[str, Any]) -> ZygoteMessage:
+    if "ready" in data:
+        if not data["ready"]:
+            return NotReady(str(data.get("error", "")))
+        return Ready({str(k): str(v) for k, v in data.get("isolation", {}).items()}, int(data.get("pid", os.getpid())))
+    if "progress" in data:
+        return JobProgress(str(data["id"]), int(data["progress"]), str(data.get("message", "")))
+    if data.get("ok"):
+        return Rendered(str(data["id"]), str(data["file"]), dict(data.get("preview") or {}))
+    return RenderFailed(str(data["id"]), str(data.get("error", "")), retryable=bool(data.get("retryable")),
+                        code=data.get("code"), cancelled=bool(data.get("cancelled")))
+
+
+def refuse(reason: str) -> NoReturn:
+    """End the zygote at start, saying why in one line (the renderer then refuses to start)."""
+    send({"ready": False, "error": f"code jobs cannot be isolated here: {reason}"})
+    raise SystemExit(1)
 
 
 def main() -> None:
     config = json.loads(sys.argv[1])
+    code_box = None
+    if config.get("code"):
+        try:
+            code_box = CodeBox.launch(config.get("code_limits", {}))  # it warms up while we do
+        except BoxError as exc:
+            refuse(str(exc))
     warm()
     # Everything imported so far is shared with the children copy-on-write; without this, the first
     # full garbage collection in a child touches every object and copies every page (~70 ms).
     gc.freeze()
+    if code_box is not None:
+        try:
+            code_box.wait_ready(BOX_START_S)
+        except BoxError as exc:
+            refuse(str(exc))
     zygote = Zygote(config["out_dir"], config["work_dir"], Limits.from_json(config.get("code_limits", {})),
-                    Limits.from_json(config.get("spec_limits", {})), int(config.get("spec_workers", 1)))
+                    Limits.from_json(config.get("spec_limits", {})), int(config.get("spec_workers", 1)),
+                    code_box=code_box)
     zygote.isolate()
     zygote.run()
 
