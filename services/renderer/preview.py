@@ -51,7 +51,7 @@ def preview(job_type: str, path: Source) -> dict[str, Any]:
 def _spreadsheet(path: Source) -> dict[str, Any]:
     from openpyxl import load_workbook
 
-    workbook = load_workbook(path, read_only=True, data_only=False)
+    workbook = load_workbook(path, read_only=True, data_only=False, keep_links=False)
     sheets = []
     try:
         for sheet in workbook.worksheets[:MAX_ITEMS]:

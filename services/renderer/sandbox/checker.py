@@ -6,6 +6,7 @@ choosing. So the job's word is never taken. Once the job's box has ended (every 
 document is copied, by the kernel (the zygote never reads a job's bytes), into a sealed memfd, and a
 short-lived checker process opens that copy with the format's reader and makes the preview the job
 returns. The document is delivered only if the check says so; the copy it checked is the one delivered.
+The check is started beside the job and waits for the document, so its box is built while the code runs.
 
 The checker reads an attacker's file, so it is built like a code job: forked from the pristine code
 zygote into a box of its own (its own uid, namespaces, seccomp: codezygote.py), and then held tighter
@@ -20,8 +21,12 @@ exhausts a limit anyway (a PDF whose streams inflate without end) ends the check
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import resource
+import socket
+import stat
 import zipfile
 from typing import IO, Any
 
@@ -40,6 +45,9 @@ MAIN_PART = {"spreadsheet": "xl/workbook.xml", "document": "word/document.xml",
              "presentation": "ppt/presentation.xml"}
 KIND = {"spreadsheet": "an Excel workbook", "document": "a Word document", "pdf": "a PDF",
         "presentation": "a PowerPoint presentation"}
+
+
+SAMPLES: dict[str, bytes] = {}  # job type: a small document of that type, made by warm_renders
 
 
 class InvalidOutput(Exception):
@@ -97,16 +105,24 @@ def _check_zip(job_type: str, document: IO[bytes]) -> None:
 
 
 def run(job_type: str, document_fd: int, out: int) -> int:
-    """The checker's process, in its box: tighter limits, the check, its verdict on `out`, as one
-    message (messages.CHECKER). Returns the exit status."""
+    """The checker's process, in its box: tighter limits, then the document (a descriptor on it, or a
+    socket on which it arrives once the job has saved it: the box is built while the job runs), the
+    check, and its verdict on `out` as one message (messages.CHECKER). Returns the exit status."""
     with open("/proc/self/statm") as f:
         current = int(f.read().split()[0]) * resource.getpagesize()
     _lower(resource.RLIMIT_AS, current + CHECK_MEMORY_MB * 1024 * 1024)
     _lower(resource.RLIMIT_CPU, CHECK_CPU_S)
     _lower(resource.RLIMIT_FSIZE, 0)  # it writes no file (its verdict goes to a pipe)
     _lower(resource.RLIMIT_NPROC, 0)  # nor starts a process
+    if stat.S_ISSOCK(os.fstat(document_fd).st_mode):
+        _warm_up(job_type)
+        with socket.socket(fileno=document_fd) as channel:
+            _, fds, _, _ = socket.recv_fds(channel, 16, 1)
+        if not fds:
+            return 0  # the job ended without a document to check
+        document_fd = fds[0]
     if job_type not in EXTENSIONS:
-        os.write(out, encode(Failed(f"no check for the job type {job_type!r}", INVALID_OUTPUT)))
+        _write_all(out, encode(Failed(f"no check for the job type {job_type!r}", INVALID_OUTPUT)))
         return 1
     with os.fdopen(document_fd, "rb") as document:
         try:
@@ -115,6 +131,16 @@ def run(job_type: str, document_fd: int, out: int) -> int:
             verdict = Failed(str(exc), INVALID_OUTPUT)
     _write_all(out, encode(verdict))
     return 0
+
+
+def _warm_up(job_type: str) -> None:
+    """Check a small document of our own (made at the zygote's warm-up) while the job still runs: this
+    process's first check touches, and so copies, many pages it shares with the code zygote, and fills
+    the readers' caches; done now, the job's document is checked about a third faster."""
+    sample = SAMPLES.get(job_type)
+    if sample is not None:
+        with contextlib.suppress(Exception):
+            check(job_type, io.BytesIO(sample))
 
 
 def _lower(limit: int, value: int) -> None:

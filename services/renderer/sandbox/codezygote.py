@@ -157,6 +157,8 @@ class CodeZygote:
             data, fds, _, _ = socket.recv_fds(self.control, 65536, 8)
         except BlockingIOError:
             return True
+        except ConnectionResetError:  # the zygote closed with our last events unread: it is gone all the same
+            return False
         if not data:
             for fd in fds:
                 os.close(fd)

@@ -120,6 +120,9 @@ class Job:
     worker: SpecWorker | None = None
     stage: str = "render"  # a code job: "render" (its code runs), then "check" (its output is checked)
     document: int = -1  # a code job's saved document, a sealed copy (memfd): what is checked is delivered
+    check_slot: int = 0  # its output check's number in the code box (started beside the job)
+    check_document: socket.socket | None = None  # where the check waits for the document's descriptor
+    check_pipe: int = -1  # the read end of the check's messages, until the check stage
     check_channel: socket.socket | None = None  # where the check's box sends its scratch handle (unused)
 
 
@@ -205,6 +208,7 @@ def warm_renders() -> None:
             path = Path(tmp) / f"warm.{EXTENSIONS[job_type]}"
             render(job_type, spec, "warm-up", path, lambda _p, _m: None)
             preview(job_type, path)
+            checker.SAMPLES[job_type] = path.read_bytes()  # an output check warms up on it while it waits
 
 
 class Zygote:
@@ -381,6 +385,7 @@ class Zygote:
         self.by_slot[job.slot] = job
         self.selector.register(read_fd, selectors.EVENT_READ, job)
         self.selector.register(ours, selectors.EVENT_READ, ("scratch", job))
+        self._prestart_check(job)
 
     def _receive_scratch(self, job: Job) -> None:
         """The handle on the job's scratch directory (its tmpfs, in its own mount namespace), sent by its
@@ -656,8 +661,10 @@ class Zygote:
             job.killed_for = (f"the output check sent a malformed message ({fault})" if checking else
                               f"the job sent a malformed message on its message pipe ({fault})")
             self._kill(job)
-        if end is not None or fault is not None:
+        if end is not None or fault is not None or (checking and job.messages):
             self._close_pipe(job)
+            if checking:
+                self._after_check(job)  # its verdict, or the end of its pipe (it ended, or was killed)
 
     def _close_pipe(self, job: Job) -> None:
         if job.pipe >= 0:
@@ -682,8 +689,6 @@ class Zygote:
         """A job's process has ended: a spec worker that died under its job, a code job's process, or its
         output check. A code job that says it is done is not believed: its document goes to the check."""
         final = job.messages[-1] if job.messages else None
-        if job.stage == "check":
-            return self._after_check(job, status, final)
         if job.killed_for is not None:
             return self._finish(job, error=job.killed_for)
         if isinstance(final, Failed):
@@ -697,11 +702,36 @@ class Zygote:
         job.file = found
         return self._start_check(job)
 
+    def _prestart_check(self, job: Job) -> None:
+        """Start the job's output check (checker.py) beside the job, in a box of its own forked from the
+        pristine code zygote: it waits there for the document, so its box is built while the code
+        runs, and a check costs the job the reading of its document only. Where it cannot start, the
+        job fails when it comes to its check."""
+        assert self.code_box is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        channel, channel_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        job.check_slot, self.next_slot = self.next_slot, self.next_slot + 1
+        try:
+            self.code_box.check(job.check_slot, job.job_type, [theirs.fileno(), write_fd, channel_theirs.fileno()])
+        except OSError:
+            ours.close()
+            channel.close()
+            os.close(read_fd)
+            return
+        finally:
+            theirs.close()
+            channel_theirs.close()
+            os.close(write_fd)
+        job.check_document, job.check_pipe, job.check_channel = ours, read_fd, channel
+
     def _start_check(self, job: Job) -> None:
         """Copy the saved document, by the kernel, into a sealed memfd (nobody can change it from now
-        on, and its bytes never enter this process), and hand a read-only descriptor on it to an output
-        check (checker.py) in a box of its own, forked from the pristine code zygote."""
-        assert job.directory is not None and job.file is not None and self.code_box is not None
+        on, and its bytes never enter this process), and hand a read-only descriptor on it to the job's
+        output check. Its verdict, on its pipe, decides; the end of that pipe is the end of the check."""
+        assert job.directory is not None and job.file is not None
+        if job.check_document is None:
+            return self._finish(job, error="the output check could not be started", retryable=True)
         try:
             source = os.open(os.path.join(job.directory, job.file), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
@@ -719,27 +749,20 @@ class Zygote:
         finally:
             os.close(source)
         readonly = os.open(f"/proc/self/fd/{job.document}", os.O_RDONLY | os.O_CLOEXEC)
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        job.slot, self.next_slot = self.next_slot, self.next_slot + 1
         try:
-            self.code_box.check(job.slot, job.job_type, [readonly, write_fd, theirs.fileno()])
-        except OSError:
-            os.close(read_fd)
-            ours.close()
-            return self._finish(job, error="the code box is not running", retryable=True)
+            socket.send_fds(job.check_document, [b"d"], [readonly])
+        except OSError:  # the check is gone (its box refused, or died waiting)
+            return self._finish(job, error="the output check could not be started", retryable=True)
         finally:
             os.close(readonly)
-            os.close(write_fd)
-            theirs.close()
-        os.set_blocking(read_fd, False)
-        job.stage, job.messages, job.check_channel = "check", [], ours
-        job.pid, job.pipe, job.buffer = -1, read_fd, b""
+        os.set_blocking(job.check_pipe, False)
+        job.stage, job.messages, job.buffer = "check", [], b""
+        job.slot, job.pid, job.pipe, job.check_pipe = job.check_slot, -1, job.check_pipe, -1
         job.deadline = time.monotonic() + CHECK_TIMEOUT_S
-        self.by_slot[job.slot] = job
-        self.selector.register(read_fd, selectors.EVENT_READ, job)
+        self.selector.register(job.pipe, selectors.EVENT_READ, job)
 
-    def _after_check(self, job: Job, status: int, verdict: Done | Failed | Checked | None) -> None:
+    def _after_check(self, job: Job) -> None:
+        verdict = job.messages[-1] if job.messages else None
         if job.killed_for in ("cancelled", "the renderer is stopping"):
             return self._finish(job, error=job.killed_for)
         if job.killed_for is not None:
@@ -748,11 +771,13 @@ class Zygote:
             return self._finish(job, error=f"the saved document could not be checked: {reason}", code=INVALID_OUTPUT)
         if isinstance(verdict, Checked):
             return self._finish(job, preview=verdict.preview)
-        if isinstance(verdict, Failed):
+        if isinstance(verdict, Failed) and verdict.code == INVALID_OUTPUT:
             return self._finish(job, error=verdict.error, code=INVALID_OUTPUT)
-        limits = Limits(cpu_s=checker.CHECK_CPU_S, memory_mb=checker.CHECK_MEMORY_MB)
-        return self._finish(job, error=f"the saved document could not be checked: the check "
-                            f"{_exit_reason(status, limits)}", code=INVALID_OUTPUT)
+        if isinstance(verdict, Failed):  # its box could not be built: not the job's doing
+            return self._finish(job, error=verdict.error, retryable=True)
+        return self._finish(job, error=f"the saved document could not be checked: the check ended without an "
+                            f"answer (it may need more than {checker.CHECK_MEMORY_MB} MB of memory or "
+                            f"{checker.CHECK_CPU_S} s of CPU time)", code=INVALID_OUTPUT)
 
     def _output_file(self, job: Job) -> str:
         assert job.directory is not None
@@ -778,12 +803,16 @@ class Zygote:
             answer = RenderFailed(job.id, "cancelled", cancelled=True)
         else:
             answer = RenderFailed(job.id, error, retryable=retryable, code=code)
-        if job.document >= 0:
-            os.close(job.document)
-            job.document = -1
-        if job.check_channel is not None:
-            job.check_channel.close()
-            job.check_channel = None
+        if job.check_slot and self.code_box is not None:
+            self.code_box.kill(job.check_slot)  # done, or no longer needed (it may still be waiting)
+        for channel in (job.check_document, job.check_channel):
+            if channel is not None:
+                channel.close()
+        job.check_document = job.check_channel = None
+        for fd in (job.document, job.check_pipe):
+            if fd >= 0:
+                os.close(fd)
+        job.document = job.check_pipe = -1
         self._release(job)
         self.jobs.pop(job.id, None)
         send(answer)
