@@ -58,6 +58,8 @@ def clean_text(value: str, max_chars: int, *, newlines: bool = False) -> str:
     """value as text the jobstore and any client take: no control characters (whitespace ones become a
     space, or stay newlines where `newlines`), no lone surrogates, at most max_chars characters (cut
     with an ellipsis)."""
+    if len(value) <= max_chars and value.isprintable():
+        return value  # most text: no control character, surrogate or separator but the space
     value = value[: 4 * max_chars]  # the cleaning below is linear; nothing past this can be kept anyway
     value = (_WHITESPACE_BUT_NEWLINE if newlines else _WHITESPACE).sub(" ", value)
     if newlines:
@@ -281,7 +283,9 @@ def bounded_preview(preview: dict[str, Any]) -> dict[str, Any]:
     """A preview our own code made, cut to the bounds parse_preview keeps (a spec's formula or title
     may be longer than a preview shows), its text cleaned."""
     def text(value: Any) -> str:
-        return clean_text("" if value is None else str(value), MAX_PREVIEW_CHARS)
+        value = "" if value is None else value if isinstance(value, str) else str(value)
+        return value if len(value) <= MAX_PREVIEW_CHARS and value.isprintable() else clean_text(
+            value, MAX_PREVIEW_CHARS)
 
     def texts(values: Any, most: int) -> list[str]:
         return [text(v) for v in list(values)[:most]]
@@ -327,8 +331,8 @@ def encode(message: ChildMessage | ZygoteMessage) -> bytes:
         case JobProgress(job_id, percent, text):
             data = {"id": job_id, "progress": max(0, min(100, percent)),
                     "message": clean_text(text, MAX_PROGRESS_CHARS)}
-        case Rendered(job_id, file, preview):
-            data = {"id": job_id, "ok": True, "file": file, "preview": bounded_preview(preview)}
+        case Rendered(job_id, file, preview):  # a preview parsed from a child's message: bounded already
+            data = {"id": job_id, "ok": True, "file": file, "preview": preview}
         case RenderFailed(job_id, error, retryable, code, cancelled):
             data = {"id": job_id, "ok": False, "error": clean_text(error, MAX_ERROR_CHARS, newlines=True),
                     "retryable": retryable, "code": code, "cancelled": cancelled}
@@ -393,7 +397,7 @@ def _text(value: Any, name: str, max_chars: int, *, newlines: bool = False) -> s
         raise BadMessage(f"{name} must be a string, not {_shown(value)}")
     if len(value) > max_chars:
         raise BadMessage(f"{name} is longer than {max_chars} characters")
-    return clean_text(value, max_chars, newlines=newlines)
+    return value if value.isprintable() else clean_text(value, max_chars, newlines=newlines)
 
 
 def _list(value: Any, name: str, most: int) -> list[Any]:
