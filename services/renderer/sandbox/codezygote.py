@@ -69,6 +69,9 @@ class Config:
     file_mb: int
     processes: int
     tmpfs_mb: int
+    # Runtime directories (the virtualenv of a checkout in /tmp, say) that a job's own tmpfs on /tmp would
+    # hide: each is bound again, read-only, inside that tmpfs.
+    under_tmp: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Config:
@@ -77,7 +80,8 @@ class Config:
                    first_uid=data.get("first_uid"), uids=int(data.get("uids", 64)),
                    timeout_s=float(limits.get("timeout_s", 60.0)), cpu_s=int(limits.get("cpu_s", 30)),
                    memory_mb=int(limits.get("memory_mb", 1024)), file_mb=int(limits.get("file_mb", 100)),
-                   processes=int(limits.get("processes", 16)), tmpfs_mb=int(limits.get("tmpfs_mb", 512)))
+                   processes=int(limits.get("processes", 16)), tmpfs_mb=int(limits.get("tmpfs_mb", 512)),
+                   under_tmp=tuple(str(p) for p in data.get("under_tmp", ())))
 
 
 class CodeZygote:
@@ -237,7 +241,12 @@ class CodeZygote:
         the job's own uid outside as root, else ours. Returns its pid and the socket it says "k" on once
         its box is built (closing ours tells it we are gone)."""
         ours, theirs = socket.socketpair()
-        pid = linux.clone(NAMESPACES)
+        try:
+            pid = linux.clone(NAMESPACES)
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:
             status = SETUP_FAILED
             try:
@@ -277,7 +286,12 @@ class CodeZygote:
         if select.select([sync], [], [], 0)[0]:  # we never write again: readable means we are gone
             return SETUP_FAILED
         flags = linux.MS_NOSUID | linux.MS_NODEV
+        runtime = [os.open(path, os.O_PATH | os.O_DIRECTORY) for path in self.config.under_tmp]
         linux.mount("tmpfs", "/tmp", "tmpfs", flags, f"size={self.config.tmpfs_mb}m,mode=0700")
+        for path, fd in zip(self.config.under_tmp, runtime, strict=True):
+            os.makedirs(path, exist_ok=True)  # in the job's tmpfs; the bind below is read-only already
+            linux.mount(f"/proc/self/fd/{fd}", path, None, linux.MS_BIND | linux.MS_REC)
+            os.close(fd)
         handle = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
         with socket.socket(fileno=handle_fd) as channel:
             socket.send_fds(channel, [b"d"], [handle])
