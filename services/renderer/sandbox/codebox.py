@@ -96,9 +96,12 @@ def bwrap_command(config: dict[str, Any], privileged: bool) -> list[str]:
         elif os.path.isdir(link):
             command += ["--ro-bind", link, link]
     command += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    # /tmp first, then the runtime: a runtime that lives under /tmp (a checkout there) stays visible,
+    # bound inside the box's /tmp (the code zygote's own; each job mounts a tmpfs of its own over it).
+    command += ["--tmpfs", "/tmp"]
     for path in runtime_paths():
         command += ["--ro-bind", path, path]
-    command += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--tmpfs", "/tmp",
+    command += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
                 "--remount-ro", "/", "--chdir", "/",
                 "--", sys.executable, "-I", "-m", "renderer.sandbox.codezygote", json.dumps(config)]
     return command
@@ -125,7 +128,8 @@ class CodeBox:
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config: dict[str, Any] = {"control_fd": theirs.fileno(), "limits": limits,
-                                  "seccomp": base64.b64encode(code_job_filter()).decode()}
+                                  "seccomp": base64.b64encode(code_job_filter()).decode(),
+                                  "under_tmp": [p for p in runtime_paths() if p.startswith("/tmp/")]}
         if root:
             config.update(first_uid=UID_BASE + (os.getpid() % 2**21) * UIDS_PER_RENDERER, uids=UIDS_PER_RENDERER)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)

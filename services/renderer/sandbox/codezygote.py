@@ -279,6 +279,8 @@ class CodeZygote:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         if sync.recv(1) != b"g":  # its uid is mapped now (or we are gone)
             return SETUP_FAILED
+        # Before the change of uid, which may not pass through the directories above them.
+        runtime = [os.open(path, os.O_PATH | os.O_DIRECTORY) for path in self.config.under_tmp]
         os.setresgid(JOB_UID, JOB_UID, JOB_UID)
         os.setresuid(JOB_UID, JOB_UID, JOB_UID)
         linux.prctl(linux.PR_SET_DUMPABLE, 1)  # a change of uid makes /proc/self root's
@@ -286,7 +288,6 @@ class CodeZygote:
         if select.select([sync], [], [], 0)[0]:  # we never write again: readable means we are gone
             return SETUP_FAILED
         flags = linux.MS_NOSUID | linux.MS_NODEV
-        runtime = [os.open(path, os.O_PATH | os.O_DIRECTORY) for path in self.config.under_tmp]
         linux.mount("tmpfs", "/tmp", "tmpfs", flags, f"size={self.config.tmpfs_mb}m,mode=0700")
         for path, fd in zip(self.config.under_tmp, runtime, strict=True):
             os.makedirs(path, exist_ok=True)  # in the job's tmpfs; the bind below is read-only already
