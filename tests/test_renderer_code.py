@@ -62,18 +62,20 @@ def sandbox_processes() -> list[psutil.Process]:
     return found
 
 
+def sandbox_processes_of(renderer: RendererProcess) -> list[psutil.Process]:
+    """The live sandbox processes under this renderer (not those another test's renderer left ending)."""
+    assert renderer.process is not None
+    try:
+        below = {p.pid for p in psutil.Process(renderer.process.pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in sandbox_processes() if p.pid in below]
+
+
 async def no_sandbox_process_left(renderer: RendererProcess) -> None:
     """No process of a sandbox uid under this renderer survives its job (each is killed as the job ends;
     allow the second that takes)."""
-    def left() -> list[psutil.Process]:
-        assert renderer.process is not None
-        try:
-            below = {p.pid for p in psutil.Process(renderer.process.pid).children(recursive=True)}
-        except psutil.NoSuchProcess:
-            return []
-        return [p for p in sandbox_processes() if p.pid in below]
-
-    await wait_until(lambda: not left(), timeout=5)
+    await wait_until(lambda: not sandbox_processes_of(renderer), timeout=5)
 
 
 async def run_code(stub, code: str, job_type: str = "spreadsheet") -> pb.Job:
@@ -161,16 +163,16 @@ async def test_cancelling_a_running_code_job_aborts_it(stub, code_renderer) -> N
     job = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"})
     for _ in range(200):
         current = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
-        if current.status == pb.JOB_STATUS_PROCESSING and sandbox_processes():
+        if current.status == pb.JOB_STATUS_PROCESSING and sandbox_processes_of(code_renderer):
             break
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the job never started")
     await stub.Cancel(pb.CancelRequest(job_id=job.id))
     for _ in range(200):
-        if not sandbox_processes():
+        if not sandbox_processes_of(code_renderer):
             break
         await asyncio.sleep(0.05)
-    assert sandbox_processes() == [], "the render was not aborted"
+    assert sandbox_processes_of(code_renderer) == [], "the render was not aborted"
     assert (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_CANCELLED
     assert (await run_code(stub, GOOD_CODE)).status == pb.JOB_STATUS_COMPLETED
