@@ -24,8 +24,9 @@ from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
-from . import openapi, payloads
+from . import client, openapi, payloads
 from .auth import Auth
+from .cors import Cors
 from .errors import ApiError, error_response, errors_middleware, from_grpc
 from .hub import EventHub
 from .inflight import BoundedStub
@@ -305,6 +306,8 @@ def create_app(settings: Settings) -> web.Application:
         calls_queued=Counter("docjobs_gateway_jobstore_calls_queued", "Calls to the jobstore that had to "
                              "wait for a slot (DOCJOBS_JOBSTORE_MAX_INFLIGHT was reached)", registry=registry),
     )
+    app[client.FILES] = client.load()
+    Cors(settings.cors_origins).install(app)
     app.cleanup_ctx.append(_jobstore_channel)
     app.on_shutdown.append(_end_streams)
     app.add_routes([
@@ -319,6 +322,7 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/api/jobs/{job_id}/artifact", download, allow_head=False, expect_handler=expect_continue),
         web.get("/api/stats", stats, expect_handler=expect_continue),
         web.get("/", index, expect_handler=expect_continue),
+        web.get("/client/{name}", client.client_file, expect_handler=expect_continue),
         web.get("/api/examples/{job_type}", get_example, expect_handler=expect_continue),
         web.get("/api/schemas/{job_type}", get_schema, expect_handler=expect_continue),
         web.get("/openapi.json", openapi_json, expect_handler=expect_continue),

@@ -128,6 +128,15 @@ def document() -> dict[str, Any]:
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [],
                                       "responses": {"200": _json({"type": "object"}, "OpenAPI")}}},
+            "/client/{name}": {"get": {
+                "summary": "The browser client: docjobs.js (an ES module) and docjobs.d.ts (its TypeScript "
+                           "declarations)", "security": [],
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string", "enum": ["docjobs.js", "docjobs.d.ts"]}}],
+                "responses": {"200": {"description": "The file (Cache-Control: no-cache, with an ETag)",
+                                      "content": {"text/javascript": {"schema": {"type": "string"}},
+                                                  "application/typescript": {"schema": {"type": "string"}}}},
+                              "304": {"description": "Not modified (If-None-Match)"}, "404": ERROR}}},
             "/": {"get": {"summary": "The demo page", "security": [],
                           "responses": {"200": {"description": "HTML",
                                                 "content": {"text/html": {"schema": {"type": "string"}}}}}}},

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from docjobs.settings import SettingsError, env_choice, env_float, env_int, env_port, env_str
 
+from .cors import parse_origins
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -25,6 +27,7 @@ class Settings:
     sse_streams_per_user: int = 16
     jobstore_max_inflight: int = 512
     log_level: str = "INFO"
+    cors_origins: tuple[str, ...] = ()  # exact origins; empty: same origin only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -57,4 +60,5 @@ class Settings:
             sse_streams_per_user=env_int(env, "DOCJOBS_SSE_STREAMS_PER_USER", 16, minimum=1, maximum=10_000),
             jobstore_max_inflight=env_int(env, "DOCJOBS_JOBSTORE_MAX_INFLIGHT", 512, minimum=1, maximum=100_000),
             log_level=env_choice(env, "DOCJOBS_LOG_LEVEL", "info", LOG_LEVELS).upper(),
+            cors_origins=parse_origins(env.get("DOCJOBS_CORS_ORIGINS", "")),
         )

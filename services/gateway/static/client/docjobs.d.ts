@@ -1,0 +1,169 @@
+// TypeScript declarations of the docjobs browser client (/client/docjobs.js).
+
+export type DocumentType = "spreadsheet" | "document" | "pdf" | "presentation";
+export type JobStatus = "pending" | "processing" | "completed" | "failed" | "cancelled";
+
+/** The body of POST /api/jobs (the gateway's OpenAPI document, JobRequest, is the full contract). */
+export interface JobRequest {
+  documentType: DocumentType;
+  title?: string;
+  /** A declarative spec (the default, safe mode); or `code`, when the server runs code jobs. */
+  spec?: Record<string, unknown>;
+  code?: string;
+  sessionId?: string;
+  messageId?: string;
+  /** Required from a service token (the job's user); a user token's must be its own. */
+  userId?: string | number;
+  /** Honoured for service tokens only. */
+  priority?: number;
+  expiresInSeconds?: number;
+  /** RFC 3339 with an offset. */
+  runAt?: string;
+  maxRetries?: number;
+  [field: string]: unknown;
+}
+
+/** The 202 answer of submit(), its URLs made absolute. */
+export interface Accepted {
+  jobId: string;
+  status: JobStatus;
+  /** False when an Idempotency-Key named a job made before. */
+  created: boolean;
+  eventsUrl: string;
+  statusUrl: string;
+  downloadUrl: string;
+  sessionEventsUrl?: string;
+}
+
+export interface SubmitOptions {
+  /** The gateway's base URL; empty: this page's origin. */
+  gateway?: string;
+  /** A bearer token (a user's, or a service's). */
+  token?: string;
+  idempotencyKey?: string;
+  signal?: AbortSignal;
+  /** "/api/jobs" (the default) or "/api/jobs/enqueue". */
+  path?: string;
+}
+
+export declare class DocjobsError extends Error {
+  constructor(status: number, code: string, message: string, field?: string | null);
+  /** The HTTP status; 0 for a network failure. */
+  readonly status: number;
+  readonly code: string;
+  /** The request field (or header) the error is about, when there is one. */
+  readonly field: string | null;
+  /** True when asking again may succeed (network, 408, 429, 5xx). */
+  readonly retryable: boolean;
+}
+
+export type EventType = "status" | "progress" | "job-complete" | "job-failed";
+
+export interface JobResult {
+  artifactId: string;
+  /** Signed; relative to the gateway as sent (resolveUrl makes it absolute; <docjobs-job> does). */
+  downloadUrl: string;
+  filename: string;
+  contentType: string;
+  size: number;
+  sha256: string;
+  preview: Preview | null;
+}
+
+export type Preview =
+  | { kind: "spreadsheet"; sheets: { name: string; rows: string[][] }[] }
+  | { kind: "document"; headings: string[]; paragraphs: string[] }
+  | { kind: "pdf"; pages: number; firstPageText: string }
+  | { kind: "presentation"; slides: number; titles: string[] };
+
+export interface EventData {
+  jobId: string;
+  status: JobStatus;
+  message?: string;
+  progress?: number;
+  attempt?: number;
+  retryAt?: string;
+  lastError?: { code: string; message: string };
+  result?: JobResult;
+  error?: { code: string; message: string };
+  [field: string]: unknown;
+}
+
+/** One event of a job's stream or of a session's stream. */
+export interface DocjobsEvent {
+  type: EventType;
+  /** The event id (`id:`); streams resume after the last one. */
+  id: string | null;
+  jobId: string;
+  data: EventData;
+}
+
+export interface WatchHandlers {
+  onEvent?(event: DocjobsEvent): void;
+  /** A failure: retried by itself when error.retryable, else the watch has stopped. */
+  onError?(error: DocjobsError): void;
+  onOpen?(): void;
+}
+
+export interface SessionHandlers extends WatchHandlers {
+  /** A job seen for the first time on the stream (with its first event). */
+  onJob?(jobId: string, event: DocjobsEvent): void;
+}
+
+export interface Watch {
+  readonly url: string;
+  /** The id of the last event received: where the stream resumes. */
+  readonly lastEventId: string;
+  readonly closed: boolean;
+  close(): void;
+}
+
+export interface SessionWatch {
+  readonly lastEventId: string;
+  readonly closed: boolean;
+  /** The ids of the jobs seen so far, in the order they first appeared. */
+  jobs(): string[];
+  /** The job's events seen so far, then its live ones; returns the function that unsubscribes. */
+  subscribe(jobId: string, listener: (event: DocjobsEvent) => void): () => void;
+  close(): void;
+}
+
+export type WatchJobOptions =
+  | { gateway?: string; eventsUrl: string; lastEventId?: string | number }
+  | { gateway?: string; jobId: string; token: string; lastEventId?: string | number };
+
+export type WatchSessionOptions =
+  | { gateway?: string; sessionEventsUrl: string; lastEventId?: string | number }
+  | { gateway?: string; token: string; sessionId?: string; userId?: string | number; lastEventId?: string | number };
+
+export declare function resolveUrl(gateway: string | undefined, url: string): string;
+export declare function submit(request: JobRequest, options?: SubmitOptions): Promise<Accepted>;
+export declare function watchJob(options: WatchJobOptions, handlers?: WatchHandlers): Watch;
+export declare function watchSession(options: WatchSessionOptions, handlers?: SessionHandlers): SessionWatch;
+export declare function renderPreview(preview: Preview | null | undefined): Node[];
+
+/** <docjobs-job gateway job-id events-url>. */
+export declare class DocjobsJob extends HTMLElement {
+  static readonly observedAttributes: string[];
+  /** A bearer token: follows job-id over GET /api/jobs/{jobId}/events when there is no events-url. */
+  token: string | null;
+  /** A session's watch: follows job-id on it when there is no events-url. */
+  session: SessionWatch | null;
+  readonly gateway: string;
+  readonly jobId: string | null;
+  readonly status: JobStatus | null;
+  readonly progress: number;
+  /** The job-complete result, its downloadUrl absolute. */
+  readonly result: JobResult | null;
+  readonly error: { code: string; message: string } | null;
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    "docjobs-job": DocjobsJob;
+  }
+  interface HTMLElementEventMap {
+    "docjobs-event": CustomEvent<DocjobsEvent>;
+    "docjobs-error": CustomEvent<DocjobsError>;
+  }
+}
