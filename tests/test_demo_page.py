@@ -1,5 +1,7 @@
 """The demo page in a real browser (Debian's Chromium, driven by Playwright): pick a type, submit the
-example, watch it live, see the preview, download; and a failing job shows its error."""
+example, watch it live, see the preview, download; and a failing job shows its error. The page is built
+on the browser client (/client/docjobs.js): the job is shown by its <docjobs-job> element, whose parts
+Playwright's selectors reach inside its (open) shadow root."""
 
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_PRESENT = Path(CHROMIUM).exists()
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"]
+STATUS = "docjobs-job [part=status]"
+PREVIEW = "docjobs-job [part=preview]"
+ERROR = "docjobs-job [part=error]"
+DOWNLOAD = "docjobs-job [part=download]"
 EXPECTED_PREVIEW = {
     "spreadsheet": "Sheet: Summary",
     "document": "Summary",
@@ -47,14 +53,14 @@ async def test_each_document_type_from_the_page(demo, job_type: str, tmp_path) -
     await page.select_option("#type", job_type)
     await page.wait_for_function(f"document.getElementById('body').value.includes('\"{job_type}\"')")
     await page.click("#submit")
-    await page.wait_for_selector("#download:not(.hidden)", timeout=60_000)
-    assert await page.text_content("#status") == "completed"
-    assert EXPECTED_PREVIEW[job_type] in await page.inner_text("#preview")
+    await page.wait_for_selector(f"{DOWNLOAD}:not([hidden])", timeout=60_000)
+    assert await page.text_content(STATUS) == "completed"
+    assert EXPECTED_PREVIEW[job_type] in await page.inner_text(PREVIEW)
     log = await page.inner_text("#log")
     assert "status processing" in log and "complete" in log
     await page.screenshot(path=str(tmp_path / f"{job_type}.png"), full_page=True)
     async with page.expect_download() as info:
-        await page.click("#download")
+        await page.click(DOWNLOAD)
     download = await info.value
     target = tmp_path / download.suggested_filename
     await download.save_as(target)
@@ -68,9 +74,9 @@ async def test_a_failing_job_shows_its_error(demo, tmp_path) -> None:
     await page.wait_for_function("document.getElementById('body').value.length > 0")
     await page.fill("#body", '{"documentType": "pdf", "title": "Code", "code": "x = 1"}')
     await page.click("#submit")
-    await page.wait_for_function("document.getElementById('job-error').textContent.length > 0", timeout=60_000)
-    assert "code_execution_disabled" in await page.inner_text("#job-error")
-    assert await page.text_content("#status") == "failed"
+    await page.wait_for_selector(f"{ERROR}:not(:empty)", timeout=60_000)
+    assert "code_execution_disabled" in await page.inner_text(ERROR)
+    assert await page.text_content(STATUS) == "failed"
     await page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
 
 

@@ -452,6 +452,7 @@ export class DocjobsJob extends Base {
     this._token = null;
     this._session = null;
     this._follow = null; // the close or unsubscribe function of what is followed now
+    this._restartQueued = false;
     const root = this.attachShadow({ mode: "open" });
     const style = el("style", {}, STYLE);
     this._line = el("div", { part: "line" });
@@ -473,7 +474,7 @@ export class DocjobsJob extends Base {
 
   set token(value) {
     this._token = value || null;
-    this._restart();
+    this._scheduleRestart();
   }
 
   get session() {
@@ -482,7 +483,7 @@ export class DocjobsJob extends Base {
 
   set session(value) {
     this._session = value || null;
-    this._restart();
+    this._scheduleRestart();
   }
 
   get gateway() {
@@ -494,7 +495,7 @@ export class DocjobsJob extends Base {
   }
 
   connectedCallback() {
-    this._restart();
+    this._scheduleRestart();
   }
 
   disconnectedCallback() {
@@ -502,7 +503,17 @@ export class DocjobsJob extends Base {
   }
 
   attributeChangedCallback(name, oldValue, newValue) {
-    if (oldValue !== newValue) this._restart();
+    if (oldValue !== newValue) this._scheduleRestart();
+  }
+
+  // Setting job-id, then events-url, then session, in one task follows the job once, not three times.
+  _scheduleRestart() {
+    if (this._restartQueued) return;
+    this._restartQueued = true;
+    queueMicrotask(() => {
+      this._restartQueued = false;
+      this._restart();
+    });
   }
 
   _stop() {
