@@ -23,7 +23,7 @@ async def test_claim_uses_the_claimable_index_on_a_large_queue(database_url) -> 
             "EXPLAIN " + Q.claim, ["pdf"], 10, 30000, "w", None))
     finally:
         await conn.close()
-    assert "document_jobs_claimable" in plan, plan
+    assert "document_jobs_claimable_by_user" in plan, plan
     assert "Seq Scan on document_jobs" not in plan, plan
 
 

@@ -85,17 +85,82 @@ SELECT cancelled.*, event.id AS last_event_id
   FROM cancelled JOIN event ON event.job_id = cancelled.id;
 
 -- name: claim
--- $1 job types, $2 max jobs, $3 lease ms, $4 worker id, $5 now.
-WITH picked AS (
-    SELECT id
-      FROM document_jobs
-     WHERE status = 'pending'
-       AND job_type = ANY($1::text[])
-       AND run_at <= coalesce($5::timestamptz, now())
-       AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now()))
-     ORDER BY priority DESC, created_at, id
+-- Fair across users (docs/architecture.md, "Claim order"): a user's k-th job in this claim takes turn
+-- (its jobs in progress) + k, and the claim takes the first $2 turns; equal turns go by the jobs' own
+-- order, priority high first, then oldest, which is also the order within one user. A user with a
+-- backlog so never holds more than one turn ahead of another, and a user with nothing in progress gets
+-- the next claim. Each step is an index probe or a short ordered walk of the index of pending jobs by
+-- user: no user's backlog is read. $1 job types, $2 max jobs, $3 lease ms, $4 worker id, $5 now.
+WITH RECURSIVE heads AS (
+    -- Each user's next claimable job, user after user (a loose index scan: one descent per user).
+    (SELECT j.user_id, j.priority, j.created_at, j.id
+       FROM document_jobs j
+      WHERE j.status = 'pending'
+        AND j.job_type = ANY($1::text[])
+        AND j.run_at <= coalesce($5::timestamptz, now())
+        AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
+      ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
+      LIMIT 1)
+    UNION ALL
+    SELECT n.*
+      FROM heads h
+      CROSS JOIN LATERAL (
+          SELECT j.user_id, j.priority, j.created_at, j.id
+            FROM document_jobs j
+           WHERE j.status = 'pending' AND j.user_id > h.user_id
+             AND j.job_type = ANY($1::text[])
+             AND j.run_at <= coalesce($5::timestamptz, now())
+             AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
+           ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
+           LIMIT 1) n
+), served AS (
+    -- The first $2 users by their first turn: nobody after them has a turn within the first $2.
+    SELECT h.*, (SELECT count(*) FROM document_jobs p WHERE p.status = 'processing' AND p.user_id = h.user_id)
+                    AS active
+      FROM heads h
+     ORDER BY active, h.priority DESC, h.created_at, h.id
      LIMIT $2
-       FOR UPDATE SKIP LOCKED
+), bounded AS (
+    -- A user's second turn comes after the first turn of everyone with as few jobs in progress, so it
+    -- gets at most $2 minus their number (and at least one) of the first $2 turns.
+    SELECT user_id, active, greatest(1, $2 - count(*) OVER (ORDER BY active) + 1) AS most
+      FROM served
+), turns AS (
+    SELECT b.user_id, b.active,
+           b.active + row_number() OVER (PARTITION BY b.user_id ORDER BY c.priority DESC, c.created_at, c.id)
+               AS turn,
+           c.priority, c.created_at, c.id
+      FROM bounded b
+      CROSS JOIN LATERAL (
+          SELECT j.id, j.priority, j.created_at
+            FROM document_jobs j
+           WHERE j.status = 'pending' AND j.user_id = b.user_id
+             AND j.job_type = ANY($1::text[])
+             AND j.run_at <= coalesce($5::timestamptz, now())
+             AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
+           ORDER BY j.priority DESC, j.created_at, j.id
+           LIMIT b.most) c
+), shares AS (
+    SELECT user_id, active, count(*) AS share
+      FROM (SELECT * FROM turns ORDER BY turn, priority DESC, created_at, id LIMIT $2) first_turns
+     GROUP BY user_id, active
+), picked AS (
+    -- Each user's share, locked on a second walk of its jobs: a job that another claimer holds is
+    -- skipped for the user's next one, as SKIP LOCKED does.
+    SELECT l.id, s.active + row_number() OVER (PARTITION BY s.user_id
+                                                ORDER BY l.priority DESC, l.created_at, l.id) AS turn
+      FROM shares s
+      CROSS JOIN LATERAL (
+          SELECT j.id, j.priority, j.created_at
+            FROM document_jobs j
+           WHERE j.status = 'pending' AND j.user_id = s.user_id
+             AND j.job_type = ANY($1::text[])
+             AND j.run_at <= coalesce($5::timestamptz, now())
+             AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
+           ORDER BY j.priority DESC, j.created_at, j.id
+           LIMIT s.share
+             FOR UPDATE SKIP LOCKED) l
+     LIMIT $2
 ), claimed AS (
     UPDATE document_jobs j
        SET status = 'processing', lease_token = gen_random_uuid(),
@@ -104,7 +169,7 @@ WITH picked AS (
            progress = 0, progress_message = ''
       FROM picked
      WHERE j.id = picked.id
-    RETURNING j.*
+    RETURNING j.*, picked.turn
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
     SELECT id, user_id, session_id, job_type, 'status', 'processing', retry_count + 1,
@@ -114,7 +179,7 @@ WITH picked AS (
 )
 SELECT claimed.*, event.id AS last_event_id
   FROM claimed JOIN event ON event.job_id = claimed.id
- ORDER BY claimed.priority DESC, claimed.created_at, claimed.id;
+ ORDER BY claimed.turn, claimed.priority DESC, claimed.created_at, claimed.id;
 
 -- name: release
 -- Claimed jobs whose claimer went away before it received them (its call was cancelled): back to
