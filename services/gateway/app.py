@@ -8,6 +8,7 @@ import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypedDict
 from urllib.parse import quote
@@ -19,18 +20,19 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from docjobs import jobtypes, specs
+from docjobs import jobtypes, jsonvalues, specs
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from . import client, openapi, payloads
-from .auth import Auth
+from .auth import Auth, Caller, valid_user_id
 from .cors import Cors
 from .errors import ApiError, error_response, errors_middleware, from_grpc
 from .hub import EventHub
 from .inflight import BoundedStub
 from .logs import AccessLog, ServerLog
+from .session import open_session
 from .settings import Settings
 from .sse import Streams, last_event_id
 
@@ -78,42 +80,86 @@ def _job_id(request: web.Request) -> str:
 
 
 def _links(request: web.Request, job_id: str, user_id: str) -> dict[str, str]:
+    """The URLs of a job, their tokens minted for the job's user (a backend may hand them to that user)."""
     token = request.app[AUTH].job_url_token(user_id, job_id)
     return {"eventsUrl": f"/api/jobs/{job_id}/events?token={token}", "statusUrl": f"/api/jobs/{job_id}/status",
             "downloadUrl": payloads.artifact_url(job_id, token)}
 
 
+# The jobstore's names of Enqueue's fields, as the HTTP body calls them.
+ENQUEUE_FIELDS = {"ttl_ms": "expiresInSeconds", "expires_at": "expiresInSeconds", "run_at": "runAt",
+                  "max_retries": "maxRetries", "user_id": "userId", "session_id": "sessionId",
+                  "message_id": "messageId", "job_type": "documentType", "payload_json": "body"}
+
+
 async def create_job(request: web.Request) -> web.Response:
-    user_id = request.app[AUTH].user(request)
-    limit = request.app[SETTINGS].body_timeout_s
+    caller = request.app[AUTH].caller(request)
+    settings = request.app[SETTINGS]
+    limit = settings.body_timeout_s
     try:
         async with asyncio.timeout(limit):
             raw = await request.read()
     except TimeoutError:  # a client trickling its body must not hold a handler for ever
         raise ApiError(408, "timeout", f"the request body did not arrive within {limit:g} s", "body") from None
-    fields = await asyncio.get_running_loop().run_in_executor(None, payloads.parse_job_request, raw, user_id)
+    fields = await asyncio.get_running_loop().run_in_executor(
+        None, payloads.parse_job_request, raw, caller, settings, datetime.now(UTC))
     idempotency_key = request.headers.get("Idempotency-Key", "")
     if len(idempotency_key) > 200:
         raise ApiError(400, "invalid", "Idempotency-Key is longer than 200 characters", "Idempotency-Key")
     # Header values are bytes; aiohttp hands on those that are not UTF-8 as lone surrogates.
     if not all(" " <= c <= "~" for c in idempotency_key):
         raise ApiError(400, "invalid", "Idempotency-Key must be printable ASCII", "Idempotency-Key")
-    reply = await request.app[STUB].Enqueue(pb.EnqueueRequest(user_id=user_id, idempotency_key=idempotency_key,
-                                                              **fields))
+    try:
+        reply = await request.app[STUB].Enqueue(pb.EnqueueRequest(idempotency_key=idempotency_key, **fields))
+    except grpc.aio.AioRpcError as exc:
+        raise _renamed(exc, ENQUEUE_FIELDS, 422) from None
     request.app[METRICS]["jobs_created"].labels(fields["job_type"]).inc()
-    links = _links(request, reply.job.id, user_id)
-    return web.json_response({"jobId": reply.job.id, "status": payloads.STATUS_NAMES[reply.job.status],
-                              "created": reply.created, **links}, status=202)
+    job = reply.job
+    links = _links(request, job.id, job.user_id)
+    session = request.app[AUTH].session_url_token(job.user_id, job.session_id)
+    session_query = f"sessionId={quote(job.session_id, safe='')}&" if job.session_id else ""
+    return web.json_response({"jobId": job.id, "status": payloads.STATUS_NAMES[job.status],
+                              "created": reply.created, **links,
+                              "sessionEventsUrl": f"/api/events?{session_query}token={session}"}, status=202)
+
+
+def _renamed(exc: grpc.aio.AioRpcError, names: dict[str, str], status: int) -> Exception:
+    """A jobstore's INVALID_ARGUMENT about a field, named as the caller wrote it (pageToken, not
+    page_token); any other error as it is."""
+    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return exc
+    err = from_grpc(exc)
+    field = names.get(err.field or "", err.field)
+    return ApiError(status, "invalid", err.message.replace(err.field or "", field or "", 1), field)
 
 
 async def get_job(request: web.Request) -> web.Response:
-    user_id = request.app[AUTH].user(request)
-    job = await request.app[STUB].GetJob(pb.GetJobRequest(job_id=_job_id(request), user_id=user_id))
-    return web.json_response(payloads.job_document(job, _links(request, job.id, user_id)))
+    caller = request.app[AUTH].caller(request)
+    job = await request.app[STUB].GetJob(pb.GetJobRequest(job_id=_job_id(request), user_id=caller.owner))
+    return web.json_response(payloads.job_document(job, _links(request, job.id, job.user_id)))
+
+
+def _query_user(request: web.Request, caller: Caller) -> str:
+    """The user a query is about: a service names it in `userId` (or no one: ""); a user's `userId`, if
+    given, must be its own id."""
+    value = request.query.get("userId", "")
+    if caller.service:
+        if value and not valid_user_id(value):
+            raise ApiError(400, "invalid", "userId: must be 1 to 200 characters, without control characters",
+                           "userId")
+        return value
+    if value and value != caller.user_id:
+        raise ApiError(403, "forbidden", "userId differs from the authenticated user", "userId")
+    return caller.user_id
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    user_id = request.app[AUTH].user(request)
+    caller = request.app[AUTH].caller(request)
+    user_id = _query_user(request, caller)
+    session_id = request.query.get("sessionId", "")
+    if not user_id and not session_id:
+        raise ApiError(400, "invalid", "userId: a service lists one user's jobs (userId), or one session's "
+                       "(sessionId)", "userId")
     statuses = []
     for name in filter(None, request.query.get("status", "").split(",")):
         if name not in payloads.STATUS_BY_NAME:
@@ -127,37 +173,52 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid", "pageSize: must be between 1 and 500", "pageSize")
     try:
         reply = await request.app[STUB].ListJobs(pb.ListJobsRequest(
-            user_id=user_id, session_id=request.query.get("sessionId", ""), statuses=statuses, page_size=page_size,
+            user_id=user_id, session_id=session_id, statuses=statuses, page_size=page_size,
             page_token=request.query.get("pageToken", "")))
     except grpc.aio.AioRpcError as exc:
-        if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
-            raise
-        # A bad query parameter: 400, named as the caller wrote it (pageToken, not page_token).
-        err = from_grpc(exc)
-        field = {"page_token": "pageToken", "page_size": "pageSize", "session_id": "sessionId"}.get(
-            err.field or "", err.field)
-        raise ApiError(400, "invalid", err.message.replace(err.field or "", field or "", 1), field) from None
-    return web.json_response({"jobs": [payloads.job_document(j, _links(request, j.id, user_id)) for j in reply.jobs],
+        # A bad query parameter: 400, named as the caller wrote it.
+        raise _renamed(exc, {"page_token": "pageToken", "page_size": "pageSize", "session_id": "sessionId",
+                             "user_id": "userId"}, 400) from None
+    return web.json_response({"jobs": [payloads.job_document(j, _links(request, j.id, j.user_id))
+                                       for j in reply.jobs],
                               "nextPageToken": reply.next_page_token or None})
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    user_id = request.app[AUTH].user(request)
-    job = await request.app[STUB].Cancel(pb.CancelRequest(job_id=_job_id(request), user_id=user_id,
-                                                           reason="cancelled by the user"))
-    return web.json_response(payloads.job_document(job, _links(request, job.id, user_id)))
+    caller = request.app[AUTH].caller(request)
+    reason = "cancelled by a service" if caller.service else "cancelled by the user"
+    job = await request.app[STUB].Cancel(pb.CancelRequest(job_id=_job_id(request), user_id=caller.owner,
+                                                           reason=reason))
+    return web.json_response(payloads.job_document(job, _links(request, job.id, job.user_id)))
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     job_id = _job_id(request)
-    user_id = request.app[AUTH].user_for_job_url(request, job_id)
-    stream = request.app[STREAMS].open(job_id, user_id, last_event_id(request))
+    caller = request.app[AUTH].caller_for_job_url(request, job_id)
+    after = last_event_id(request)
+    user_id = caller.user_id
+    if caller.service:  # its stream counts against the job's user, as the user's own would
+        user_id = (await request.app[STUB].GetJob(pb.GetJobRequest(job_id=job_id))).user_id
+    stream = request.app[STREAMS].open(job_id, user_id, after)
     return await stream.start(request)  # its live part runs in write_eof, see gateway/sse.py
+
+
+async def session_events(request: web.Request) -> web.StreamResponse:
+    session_id = request.query.get("sessionId", "")
+    if (len(session_id) > 200 or any(ord(c) < 32 and c not in "\t\n\r" for c in session_id)
+            or jsonvalues.text_problem(session_id)):
+        raise ApiError(400, "invalid", "sessionId: at most 200 characters, without control characters", "sessionId")
+    caller = request.app[AUTH].caller_for_session_url(request, session_id)
+    user_id = _query_user(request, caller)
+    if not user_id:
+        raise ApiError(400, "invalid", "userId: a service names the user whose events it streams", "userId")
+    stream = open_session(request.app[STREAMS], user_id, session_id, last_event_id(request))
+    return await stream.start(request)  # its live part runs in write_eof, see gateway/session.py
 
 
 async def download(request: web.Request) -> web.StreamResponse:
     job_id = _job_id(request)
-    user_id = request.app[AUTH].user_for_job_url(request, job_id)
+    user_id = request.app[AUTH].caller_for_job_url(request, job_id).owner
     stub = request.app[STUB]
     job = await stub.GetJob(pb.GetJobRequest(job_id=job_id, user_id=user_id))
     if not job.artifact_id:
@@ -191,7 +252,7 @@ def content_disposition(filename: str) -> str:
 
 
 async def stats(request: web.Request) -> web.Response:
-    request.app[AUTH].user(request)
+    request.app[AUTH].caller(request)
     s = await request.app[STUB].GetStats(pb.GetStatsRequest())
     counts: dict[str, dict[str, int]] = {}
     for c in s.counts:
@@ -228,7 +289,7 @@ async def get_schema(request: web.Request) -> web.Response:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(openapi.document())
+    return web.json_response(openapi.document(request.app[SETTINGS]))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -320,6 +381,7 @@ def create_app(settings: Settings) -> web.Application:
         # No HEAD on the two streaming routes: aiohttp would send their body after a HEAD's headers.
         web.get("/api/jobs/{job_id}/events", job_events, allow_head=False, expect_handler=expect_continue),
         web.get("/api/jobs/{job_id}/artifact", download, allow_head=False, expect_handler=expect_continue),
+        web.get("/api/events", session_events, allow_head=False, expect_handler=expect_continue),
         web.get("/api/stats", stats, expect_handler=expect_continue),
         web.get("/", index, expect_handler=expect_continue),
         web.get("/client/{name}", client.client_file, expect_handler=expect_continue),

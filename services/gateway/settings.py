@@ -19,6 +19,7 @@ class Settings:
     http_port: int = 8080
     auth: str = "jwt"  # jwt | none
     jwt_secret: str = ""
+    service_jwt_secret: str = ""  # signs service tokens when set; else jwt_secret does
     url_token_ttl_s: int = 3600
     jwt_max_ttl_s: int = 86400
     sse_heartbeat_s: float = 15.0
@@ -27,6 +28,9 @@ class Settings:
     sse_streams_per_user: int = 16
     jobstore_max_inflight: int = 512
     log_level: str = "INFO"
+    max_expires_in_s: int = 7 * 86400
+    max_run_at_ahead_s: int = 30 * 86400
+    max_retries_cap: int = 10
     cors_origins: tuple[str, ...] = ()  # exact origins; empty: same origin only
 
     @classmethod
@@ -35,6 +39,12 @@ class Settings:
         secret = env_str(env, "DOCJOBS_JWT_SECRET", "")
         if auth == "jwt" and len(secret.encode()) < 32:
             raise SettingsError("DOCJOBS_JWT_SECRET must be set, 32 bytes or more (HS256), when DOCJOBS_AUTH=jwt")
+        service_secret = env_str(env, "DOCJOBS_SERVICE_JWT_SECRET", "")
+        if service_secret and len(service_secret.encode()) < 32:
+            raise SettingsError("DOCJOBS_SERVICE_JWT_SECRET must be 32 bytes or more (HS256) when set")
+        if service_secret and service_secret == secret:
+            raise SettingsError("DOCJOBS_SERVICE_JWT_SECRET must differ from DOCJOBS_JWT_SECRET (leave it unset "
+                                "to sign service tokens with DOCJOBS_JWT_SECRET)")
         url_token_ttl_s = env_int(env, "DOCJOBS_URL_TOKEN_TTL_S", 3600, minimum=60, maximum=7 * 86400)
         jwt_max_ttl_s = env_int(env, "DOCJOBS_JWT_MAX_TTL_S", 86400, minimum=60, maximum=366 * 86400)
         if url_token_ttl_s > jwt_max_ttl_s:
@@ -51,6 +61,7 @@ class Settings:
             auth=auth,
             # In no-auth mode the per-job URL tokens are still signed, with a per-process secret.
             jwt_secret=secret,
+            service_jwt_secret=service_secret,
             url_token_ttl_s=url_token_ttl_s,
             jwt_max_ttl_s=jwt_max_ttl_s,
             sse_heartbeat_s=env_float(env, "DOCJOBS_SSE_HEARTBEAT", 15.0, minimum=0.05, maximum=300.0),
@@ -60,5 +71,10 @@ class Settings:
             sse_streams_per_user=env_int(env, "DOCJOBS_SSE_STREAMS_PER_USER", 16, minimum=1, maximum=10_000),
             jobstore_max_inflight=env_int(env, "DOCJOBS_JOBSTORE_MAX_INFLIGHT", 512, minimum=1, maximum=100_000),
             log_level=env_choice(env, "DOCJOBS_LOG_LEVEL", "info", LOG_LEVELS).upper(),
+            # The jobstore's own bounds are wider (ten years, a year, 100): these are what the public API allows.
+            max_expires_in_s=env_int(env, "DOCJOBS_MAX_EXPIRES_IN_S", 7 * 86400, minimum=1, maximum=3650 * 86400),
+            max_run_at_ahead_s=env_int(env, "DOCJOBS_MAX_RUN_AT_AHEAD_S", 30 * 86400, minimum=1,
+                                       maximum=365 * 86400),
+            max_retries_cap=env_int(env, "DOCJOBS_MAX_RETRIES_CAP", 10, minimum=0, maximum=100),
             cors_origins=parse_origins(env.get("DOCJOBS_CORS_ORIGINS", "")),
         )
