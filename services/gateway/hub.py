@@ -8,7 +8,8 @@ the table). A stream whose inbox overflows reads its history too. When the hub's
 (the jobstore's buffer for it fills), the jobstore ends it with UNAVAILABLE: the hub watches again, and
 its SUBSCRIBED marker has every stream read its history, which holds whatever was dropped. The hub also
 keeps the one timer that sends every stream its heartbeat, and tells every stream to end when the gateway
-shuts down.
+shuts down; a session's stream (gateway/session.py) reads its events from a Watch of its own and takes
+only these markers from the hub.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class EventHub:
         self._stub = stub
         self._heartbeat_s = heartbeat_s
         self._streams: dict[str, list[Subscriber]] = {}  # a list: most jobs have one stream, a set costs 4x
+        self._listeners: set[Subscriber] = set()  # streams that want only the markers (gateway/session.py)
         self._tasks: list[asyncio.Task[None]] = []
         self.live = asyncio.Event()  # subscribed at the jobstore: live events flow
         self.connections = 0
@@ -66,14 +68,23 @@ class EventHub:
             if not streams:
                 del self._streams[job_id]
 
+    def attach(self, stream: Subscriber) -> None:
+        """A stream with events of its own (a session's) that takes the heartbeats and the shutdown."""
+        self._listeners.add(stream)
+
+    def detach(self, stream: Subscriber) -> None:
+        self._listeners.discard(stream)
+
     @property
     def stream_count(self) -> int:
-        return sum(len(s) for s in self._streams.values())
+        return sum(len(s) for s in self._streams.values()) + len(self._listeners)
 
     def _tell_all(self, marker: pb.JobEvent) -> None:
         for streams in list(self._streams.values()):
             for stream in streams:
                 stream.put(marker)
+        for listener in list(self._listeners):
+            listener.put(marker)
 
     def close_all(self) -> None:
         """Shutting down: every open stream ends (its browser reconnects elsewhere with Last-Event-ID)."""

@@ -92,6 +92,22 @@ class BoundedStub:
     async def Watch(self, request: pb.WatchRequest) -> grpc.aio.UnaryStreamCall[pb.WatchRequest, pb.JobEvent]:
         return await self._stream(self._stub.Watch, request)
 
+    async def open_watch(self, request: pb.WatchRequest) -> grpc.aio.UnaryStreamCall[pb.WatchRequest, pb.JobEvent]:
+        """A Watch that may stay open as long as its client (a session's stream): its slot is held while
+        the call opens, until the jobstore has taken it (its initial metadata arrived, or it ended), so a
+        burst of openings waits its turn as every call does, and open streams hold no slot."""
+        await self._acquire()
+        try:
+            call = self._stub.Watch(request)
+            try:
+                await call.initial_metadata()
+            except BaseException:
+                call.cancel()
+                raise
+        finally:
+            self._release()
+        return call
+
     async def DownloadArtifact(self, request: pb.DownloadArtifactRequest
                                ) -> grpc.aio.UnaryStreamCall[pb.DownloadArtifactRequest, pb.DownloadArtifactResponse]:
         return await self._stream(self._stub.DownloadArtifact, request)

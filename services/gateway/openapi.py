@@ -7,6 +7,8 @@ from typing import Any
 
 from docjobs import jobtypes
 
+from .settings import Settings
+
 ERROR = {"$ref": "#/components/responses/Error"}
 JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 URL_TOKEN = {"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
@@ -18,7 +20,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def document() -> dict[str, Any]:
+SESSION_URL_TOKEN = {"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "The token of a sessionEventsUrl handed out with a job; instead of the "
+                                    "Authorization header"}
+
+
+def document(settings: Settings | None = None) -> dict[str, Any]:
+    """The document; the bounds of the job knobs are the gateway's settings."""
+    limits = settings or Settings()
     job = {"$ref": "#/components/schemas/Job"}
     create = {
         "summary": "Submit a document job",
@@ -38,7 +47,13 @@ def document() -> dict[str, Any]:
         "info": {"title": "docjobs gateway", "version": "1.0.0",
                  "description": "Async document generation: submit, follow over Server-Sent Events, download."},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "HS256. A user's token: `sub` is the user id. A service's token (a backend acting "
+                               "for its users): `scope` holds `docjobs:service` (signed with "
+                               "DOCJOBS_SERVICE_JWT_SECRET when the gateway has one); it names the user in "
+                               "`userId` and may read, list, stream and cancel any user's jobs. `exp` is "
+                               "required."}},
             "responses": {"Error": _json({"$ref": "#/components/schemas/Error"}, "An error")},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -55,15 +70,33 @@ def document() -> dict[str, Any]:
                         "code": {"type": "string", "description": "Python building the document (code mode)"},
                         "sessionId": {"type": "string", "maxLength": 200},
                         "messageId": {"type": "string", "maxLength": 200},
-                        "userId": {"type": "string", "description": "Must be the authenticated user if given"},
-                        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+                        "userId": {"type": ["string", "integer"], "minimum": 0, "maxLength": 200,
+                                   "description": "Whose job it is. Required from a service (123 is the user "
+                                                  "\"123\"); from a user, must be its own id if given"},
+                        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000,
+                                     "description": "Higher first; set by a service only (a user's is ignored)"},
+                        "expiresInSeconds": {"type": "integer", "minimum": 1, "maximum": limits.max_expires_in_s,
+                                             "description": "The job fails as `expired` if not finished this "
+                                                            "long after it was accepted"},
+                        "runAt": {"type": "string", "format": "date-time",
+                                  "description": "RFC 3339 with an offset (Z or +hh:mm): not started before; "
+                                                 f"at most {limits.max_run_at_ahead_s} s ahead"},
+                        "maxRetries": {"type": "integer", "minimum": 0, "maximum": limits.max_retries_cap,
+                                       "description": "Retries after a failed attempt (default: the server's)"},
                     }},
                 "Accepted": {"type": "object", "required": ["jobId", "status", "eventsUrl", "statusUrl"],
                              "properties": {"jobId": {"type": "string"}, "status": {"const": "pending"},
                                             "created": {"type": "boolean"}, "eventsUrl": {"type": "string"},
-                                            "statusUrl": {"type": "string"}, "downloadUrl": {"type": "string"}}},
+                                            "statusUrl": {"type": "string"}, "downloadUrl": {"type": "string"},
+                                            "sessionEventsUrl": {
+                                                "type": "string", "description": "/api/events of the job's "
+                                                "session (of all the user's jobs when it has none), signed for "
+                                                "the job's user"}}},
                 "Job": {"type": "object", "required": ["jobId", "status", "documentType"], "properties": {
-                    "jobId": {"type": "string"},
+                    "jobId": {"type": "string"}, "userId": {"type": "string"}, "priority": {"type": "integer"},
+                    "maxRetries": {"type": "integer"}, "attempts": {"type": "integer"},
+                    "runAt": {"type": ["string", "null"], "format": "date-time"},
+                    "expiresAt": {"type": ["string", "null"], "format": "date-time"},
                     "status": {"enum": ["pending", "processing", "completed", "failed", "cancelled"]},
                     "documentType": {"type": "string"}, "title": {"type": "string"},
                     "progress": {"type": "integer"}, "progressMessage": {"type": "string"},
@@ -76,15 +109,17 @@ def document() -> dict[str, Any]:
         "paths": {
             "/api/jobs": {
                 "post": create,
-                "get": {"summary": "The caller's jobs, newest first",
+                "get": {"summary": "The caller's jobs, newest first (a service's: userId's, or sessionId's)",
                         "parameters": [{"name": "sessionId", "in": "query", "schema": {"type": "string"}},
+                                       {"name": "userId", "in": "query", "schema": {"type": "string"},
+                                        "description": "A service: whose jobs; a user: its own id, if given"},
                                        {"name": "status", "in": "query", "schema": {"type": "string"}},
                                        {"name": "pageSize", "in": "query",
                                         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
                                        {"name": "pageToken", "in": "query", "schema": {"type": "string"}}],
                         "responses": {"200": _json({"type": "object", "properties": {
                             "jobs": {"type": "array", "items": job}, "nextPageToken": {"type": ["string", "null"]}}},
-                            "A page of jobs"), "400": ERROR, "401": ERROR}},
+                            "A page of jobs"), "400": ERROR, "401": ERROR, "403": ERROR}},
             },
             "/api/jobs/enqueue": {"post": {**create, "summary": "Submit a document job (the backend's alias)"}},
             "/api/jobs/{jobId}": {
@@ -102,6 +137,19 @@ def document() -> dict[str, Any]:
                 "responses": {"200": {"description": "An event stream",
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                               "400": ERROR, "401": ERROR, "404": ERROR, "429": ERROR}}},
+            "/api/events": {"get": {
+                "summary": "Every event of the caller's jobs, in one session or all of them, as one stream of "
+                           "Server-Sent Events: the job stream's events, each with jobId; ids increase along "
+                           "the stream; jobs created later are in it; it does not end when a job ends",
+                "parameters": [{"name": "sessionId", "in": "query", "schema": {"type": "string", "maxLength": 200}},
+                               SESSION_URL_TOKEN,
+                               {"name": "userId", "in": "query", "schema": {"type": "string"},
+                                "description": "Required from a service: whose jobs"},
+                               {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                               {"name": "lastEventId", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "An event stream",
+                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                              "400": ERROR, "401": ERROR, "403": ERROR, "429": ERROR}}},
             "/api/jobs/{jobId}/artifact": {"get": {
                 "summary": "Download the finished document", "parameters": [JOB_ID, URL_TOKEN],
                 "responses": {"200": {"description": "The document",

@@ -4,12 +4,18 @@ of jobs, results and events as the browser sees them (camelCase)."""
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from docjobs import jobtypes, jsonvalues, specs
 from docjobs.v1 import jobstore_pb2 as pb
 
+from .auth import Caller, valid_user_id
 from .errors import ApiError
+from .settings import Settings
 
 STATUS_NAMES = {pb.JOB_STATUS_PENDING: "pending", pb.JOB_STATUS_PROCESSING: "processing",
                 pb.JOB_STATUS_COMPLETED: "completed", pb.JOB_STATUS_FAILED: "failed",
@@ -34,8 +40,62 @@ def _optional_str(body: dict[str, Any], field: str, max_len: int) -> str:
     return value
 
 
-def parse_job_request(raw: bytes, user_id: str) -> dict[str, Any]:
-    """A POST /api/jobs body to the fields of an Enqueue call."""
+MAX_USER_NUMBER = 2**63 - 1
+# RFC 3339's date-time: a full date, T, a full time with an offset (Z or +hh:mm). datetime.fromisoformat
+# alone would also take ISO 8601's other forms (a date alone, no offset, 20261129T1200).
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def job_user(body: dict[str, Any], caller: Caller) -> str:
+    """Whose job it is: a service names the user (`userId`, a string or an integer: 123 is the user
+    "123"); a user's own `userId`, if given, must be its own id."""
+    value = body.get("userId")
+    if value is None:
+        if caller.service:
+            raise _invalid("userId", "required from a service caller: the user the job is for (a string, or "
+                                     "an integer such as 123)")
+        return caller.user_id
+    if _is_int(value):
+        if not 0 <= value <= MAX_USER_NUMBER:
+            raise _invalid("userId", f"a number must be from 0 to {MAX_USER_NUMBER}")
+        user_id = str(value)
+    elif isinstance(value, str):
+        if not valid_user_id(value):
+            raise _invalid("userId", "must be 1 to 200 characters, without control characters")
+        user_id = value
+    else:
+        raise _invalid("userId", "must be a string or an integer")
+    if not caller.service and user_id != caller.user_id:
+        raise ApiError(403, "forbidden", "userId differs from the authenticated user", "userId")
+    return user_id
+
+
+def run_at(value: Any, now: datetime, max_ahead_s: int) -> datetime:
+    """An RFC 3339 instant with its offset, at most max_ahead_s ahead of now (one in the past is due at once)."""
+    match = RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise _invalid("runAt", "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00Z")
+    fraction, offset = match.group(1), match.group(2)
+    text = value[:19].replace("t", "T")
+    if fraction:
+        text += "." + fraction[:6].ljust(6, "0")  # microseconds: what datetime holds
+    text += "+00:00" if offset in "Zz" else offset
+    try:
+        when = datetime.fromisoformat(text)
+        when.astimezone(UTC)  # an offset that takes it past year 9999 or before year 1
+    except (ValueError, OverflowError):
+        raise _invalid("runAt", "not a valid date and time") from None
+    if when > now + timedelta(seconds=max_ahead_s):
+        raise _invalid("runAt", f"at most {max_ahead_s} s ahead")
+    return when
+
+
+def parse_job_request(raw: bytes, caller: Caller, settings: Settings, now: datetime) -> dict[str, Any]:
+    """A POST /api/jobs body to the fields of an Enqueue call (user_id included)."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -64,18 +124,36 @@ def parse_job_request(raw: bytes, user_id: str) -> dict[str, Any]:
             specs.validate(job_type, body["spec"])
         except specs.SpecError as exc:
             raise _invalid(exc.path, exc.message) from None
-    body_user = body.get("userId")
-    if body_user is not None and str(body_user) != user_id:
-        raise ApiError(403, "forbidden", "userId differs from the authenticated user", "userId")
+    user_id = job_user(body, caller)
     priority = body.get("priority", 0)
-    if not isinstance(priority, int) or isinstance(priority, bool) or not -1000 <= priority <= 1000:
+    if not _is_int(priority) or not -1000 <= priority <= 1000:
         raise _invalid("priority", "must be an integer between -1000 and 1000")
+    knobs: dict[str, Any] = {}
+    expires = body.get("expiresInSeconds")
+    if expires is not None:
+        if not _is_int(expires) or not 1 <= expires <= settings.max_expires_in_s:
+            raise _invalid("expiresInSeconds", f"must be an integer from 1 to {settings.max_expires_in_s}")
+        knobs["ttl_ms"] = expires * 1000
+    retries = body.get("maxRetries")
+    if retries is not None:
+        if not _is_int(retries) or not 0 <= retries <= settings.max_retries_cap:
+            raise _invalid("maxRetries", f"must be an integer from 0 to {settings.max_retries_cap}")
+        knobs["max_retries"] = retries
+    if body.get("runAt") is not None:
+        when = run_at(body["runAt"], now, settings.max_run_at_ahead_s)
+        if expires is not None and when >= now + timedelta(seconds=expires):
+            raise _invalid("expiresInSeconds", "the job would expire before its runAt")
+        knobs["run_at"] = Timestamp()
+        knobs["run_at"].FromDatetime(when)
     return {
+        "user_id": user_id,
         "job_type": job_type,
         "title": _optional_str(body, "title", 500),
         "session_id": _optional_str(body, "sessionId", 200),
         "message_id": _optional_str(body, "messageId", 200),
-        "priority": priority,
+        # Only a service orders the queue: a user who could set it would jump everyone else's jobs.
+        "priority": priority if caller.service else 0,
+        **knobs,
         "payload_json": json.dumps({"spec": body["spec"]} if has_spec else {"code": body["code"]}),
     }
 
@@ -87,13 +165,16 @@ def artifact_url(job_id: str, token: str) -> str:
 
 def job_document(job: pb.Job, links: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "jobId": job.id, "status": STATUS_NAMES.get(job.status, "unknown"), "documentType": job.job_type,
+        "jobId": job.id, "userId": job.user_id, "status": STATUS_NAMES.get(job.status, "unknown"),
+        "documentType": job.job_type,
         "title": job.title, "sessionId": job.session_id, "messageId": job.message_id or None,
         "priority": job.priority, "progress": job.progress, "progressMessage": job.progress_message,
         "attempts": job.retry_count + (1 if job.started_at.seconds else 0), "maxRetries": job.max_retries,
         "createdAt": job.created_at.ToJsonString(),
         "startedAt": job.started_at.ToJsonString() if job.started_at.seconds else None,
         "completedAt": job.completed_at.ToJsonString() if job.completed_at.seconds else None,
+        "runAt": job.run_at.ToJsonString() if job.HasField("run_at") else None,
+        "expiresAt": job.expires_at.ToJsonString() if job.HasField("expires_at") else None,
         "lastEventId": job.last_event_id, **links,
     }
     if job.result_json:

@@ -89,20 +89,28 @@ class Streams:
         self.gauge = gauge
         self.open_by_user: collections.Counter[str] = collections.Counter()
 
-    def open(self, job_id: str, user_id: str, after: int) -> EventStream:
+    def admit(self, user_id: str) -> None:
+        """Count one more open stream of the user's (a job's or a session's); 429 at the cap."""
         if self.open_by_user[user_id] >= self.per_user:
             raise ApiError(429, "too_many_streams", f"at most {self.per_user} open event streams per user; close "
-                           "one (a page needs one stream at a time, not one per job)", "events")
+                           "one (a page needs one stream at a time, not one per job: /api/events carries every "
+                           "job of a session)", "events")
         self.open_by_user[user_id] += 1
         self.gauge.inc()
+
+    def release(self, user_id: str) -> None:
+        self.gauge.dec()
+        self.open_by_user[user_id] -= 1
+        if not self.open_by_user[user_id]:
+            del self.open_by_user[user_id]
+
+    def open(self, job_id: str, user_id: str, after: int) -> EventStream:
+        self.admit(user_id)
         return EventStream(self, job_id, user_id, after)
 
     def closed(self, stream: EventStream) -> None:
         self.hub.unsubscribe(stream.job_id, stream)
-        self.gauge.dec()
-        self.open_by_user[stream.user_id] -= 1
-        if not self.open_by_user[stream.user_id]:
-            del self.open_by_user[stream.user_id]
+        self.release(stream.user_id)
 
     def download_url(self, job_id: str, user_id: str) -> str:
         return artifact_url(job_id, self.auth.job_url_token(user_id, job_id))

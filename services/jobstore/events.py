@@ -116,6 +116,30 @@ class Subscription:
             finally:
                 self._waiter = None
 
+    def drain(self) -> list[pb.JobEvent]:
+        """The live events buffered now, taken. Raises as next() does."""
+        if self.overflowed:
+            raise FellBehind
+        if self.closed:
+            raise Closed
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    async def changed(self) -> None:
+        """Until an event arrives, the subscription is overflowed or closed, or the settled cursor moves."""
+        if self._events or self.overflowed or self.closed:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def wake(self) -> None:
+        """End a wait in changed() (the settled cursor moved)."""
+        self._wake()
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -291,12 +315,16 @@ class EventDispatcher:
             self._settle(xmin)
 
     def _settle(self, xmin: int) -> None:
+        before = self._cursor
         while self._checkpoints and self._checkpoints[0][1] <= xmin:
             settled, _ = self._checkpoints.popleft()
             if settled > self._cursor:
                 self._cursor = settled
         if self._delivered:
             self._delivered = {i for i in self._delivered if i > self._cursor}
+        if self._cursor > before:
+            for sub in self._scoped:  # a scope watch holds events until they settle (jobstore/watch.py)
+                sub.wake()
 
     def _deliver(self, event: pb.JobEvent) -> None:
         self.delivered_total += 1

@@ -295,6 +295,9 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         if request.all_jobs:
             events = self._watches.all_jobs()
         elif job_id is None:
+            # A scope may be quiet for long: its caller learns at once that the call was taken (a gateway
+            # holds a slot of its own bound on calls until then).
+            await context.send_initial_metadata(())
             events = self._watches.scope(user_id, session_id, after_id)
         elif request.history_only:
             events = self._watches.job_history(job_id, user_id, after_id)

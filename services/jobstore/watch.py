@@ -9,9 +9,16 @@ marked overflowed (the mark lives beside the buffer, so a full buffer cannot hid
 * a job watch re-reads the job's stored events after the last one it sent and carries on: one job's
   events commit in id order (each transition holds the job's row lock), so "after the last sent" loses
   nothing and repeats nothing;
-* a scope or all-jobs watch ends with UNAVAILABLE, saying to watch again: events of different jobs commit
-  out of id order, so "after the last sent" could skip one. A gateway's hub watches again at once and
-  has each of its streams re-read its own job's events.
+* a scope or all-jobs watch ends with UNAVAILABLE, saying to watch again. A gateway's hub watches again at
+  once and has each of its streams re-read its own job's events; a gateway's session stream watches its
+  scope again from the last id it received.
+
+Events of different jobs commit out of id order (id 9 may commit after id 10). A scope watch therefore
+sends an event only once the dispatcher's settled cursor has passed it (jobstore/events.py: every lower
+id has been read, or never will be), holding the newer ones meanwhile, so its ids increase strictly and
+"after the last id received" loses nothing and repeats nothing. That costs a live scope event one or two
+dispatcher reads (SETTLE_READ_S, 20 ms each) of latency; a job watch needs no such wait (one job's events
+commit in id order) and an all-jobs watch is the gateway's live fan-out, which resumes by job.
 
 Markers are typed (`WatchMarker`), never an event with a special id: SUBSCRIBED starts an all-jobs
 stream, FINISHED answers a history-only watch of a finished job whose terminal event the caller already
@@ -21,6 +28,7 @@ has (so a client that reconnects after the end knows there is nothing to wait fo
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -97,31 +105,53 @@ class Watches:
 
     async def scope(self, user_id: str | None, session_id: str | None,
                     after_id: int) -> AsyncGenerator[pb.JobEvent, None]:
-        """A user's and/or session's events after after_id, stored then live, without end."""
+        """A user's and/or session's events after after_id, stored then live, without end, in id order:
+        an event is sent once every lower id is settled (committed and read, or never to be), so the
+        last id a client received is a resume point that loses nothing."""
         with self._subscribed("scope", user_id=user_id, session_id=session_id) as sub:
-            seen: set[int] = set()  # ids sent from the table, which may also arrive live
-            last = after_id
+            held: list[int] = []  # a heap of the ids read but not yet settled
+            events: dict[int, pb.JobEvent] = {}
+            last = after_id  # the last id sent
+            read = after_id  # the last id read from the table
             while True:
-                rows = await self._store.scope_events_after(user_id, session_id, last, HISTORY_PAGE)
+                # Every event up to `settled` has committed (so this read sees it) or been delivered to
+                # `sub`; those above it may still have lower ids in flight, so they wait in the heap.
+                settled = self._dispatcher.settled
+                rows = await self._store.scope_events_after(user_id, session_id, read, HISTORY_PAGE)
                 for row in rows:
                     event = convert.event(row)
-                    seen.add(event.id)
-                    last = event.id
-                    yield event
-                if len(rows) < HISTORY_PAGE:
+                    read = event.id
+                    events[event.id] = event
+                    heapq.heappush(held, event.id)
+                complete = len(rows) < HISTORY_PAGE
+                # A full page may have left lower settled ids for the next one: send no further than it read.
+                upto = settled if complete else min(settled, read)
+                while held and held[0] <= upto:
+                    last = heapq.heappop(held)
+                    yield events.pop(last)
+                if complete:
                     break
             while True:
                 try:
-                    event = await _next(sub)
+                    live = sub.drain()
                 except FellBehind:
                     metrics.WATCH_OVERFLOWS.labels("scope").inc()
                     raise Unavailable(FELL_BEHIND) from None
-                if event.id <= after_id:  # read by the dispatcher only now, but committed before we subscribed
-                    continue
-                if event.id in seen:
-                    seen.discard(event.id)
-                    continue
-                yield event
+                except Closed:
+                    raise Unavailable(SHUTTING_DOWN) from None
+                for event in live:
+                    # At or below last: read by the dispatcher only now, but committed before we
+                    # subscribed, or already read from the table.
+                    if event.id > last and event.id not in events:
+                        events[event.id] = event
+                        heapq.heappush(held, event.id)
+                settled = self._dispatcher.settled
+                if held and held[0] <= settled:
+                    while held and held[0] <= settled:
+                        last = heapq.heappop(held)
+                        yield events.pop(last)
+                    continue  # the cursor may have moved while they were sent: look again before waiting
+                await sub.changed()
 
     async def all_jobs(self) -> AsyncGenerator[pb.JobEvent, None]:
         """Every job's events from now on: SUBSCRIBED first, then every event committed after it."""
