@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 
+from docjobs.channels import TOKEN_ENV, new_token
 from docjobs.pgserver import EmbeddedPostgres
+
+# The jobstore's shared secret for this run; the processes a benchmark starts inherit it (a worker process
+# of compare.py keeps its parent's).
+GRPC_TOKEN = os.environ.setdefault(TOKEN_ENV, new_token())
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.append(str(ROOT))
 
-from bench.common import benchmark_database  # noqa: E402
+from bench.common import GRPC_TOKEN, benchmark_database  # noqa: E402
 
 SYSTEMS = ("docjobs", "pgqueuer", "procrastinate")
 JOB_TYPE = "noop"
@@ -72,13 +72,12 @@ class Reporter:
 
 
 async def docjobs_worker(address: str, in_flight: int) -> None:
-    import grpc
-
+    from docjobs.channels import jobstore_channel
     from docjobs.v1 import jobstore_pb2 as pb
     from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
     reporter = Reporter()
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with jobstore_channel(address, GRPC_TOKEN) as channel:
         stub = pb_grpc.JobStoreStub(channel)
         await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
         report("READY", os.getpid())
@@ -204,14 +203,13 @@ class Docjobs(System):
     name = "docjobs"
 
     async def setup(self) -> None:
-        import grpc
-
+        from docjobs.channels import jobstore_channel
         from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
         from tests.processes import JobStoreProcess
 
         self.store = JobStoreProcess(self.dsn, env={"DOCJOBS_LOG_LEVEL": "warning"}).start()
         await asyncio.to_thread(self.store.wait_healthy)
-        self.channel = grpc.aio.insecure_channel(self.store.address)
+        self.channel = jobstore_channel(self.store.address, GRPC_TOKEN)
         self.stub = pb_grpc.JobStoreStub(self.channel)
 
     async def enqueue_many(self, n: int) -> None:

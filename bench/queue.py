@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import asyncpg
-import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # bench.common, tests.processes; appended, after the standard library
 
-from bench.common import benchmark_database  # noqa: E402
+from bench.common import GRPC_TOKEN, benchmark_database  # noqa: E402
+from docjobs.channels import jobstore_channel  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
 from tests.processes import JobStoreProcess  # noqa: E402
@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace, dsn: str, address: str) -> None:
     stop = asyncio.Event()
     peak = [0]
     sampler = asyncio.create_task(sample_connections(dsn, stop, peak))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with jobstore_channel(address, GRPC_TOKEN) as channel:
         stub = pb_grpc.JobStoreStub(channel)
         await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
         enqueue_rate = await enqueue_all(stub, args.jobs)

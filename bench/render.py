@@ -29,12 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # bench.common, tests.processes; appended, after the standard library
 
-from bench.common import benchmark_database  # noqa: E402
+from bench.common import GRPC_TOKEN, benchmark_database  # noqa: E402
+from docjobs.channels import jobstore_channel  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
 from renderer.spec import render  # noqa: E402
@@ -143,7 +142,7 @@ async def throughput(stub: pb_grpc.JobStoreAsyncStub, job_type: str, payload: di
 
 
 async def measure(address: str, rounds: int, slots: int) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with jobstore_channel(address, GRPC_TOKEN) as channel:
         stub = pb_grpc.JobStoreStub(channel)
         await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
         out: dict[str, Any] = {}

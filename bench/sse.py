@@ -28,14 +28,14 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
-import grpc
 import jwt
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # bench.common, tests.processes; appended, after the standard library
 
-from bench.common import benchmark_database  # noqa: E402
+from bench.common import GRPC_TOKEN, benchmark_database  # noqa: E402
+from docjobs.channels import jobstore_channel  # noqa: E402
 from docjobs.pgserver import free_port  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
@@ -83,7 +83,7 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
                for u in range(1000)]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session, \
-            grpc.aio.insecure_channel(jobstore) as channel:
+            jobstore_channel(jobstore, GRPC_TOKEN) as channel:
         stub = pb_grpc.JobStoreStub(channel)
         created = []
         for start in range(0, args.streams, 200):

@@ -29,6 +29,7 @@ import asyncpg
 import grpc
 import pytest
 
+from docjobs.channels import TOKEN_ENV, jobstore_channel, new_token
 from docjobs.pgserver import EmbeddedPostgres
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 from jobstore.clock import Clock
@@ -37,6 +38,10 @@ from jobstore.server import JobStoreServer
 from jobstore.settings import Settings
 
 TEMPLATE_DB = "docjobs_template"
+# The jobstore's shared secret for this test run: the jobstores started here are given it, and every process
+# a test starts inherits it (the fixtures that start processes copy this environment).
+GRPC_TOKEN = new_token()
+os.environ[TOKEN_ENV] = GRPC_TOKEN
 T = TypeVar("T")
 _db_counter = itertools.count()
 
@@ -98,7 +103,7 @@ async def empty_database_url(pg: EmbeddedPostgres) -> str:
 
 
 def jobstore_settings(database_url: str, **overrides: Any) -> Settings:
-    base = Settings(database_url=database_url, grpc_port=0, maintenance_interval_s=0.1,
+    base = Settings(database_url=database_url, grpc_token=GRPC_TOKEN, grpc_port=0, maintenance_interval_s=0.1,
                     retry_base_ms=200.0, retry_cap_ms=2_000.0, shutdown_grace_s=2.0)
     return replace(base, **overrides)
 
@@ -117,8 +122,8 @@ class RunningJobStore:
 async def start_jobstore(settings: Settings, clock: Clock | None = None) -> RunningJobStore:
     server = JobStoreServer(settings, clock)
     port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}",
-                                        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    channel = jobstore_channel(f"127.0.0.1:{port}", settings.grpc_token,
+                               options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     return RunningJobStore(server, channel)
 
 

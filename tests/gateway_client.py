@@ -17,6 +17,8 @@ from docjobs.pgserver import free_port
 from gateway.app import SERVER_OPTIONS, create_app
 from gateway.settings import Settings
 
+from .conftest import GRPC_TOKEN
+
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
@@ -43,7 +45,7 @@ class RunningGateway:
 
 
 async def start_gateway(jobstore_address: str, **overrides: Any) -> RunningGateway:
-    options: dict[str, Any] = {"auth": "jwt", "jwt_secret": SECRET, "sse_heartbeat_s": 0.5,
+    options: dict[str, Any] = {"auth": "jwt", "jwt_secret": SECRET, "sse_heartbeat_s": 0.5, "grpc_token": GRPC_TOKEN,
                                "http_port": free_port(), **overrides}
     settings = Settings(jobstore_address=jobstore_address, **options)
     runner = web.AppRunner(create_app(settings), shutdown_timeout=2, **SERVER_OPTIONS)

@@ -5,6 +5,7 @@ the rules of the house; and everything against the services' own settings."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -21,6 +22,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from docjobs.channels import grpc_token
 from docjobs.settings import SettingsError
 from gateway.settings import Settings as GatewaySettings
 from jobstore.server import LIVENESS_SERVICE
@@ -42,7 +44,7 @@ class ServiceSettings(Protocol):
 SERVICES: dict[str, ServiceSettings] = {
     "jobstore": JobStoreSettings, "renderer": RendererSettings, "gateway": GatewaySettings}
 SECRET_PLACEHOLDERS = {"DATABASE_URL": "postgresql://docjobs:secret@db:5432/docjobs",
-                       "DOCJOBS_JWT_SECRET": "x" * 32}
+                       "DOCJOBS_JWT_SECRET": "x" * 32, "DOCJOBS_GRPC_TOKEN": "g" * 32}
 
 
 def is_custom(doc: Mapping[str, Any]) -> bool:
@@ -202,6 +204,30 @@ def test_settings_ports_and_probes_agree_with_the_services(overlay: str) -> None
         assert client.jobstore_address == f"dns:///jobstore:{jobstore.grpc_port}"
     gateway_service = d.named(docs, "Service", "gateway")
     assert gateway_service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+@pytest.mark.parametrize("overlay", d.OVERLAYS)
+def test_the_jobstore_and_its_callers_share_one_grpc_secret(overlay: str) -> None:
+    """The jobstore, the renderers and the gateway take DOCJOBS_GRPC_TOKEN from the same Secret key; the dev
+    overlay makes that Secret with a token the services accept, prod leaves it to the operator."""
+    docs = d.build(overlay)
+    refs = set()
+    for name in SERVICES:
+        container = d.named(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        [entry] = [e for e in container["env"] if e["name"] == "DOCJOBS_GRPC_TOKEN"]
+        ref = entry["valueFrom"]["secretKeyRef"]
+        refs.add((ref["name"], ref["key"]))
+        assert not ref.get("optional"), name
+    [(secret_name, key)] = refs
+    assert key == "DOCJOBS_GRPC_TOKEN" and secret_name.startswith("docjobs-grpc")  # kustomize may add a hash
+    secrets = [s for s in d.of_kind(docs, "Secret") if s["metadata"]["name"].startswith("docjobs-grpc")]
+    if overlay == "dev":
+        [secret] = secrets
+        assert secret["metadata"]["name"] == secret_name
+        token = base64.b64decode(secret["data"]["DOCJOBS_GRPC_TOKEN"]).decode()
+        assert grpc_token({"DOCJOBS_GRPC_TOKEN": token}) == token
+    else:
+        assert secrets == []  # made by the operator (docs/deploy.md), never committed
 
 
 def test_clients_balance_calls_round_robin() -> None:
@@ -391,7 +417,7 @@ def test_compose_runs_the_services_with_their_own_settings() -> None:
     compose = d.compose_file("compose.yaml", env, required)
     services = compose["services"]
     # Secrets come from the env file, which is not committed; the example names each of them.
-    assert {"POSTGRES_PASSWORD", "DOCJOBS_JWT_SECRET"} <= required <= set(env)
+    assert {"POSTGRES_PASSWORD", "DOCJOBS_JWT_SECRET", "DOCJOBS_GRPC_TOKEN"} <= required <= set(env)
     ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/compose/.env"], cwd=d.ROOT)
     assert ignored.returncode == 0, "deploy/compose/.env must be ignored by git"
     with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
@@ -422,6 +448,9 @@ def test_compose_runs_the_services_with_their_own_settings() -> None:
         port = {"jobstore": getattr(settings, "grpc_port", None), "renderer": getattr(settings, "metrics_port", None),
                 "gateway": getattr(settings, "http_port", None)}[name]
         assert f":{port}" in test[-1], (name, test)
+    # The jobstore and its callers share one gRPC secret, from .env, not the JWT secret.
+    tokens = {name: services[name]["environment"]["DOCJOBS_GRPC_TOKEN"] for name in SERVICES}
+    assert set(tokens.values()) == {env["DOCJOBS_GRPC_TOKEN"]} != {env["DOCJOBS_JWT_SECRET"]}
     renderer = RendererSettings.from_env({k: str(v) for k, v in services["renderer"]["environment"].items()})
     assert d.duration_s(services["renderer"]["stop_grace_period"]) >= renderer.grace_s + 10
     gateway = GatewaySettings.from_env({k: str(v) for k, v in services["gateway"]["environment"].items()})

@@ -9,10 +9,11 @@ import aiohttp
 import openpyxl
 import pytest
 
+from docjobs.channels import jobstore_channel
 from docjobs.v1 import jobstore_pb2 as pb
 from gateway.app import HUB
 
-from .conftest import wait_until
+from .conftest import GRPC_TOKEN, wait_until
 from .gateway_client import SseStream, bearer, read_sse, sse_events, start_gateway, token
 from .renderers import RendererProcess, example
 
@@ -360,8 +361,6 @@ async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:
 async def test_an_open_stream_resumes_through_a_jobstore_restart(http, database_url) -> None:
     """The jobstore restarts under an open SSE stream: the gateway watches again from the last event id
     it sent, and the browser sees every event once, in order, with no reconnect of its own."""
-    import grpc as grpc_module
-
     from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
     from .processes import JobStoreProcess
@@ -374,7 +373,7 @@ async def test_an_open_stream_resumes_through_a_jobstore_restart(http, database_
         _, created = await post_job(http, gateway, example("pdf"))
         seen = SseStream()
         reader = asyncio.create_task(read_sse(http, gateway.base + created["eventsUrl"], stream=seen))
-        async with grpc_module.aio.insecure_channel(first.address) as channel:
+        async with jobstore_channel(first.address, GRPC_TOKEN) as channel:
             stub = pb_grpc.JobStoreStub(channel)
             [claimed] = (await stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["pdf"], wait_ms=5000))).jobs
             await stub.Heartbeat(pb.HeartbeatRequest(job_id=claimed.job.id, lease_token=claimed.lease_token,
@@ -385,7 +384,7 @@ async def test_an_open_stream_resumes_through_a_jobstore_restart(http, database_
         assert code == 0
         second = JobStoreProcess(database_url, port=first.port).start()
         await asyncio.to_thread(second.wait_healthy)
-        async with grpc_module.aio.insecure_channel(second.address) as channel:
+        async with jobstore_channel(second.address, GRPC_TOKEN) as channel:
             stub = pb_grpc.JobStoreStub(channel)
             await stub.Heartbeat(pb.HeartbeatRequest(job_id=claimed.job.id, lease_token=claimed.lease_token,
                                                      progress=80))

@@ -117,7 +117,7 @@ async def test_the_maximum_lifetime_is_a_setting_and_holds_for_url_tokens(jobsto
 
 
 def test_the_setting_is_read_and_checked_against_the_url_token_lifetime() -> None:
-    env = {"DOCJOBS_JWT_SECRET": SECRET}
+    env = {"DOCJOBS_JWT_SECRET": SECRET, "DOCJOBS_GRPC_TOKEN": "g" * 32}
     assert Settings.from_env(env).jwt_max_ttl_s == 86400
     assert Settings.from_env({**env, "DOCJOBS_JWT_MAX_TTL_S": "3600"}).jwt_max_ttl_s == 3600
     with pytest.raises(SettingsError, match="DOCJOBS_URL_TOKEN_TTL_S"):

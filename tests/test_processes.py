@@ -11,10 +11,12 @@ import asyncpg
 import grpc
 import pytest
 
+from docjobs.channels import jobstore_channel
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 from jobstore.migrations import available
 
+from .conftest import GRPC_TOKEN
 from .helpers import enqueue
 from .processes import JobStoreProcess
 
@@ -30,7 +32,7 @@ async def test_three_jobstores_migrate_one_empty_database_at_once(empty_database
             await conn.close()
         assert versions == [m.version for m in available()]
         # All three serve the same queue.
-        channels = [grpc.aio.insecure_channel(s.address) for s in stores]
+        channels = [jobstore_channel(s.address, GRPC_TOKEN) for s in stores]
         try:
             job = await enqueue(pb_grpc.JobStoreStub(channels[0]))
             for channel in channels:
@@ -71,7 +73,7 @@ async def test_sigterm_drains_ends_streams_and_exits_cleanly(database_url) -> No
     store = JobStoreProcess(database_url).start()
     try:
         await asyncio.to_thread(store.wait_healthy)
-        channel = grpc.aio.insecure_channel(store.address)
+        channel = jobstore_channel(store.address, GRPC_TOKEN)
         stub = pb_grpc.JobStoreStub(channel)
         job = await enqueue(stub)
         watch = stub.Watch(pb.WatchRequest(job_id=job.id))

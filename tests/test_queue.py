@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
+from docjobs.channels import jobstore_channel
 from docjobs.v1 import jobstore_pb2 as pb
 from jobstore.clock import ManualClock
 
-from .conftest import RunningJobStore, new_user, wait_until
+from .conftest import GRPC_TOKEN, RunningJobStore, new_user, wait_until
 from .helpers import claim, collect_events, enqueue
 
 
@@ -342,7 +343,7 @@ async def test_listings_leave_large_payloads_out_unless_asked(jobstore) -> None:
     payload = json.dumps({"spec": spec})
     limit = 16 * 1024 * 1024
     options = [("grpc.max_receive_message_length", limit)]
-    async with grpc.aio.insecure_channel(jobstore.address, options=options) as channel:
+    async with jobstore_channel(jobstore.address, GRPC_TOKEN, options) as channel:
         stub = pb_grpc.JobStoreStub(channel)
         made = [(await stub.Enqueue(pb.EnqueueRequest(job_type="big-payload", user_id=user, session_id="big",
                                                       payload_json=payload))).job for _ in range(5)]

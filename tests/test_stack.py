@@ -23,18 +23,20 @@ import psutil
 import pypdf
 import pytest
 
+from docjobs.channels import jobstore_channel_blocking
 from docjobs.pgserver import free_port
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 from renderer.specs import EXTENSIONS
 
+from .conftest import GRPC_TOKEN
 from .processes import StackProcess, wait_for
 from .renderers import example
 
 
 def _wait_for_job_store(address: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> pb_grpc.JobStoreStub:
     deadline = time.monotonic() + timeout
-    channel = grpc.insecure_channel(address)
+    channel = jobstore_channel_blocking(address, GRPC_TOKEN)
     stub = pb_grpc.JobStoreStub(channel)
     while True:
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
@@ -212,7 +214,7 @@ def test_a_renderer_killed_in_the_middle_of_a_render_is_restarted_and_the_job_co
         created = _post(stack.base, {"documentType": "spreadsheet", "title": "Big", "sessionId": "s",
                                      "spec": _rows_spec(30_000)})
         assert created is not None
-        with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as channel:
+        with jobstore_channel_blocking(f"127.0.0.1:{stack.grpc_port}", GRPC_TOKEN) as channel:
             stub = pb_grpc.JobStoreStub(channel)
 
             def job() -> pb.Job:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .channels import TOKEN_ENV, grpc_token, new_token
 from .exits import EXIT_DO_NOT_RESTART
 from .health import grpc_healthy, http_ok
 from .pgserver import EmbeddedPostgres, PostgresStartError
@@ -100,6 +101,9 @@ class StackSettings:
     http_port: int
     renderers: int
     restart: RestartPolicy = RestartPolicy()
+    # The jobstore's shared secret, handed to every process of this run: DOCJOBS_GRPC_TOKEN when set (a
+    # tool of the operator's may then call the jobstore too), else a fresh one per run.
+    grpc_token: str = field(default_factory=new_token, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackSettings:
@@ -111,6 +115,7 @@ class StackSettings:
             http_port=env_port(env, "DOCJOBS_HTTP_PORT", 8080),
             renderers=env_int(env, "DOCJOBS_RENDERERS", 2, minimum=0, maximum=64),
             restart=RestartPolicy.from_env(env),
+            grpc_token=grpc_token(env) if env.get(TOKEN_ENV) else new_token(),
         )
 
 
@@ -221,7 +226,8 @@ class Stack:
         return dsn
 
     def plan(self, dsn: str) -> list[Service]:
-        env = {**self.env, "DATABASE_URL": dsn, "DOCJOBS_GRPC_PORT": str(self.settings.grpc_port)}
+        env = {**self.env, "DATABASE_URL": dsn, "DOCJOBS_GRPC_PORT": str(self.settings.grpc_port),
+               TOKEN_ENV: self.settings.grpc_token}
         jobstore_address = f"127.0.0.1:{self.settings.grpc_port}"
         services = [Service("jobstore", [sys.executable, "-m", "jobstore.server"], env, grpc_healthy(jobstore_address))]
         # Renderers never see the database URL.

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from docjobs import jobtypes, jsonvalues, specs
+from docjobs.channels import jobstore_channel
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
@@ -326,7 +327,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 
 async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
-    channel = grpc.aio.insecure_channel(app[SETTINGS].jobstore_address, options=[
+    channel = jobstore_channel(app[SETTINGS].jobstore_address, app[SETTINGS].grpc_token, options=[
         ("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ("grpc.max_send_message_length", 16 * 1024 * 1024)])
     app[CHANNEL] = channel

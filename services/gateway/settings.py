@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from docjobs.channels import grpc_token
 from docjobs.settings import SettingsError, env_choice, env_float, env_int, env_port, env_str
 
 from .cors import parse_origins
@@ -15,6 +16,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 @dataclass(frozen=True)
 class Settings:
     jobstore_address: str = "127.0.0.1:50051"
+    grpc_token: str = field(default="", repr=False)  # presented on every jobstore call; from_env requires it
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     auth: str = "jwt"  # jwt | none
@@ -56,6 +58,7 @@ class Settings:
             host = "127.0.0.1"  # the no-auth demo mode never listens beyond loopback
         return cls(
             jobstore_address=env_str(env, "DOCJOBS_JOBSTORE_ADDRESS", f"127.0.0.1:{port}"),
+            grpc_token=grpc_token(env),
             http_host=host,
             http_port=env_port(env, "DOCJOBS_HTTP_PORT", 8080),
             auth=auth,

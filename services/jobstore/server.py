@@ -18,6 +18,7 @@ from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2
 
 from . import metrics, wire
+from .auth import BearerTokenInterceptor
 from .claims import ClaimWaiters
 from .clock import Clock
 from .doorbell import WAKE_ALL, Doorbell
@@ -72,6 +73,7 @@ class JobStoreServer:
         self._metrics: MetricsServer | None = None
 
     async def start(self) -> int:
+        authenticate = BearerTokenInterceptor(self.settings.grpc_token)  # a short secret fails here, first
         self.pool = await _connect_pool(self.settings)
         async with self.pool.acquire() as conn:
             await migrate(conn)
@@ -87,7 +89,7 @@ class JobStoreServer:
         await self.doorbell.start()
         await self.maintenance.start()
 
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[authenticate])
         wire.add_servicer(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from docjobs.channels import grpc_token
 from docjobs.settings import SettingsError, database_url, env_choice, env_float, env_int, env_port, env_str
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -13,6 +14,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 @dataclass(frozen=True)
 class Settings:
     database_url: str
+    # The shared secret every caller presents (jobstore/auth.py); no default: the jobstore never runs open.
+    grpc_token: str = field(repr=False)
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     metrics_port: int = 0  # 0: no metrics endpoint
@@ -37,6 +40,7 @@ class Settings:
             raise SettingsError("DATABASE_URL is required (`docjobs up` starts an embedded Postgres and sets it)")
         return cls(
             database_url=url,
+            grpc_token=grpc_token(env),
             grpc_host=env_str(env, "DOCJOBS_GRPC_HOST", "127.0.0.1"),
             grpc_port=env_port(env, "DOCJOBS_GRPC_PORT", 50051),
             metrics_port=env_int(env, "DOCJOBS_METRICS_PORT", 0, minimum=0, maximum=65535),

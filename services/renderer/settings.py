@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docjobs.channels import grpc_token
 from docjobs.jobtypes import JOB_TYPES
 from docjobs.settings import SettingsError, data_dir, env_choice, env_float, env_int, env_port, env_str
 
@@ -18,6 +19,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 @dataclass(frozen=True)
 class Settings:
     jobstore_address: str = "127.0.0.1:50051"
+    grpc_token: str = field(default="", repr=False)  # presented on every jobstore call; from_env requires it
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     job_types: tuple[str, ...] = JOB_TYPES
     concurrency: int = 2
@@ -43,6 +45,7 @@ class Settings:
             raise SettingsError(f"DOCJOBS_JOB_TYPES must list some of {', '.join(JOB_TYPES)}, got {unknown or types}")
         return cls(
             jobstore_address=env_str(env, "DOCJOBS_JOBSTORE_ADDRESS", f"127.0.0.1:{port}"),
+            grpc_token=grpc_token(env),
             worker_id=env_str(env, "DOCJOBS_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
             job_types=types,
             concurrency=env_int(env, "DOCJOBS_RENDER_CONCURRENCY", max(1, os.cpu_count() or 1), minimum=1, maximum=64),

@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 import uvloop
 
+from docjobs.channels import jobstore_channel
 from docjobs.exits import EXIT_DO_NOT_RESTART
 from docjobs.jobtypes import CONTENT_TYPES, EXTENSIONS
 from docjobs.metrics_http import MetricsServer, start_metrics_server
@@ -128,8 +129,8 @@ class Worker:
                 log.warning("code execution is ON with weaker isolation: %s", "; ".join(weak))
             else:
                 log.info("code execution is on, sandboxed: %s", isolation)
-        self._channel = grpc.aio.insecure_channel(
-            self.settings.jobstore_address,
+        self._channel = jobstore_channel(
+            self.settings.jobstore_address, self.settings.grpc_token,
             options=[("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.enable_retries", 1),
                      ("grpc.max_send_message_length", 16 * 1024 * 1024)])
         self.stub = pb_grpc.JobStoreStub(self._channel)

@@ -14,15 +14,15 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import grpc
 import openpyxl
 import pytest
 
+from docjobs.channels import jobstore_channel
 from docjobs.pgserver import EmbeddedPostgres
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
-from ..conftest import wait_until
+from ..conftest import GRPC_TOKEN, wait_until
 from ..gateway_client import SseEvent, bearer, read_sse_like_eventsource
 from ..processes import GatewayProcess, JobStoreProcess
 from ..renderers import RendererProcess, example
@@ -266,7 +266,7 @@ async def test_two_jobstores_and_three_renderers_lose_one_of_each(processes, dat
     both = "ipv4:" + ",".join(s.address for s in stores)
     renderers = [processes.renderer(both, f"renderer-{n}", DOCJOBS_LEASE_MS="3000", DOCJOBS_HEARTBEAT_S="0.5")
                  for n in (1, 2, 3)]
-    async with grpc.aio.insecure_channel(stores[1].address) as channel:
+    async with jobstore_channel(stores[1].address, GRPC_TOKEN) as channel:
         stub = pb_grpc.JobStoreStub(channel)
         kinds = ("document", "spreadsheet", "pdf", "presentation")
         jobs = []

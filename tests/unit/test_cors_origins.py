@@ -9,7 +9,8 @@ from gateway.settings import Settings
 
 
 def origins(raw: str) -> tuple[str, ...]:
-    return Settings.from_env({"DOCJOBS_AUTH": "none", "DOCJOBS_CORS_ORIGINS": raw}).cors_origins
+    env = {"DOCJOBS_AUTH": "none", "DOCJOBS_GRPC_TOKEN": "g" * 32, "DOCJOBS_CORS_ORIGINS": raw}
+    return Settings.from_env(env).cors_origins
 
 
 def test_origins_are_kept_as_a_browser_sends_them() -> None:

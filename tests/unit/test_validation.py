@@ -16,7 +16,7 @@ from jobstore import validation
 from jobstore.errors import InvalidArgument
 from jobstore.settings import Settings
 
-SETTINGS = Settings(database_url="postgresql://unused")
+SETTINGS = Settings(database_url="postgresql://unused", grpc_token="t" * 32)
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 JOB_ID, TOKEN = str(uuid.uuid4()), str(uuid.uuid4())
 
