@@ -6,6 +6,7 @@ a <docjobs-job>; the download link works. The same page served from an origin th
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -225,3 +226,71 @@ async def test_a_stream_refused_with_429_is_resumed_by_the_client(one_stream_sit
         await renderer.shutdown()
     assert (await page.evaluate("window.completed")).endswith(".xlsx")
     assert await page.evaluate("window.watched.closed")  # a job's watch ends at its terminal event
+
+
+# The seed's chat flow, end to end. The code is the seed's mode: LLM-written Python run in the sandbox.
+SEED_CODE = """
+from openpyxl import Workbook
+wb = Workbook()
+ws = wb.active
+ws.title = "Sales"
+ws.append(["Region", "Amount"])
+ws.append(["North", 120])
+ws.append(["South", 95])
+wb.save(output_path)
+"""
+CODE_RENDERER = {"DOCJOBS_CODE_EXECUTION": "sandbox", "DOCJOBS_SANDBOX_TIMEOUT_S": "20"}
+
+
+async def test_the_seeds_chat_flow_from_a_backend_and_a_page_on_another_origin(site, jobstore, http_session,
+                                                                              tmp_path) -> None:
+    """A backend's service token POSTs the seed's request for user 123; the chat page, on its own origin
+    and holding user 123's token, follows the session over one stream through /client/docjobs.js, and a
+    <docjobs-job> per job shows the preview and a download link that works."""
+    renderer = RendererProcess(jobstore.address, tmp_path / "renderer", **CODE_RENDERER).start()
+    try:
+        session_id = str(uuid.uuid4())
+        page = await site.open()
+        assert await page.evaluate("window.loaded") == "yes"
+        await page.evaluate("""([gateway, token, sessionId]) => {
+            window.errors = [];
+            window.session = window.docjobs.watchSession({gateway, token, sessionId}, {
+                onJob(jobId) {
+                    const element = document.createElement("docjobs-job");
+                    element.setAttribute("gateway", gateway);
+                    element.setAttribute("job-id", jobId);
+                    element.session = window.session;
+                    document.getElementById("jobs").append(element);
+                },
+                onError: (err) => window.errors.push(err.message),
+            });
+        }""", [site.gateway.base, token("123"), session_id])
+        service = token("chat-backend", scope="docjobs:service")
+        seed = {"code": SEED_CODE, "documentType": "spreadsheet", "title": "Sales Report", "sessionId": session_id,
+                "userId": 123, "priority": 0}
+        async with http_session.post(site.gateway.base + "/api/jobs", json=seed,
+                                     headers={"Authorization": f"Bearer {service}"}) as r:
+            assert r.status == 202, await r.text()
+            created = await r.json()
+        await page.wait_for_selector(f"{DOWNLOAD}:not([hidden])", timeout=90_000)
+        assert await page.get_attribute("docjobs-job", "job-id") == created["jobId"]
+        assert await page.text_content("docjobs-job [part=status]") == "completed"
+        assert "Sheet: Sales" in await page.inner_text("docjobs-job [part=preview]")
+        assert "North" in await page.inner_text("docjobs-job [part=preview]")
+        await page.screenshot(path=str(tmp_path / "seed-chat.png"), full_page=True)
+        await assert_download_works(page, tmp_path, ["Sales"])
+        assert await page.evaluate("window.session.jobs()") == [created["jobId"]]
+        assert await page.evaluate("window.errors") == []
+        # The backend may hand its answer's sessionEventsUrl to the page instead (read with EventSource).
+        # Its URLs are relative to the gateway.
+        replayed = await page.evaluate("""([gateway, url]) => new Promise((resolve) => {
+            const watch = window.docjobs.watchSession({gateway, sessionEventsUrl: url}, {
+                onEvent(e) {
+                    if (e.type === "job-complete") { watch.close(); resolve([e.jobId, e.data.result.filename]); }
+                },
+                onError: (err) => resolve(["error", err.status, err.message]),
+            });
+        })""", [site.gateway.base, created["sessionEventsUrl"]])
+        assert replayed == [created["jobId"], "Sales-Report.xlsx"]
+    finally:
+        await renderer.shutdown()
