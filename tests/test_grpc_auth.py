@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,6 +24,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from .conftest import GRPC_TOKEN
+from .gateway_client import bearer, start_gateway
 from .processes import JobStoreProcess, StackProcess, wait_for
 from .renderers import example
 
@@ -204,3 +206,20 @@ def test_docjobs_up_makes_a_secret_per_run_and_hands_it_to_every_service(tmp_pat
         assert stack.stop() == 0, stack.log
     finally:
         stack.kill_tree()
+
+
+async def test_a_gateway_with_a_wrong_secret_answers_502_and_never_reaches_the_service(jobstore) -> None:
+    """A deployment whose gateway holds another secret: its readiness probe still passes (health is open),
+    but a request gets 502, not a 500 or a hang, and nothing is enqueued."""
+    gateway = await start_gateway(jobstore.address, grpc_token=new_token())
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gateway.base + "/readyz") as r:
+                assert r.status == 200
+            async with http.post(gateway.base + "/api/jobs", json=example("pdf"), headers=bearer("u")) as r:
+                assert r.status == 502, await r.text()
+                assert (await r.json())["error"]["code"] == "upstream_error"
+        stats = await jobstore.stub.GetStats(pb.GetStatsRequest())
+        assert sum(row.count for row in stats.counts) == 0
+    finally:
+        await gateway.stop()
