@@ -2,7 +2,9 @@
 page server on its own port imports /client/docjobs.js from the gateway, submits, and shows the job in
 a <docjobs-job>; the download link works. The same page served from an origin the gateway does not list
 (localhost rather than 127.0.0.1) can neither load the client nor call the API. A stream refused with
-429 (EventSource never retries it) is resumed by the client, with `lastEventId`, once a slot is free."""
+429 (EventSource never retries it) is resumed by the client, with `lastEventId`, once a slot is free.
+The seed's chat flow end to end (a backend's service token, the page's one session stream, an element
+per job), and the session stream resumed across a gateway restart."""
 
 from __future__ import annotations
 
@@ -294,3 +296,42 @@ async def test_the_seeds_chat_flow_from_a_backend_and_a_page_on_another_origin(s
         assert replayed == [created["jobId"], "Sales-Report.xlsx"]
     finally:
         await renderer.shutdown()
+
+
+async def test_the_session_watch_resumes_across_a_gateway_restart(jobstore, browser, renderer,
+                                                                  http_session) -> None:
+    """The page's one session stream (bearer token, read with fetch) outlives its gateway: the client
+    reconnects to the new process after the last id it got, and sees the next job, every event once."""
+    page_port, gateway_port = free_port(), free_port()
+    options = {"cors_origins": (f"http://127.0.0.1:{page_port}",), "http_port": gateway_port}
+    gateway = await start_gateway(jobstore.address, **options)
+    pages = await serve_page(page_port)
+    try:
+        site = CrossOrigin(gateway, page_port, browser)
+        page = await site.open()
+        session_id = str(uuid.uuid4())
+        await page.evaluate("""([gateway, token, sessionId]) => {
+            window.events = [];
+            window.session = window.docjobs.watchSession({gateway, token, sessionId}, {
+                onEvent: (e) => window.events.push([e.type, e.id, e.jobId]),
+            });
+        }""", [gateway.base, token("restart-user"), session_id])
+        service = {"Authorization": f"Bearer {token('chat-backend', scope='docjobs:service')}"}
+        body = {**example("pdf"), "sessionId": session_id, "userId": "restart-user"}
+        async with http_session.post(gateway.base + "/api/jobs", json=body, headers=service) as r:
+            first = (await r.json())["jobId"]
+        await page.wait_for_function(f"window.events.some(e => e[0] === 'job-complete' && e[2] === '{first}')")
+        await gateway.stop()
+        gateway = await start_gateway(jobstore.address, **options)
+        async with http_session.post(gateway.base + "/api/jobs", json=body, headers=service) as r:
+            second = (await r.json())["jobId"]
+        await page.wait_for_function(f"window.events.some(e => e[0] === 'job-complete' && e[2] === '{second}')")
+        events = await page.evaluate("window.events")
+        ids = [int(e[1]) for e in events]
+        assert ids == sorted(set(ids)), "every event once, in order"
+        assert [e[0] for e in events if e[2] == first][-1] == [e[0] for e in events if e[2] == second][-1] == \
+            "job-complete"
+        assert await page.evaluate("window.session.jobs()") == [first, second]
+    finally:
+        await pages.cleanup()
+        await gateway.stop()
