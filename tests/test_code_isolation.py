@@ -217,9 +217,11 @@ async def test_the_code_zygote_holds_no_job_data(box: Sandbox) -> None:
     secret = f"VICTIM_{uuid.uuid4().hex}"
     code = f"SECRET = {secret!r}\nimport time\ntime.sleep(3)\n" + SAVE_REPORT.replace("json.dumps(report)", "SECRET")
     assert box.pid is not None
-    zygotes = [p for p in psutil.Process(box.pid).children(recursive=True)
-               if "renderer.sandbox.codezygote" in p.cmdline() and p.name() != "bwrap"]
-    assert len(zygotes) == 1, zygotes
+    in_box = [p for p in psutil.Process(box.pid).children(recursive=True)
+              if "renderer.sandbox.codezygote" in p.cmdline() and p.name() != "bwrap"]
+    # The code zygote itself, not the boxes it has made (spares waiting for a job have its command line)
+    zygotes = [p for p in in_box if p.ppid() not in {q.pid for q in in_box}]
+    assert len(zygotes) == 1, in_box
     started = asyncio.Event()
     job = asyncio.create_task(render_code(box, code, lambda _p, _m: started.set()))
     async with asyncio.timeout(60):
@@ -228,6 +230,32 @@ async def test_the_code_zygote_holds_no_job_data(box: Sandbox) -> None:
     result = await job
     assert first_cell(result.path) == secret  # the job had it
     assert not during and not memory_holds(zygotes[0].pid, secret.encode())
+
+
+async def test_nothing_of_one_job_reaches_the_next(box: Sandbox) -> None:
+    """Boxes are built ahead of their jobs (a spare per kind, warmed on a document of our own): each is
+    used once. What one job leaves in its libraries' modules, in its scratch directory or in its
+    process is not there for the next job of the same kind, which finds only what the warm-up could
+    not have left: an empty /tmp."""
+    secret = f"LEFT_{uuid.uuid4().hex}"
+    leaver = f"""
+import openpyxl, sys, os
+openpyxl.LEFT = {secret!r}
+sys.modules["left_behind"] = type(sys)("left_behind")
+open("/tmp/left.txt", "w").write({secret!r})
+os.environ["LEFT"] = {secret!r}
+""" + SAVE_REPORT.replace("json.dumps(report)", "'ok'")
+    finder = """
+import json, os, sys, openpyxl
+report = {"module": getattr(openpyxl, "LEFT", None), "modules": "left_behind" in sys.modules,
+          "env": os.environ.get("LEFT"), "tmp": sorted(os.listdir("/tmp"))}
+""" + SAVE_REPORT
+    for _ in range(3):  # the second and third jobs of this kind run in spares made while another ran
+        assert first_cell((await render_code(box, leaver)).path) == "ok"
+        found = report_of(await render_code(box, finder))
+        # /tmp holds nothing but the directories the runtime is lent from, when it lives under /tmp
+        lent = sorted({Path(path).parts[2] for path in runtime_paths() if path.startswith("/tmp/")})
+        assert found == {"module": None, "modules": False, "env": None, "tmp": lent}, found
 
 
 def memory_holds(pid: int, needle: bytes) -> bool:
@@ -401,7 +429,8 @@ def test_a_renderer_that_cannot_isolate_code_refuses_to_start(where: str, open_d
     else:
         command = as_nobody([sys.executable, "-c", NO_USERNS, *renderer])
     env = {"PATH": os.environ["PATH"], "DOCJOBS_CODE_EXECUTION": "sandbox", "DOCJOBS_DATA_DIR": str(open_directory),
-           "DOCJOBS_JOBSTORE_ADDRESS": "127.0.0.1:9", "DOCJOBS_RENDER_CONCURRENCY": "1"}
+           "DOCJOBS_JOBSTORE_ADDRESS": "127.0.0.1:9", "DOCJOBS_RENDER_CONCURRENCY": "1",
+               "DOCJOBS_GRPC_TOKEN": "t" * 32}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == EXIT_DO_NOT_RESTART, result.stderr[-3000:]
     reasons = [line for line in result.stderr.splitlines() if "cannot start" in line]

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
+from renderer.sandbox.codezygote import SPARE_NAME
 from renderer.sandbox.zygote import UID_BASE
 
 from .conftest import wait_until
@@ -57,7 +58,8 @@ def sandbox_processes() -> list[psutil.Process]:
         uids = proc.info["uids"]
         if uids is None or not UID_BASE <= uids.real < UID_BASE + 2**21 * 64:
             continue
-        if proc.info["status"] not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and proc.is_running():
+        if (proc.info["status"] not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and proc.is_running()
+                and proc.name() != SPARE_NAME):  # a spare box waiting for its job has run nothing
             found.append(proc)
     return found
 

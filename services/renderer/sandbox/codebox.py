@@ -189,9 +189,11 @@ class CodeBox:
             self.last_error = lines[-1].strip()[:500]
         return True
 
-    def start(self, slot: int, fds: list[int]) -> None:
-        """Start a job: its memfd, the write end of its message pipe, and the socket for its handle."""
-        socket.send_fds(self.control, [json.dumps({"op": "start", "slot": slot}).encode()], fds)
+    def start(self, slot: int, job_type: str, fds: list[int]) -> None:
+        """Start a job: its memfd, the write end of its message pipe, and the socket for its handle. Its
+        type (one of the four) picks the spare box, warmed on a document of that type, that runs it."""
+        socket.send_fds(self.control, [json.dumps({"op": "start", "slot": slot, "job_type": job_type}).encode()],
+                        fds)
 
     def check(self, slot: int, job_type: str, fds: list[int]) -> None:
         """Start an output check (checker.py) in a box like a job's: a read-only descriptor on the

@@ -3,7 +3,7 @@
 It runs inside the code box (bubblewrap, started by codebox.py): a mount namespace holding only the
 Python runtime and the libraries, read-only, with no network and its own PID namespace. It imports the
 document libraries once and then never holds a job's data: the zygote sends it, per job, a slot number and
-three descriptors (SCM_RIGHTS), which it hands to a forked child without reading them:
+three descriptors (SCM_RIGHTS), which it passes on to the job's box without reading them:
 
 * the job (a sealed memfd with the code, type and title), read by the job's own process only;
 * the write end of the job's message pipe (the zygote reads it);
@@ -11,21 +11,32 @@ three descriptors (SCM_RIGHTS), which it hands to a forked child without reading
   document out through it).
 
 So whatever a job finds in its memory (gc, sys._getframe, freed pages) is this process's: libraries, and
-no other job's request. Each job then gets a box of its own, made in one clone(): its process starts in
+no other job's request. Each job runs in a box of its own, made in one clone(): its process starts in
 new user, mount, PID, network, IPC and UTS namespaces, PID 1 of its own (so it sees only its own
 processes, and all of them die with it). This process maps its uid (1000 inside; outside, as root, one of
-a block, a uid per job, else this box's own). The job's process then mounts its size-limited tmpfs on
-/tmp and sends the zygote a handle on it, mounts its own /proc, drops every capability, sets no_new_privs,
-the rlimits and the seccomp filter, says "k" (its box is built), reads its job from its descriptor and
-runs the code. It dies with this process (PR_SET_PDEATHSIG, set after its last change of uid, and checked
-against a parent that died first), so the end of this process, or of the box, ends every job; killing a
-job's process ends everything it started.
+a block, a uid per job, else this box's own). The box's process then mounts its size-limited tmpfs on
+/tmp, mounts its own /proc, drops every capability, sets no_new_privs, the rlimits and the seccomp
+filter, and says "k" (its box is built). Only then does it get its job: the three descriptors, on its
+sync socket, the first and only thing it is ever sent; it sends the zygote the handle on its scratch
+directory, reads its job from its descriptor and runs the code. A box dies with this process
+(PR_SET_PDEATHSIG, set after its last change of uid, and checked against a parent that died first), so
+the end of this process, or of the code box, ends every job; killing a box's process ends everything it
+started.
+
+Spare boxes: building a box and a library's first use in a fresh process (which copies the pages it
+touches, shared with this process until then) cost a job tens of milliseconds before its code does
+anything. So after a job or check of a kind (start or check, and the job type) is handed its box, the
+next box of that kind is built at once and warms up on a small document of our own of that type (a
+render, or a check), while no job is in it; the next job of that kind is handed the waiting box. A spare
+holds no job's data (it is forked from this pristine process and has only ever run our sample), and it
+is used once. Its process is named "docjobs spare" while it waits ("docjobs job" or "docjobs check"
+once it has its job). A kind never asked for has no spare; at most one waits per kind.
 
 Control messages (JSON, one per SOCK_SEQPACKET datagram), zygote to here:
-  {"op": "start", "slot": n} with the three descriptors; {"op": "kill", "slot": n}
+  {"op": "start" | "check", "slot": n, "job_type": t} with the three descriptors; {"op": "kill", "slot": n}
 Here to the zygote:
   {"ready": true, "isolation": "..."} or {"ready": false, "error": "..."} once, at start
-  {"slot": n, "status": <wait status>, "setup_failed": bool} when a job's process has ended
+  {"slot": n, "status": <wait status>, "setup_failed": bool[, "error": why]} when a job's process has ended
   {"slot": n, "refused": "..."} when a job cannot be started at all
 """
 
@@ -37,7 +48,6 @@ import gc
 import json
 import os
 import resource
-import select
 import selectors
 import signal
 import socket
@@ -51,6 +61,8 @@ from docjobs.jobtypes import EXTENSIONS
 from . import linux
 
 JOB_UID = 1000  # the job's uid inside its own user namespace
+# What `ps` shows of a box (its process name): waiting for a job, then running one or checking its document.
+SPARE_NAME = "docjobs spare"
 SETUP_FAILED = 121  # a job's exit status when its box could not be built (not the job's fault)
 MAX_REQUEST = 8 * 1024 * 1024
 NAMESPACES = (linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWNET
@@ -84,13 +96,24 @@ class Config:
                    under_tmp=tuple(str(p) for p in data.get("under_tmp", ())))
 
 
+@dataclass
+class Box:
+    """A job's (or an output check's) process: being built, waiting for its job as a spare, or running."""
+
+    pid: int
+    uid: int | None
+    sync: socket.socket  # ours: "g" (its uid is mapped), then "j" with the job's descriptors; it says "k" or "e..."
+    kind: tuple[str, str]  # ("start" or "check", the job type)
+    slot: int | None = None  # None while a spare waits for its job
+
+
 class CodeZygote:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.control = socket.socket(fileno=config.control_fd)
-        self.boxes: dict[int, tuple[int, int | None, socket.socket]] = {}  # pid -> (slot, uid, its sync socket)
+        self.boxes: dict[int, Box] = {}
         self.by_slot: dict[int, int] = {}
-        self.checking: str | None = None  # set as a box is made for an output check: its job type
+        self.spares: dict[tuple[str, str], int] = {}  # kind -> the pid of a built, warm box waiting for a job
         first = config.first_uid
         self.free_uids: list[int] | None = (None if first is None
                                             else list(range(first + config.uids - 1, first - 1, -1)))
@@ -106,30 +129,18 @@ class CodeZygote:
     def probe(self) -> str | None:
         """Build one job's box for nothing, all the way to its seccomp filter: where the kernel refuses any
         step, say so now (the renderer then refuses to start) rather than fail every job later."""
-        job_r, job_w = os.pipe()
-        os.close(job_w)
-        message_r, message_w = os.pipe()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         uid = self._take_uid()
-        pid, sync = self._spawn([job_r, message_w, theirs.fileno()], uid, probe=True)
-        for fd in (job_r, message_w):
-            os.close(fd)
-        theirs.close()
+        pid, sync = self._spawn(uid, ("probe", ""), warm=False)
         _, status = os.waitpid(pid, 0)
-        sync.close()
         if uid is not None and self.free_uids is not None:
             self.free_uids.append(uid)
-        report = b""
-        with contextlib.suppress(OSError):
-            report = os.read(message_r, 4096)
-        os.close(message_r)
-        ours.close()
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        said = _said(sync)
+        sync.close()
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and said == b"k":
             return None
-        try:
-            return str(json.loads(report.splitlines()[0])["error"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            return f"building a code job's box failed (wait status {status})"
+        if said.startswith(b"e"):
+            return said[1:].decode(errors="replace")
+        return f"building a code job's box failed (wait status {status})"
 
     def _take_uid(self) -> int | None:
         if self.free_uids is None:
@@ -167,42 +178,62 @@ class CodeZygote:
             for fd in fds:
                 os.close(fd)
             return False
-        message = json.loads(data)
-        slot = int(message["slot"])
-        if message["op"] == "kill":
-            for fd in fds:
-                os.close(fd)
-            pid = self.by_slot.get(slot)
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            return True
-        if len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
-            self._send({"slot": slot, "refused": "the zygote sent a job without its descriptors"})
-            return True
-        uid = self._take_uid()
-        if uid == -1:
-            for fd in fds:
-                os.close(fd)
-            self._send({"slot": slot, "refused": "too many code jobs at once"})
-            return True
-        # An output check (checker.py) gets a box like a job's; its process runs the check, not code.
-        self.checking = str(message.get("job_type")) if message["op"] == "check" else None
         try:
-            pid, sync = self._spawn(fds, uid)
-        except OSError as exc:
-            if uid is not None and self.free_uids is not None:
-                self.free_uids.append(uid)
-            self._send({"slot": slot, "refused": f"the job's box could not be made: {exc.strerror}"})
-            return True
+            message = json.loads(data)
+            slot = int(message["slot"])
+            if message["op"] == "kill":
+                pid = self.by_slot.get(slot)
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            elif len(fds) != 3:
+                self._send({"slot": slot, "refused": "the zygote sent a job without its descriptors"})
+            else:
+                self._start(slot, (str(message["op"]), str(message.get("job_type", ""))), fds)
         finally:
             for fd in fds:
                 os.close(fd)
-        self.boxes[pid] = (slot, uid, sync)
-        self.by_slot[slot] = pid
         return True
+
+    def _start(self, slot: int, kind: tuple[str, str], fds: list[int]) -> None:
+        """Hand a job (or a check) its box: the spare of its kind, built and warm, if there is one, else a
+        box made now; then make the next spare of that kind, which builds and warms itself while this job
+        runs. The descriptors pass through here unread."""
+        pid = self.spares.pop(kind, None)
+        if pid is None or not _hand(self.boxes[pid].sync, fds):
+            made = self._new_box(kind, warm=False)
+            if isinstance(made, str):
+                self._send({"slot": slot, "refused": made})
+                return
+            pid = made
+            if not _hand(self.boxes[pid].sync, fds):
+                self._send({"slot": slot, "refused": "the job's box ended before it could start"})
+                return
+        self.boxes[pid].slot = slot
+        self.by_slot[slot] = pid
+        if kind[1] in EXTENSIONS:
+            self._new_spare(kind)
+
+    def _new_spare(self, kind: tuple[str, str]) -> None:
+        if kind in self.spares:
+            return
+        made = self._new_box(kind, warm=True)
+        if isinstance(made, int):
+            self.spares[kind] = made
+
+    def _new_box(self, kind: tuple[str, str], warm: bool) -> int | str:
+        """A new box's pid, or why none could be made."""
+        uid = self._take_uid()
+        if uid == -1:
+            return "too many code jobs at once"
+        try:
+            pid, sync = self._spawn(uid, kind, warm)
+        except OSError as exc:
+            if uid is not None and self.free_uids is not None:
+                self.free_uids.append(uid)
+            return f"the job's box could not be made: {exc.strerror}"
+        self.boxes[pid] = Box(pid, uid, sync, kind)
+        return pid
 
     def _reap(self) -> None:
         while True:
@@ -215,32 +246,34 @@ class CodeZygote:
             box = self.boxes.pop(pid, None)
             if box is None:
                 continue
-            slot, uid, sync = box
-            self.by_slot.pop(slot, None)
-            if uid is not None and self.free_uids is not None:
-                self.free_uids.append(uid)
-            # The job's process said "k" when its box was built, before any of the job ran.
-            sync.setblocking(False)
-            try:
-                built = sync.recv(1) == b"k"
-            except OSError:
-                built = False
-            sync.close()
+            if box.uid is not None and self.free_uids is not None:
+                self.free_uids.append(box.uid)
+            # The box said "k" once built, before any of the job ran; or "e" and why it could not be built.
+            said = _said(box.sync)
+            box.sync.close()
+            if box.slot is None:  # a spare that ended unused: the next job of its kind gets a box made then
+                if self.spares.get(box.kind) == pid:
+                    del self.spares[box.kind]
+                continue
+            self.by_slot.pop(box.slot, None)
+            built = said == b"k"
             if built and os.WIFEXITED(status) and os.WEXITSTATUS(status) - 128 in (signal.SIGXCPU, signal.SIGXFSZ):
                 status = os.WEXITSTATUS(status) - 128  # the limit's signal, as a wait status (see _box)
-            self._send({"slot": slot, "status": status, "setup_failed": not built})
+            event: dict[str, Any] = {"slot": box.slot, "status": status, "setup_failed": not built}
+            if said.startswith(b"e"):
+                event["error"] = said[1:].decode(errors="replace")
+            self._send(event)
 
     def _send(self, message: dict[str, Any]) -> None:
         self.control.send(json.dumps(message).encode())
 
     # --- one job's box ------------------------------------------------------------------------------
 
-    def _spawn(self, fds: list[int], uid: int | None, probe: bool = False) -> tuple[int, socket.socket]:
-        """Make a job's process, straight into namespaces of its own (one clone: a fork of this heap costs
+    def _spawn(self, uid: int | None, kind: tuple[str, str], warm: bool) -> tuple[int, socket.socket]:
+        """Make a box's process, straight into namespaces of its own (one clone: a fork of this heap costs
         milliseconds, and there is no process between the job and us), and map its uid: 1000 inside,
-        the job's own uid outside as root, else ours. Returns its pid and the socket it says "k" on once
-        its box is built (closing ours tells it we are gone)."""
-        ours, theirs = socket.socketpair()
+        the job's own uid outside as root, else ours. Returns its pid and our end of its sync socket."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = linux.clone(NAMESPACES)
         except OSError:
@@ -251,9 +284,10 @@ class CodeZygote:
             status = SETUP_FAILED
             try:
                 ours.close()
-                status = self._box(theirs, fds, probe)
+                status = self._box(theirs, kind, warm)
             except BaseException as exc:
-                _report(fds[1], f"the code job's sandbox could not be set up: {_oneline(exc)}")
+                with contextlib.suppress(OSError):
+                    theirs.send(b"e" + f"the code job's sandbox could not be set up: {_oneline(exc)}".encode())
             finally:
                 os._exit(status)
         theirs.close()
@@ -269,13 +303,13 @@ class CodeZygote:
                 os.kill(pid, signal.SIGKILL)  # it waits for "g" and would never get it
         return pid, ours
 
-    def _box(self, sync: socket.socket, fds: list[int], probe: bool) -> int:
-        """The job's process, PID 1 of its namespaces: the rest of its box, then the job."""
-        job_fd, message_fd, handle_fd = fds
+    def _box(self, sync: socket.socket, kind: tuple[str, str], warm: bool) -> int:
+        """The box's process, PID 1 of its namespaces: the rest of its box; a warm-up on documents of our
+        own when it is a spare; then its job's descriptors, and the job (or the check)."""
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
-        _keep_only([*fds, sync.fileno()])
+        _keep_only([sync.fileno()])
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         if sync.recv(1) != b"g":  # its uid is mapped now (or we are gone)
             return SETUP_FAILED
@@ -285,7 +319,7 @@ class CodeZygote:
         os.setresuid(JOB_UID, JOB_UID, JOB_UID)
         linux.prctl(linux.PR_SET_DUMPABLE, 1)  # a change of uid makes /proc/self root's
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # after the last change of uid, which clears it
-        if select.select([sync], [], [], 0)[0]:  # we never write again: readable means we are gone
+        if _gone(sync):
             return SETUP_FAILED
         flags = linux.MS_NOSUID | linux.MS_NODEV
         linux.mount("tmpfs", "/tmp", "tmpfs", flags, f"size={self.config.tmpfs_mb}m,mode=0700")
@@ -293,10 +327,7 @@ class CodeZygote:
             os.makedirs(path, exist_ok=True)  # in the job's tmpfs; the bind below is read-only already
             linux.mount(f"/proc/self/fd/{fd}", path, None, linux.MS_BIND | linux.MS_REC)
             os.close(fd)
-        handle = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
-        with socket.socket(fileno=handle_fd) as channel:
-            socket.send_fds(channel, [b"d"], [handle])
-        os.close(handle)
+        scratch = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
         linux.mount("proc", "/proc", "proc", flags | linux.MS_NOEXEC)
         linux.drop_capabilities()
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
@@ -306,35 +337,50 @@ class CodeZygote:
         for sig in (signal.SIGXCPU, signal.SIGXFSZ):
             signal.signal(sig, _ended_by_limit)
         linux.load_seccomp(self.config.seccomp)
-        if probe:
+        if kind[0] == "probe":
             try:
                 linux.unshare(linux.CLONE_NEWUSER)
             except PermissionError:
                 pass
             else:
                 raise RuntimeError("the seccomp filter let a new user namespace through")
-        sync.send(b"k")
-        sync.close()
-        if probe:
+            sync.send(b"k")
             return 0
+        sync.send(b"k")
+        _name_process(SPARE_NAME)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        _keep_only([job_fd, message_fd])
         os.chdir("/tmp")
         os.environ.clear()
         os.environ["HOME"] = os.environ["TMPDIR"] = "/tmp"
         import tempfile
 
         tempfile.tempdir = "/tmp"
-        if self.checking is not None:  # job_fd is the document, read-only
+        if warm:
+            _warm_up(kind)
+        # The job: its descriptors, the first and only thing this process is ever sent.
+        try:
+            message, fds, _, _ = socket.recv_fds(sync, 16, 3)
+        except OSError:
+            return 0
+        if message != b"j" or len(fds) != 3:
+            return 0  # the zygote is gone, or has no more use for this spare
+        sync.close()
+        _name_process("docjobs check" if kind[0] == "check" else "docjobs job")
+        job_fd, message_fd, handle_fd = fds
+        with socket.socket(fileno=handle_fd) as channel:
+            socket.send_fds(channel, [b"d"], [scratch])
+        os.close(scratch)
+        _keep_only([job_fd, message_fd])
+        if kind[0] == "check":  # job_fd: a socket on which the document arrives, read-only
             from .checker import run as run_check
 
-            return run_check(self.checking, job_fd, message_fd)
-        request = _read_request(job_fd)
-        os.close(job_fd)
+            return run_check(kind[1], job_fd, message_fd, warmed=warm)
         try:
+            request = _read_request(job_fd)
+            os.close(job_fd)
             run_code(request, message_fd)
         except BaseException as exc:
             from ..specs import SpecError
@@ -406,9 +452,65 @@ def _oneline(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
 
 
-def _report(fd: int, text: str) -> None:
-    with contextlib.suppress(OSError):
-        os.write(fd, (json.dumps({"error": text}) + "\n").encode())
+def _hand(sync: socket.socket, fds: list[int]) -> bool:
+    """Send a box its job's descriptors; False if the box is gone."""
+    try:
+        socket.send_fds(sync, [b"j"], fds)
+    except OSError:
+        return False
+    return True
+
+
+def _said(sync: socket.socket) -> bytes:
+    """What a box said on its sync socket ("k", or "e" and why), without waiting."""
+    sync.setblocking(False)
+    try:
+        return sync.recv(4096)
+    except OSError:
+        return b""
+
+
+def _name_process(name: str) -> None:
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(name)
+
+
+def _gone(sync: socket.socket) -> bool:
+    """Whether the code zygote has closed its end (our parent died before the death signal was set)."""
+    try:
+        return sync.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+
+
+def _warm_up(kind: tuple[str, str]) -> None:
+    """A spare box, before its job exists, does once what that job would do first: render a small
+    document of the job's type (or check one, for a check), with our own renderer and our own sample.
+    The first use of a library in a fresh process touches, and so copies, many pages it shares with
+    this zygote and fills the libraries' caches: done here, the job does not wait for it. Only our
+    sample passes through, and whatever it left in the scratch directory is removed."""
+    import shutil
+    from pathlib import Path
+
+    before = set(os.listdir("/tmp"))  # the runtime's directories, when it lives under /tmp
+    with contextlib.suppress(Exception):
+        if kind[0] == "check":
+            from .checker import warm_up as warm_check
+
+            warm_check(kind[1])
+        else:
+            from ..spec import render
+            from .zygote import SAMPLE_SPECS
+
+            render(kind[1], SAMPLE_SPECS[kind[1]], "warm-up", Path(f"/tmp/warm-up.{EXTENSIONS[kind[1]]}"),
+                   lambda _p, _m: None)
+    for name in set(os.listdir("/tmp")) - before:
+        path = os.path.join("/tmp", name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def fail_start(control: socket.socket, reason: str) -> NoReturn:

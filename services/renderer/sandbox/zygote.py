@@ -149,6 +149,27 @@ WARM_STDLIB = (
 )
 
 
+# A small document of each type, with the features renders use first: warm-ups render these.
+SAMPLE_SPECS: dict[str, dict[str, Any]] = {
+    "spreadsheet": {"sheets": [{"name": "S", "columns": [{"header": "a", "format": "currency"},
+                                                         {"header": "b", "format": "date"}],
+                                "rows": [[1, "2026-01-01"], [{"formula": "A2*2"}, None]],
+                                "charts": [{"type": "bar", "categoryColumn": 1, "valueColumns": [0]}]}]},
+    "document": {"blocks": [{"type": "heading", "text": "h"},
+                            {"type": "paragraph", "runs": [{"text": "p", "bold": True}]},
+                            {"type": "bullets", "items": ["i"]}, {"type": "numbered", "items": ["n"]},
+                            {"type": "table", "header": ["t"], "rows": [["c"]]}, {"type": "pageBreak"}]},
+    "pdf": {"blocks": [{"type": "heading", "text": "h"}, {"type": "paragraph", "text": "p"},
+                       {"type": "bullets", "items": ["i"]}, {"type": "table", "header": ["t"], "rows": [["c"]]}]},
+    "presentation": {"slides": [{"layout": "title", "title": "t", "subtitle": "s", "notes": "n"},
+                                {"layout": "bullets", "title": "b", "bullets": ["x", {"text": "y", "level": 1}]},
+                                {"layout": "table", "title": "t", "header": ["a"], "rows": [["1"]]},
+                                {"layout": "chart", "title": "c",
+                                 "chart": {"type": "line", "categories": ["a"],
+                                           "series": [{"name": "s", "values": [1]}]}}]},
+}
+
+
 def warm() -> None:
     """Import what renders need (and what model-written code usually imports) once, before forking."""
     import importlib
@@ -184,26 +205,8 @@ def warm_renders() -> None:
     from ..preview import preview
     from ..spec import render
 
-    samples: dict[str, dict[str, Any]] = {
-        "spreadsheet": {"sheets": [{"name": "S", "columns": [{"header": "a", "format": "currency"},
-                                                             {"header": "b", "format": "date"}],
-                                    "rows": [[1, "2026-01-01"], [{"formula": "A2*2"}, None]],
-                                    "charts": [{"type": "bar", "categoryColumn": 1, "valueColumns": [0]}]}]},
-        "document": {"blocks": [{"type": "heading", "text": "h"},
-                                {"type": "paragraph", "runs": [{"text": "p", "bold": True}]},
-                                {"type": "bullets", "items": ["i"]}, {"type": "numbered", "items": ["n"]},
-                                {"type": "table", "header": ["t"], "rows": [["c"]]}, {"type": "pageBreak"}]},
-        "pdf": {"blocks": [{"type": "heading", "text": "h"}, {"type": "paragraph", "text": "p"},
-                           {"type": "bullets", "items": ["i"]}, {"type": "table", "header": ["t"], "rows": [["c"]]}]},
-        "presentation": {"slides": [{"layout": "title", "title": "t", "subtitle": "s", "notes": "n"},
-                                    {"layout": "bullets", "title": "b", "bullets": ["x", {"text": "y", "level": 1}]},
-                                    {"layout": "table", "title": "t", "header": ["a"], "rows": [["1"]]},
-                                    {"layout": "chart", "title": "c",
-                                     "chart": {"type": "line", "categories": ["a"],
-                                               "series": [{"name": "s", "values": [1]}]}}]},
-    }
     with tempfile.TemporaryDirectory(prefix="docjobs-warm-") as tmp:
-        for job_type, spec in samples.items():
+        for job_type, spec in SAMPLE_SPECS.items():
             specs.validate(job_type, spec)
             path = Path(tmp) / f"warm.{EXTENSIONS[job_type]}"
             render(job_type, spec, "warm-up", path, lambda _p, _m: None)
@@ -366,7 +369,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         job.slot, self.next_slot = self.next_slot, self.next_slot + 1
         try:
-            self.code_box.start(job.slot, [memfd, write_fd, theirs.fileno()])
+            self.code_box.start(job.slot, job.job_type, [memfd, write_fd, theirs.fileno()])
         except OSError:
             for fd in (read_fd, write_fd, memfd):
                 os.close(fd)
@@ -415,7 +418,7 @@ class Zygote:
                 self._close_pipe(job)
                 self._finish(job, error=str(event["refused"]), retryable=True)
                 continue
-            self._code_ended(job, int(event["status"]), bool(event.get("setup_failed")))
+            self._code_ended(job, int(event["status"]), bool(event.get("setup_failed")), event.get("error"))
         if not alive:
             # The code zygote is gone, and every job with it: the zygote ends too, and the renderer
             # fails what it held as retryable and starts a new one.
@@ -425,17 +428,16 @@ class Zygote:
             self._shutdown()
             raise SystemExit(1)
 
-    def _code_ended(self, job: Job, status: int, setup_failed: bool) -> None:
+    def _code_ended(self, job: Job, status: int, setup_failed: bool, error: Any = None) -> None:
         if job.handle is not None:
             self._receive_scratch(job)
         if job.pipe >= 0:
             self._read_child(job)
             self._close_pipe(job)
         job.pid = 0
-        if setup_failed and job.killed_for is None:
-            final = job.messages[-1] if job.messages else None
-            self._finish(job, error=final.error if isinstance(final, Failed) else
-                         "the code job's sandbox could not be set up", retryable=True)
+        if setup_failed and job.killed_for is None:  # its box was never built: the job did not run
+            reason = messages.clean_text(error, 500) if isinstance(error, str) and error else ""
+            self._finish(job, error=reason or "the code job's sandbox could not be set up", retryable=True)
             return
         if job.directory is None and job.killed_for is None:
             self._finish(job, error="the code job's sandbox sent no scratch directory", retryable=True)
