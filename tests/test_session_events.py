@@ -255,3 +255,65 @@ async def test_a_session_stream_resumes_across_a_jobstore_restart(http, database
         first.kill()
         if second is not None:
             second.kill()
+
+
+async def test_idle_session_streams_hold_no_call_slot(http, jobstore) -> None:
+    """Sixteen streams of sessions with no job yet, with DOCJOBS_JOBSTORE_MAX_INFLIGHT at 2: each Watch's
+    opening waits for a slot, and gives it back once the jobstore has taken the call, so all of them open
+    and the gateway's other calls still go through (a quiet Watch that kept its slot would hold both)."""
+    from .helpers import scrape
+
+    gateway = await start_gateway(jobstore.address, jobstore_max_inflight=2)
+    try:
+        user = new_user()
+        responses = await asyncio.gather(*(http.get(f"{gateway.base}/api/events?sessionId=s{n}", headers=bearer(user))
+                                           for n in range(16)))
+        try:
+            assert [r.status for r in responses] == [200] * 16
+            await wait_until(lambda: jobstore.server.watches.open >= 1 + 16, timeout=10)  # the hub's, and theirs
+            samples = await scrape(gateway.base + "/metrics")
+            assert samples[("docjobs_gateway_jobstore_calls_in_flight", ())] == 0
+            job = await asyncio.wait_for(post(http, gateway, user, "s3"), 10)
+            first = await asyncio.wait_for(anext(sse_events(responses[3])), 10)
+            assert first.data["jobId"] == job["jobId"]
+        finally:
+            for r in responses:
+                r.close()
+    finally:
+        await gateway.stop()
+
+
+async def test_events_committed_out_of_id_order_reach_the_session_stream_in_id_order(
+        http, gateway, jobstore, database_url) -> None:
+    """Event 9 commits after event 10 (two jobs of one session): the stream sends 9 first, so a client that
+    got 10 and resumes after it has missed nothing."""
+    import uuid
+
+    import asyncpg
+
+    user = new_user()
+    slow, fast = [await post(http, gateway, user, "chat") for _ in range(2)]
+    stream = SseStream()
+    reader = asyncio.create_task(follow(http, gateway.base + slow["sessionEventsUrl"], stream,
+                                        until=lambda s: len(s.events) >= 4))
+    await wait_until(lambda: len(stream.events) == 2, timeout=10)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            # The way every transition writes: lock the job row, then insert its event (the lower id).
+            await conn.execute("UPDATE document_jobs SET updated_at = now() WHERE id = $1", uuid.UUID(slow["jobId"]))
+            slow_id = await conn.fetchval(
+                "INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)"
+                " VALUES ($1, $2, 'chat', 'pdf', 'progress', 'pending', 1, '{\"progress\": 1}') RETURNING id",
+                uuid.UUID(slow["jobId"]), user)
+            # Meanwhile the other job's event takes a higher id and commits first.
+            async with http.delete(f"{gateway.base}/api/jobs/{fast['jobId']}", headers=bearer(user)) as r:
+                assert r.status == 200
+                cancel_id = (await r.json())["lastEventId"]
+            assert cancel_id > slow_id
+            await asyncio.sleep(0.2)  # the dispatcher reads a few times while the lower id is in flight
+            assert len(stream.events) == 2  # the higher id waits for the lower one
+    finally:
+        await conn.close()
+    assert await asyncio.wait_for(reader, 10) == 200
+    assert [e.id for e in stream.events[2:]] == [slow_id, cancel_id]
