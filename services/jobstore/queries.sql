@@ -85,70 +85,88 @@ SELECT cancelled.*, event.id AS last_event_id
   FROM cancelled JOIN event ON event.job_id = cancelled.id;
 
 -- name: claim
--- Fair across users (docs/architecture.md, "Claim order"): a user's k-th job in this claim takes turn
--- (its jobs in progress) + k, and the claim takes the first $2 turns; equal turns go by the jobs' own
--- order, priority high first, then oldest, which is also the order within one user. A user with a
--- backlog so never holds more than one turn ahead of another, and a user with nothing in progress gets
--- the next claim. Each step is an index probe or a short ordered walk of the index of pending jobs by
--- user: no user's backlog is read. $1 job types, $2 max jobs, $3 lease ms, $4 worker id, $5 now.
-WITH RECURSIVE heads AS (
-    -- Each user's next claimable job, user after user (a loose index scan: one descent per user).
-    (SELECT j.user_id, j.priority, j.created_at, j.id
+-- Fair across users, round robin (docs/architecture.md, "Claim order"): the users with claimable jobs
+-- take turns in the order of their ids, starting after the user the process's previous claim ended with
+-- and wrapping around; each user's k-th job of a claim comes in round k, and a user's own jobs go by
+-- priority (high first), then age. Every step is an index descent per user served or a short ordered
+-- walk of one user's jobs: no backlog is read. $1 job types, $2 max jobs, $3 lease ms, $4 worker id,
+-- $5 now, $6 the user the previous claim ended with ('' at first).
+WITH RECURSIVE after_cursor AS (
+    -- Up to $2 users with a claimable job after $6, one index descent each (a loose index scan).
+    (SELECT 1 AS n, j.user_id
        FROM document_jobs j
-      WHERE j.status = 'pending'
+      WHERE j.status = 'pending' AND j.user_id > $6::text
         AND j.job_type = ANY($1::text[])
         AND j.run_at <= coalesce($5::timestamptz, now())
         AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
       ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
       LIMIT 1)
     UNION ALL
-    SELECT n.*
-      FROM heads h
+    SELECT a.n + 1, next_user.user_id
+      FROM after_cursor a
       CROSS JOIN LATERAL (
-          SELECT j.user_id, j.priority, j.created_at, j.id
+          SELECT j.user_id
             FROM document_jobs j
-           WHERE j.status = 'pending' AND j.user_id > h.user_id
+           WHERE j.status = 'pending' AND j.user_id > a.user_id
              AND j.job_type = ANY($1::text[])
              AND j.run_at <= coalesce($5::timestamptz, now())
              AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
            ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
-           LIMIT 1) n
-), served AS (
-    -- The first $2 users by their first turn: nobody after them has a turn within the first $2.
-    SELECT h.*, (SELECT count(*) FROM document_jobs p WHERE p.status = 'processing' AND p.user_id = h.user_id)
-                    AS active
-      FROM heads h
-     ORDER BY active, h.priority DESC, h.created_at, h.id
-     LIMIT $2
-), bounded AS (
-    -- A user's second turn comes after the first turn of everyone with as few jobs in progress, so it
-    -- gets at most $2 minus their number (and at least one) of the first $2 turns.
-    SELECT user_id, active, greatest(1, $2 - count(*) OVER (ORDER BY active) + 1) AS most
-      FROM served
+           LIMIT 1) next_user
+     WHERE a.n < $2
+), from_start AS (
+    -- Then, wrapping around, the users up to $6 (read only when those after it are fewer than $2).
+    (SELECT 1 AS n, j.user_id
+       FROM document_jobs j
+      WHERE j.status = 'pending' AND j.user_id <= $6::text
+        AND j.job_type = ANY($1::text[])
+        AND j.run_at <= coalesce($5::timestamptz, now())
+        AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
+      ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
+      LIMIT 1)
+    UNION ALL
+    SELECT f.n + 1, next_user.user_id
+      FROM from_start f
+      CROSS JOIN LATERAL (
+          SELECT j.user_id
+            FROM document_jobs j
+           WHERE j.status = 'pending' AND j.user_id > f.user_id AND j.user_id <= $6::text
+             AND j.job_type = ANY($1::text[])
+             AND j.run_at <= coalesce($5::timestamptz, now())
+             AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
+           ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
+           LIMIT 1) next_user
+     WHERE f.n < $2
+), ring AS (
+    SELECT user_id, row_number() OVER (ORDER BY part, n) AS place, count(*) OVER () AS users
+      FROM (SELECT 0 AS part, n, user_id FROM after_cursor
+            UNION ALL
+            SELECT 1 AS part, n, user_id FROM from_start
+            LIMIT $2) first_users
 ), turns AS (
-    SELECT b.user_id, b.active,
-           b.active + row_number() OVER (PARTITION BY b.user_id ORDER BY c.priority DESC, c.created_at, c.id)
-               AS turn,
-           c.priority, c.created_at, c.id
-      FROM bounded b
+    -- A user's k-th job comes in round k. Everyone in the ring has a job for round 1, so nobody needs
+    -- more than $2 - users + 1 rounds: that many of each user's jobs are read, to count them.
+    SELECT r.user_id, r.place,
+           row_number() OVER (PARTITION BY r.user_id ORDER BY c.priority DESC, c.created_at, c.id) AS round
+      FROM ring r
       CROSS JOIN LATERAL (
           SELECT j.id, j.priority, j.created_at
             FROM document_jobs j
-           WHERE j.status = 'pending' AND j.user_id = b.user_id
+           WHERE j.status = 'pending' AND j.user_id = r.user_id
              AND j.job_type = ANY($1::text[])
              AND j.run_at <= coalesce($5::timestamptz, now())
              AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
            ORDER BY j.priority DESC, j.created_at, j.id
-           LIMIT b.most) c
+           LIMIT $2 - r.users + 1) c
 ), shares AS (
-    SELECT user_id, active, count(*) AS share
-      FROM (SELECT * FROM turns ORDER BY turn, priority DESC, created_at, id LIMIT $2) first_turns
-     GROUP BY user_id, active
+    SELECT user_id, place, count(*) AS share
+      FROM (SELECT user_id, place FROM turns ORDER BY round, place LIMIT $2) first_turns
+     GROUP BY user_id, place
 ), picked AS (
     -- Each user's share, locked on a second walk of its jobs: a job that another claimer holds is
     -- skipped for the user's next one, as SKIP LOCKED does.
-    SELECT l.id, s.active + row_number() OVER (PARTITION BY s.user_id
-                                                ORDER BY l.priority DESC, l.created_at, l.id) AS turn
+    SELECT l.id, s.place,
+           row_number() OVER (PARTITION BY s.user_id ORDER BY l.priority DESC, l.created_at, l.id) AS round
       FROM shares s
       CROSS JOIN LATERAL (
           SELECT j.id, j.priority, j.created_at
@@ -169,7 +187,7 @@ WITH RECURSIVE heads AS (
            progress = 0, progress_message = ''
       FROM picked
      WHERE j.id = picked.id
-    RETURNING j.*, picked.turn
+    RETURNING j.*, picked.round, picked.place
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
     SELECT id, user_id, session_id, job_type, 'status', 'processing', retry_count + 1,
@@ -179,7 +197,7 @@ WITH RECURSIVE heads AS (
 )
 SELECT claimed.*, event.id AS last_event_id
   FROM claimed JOIN event ON event.job_id = claimed.id
- ORDER BY claimed.turn, claimed.priority DESC, claimed.created_at, claimed.id;
+ ORDER BY claimed.round, claimed.place;
 
 -- name: release
 -- Claimed jobs whose claimer went away before it received them (its call was cancelled): back to

@@ -71,6 +71,10 @@ class ClaimConnection:
     sorts them all costs milliseconds per claim once there are 10,000. The plan is generic (made once
     per connection): it does not depend on the arguments, and planning the fair claim statement takes
     longer than running it.
+
+    Users take turns (round robin, docs/architecture.md "Claim order"); the ring's position is the user
+    the previous claim on this connection ended with. Each jobstore process keeps its own: with several
+    replicas, a user gets at most one job per replica in each round.
     """
 
     SETTINGS = {"enable_sort": "off", "plan_cache_mode": "force_generic_plan"}
@@ -79,6 +83,7 @@ class ClaimConnection:
         self._dsn = dsn
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
+        self._last_user = ""
 
     async def claim(self, job_types: list[str], max_jobs: int, lease_ms: int, worker_id: str,
                     now: datetime | None) -> list[Row]:
@@ -86,7 +91,11 @@ class ClaimConnection:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await asyncpg.connect(self._dsn, server_settings=self.SETTINGS)
             try:
-                return await self._conn.fetch(Q.claim, job_types, max_jobs, lease_ms, worker_id, now)
+                rows = await self._conn.fetch(Q.claim, job_types, max_jobs, lease_ms, worker_id, now,
+                                              self._last_user)
+                if rows:
+                    self._last_user = rows[-1]["user_id"]
+                return rows
             except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError):
                 # A claim that may or may not have committed is safe: its jobs' leases run out.
                 self._conn.terminate()
