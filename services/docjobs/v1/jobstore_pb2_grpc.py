@@ -157,10 +157,9 @@ class JobStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Claim(self, request, context):
-        """Take up to max_jobs due jobs of the given types, fair across users: users take turns, the fewest
-        jobs in progress first; priority (high first), then age, orders the jobs within a user and among
-        equal turns. Waits up to wait_ms for work (woken by NOTIFY, not by polling). Each claimed job
-        carries a lease token.
+        """Take up to max_jobs due jobs of the given types, fair across users: users take turns (a round
+        robin, one job each per round); priority (high first), then age, orders each user's own jobs. Waits
+        up to wait_ms for work (woken by NOTIFY, not by polling). Each claimed job carries a lease token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

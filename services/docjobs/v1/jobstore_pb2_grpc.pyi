@@ -55,10 +55,9 @@ class JobStoreStub:
     GetStats: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.GetStatsRequest, _jobstore_pb2.Stats]
     """Queue statistics: counts by type and status, queue age, recent rates."""
     Claim: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimRequest, _jobstore_pb2.ClaimResponse]
-    """Take up to max_jobs due jobs of the given types, fair across users: users take turns, the fewest
-    jobs in progress first; priority (high first), then age, orders the jobs within a user and among
-    equal turns. Waits up to wait_ms for work (woken by NOTIFY, not by polling). Each claimed job
-    carries a lease token.
+    """Take up to max_jobs due jobs of the given types, fair across users: users take turns (a round
+    robin, one job each per round); priority (high first), then age, orders each user's own jobs. Waits
+    up to wait_ms for work (woken by NOTIFY, not by polling). Each claimed job carries a lease token.
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.HeartbeatRequest, _jobstore_pb2.HeartbeatResponse]
     """Extend a lease and report progress. Tells the worker when its job was cancelled."""
@@ -117,10 +116,9 @@ class JobStoreAsyncStub(JobStoreStub):
     GetStats: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.GetStatsRequest, _jobstore_pb2.Stats]  # type: ignore[assignment]
     """Queue statistics: counts by type and status, queue age, recent rates."""
     Claim: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimRequest, _jobstore_pb2.ClaimResponse]  # type: ignore[assignment]
-    """Take up to max_jobs due jobs of the given types, fair across users: users take turns, the fewest
-    jobs in progress first; priority (high first), then age, orders the jobs within a user and among
-    equal turns. Waits up to wait_ms for work (woken by NOTIFY, not by polling). Each claimed job
-    carries a lease token.
+    """Take up to max_jobs due jobs of the given types, fair across users: users take turns (a round
+    robin, one job each per round); priority (high first), then age, orders each user's own jobs. Waits
+    up to wait_ms for work (woken by NOTIFY, not by polling). Each claimed job carries a lease token.
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.HeartbeatRequest, _jobstore_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Extend a lease and report progress. Tells the worker when its job was cancelled."""
@@ -212,10 +210,9 @@ class JobStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _jobstore_pb2.ClaimRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobstore_pb2.ClaimResponse, _abc.Awaitable[_jobstore_pb2.ClaimResponse]]:
-        """Take up to max_jobs due jobs of the given types, fair across users: users take turns, the fewest
-        jobs in progress first; priority (high first), then age, orders the jobs within a user and among
-        equal turns. Waits up to wait_ms for work (woken by NOTIFY, not by polling). Each claimed job
-        carries a lease token.
+        """Take up to max_jobs due jobs of the given types, fair across users: users take turns (a round
+        robin, one job each per round); priority (high first), then age, orders each user's own jobs. Waits
+        up to wait_ms for work (woken by NOTIFY, not by polling). Each claimed job carries a lease token.
         """
 
     @_abc_1.abstractmethod
