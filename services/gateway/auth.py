@@ -104,13 +104,6 @@ class Auth:
             raise ApiError(401, "unauthenticated", "the token's sub must be the user id")
         return Caller(sub)
 
-    def user(self, request: web.Request) -> str:
-        """A user caller's id (401 as caller() does); a service is refused with 403 here."""
-        caller = self.caller(request)
-        if caller.service:
-            raise ApiError(403, "forbidden", "this needs a user's token, not a service's")
-        return caller.user_id
-
     def caller_for_job_url(self, request: web.Request, job_id: str) -> Caller:
         """For events and download: a URL token for this job, else the usual header."""
         token = request.query.get("token")
