@@ -1,0 +1,91 @@
+"""The spreadsheet preview reads only the rows it shows, through openpyxl's own reader's parts: what it
+shows must be what openpyxl's read-only `load_workbook` gives for those rows, whatever the workbook."""
+
+from __future__ import annotations
+
+import datetime
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import Workbook, load_workbook
+
+from renderer import preview
+from renderer.spec import render
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def as_load_workbook_reads_it(data: bytes) -> dict[str, Any]:
+    """The preview as it was made with load_workbook(read_only=True) and iter_rows: the reference."""
+    workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=False, keep_links=False)
+    sheets = []
+    for sheet in workbook.worksheets[:preview.MAX_ITEMS]:
+        rows = []
+        for row in sheet.iter_rows(max_row=preview.MAX_ROWS, max_col=preview.MAX_COLS, values_only=True):
+            cells = [preview._short(v) for v in row]
+            while cells and cells[-1] == "":
+                cells.pop()
+            rows.append(cells)
+        sheets.append({"name": preview._short(sheet.title), "rows": rows})
+    workbook.close()
+    return {"kind": "spreadsheet", "sheets": sheets}
+
+
+def saved(workbook: Workbook) -> bytes:
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def mixed() -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "Mixed"
+    sheet["A1"], sheet["C1"], sheet["D1"], sheet["E1"] = "text", datetime.datetime(2026, 1, 2, 3, 4), True, 1.5
+    sheet["F1"] = '=A1&"x"'
+    sheet["A3"], sheet["B5"], sheet["B2"], sheet["C2"] = datetime.date(2020, 5, 6), datetime.time(3, 4), 10**20, -0.0
+    sheet["A30"], sheet["Z2"] = "after the rows shown", "beyond the columns shown"
+    sheet["G4"].value, sheet["G4"].number_format = 45000, "yyyy-mm-dd"  # a number styled as a date
+    workbook.create_sheet("Empty")
+    workbook.create_sheet("Sparse")["A25"] = "below the rows shown only"
+    for i in range(8):
+        workbook.create_sheet(f"S{i}")["A1"] = i
+    return saved(workbook)
+
+
+def gaps() -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for row in (2, 3, 7, 19, 20, 21, 400):
+        sheet.cell(row=row, column=row % 5 + 1, value=f"r{row}")
+    return saved(workbook)
+
+
+def shared_formulas() -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for row in range(1, 200):
+        sheet.append([row, row * 2, f"=A{row}+B{row}", f"row {row}"])
+    return saved(workbook)
+
+
+def the_example(directory: Path) -> bytes:
+    import json
+
+    spec = json.loads((ROOT / "examples" / "spreadsheet.json").read_text())
+    render("spreadsheet", spec.get("spec", spec), "t", directory / "example.xlsx", lambda _p, _m: None)
+    return (directory / "example.xlsx").read_bytes()
+
+
+@pytest.mark.parametrize("make", [mixed, gaps, shared_formulas, the_example],
+                         ids=["mixed types and sheets", "missing rows", "many rows", "the example"])
+def test_the_preview_shows_what_openpyxl_reads(make: Any, tmp_path: Path) -> None:
+    data = make(tmp_path) if make is the_example else make()
+    shown = preview.preview("spreadsheet", io.BytesIO(data))
+    assert shown == as_load_workbook_reads_it(data)
+    assert shown["sheets"]  # and it is not empty
