@@ -371,14 +371,14 @@ class Zygote:
         try:
             self.code_box.start(job.slot, job.job_type, [memfd, write_fd, theirs.fileno()])
         except OSError:
-            for fd in (read_fd, write_fd, memfd):
+            for fd in (read_fd, write_fd):
                 os.close(fd)
             ours.close()
             theirs.close()
             self._finish(job, error="the code box is not running", retryable=True)
             return
         finally:
-            os.close(memfd)
+            os.close(memfd)  # the code box has its own copy of it, or none
         os.close(write_fd)
         theirs.close()
         os.set_blocking(read_fd, False)
