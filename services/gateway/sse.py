@@ -18,6 +18,11 @@ request handler returns the prepared response, and the live part runs where aioh
 response, in `write_eof` (so the handler's frames and the middleware chain are gone while the stream
 is open); heartbeats come from the hub's one timer, not a timer per stream; the download link of the
 final event is signed when that event is written.
+
+The session stream (GET /api/events, every job of a session on one stream) is built differently, in
+gateway/session.py: each holds a scope Watch of its own rather than riding the hub, because events of
+different jobs commit out of id order and only the jobstore's settled cursor puts them in an order that
+one Last-Event-ID resumes without loss. Both kinds count against DOCJOBS_SSE_STREAMS_PER_USER here.
 """
 
 from __future__ import annotations
