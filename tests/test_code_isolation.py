@@ -34,6 +34,9 @@ from docjobs.exits import EXIT_DO_NOT_RESTART
 from docjobs.pgserver import EmbeddedPostgres
 from renderer.sandbox.client import RenderError, RenderResult, Sandbox
 from renderer.sandbox.codebox import runtime_paths
+from renderer.sandbox.codezygote import SPARE_NAME
+
+from .conftest import wait_until
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the probes use x86_64 syscall numbers")
 
@@ -256,6 +259,26 @@ report = {"module": getattr(openpyxl, "LEFT", None), "modules": "left_behind" in
         # /tmp holds nothing but the directories the runtime is lent from, when it lives under /tmp
         lent = sorted({Path(path).parts[2] for path in runtime_paths() if path.startswith("/tmp/")})
         assert found == {"module": None, "modules": False, "env": None, "tmp": lent}, found
+
+
+async def test_a_job_runs_in_the_spare_box_built_before_it(box: Sandbox) -> None:
+    """After a job of a kind has its box, the next box of that kind is built and waits (a job's box is
+    no longer built while the job waits for it); the next job of that kind is handed that box."""
+    await render_code(box, SAVE_REPORT.replace("json.dumps(report)", "'first'"))
+    assert box.pid is not None
+
+    def spares() -> set[int]:
+        return {p.pid for p in psutil.Process(box.pid).children(recursive=True) if p.name() == SPARE_NAME}
+
+    waiting = await wait_until(spares, timeout=30)
+    started = asyncio.Event()
+    code = "import time\ntime.sleep(2)\n" + SAVE_REPORT.replace("json.dumps(report)", "'second'")
+    job = asyncio.create_task(render_code(box, code, lambda _p, _m: started.set()))
+    async with asyncio.timeout(60):
+        await started.wait()
+    running = {pid for pid in waiting if psutil.pid_exists(pid) and psutil.Process(pid).name() == "docjobs job"}
+    assert len(running) == 1, (waiting, spares())
+    assert first_cell((await job).path) == "second"
 
 
 def memory_holds(pid: int, needle: bytes) -> bool:
