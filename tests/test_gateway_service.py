@@ -31,7 +31,7 @@ SEED_BODY = {"code": SEED_CODE, "documentType": "spreadsheet", "title": "Q3 sale
              "userId": 123, "priority": 5}
 
 
-def service_token(secret: str = SECRET, scope: str | None = "docjobs:service", **claims: Any) -> dict[str, str]:
+def service_token(secret: str = SECRET, scope: object = "docjobs:service", **claims: Any) -> dict[str, str]:
     payload: dict[str, Any] = {"sub": "chat-backend", "exp": int(time.time()) + 600, **claims}
     if scope is not None:
         payload["scope"] = scope
