@@ -60,16 +60,19 @@ class Closed(Exception):
 class Subscription:
     """One stream's live events: a bounded buffer, the overflow mark beside it, and the reader's wake-up."""
 
-    __slots__ = ("_events", "_limit", "_waiter", "closed", "job_id", "overflowed", "session_id", "user_id")
+    __slots__ = ("_events", "_limit", "_settle_waiters", "_waiter", "closed", "job_id", "overflowed", "session_id",
+                 "user_id")
 
     def __init__(self, *, job_id: str | None = None, user_id: str | None = None, session_id: str | None = None,
-                 limit: int = 1024) -> None:
+                 limit: int = 1024, settle_waiters: set[Subscription] | None = None) -> None:
         self.job_id = job_id
         self.user_id = user_id
         self.session_id = session_id
         self._limit = limit
         self._events: deque[pb.JobEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        # The dispatcher's set of subscriptions to wake when the settled cursor moves (see changed()).
+        self._settle_waiters = settle_waiters if settle_waiters is not None else set()
         self.overflowed = False
         self.closed = False
 
@@ -126,15 +129,21 @@ class Subscription:
         self._events.clear()
         return events
 
-    async def changed(self) -> None:
-        """Until an event arrives, the subscription is overflowed or closed, or the settled cursor moves."""
+    async def changed(self, *, until_settled: bool) -> None:
+        """Until an event arrives, the subscription is overflowed or closed, or (until_settled: the reader
+        holds events that wait for it) the settled cursor moves. Only readers that hold events are woken
+        by the cursor: with thousands of scope watches open, waking all of them at every move costs the
+        jobstore's loop more than the events do."""
         if self._events or self.overflowed or self.closed:
             return
         self._waiter = asyncio.get_running_loop().create_future()
+        if until_settled:
+            self._settle_waiters.add(self)
         try:
             await self._waiter
         finally:
             self._waiter = None
+            self._settle_waiters.discard(self)
 
     def wake(self) -> None:
         """End a wait in changed() (the settled cursor moved)."""
@@ -157,8 +166,13 @@ class EventDispatcher:
         self._cursor = 0
         self._delivered: set[int] = set()
         self._checkpoints: deque[tuple[int, int]] = deque()
+        # Subscriptions by what they follow, so that an event is offered only to those it may concern:
+        # a job's; a user's (and maybe one session of theirs); a session's, of any user; every event.
         self._by_job: dict[str, set[Subscription]] = {}
-        self._scoped: set[Subscription] = set()
+        self._by_user: dict[str, set[Subscription]] = {}
+        self._by_session: dict[str, set[Subscription]] = {}
+        self._everything: set[Subscription] = set()
+        self._settle_waiters: set[Subscription] = set()
         self._epoch = 0  # counts subscriptions, so an idle round can tell that one happened meanwhile
         self._idle_epoch = 0
         self.reads = 0
@@ -173,7 +187,20 @@ class EventDispatcher:
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._by_job.values()) + len(self._scoped)
+        return sum(len(s) for s in self._all_subscriptions())
+
+    def _all_subscriptions(self) -> list[set[Subscription]]:
+        return [*self._by_job.values(), *self._by_user.values(), *self._by_session.values(), self._everything]
+
+    def _index(self, sub: Subscription) -> tuple[dict[str, set[Subscription]] | None, str]:
+        """Where a subscription is kept: an index and its key, or None for the set of every event's."""
+        if sub.job_id is not None:
+            return self._by_job, sub.job_id
+        if sub.user_id is not None:
+            return self._by_user, sub.user_id
+        if sub.session_id is not None:
+            return self._by_session, sub.session_id
+        return None, ""
 
     async def start(self) -> None:
         mark = await self._pool.fetchrow(Q.events_sequence_position)
@@ -199,33 +226,34 @@ class EventDispatcher:
         closing, a new subscription is closed from the start."""
         self._epoch += 1
         self._subscribed.set()
-        sub = Subscription(job_id=job_id, user_id=user_id, session_id=session_id, limit=limit)
+        sub = Subscription(job_id=job_id, user_id=user_id, session_id=session_id, limit=limit,
+                           settle_waiters=self._settle_waiters)
         if self._closing:
             sub.close()
-        if job_id is not None:
-            self._by_job.setdefault(job_id, set()).add(sub)
+        index, key = self._index(sub)
+        if index is None:
+            self._everything.add(sub)
         else:
-            self._scoped.add(sub)
+            index.setdefault(key, set()).add(sub)
         return sub
 
     def close_subscriptions(self) -> None:
         """The jobstore is stopping: every subscriber's stream ends now (its client resumes elsewhere)."""
         self._closing = True
-        for subs in self._by_job.values():
+        for subs in self._all_subscriptions():
             for sub in subs:
                 sub.close()
-        for sub in self._scoped:
-            sub.close()
 
     def unsubscribe(self, sub: Subscription) -> None:
-        if sub.job_id is not None:
-            subs = self._by_job.get(sub.job_id)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._by_job[sub.job_id]
-        else:
-            self._scoped.discard(sub)
+        index, key = self._index(sub)
+        if index is None:
+            self._everything.discard(sub)
+            return
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[key]
 
     async def _run(self) -> None:
         failures = 0
@@ -323,14 +351,13 @@ class EventDispatcher:
         if self._delivered:
             self._delivered = {i for i in self._delivered if i > self._cursor}
         if self._cursor > before:
-            for sub in self._scoped:  # a scope watch holds events until they settle (jobstore/watch.py)
+            for sub in list(self._settle_waiters):  # scope watches holding events until they settle (watch.py)
                 sub.wake()
 
     def _deliver(self, event: pb.JobEvent) -> None:
         self.delivered_total += 1
-        for sub in self._by_job.get(event.job_id, ()):
-            if not sub.put(event):
-                self.overflows += 1
-        for sub in self._scoped:
-            if sub.matches(event) and not sub.put(event):
-                self.overflows += 1
+        for subs in (self._by_job.get(event.job_id, ()), self._by_user.get(event.user_id, ()),
+                     self._by_session.get(event.session_id, ()), self._everything):
+            for sub in subs:
+                if sub.matches(event) and not sub.put(event):
+                    self.overflows += 1

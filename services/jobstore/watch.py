@@ -151,7 +151,7 @@ class Watches:
                         last = heapq.heappop(held)
                         yield events.pop(last)
                     continue  # the cursor may have moved while they were sent: look again before waiting
-                await sub.changed()
+                await sub.changed(until_settled=bool(held))
 
     async def all_jobs(self) -> AsyncGenerator[pb.JobEvent, None]:
         """Every job's events from now on: SUBSCRIBED first, then every event committed after it."""

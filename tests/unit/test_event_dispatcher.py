@@ -59,20 +59,39 @@ async def test_delivery_goes_to_the_jobs_and_scopes_it_matches_and_counts_drops(
     other_job = d.subscribe(job_id="job-2", limit=10)
     user = d.subscribe(user_id="u", limit=10)
     session = d.subscribe(user_id="u", session_id="other", limit=10)
+    any_users_session = d.subscribe(session_id="other", limit=10)
     everything = d.subscribe(limit=1)
-    assert d.subscriber_count == 5
+    assert d.subscriber_count == 6
     d._deliver(event(1))
     d._deliver(event(2, job_id="job-2", session_id="other"))
+    d._deliver(event(3, job_id="job-3", user_id="v", session_id="other"))  # another user's, in that session
     assert [(await one_job.next()).id] == [1]
     assert (await other_job.next()).id == 2
     assert [(await user.next()).id, (await user.next()).id] == [1, 2]
     assert (await session.next()).id == 2
-    assert d.overflows == 1  # the all-jobs buffer holds one
+    assert [(await any_users_session.next()).id, (await any_users_session.next()).id] == [2, 3]
+    assert not user.drain() and not session.drain()  # user v's event reached none of user u's streams
+    assert d.overflows == 2  # the all-jobs buffer holds one
     with pytest.raises(FellBehind):
         await everything.next()
-    for sub in (one_job, other_job, user, session, everything):
+    for sub in (one_job, other_job, user, session, any_users_session, everything):
         d.unsubscribe(sub)
     assert d.subscriber_count == 0
+
+
+async def test_the_settled_cursor_wakes_only_readers_holding_events_for_it() -> None:
+    d = dispatcher()
+    holding, idle = d.subscribe(user_id="a"), d.subscribe(user_id="b")
+    woken = asyncio.ensure_future(holding.changed(until_settled=True))
+    waiting = asyncio.ensure_future(idle.changed(until_settled=False))
+    await asyncio.sleep(0)
+    d._checkpoints.append((5, 1))
+    d._settle(2)
+    await asyncio.sleep(0)
+    assert woken.done() and not waiting.done()
+    d._deliver(event(6, user_id="b"))  # an event of its own still wakes it
+    await asyncio.sleep(0)
+    assert waiting.done()
 
 
 async def test_closing_ends_every_subscription_and_those_that_come_later() -> None:
