@@ -44,7 +44,8 @@ class ServiceSettings(Protocol):
 SERVICES: dict[str, ServiceSettings] = {
     "jobstore": JobStoreSettings, "renderer": RendererSettings, "gateway": GatewaySettings}
 SECRET_PLACEHOLDERS = {"DATABASE_URL": "postgresql://docjobs:secret@db:5432/docjobs",
-                       "DOCJOBS_JWT_SECRET": "x" * 32, "DOCJOBS_GRPC_TOKEN": "g" * 32}
+                       "DOCJOBS_JWT_SECRET": "x" * 32, "DOCJOBS_GRPC_TOKEN": "g" * 32,
+                       "DOCJOBS_SERVICE_JWT_SECRET": "s" * 32}
 
 
 def is_custom(doc: Mapping[str, Any]) -> bool:
