@@ -187,6 +187,9 @@ WITH RECURSIVE after_cursor AS (
            progress = 0, progress_message = ''
       FROM picked
      WHERE j.id = picked.id
+       -- Probes of the primary key whatever the plan guesses of picked's size: a generic plan takes
+       -- LIMIT $2 for a tenth of the table and would hash-join a scan of all of it.
+       AND j.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING j.*, picked.round, picked.place
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
