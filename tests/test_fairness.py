@@ -215,12 +215,16 @@ async def test_the_claim_reads_no_users_backlog_on_100k_pending_jobs(database_ur
             " SELECT gen_random_uuid(), 'backlog', 'pdf', '{}', 'processing', gen_random_uuid(),"
             " now() + interval '1 hour' FROM generate_series(1, 8)")
         await conn.execute("ANALYZE document_jobs")
+        # Prepared, so that the plan checked is the one the claim connection runs: a generic plan, which
+        # knows neither the types nor max_jobs.
+        await conn.execute("PREPARE fair_claim (text[], integer, integer, text, timestamptz, text) AS " + Q.claim)
+        types = "'{" + ",".join(TYPES) + "}'"
         for max_jobs in (1, 10):
             transaction = conn.transaction()
             await transaction.start()
             try:
-                [plan] = json.loads(await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + Q.claim, TYPES,
-                                                        max_jobs, 30_000, "w", None, ""))
+                [plan] = json.loads(await conn.fetchval(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE fair_claim({types}, {max_jobs}, 30000, 'w', NULL, '')"))
             finally:
                 await transaction.rollback()
             read = rows_read(plan["Plan"])
