@@ -57,7 +57,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, token: str, clock: Callable[[], float] = time.monotonic) -> None:
         if len(token) < MIN_TOKEN_BYTES:  # Settings.from_env says so first; this guards other constructions
             raise ValueError(f"{TOKEN_ENV} must be at least {MIN_TOKEN_BYTES} bytes")
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
         self._clock = clock
         self._refused_since_log = 0
         self._logged_at: float | None = None
@@ -78,8 +78,11 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         value = dict(metadata or ()).get(AUTHORIZATION)
         if not isinstance(value, str):
             return False
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 7235), the token is not
+            return False
         try:
-            return hmac.compare_digest(value.encode(), self._expected)
+            return hmac.compare_digest(token.encode(), self._expected)
         except UnicodeEncodeError:
             return False
 

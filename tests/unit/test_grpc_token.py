@@ -48,6 +48,9 @@ def test_the_interceptor_accepts_exactly_the_bearer_token() -> None:
     token = new_token()
     check = BearerTokenInterceptor(token)._presented
     assert check((("user-agent", "grpc-python"), bearer(token)))
+    assert check((("authorization", f"bearer {token}"),)) and check((("authorization", f"BEARER {token}"),))
+    assert not check((("authorization", f"Bearer {token.upper() if token.upper() != token else token.lower()}"),))
+    assert not check((("authorization", f"Bearer  {token}"),))
     assert not check(None) and not check(())
     assert not check((("authorization", token),))  # no scheme
     assert not check((("authorization", f"Basic {token}"),))
