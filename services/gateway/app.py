@@ -26,7 +26,7 @@ from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
-from . import client, openapi, payloads
+from . import client, guards, openapi, payloads
 from .auth import Auth, Caller, valid_user_id
 from .cors import Cors
 from .errors import ApiError, error_response, errors_middleware, from_grpc
@@ -95,6 +95,7 @@ ENQUEUE_FIELDS = {"ttl_ms": "expiresInSeconds", "expires_at": "expiresInSeconds"
 
 async def create_job(request: web.Request) -> web.Response:
     caller = request.app[AUTH].caller(request)
+    guards.require_json(request)  # before the body is read: a simple cross-origin POST is not JSON
     settings = request.app[SETTINGS]
     limit = settings.body_timeout_s
     try:
@@ -370,6 +371,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[client.FILES] = client.load()
     Cors(settings.cors_origins).install(app)
+    if settings.auth == "none":  # outermost: a rebound name gets nothing, not even a preflight's answer
+        app.middlewares.insert(0, guards.loopback_only)
     app.cleanup_ctx.append(_jobstore_channel)
     app.on_shutdown.append(_end_streams)
     app.add_routes([

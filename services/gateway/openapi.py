@@ -37,8 +37,8 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
         "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
-                      "400": ERROR, "401": ERROR, "403": ERROR, "408": ERROR, "413": ERROR, "422": ERROR,
-                      "503": ERROR},
+                      "400": ERROR, "401": ERROR, "403": ERROR, "408": ERROR, "413": ERROR, "415": ERROR,
+                      "422": ERROR, "503": ERROR},
     }
     get_job = {"summary": "A job", "parameters": [JOB_ID],
                "responses": {"200": _json(job, "The job"), "401": ERROR, "404": ERROR}}
