@@ -4,11 +4,13 @@ jobstore, with jobs driven through the jobstore's own API (or a real renderer wh
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import jwt
 import pytest
 
 from docjobs.channels import jobstore_channel
@@ -18,7 +20,7 @@ from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 from gateway.app import HUB
 
 from .conftest import GRPC_TOKEN, new_user, wait_until
-from .gateway_client import SseEvent, SseStream, bearer, sse_events, start_gateway
+from .gateway_client import SseEvent, SseStream, bearer, sse_events, start_gateway, token
 from .helpers import collect_events
 from .renderers import RendererProcess, example
 from .test_gateway_service import service_token
@@ -318,3 +320,37 @@ async def test_events_committed_out_of_id_order_reach_the_session_stream_in_id_o
         await conn.close()
     assert await asyncio.wait_for(reader, 10) == 200
     assert [e.id for e in stream.events[2:]] == [slow_id, cancel_id]
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["bearer", "url-token"])
+async def test_a_stream_ends_when_its_token_expires_and_sends_nothing_after(http, jobstore, signed) -> None:
+    """A token checked only when the stream opened would go on delivering events (and freshly signed
+    hour-long download links) for as long as the stream stays open."""
+    gateway = await start_gateway(jobstore.address, url_token_ttl_s=3)  # heartbeats every 0.5 s
+    try:
+        user = new_user()
+        before = await post(http, gateway, user, "chat")
+        if signed:  # the sessionEventsUrl of a POST answer, its token signed for 3 s
+            url, headers = gateway.base + before["sessionEventsUrl"], {}
+            expires = jwt.decode(url.split("token=")[1], options={"verify_signature": False})["exp"]
+        else:
+            expires = int(time.time()) + 3
+            url = gateway.base + "/api/events?sessionId=chat"
+            headers = {"Authorization": f"Bearer {token(user, exp=expires)}"}
+        stream = SseStream()
+        reader = asyncio.create_task(follow(http, url, stream, headers=headers))
+        await wait_until(lambda: len(stream.events) >= 1, timeout=10)
+        await wait_until(lambda: time.time() >= expires + 0.05, timeout=10)
+        after = await post(http, gateway, user, "chat")  # (with a fresh token) once the stream's has expired
+        assert await asyncio.wait_for(reader, 10) == 200  # the stream ended by itself
+        assert {e.data["jobId"] for e in stream.events} == {before["jobId"]}, stream.events
+        assert after["jobId"] not in {e.data["jobId"] for e in stream.events}
+        await wait_until(lambda: gateway.runner.app[HUB].stream_count == 0, timeout=10)
+        # What the client does next: the same credential is refused, a fresh one resumes after the last id.
+        assert await follow(http, url, SseStream(), headers=headers) == 401
+        rest = SseStream()
+        assert await asyncio.wait_for(follow(http, gateway.base + "/api/events?sessionId=chat", rest, headers={
+            **bearer(user), "Last-Event-ID": str(stream.events[-1].id)}, until=lambda s: len(s.events) >= 1), 10) == 200
+        assert rest.events[0].data["jobId"] == after["jobId"]
+    finally:
+        await gateway.stop()

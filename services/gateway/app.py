@@ -201,7 +201,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     user_id = caller.user_id
     if caller.service:  # its stream counts against the job's user, as the user's own would
         user_id = (await request.app[STUB].GetJob(pb.GetJobRequest(job_id=job_id))).user_id
-    stream = request.app[STREAMS].open(job_id, user_id, after)
+    stream = request.app[STREAMS].open(job_id, user_id, after, caller.expires)
     return await stream.start(request)  # its live part runs in write_eof, see gateway/sse.py
 
 
@@ -214,7 +214,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     user_id = _query_user(request, caller)
     if not user_id:
         raise ApiError(400, "invalid", "userId: a service names the user whose events it streams", "userId")
-    stream = open_session(request.app[STREAMS], user_id, session_id, last_event_id(request))
+    stream = open_session(request.app[STREAMS], user_id, session_id, last_event_id(request), caller.expires)
     return await stream.start(request)  # its live part runs in write_eof, see gateway/session.py
 
 

@@ -40,10 +40,14 @@ CLOCK_SKEW_S = 30
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who calls. A user sees its own jobs; a service (`service`, with `user_id` empty) sees every user's."""
+    """Who calls. A user sees its own jobs; a service (`service`, with `user_id` empty) sees every user's.
+    `expires`: when the credential it called with expires (the token's `exp`, seconds since the epoch;
+    None without one, in no-auth mode). A stream ends then: a credential is checked when a stream opens,
+    and an open stream must not outlive it."""
 
     user_id: str
     service: bool = False
+    expires: int | None = None
 
     @property
     def owner(self) -> str:
@@ -97,12 +101,13 @@ class Auth:
                                f"{SERVICE_SCOPE!r} in its scope")
             raise ApiError(401, "unauthenticated", f"a token with scope {SERVICE_SCOPE!r} must be signed with "
                            "the service secret (DOCJOBS_SERVICE_JWT_SECRET)")
+        expires = int(claims["exp"])
         if is_service:
-            return Caller("", service=True)
+            return Caller("", service=True, expires=expires)
         sub = claims.get("sub")
         if not isinstance(sub, str) or not valid_user_id(sub):
             raise ApiError(401, "unauthenticated", "the token's sub must be the user id")
-        return Caller(sub)
+        return Caller(sub, expires=expires)
 
     def caller_for_job_url(self, request: web.Request, job_id: str) -> Caller:
         """For events and download: a URL token for this job, else the usual header."""
@@ -113,7 +118,7 @@ class Auth:
                               require=["job"])
         if claims.get("job") != job_id:
             raise ApiError(401, "unauthenticated", "this link token is for another job")
-        return Caller(str(claims["sub"]))
+        return Caller(str(claims["sub"]), expires=int(claims["exp"]))
 
     def caller_for_session_url(self, request: web.Request, session_id: str) -> Caller:
         """For a session's events: a session URL token (for this session, or for all the user's jobs),
@@ -125,7 +130,7 @@ class Auth:
         scoped = claims.get("session")
         if scoped is not None and scoped != session_id:
             raise ApiError(401, "unauthenticated", "this link token is for another session", "sessionId")
-        return Caller(str(claims["sub"]))
+        return Caller(str(claims["sub"]), expires=int(claims["exp"]))
 
     def _decode(self, token: str, what: str, *, audience: str | None = None, require: Sequence[str] = (),
                 secret: str | None = None) -> dict[str, Any]:

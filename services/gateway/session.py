@@ -42,7 +42,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 
 from .hub import CLOSE, HEARTBEAT, QUEUE_SIZE
 from .payloads import sse_event
-from .sse import HEADERS, RETRY_MS, frame
+from .sse import HEADERS, RETRY_MS, expired, frame
 
 if TYPE_CHECKING:
     from .sse import Streams
@@ -55,11 +55,12 @@ TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, g
                        grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 
 
-def open_session(streams: Streams, user_id: str, session_id: str, after: int) -> SessionStream:
-    """A session stream, counted against its user's open streams (429 at the cap) and told the hub's
-    heartbeats and shutdown."""
+def open_session(streams: Streams, user_id: str, session_id: str, after: int,
+                 expires: int | None = None) -> SessionStream:
+    """A session stream, counted against its user's open streams (429 at the cap), told the hub's
+    heartbeats and shutdown, and ended when its credential expires (`expires`)."""
     streams.admit(user_id)
-    stream = SessionStream(streams, user_id, session_id, after)
+    stream = SessionStream(streams, user_id, session_id, after, expires)
     streams.hub.attach(stream)
     return stream
 
@@ -68,12 +69,14 @@ class SessionStream(web.StreamResponse):
     """One open session stream: the response, the events read from its Watch and not yet sent, and the
     hub's markers (heartbeat, close)."""
 
-    def __init__(self, streams: Streams, user_id: str, session_id: str, after: int) -> None:
+    def __init__(self, streams: Streams, user_id: str, session_id: str, after: int,
+                 expires: int | None = None) -> None:
         super().__init__(headers=HEADERS)
         self.streams: Streams | None = streams  # None once closed
         self.user_id = user_id
         self.session_id = session_id
         self.after = after  # the id of the last event sent (or the resume id)
+        self.expires = expires  # when the credential it was opened with expires (None: never)
         self.read_upto = after  # the id of the last event read from the Watch
         self._events: collections.deque[pb.JobEvent] = collections.deque()
         self._beat = False
@@ -126,6 +129,8 @@ class SessionStream(web.StreamResponse):
         while True:
             if self._closing:
                 return  # the gateway is shutting down: the browser reconnects with Last-Event-ID
+            if (self._events or self._beat) and expired(self.expires):
+                return  # sends nothing more: the client reconnects with a fresh credential and Last-Event-ID
             if self._events:
                 event = self._events.popleft()
                 _wake(self._wake_reader)

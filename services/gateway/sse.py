@@ -6,6 +6,11 @@ DOCJOBS_SSE_HEARTBEAT seconds keeps proxies from closing an idle stream; `X-Acce
 nginx from buffering it. The stream ends after job-complete or job-failed; a finished job answers with
 its history at once.
 
+A stream does not outlive the credential it was opened with (a bearer token's or a URL token's `exp`):
+it is checked at every event and heartbeat, and once expired the stream ends, sending nothing more, so
+a revoked user's stream stops within a heartbeat and a link handed out for an hour works for an hour.
+The client reconnects with a fresh credential and Last-Event-ID, and loses nothing.
+
 A stream subscribes to the process's EventHub first, then reads its job's stored events after the
 resume id (a short, history-only Watch, which also answers 404 for a job that is not the caller's), then
 takes live events from its inbox, skipping ids it already sent; when the hub (re)connects to the
@@ -32,6 +37,7 @@ import collections
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, TypeAlias
 
@@ -69,6 +75,16 @@ def frame(name: str, data: dict[str, Any], event_id: int | None = None) -> bytes
 
 
 MAX_EVENT_ID = 2**63 - 1  # event ids are Postgres bigints
+
+
+class CredentialExpired(Exception):
+    """The token a stream was opened with has expired: the stream ends, sending nothing more."""
+
+
+def expired(expires: int | None) -> bool:
+    """Whether a stream's credential (its caller's `expires`) has expired: the stream then ends, at its
+    next event (which is not sent) or heartbeat, and the client reconnects with a fresh credential."""
+    return expires is not None and time.time() >= expires
 
 
 def last_event_id(request: web.Request) -> int:
@@ -109,9 +125,9 @@ class Streams:
         if not self.open_by_user[user_id]:
             del self.open_by_user[user_id]
 
-    def open(self, job_id: str, user_id: str, after: int) -> EventStream:
+    def open(self, job_id: str, user_id: str, after: int, expires: int | None = None) -> EventStream:
         self.admit(user_id)
-        return EventStream(self, job_id, user_id, after)
+        return EventStream(self, job_id, user_id, after, expires)
 
     def closed(self, stream: EventStream) -> None:
         self.hub.unsubscribe(stream.job_id, stream)
@@ -124,12 +140,13 @@ class Streams:
 class EventStream(web.StreamResponse):
     """One open SSE stream: the response, its inbox of live events from the hub, and where it stands."""
 
-    def __init__(self, streams: Streams, job_id: str, user_id: str, after: int) -> None:
+    def __init__(self, streams: Streams, job_id: str, user_id: str, after: int, expires: int | None = None) -> None:
         super().__init__(headers=HEADERS)
         self.streams: Streams | None = streams  # None once closed
         self.job_id = job_id
         self.user_id = user_id
         self.after = after  # the id of the last event sent (or the resume id)
+        self.expires = expires  # when the credential it was opened with expires (None: never)
         self._inbox: list[pb.JobEvent] = []
         self._waiter: asyncio.Future[None] | None = None
         self._history: History | None = None
@@ -160,6 +177,8 @@ class EventStream(web.StreamResponse):
     async def send(self, event: pb.JobEvent) -> None:
         if event.id <= self.after:
             return
+        if expired(self.expires):
+            raise CredentialExpired
         link = self._streams.download_url(self.job_id, self.user_id) if event.kind == pb.EVENT_KIND_COMPLETED else ""
         name, data = sse_event(event, link)
         await self.write(frame(name, data, event.id))
@@ -240,6 +259,8 @@ class EventStream(web.StreamResponse):
         while not self.finished:
             event = await self._next()
             if event is HEARTBEAT:
+                if expired(self.expires):
+                    return  # the client reconnects with a fresh credential, and Last-Event-ID
                 await self.write(b": heartbeat\n\n")
             elif event is CLOSE:
                 return  # the gateway is shutting down: the browser reconnects with Last-Event-ID
@@ -256,6 +277,8 @@ class EventStream(web.StreamResponse):
             return
         try:
             await self._live()
+        except CredentialExpired:
+            pass  # ends as at a heartbeat after the expiry
         except grpc.aio.AioRpcError as exc:
             with contextlib.suppress(ConnectionResetError):
                 await self.write(frame("error", {"jobId": self.job_id, "error": {
