@@ -118,11 +118,17 @@ async def create_job(request: web.Request) -> web.Response:
     request.app[METRICS]["jobs_created"].labels(fields["job_type"]).inc()
     job = reply.job
     links = _links(request, job.id, job.user_id)
-    session = request.app[AUTH].session_url_token(job.user_id, job.session_id)
-    session_query = f"sessionId={quote(job.session_id, safe='')}&" if job.session_id else ""
     return web.json_response({"jobId": job.id, "status": payloads.STATUS_NAMES[job.status],
                               "created": reply.created, **links,
-                              "sessionEventsUrl": f"/api/events?{session_query}token={session}"}, status=202)
+                              "sessionEventsUrl": _session_events_url(request, job.user_id, job.session_id)},
+                             status=202)
+
+
+def _session_events_url(request: web.Request, user_id: str, session_id: str) -> str:
+    """The user's /api/events of one session ("": of all its jobs), with a URL token minted now."""
+    token = request.app[AUTH].session_url_token(user_id, session_id)
+    session_query = f"sessionId={quote(session_id, safe='')}&" if session_id else ""
+    return f"/api/events?{session_query}token={token}"
 
 
 def _renamed(exc: grpc.aio.AioRpcError, names: dict[str, str], status: int) -> Exception:
@@ -205,17 +211,33 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     return await stream.start(request)  # its live part runs in write_eof, see gateway/sse.py
 
 
-async def session_events(request: web.Request) -> web.StreamResponse:
+def _session_id(request: web.Request) -> str:
     session_id = request.query.get("sessionId", "")
     if (len(session_id) > 200 or any(ord(c) < 32 and c not in "\t\n\r" for c in session_id)
             or jsonvalues.text_problem(session_id)):
         raise ApiError(400, "invalid", "sessionId: at most 200 characters, without control characters", "sessionId")
+    return session_id
+
+
+async def session_events(request: web.Request) -> web.StreamResponse:
+    session_id = _session_id(request)
     caller = request.app[AUTH].caller_for_session_url(request, session_id)
     user_id = _query_user(request, caller)
     if not user_id:
         raise ApiError(400, "invalid", "userId: a service names the user whose events it streams", "userId")
     stream = open_session(request.app[STREAMS], user_id, session_id, last_event_id(request), caller.expires)
     return await stream.start(request)  # its live part runs in write_eof, see gateway/session.py
+
+
+async def session_events_url(request: web.Request) -> web.Response:
+    """A fresh sessionEventsUrl, for a page whose URL token expired (EventSource then gets 401): asked with
+    a bearer token, the user's own or a service's naming `userId`, never with the expired URL token."""
+    session_id = _session_id(request)
+    caller = request.app[AUTH].caller(request)
+    user_id = _query_user(request, caller)
+    if not user_id:
+        raise ApiError(400, "invalid", "userId: a service names the user whose events the URL opens", "userId")
+    return web.json_response({"sessionEventsUrl": _session_events_url(request, user_id, session_id)})
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -386,6 +408,7 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/api/jobs/{job_id}/events", job_events, allow_head=False, expect_handler=expect_continue),
         web.get("/api/jobs/{job_id}/artifact", download, allow_head=False, expect_handler=expect_continue),
         web.get("/api/events", session_events, allow_head=False, expect_handler=expect_continue),
+        web.get("/api/events/url", session_events_url, expect_handler=expect_continue),
         web.get("/api/stats", stats, expect_handler=expect_continue),
         web.get("/", index, expect_handler=expect_continue),
         web.get("/client/{name}", client.client_file, expect_handler=expect_continue),

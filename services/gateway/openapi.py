@@ -101,7 +101,9 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                     "documentType": {"type": "string"}, "title": {"type": "string"},
                     "progress": {"type": "integer"}, "progressMessage": {"type": "string"},
                     "result": {"type": "object"}, "error": {"type": "object"},
-                    "eventsUrl": {"type": "string"}, "statusUrl": {"type": "string"},
+                    "eventsUrl": {"type": "string", "description": "Its token minted with this answer: a page "
+                                  "whose eventsUrl expired reads the job again for a fresh one"},
+                    "statusUrl": {"type": "string"},
                     "downloadUrl": {"type": "string"}, "lastEventId": {"type": "integer"}}},
             },
         },
@@ -150,6 +152,17 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                 "responses": {"200": {"description": "An event stream",
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                               "400": ERROR, "401": ERROR, "403": ERROR, "429": ERROR}}},
+            "/api/events/url": {"get": {
+                "summary": "A fresh sessionEventsUrl (its token minted now), for a page whose URL token expired "
+                           "(its stream ended, and reopening it gets 401); asked with a bearer token, never the "
+                           "URL token. A job's fresh eventsUrl and downloadUrl: GET /api/jobs/{jobId}",
+                "parameters": [{"name": "sessionId", "in": "query", "schema": {"type": "string", "maxLength": 200},
+                                "description": "The session; none: a URL of all the user's jobs"},
+                               {"name": "userId", "in": "query", "schema": {"type": "string"},
+                                "description": "Required from a service: whose events"}],
+                "responses": {"200": _json({"type": "object", "required": ["sessionEventsUrl"], "properties": {
+                    "sessionEventsUrl": {"type": "string"}}}, "The URL, relative to the gateway"),
+                              "400": ERROR, "401": ERROR, "403": ERROR}}},
             "/api/jobs/{jobId}/artifact": {"get": {
                 "summary": "Download the finished document", "parameters": [JOB_ID, URL_TOKEN],
                 "responses": {"200": {"description": "The document",
