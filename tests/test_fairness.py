@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from typing import Any
 
 import asyncpg
 
@@ -22,7 +23,7 @@ from .helpers import claim, enqueue
 TYPES = ["spreadsheet", "document", "pdf", "presentation"]
 
 
-async def enqueue_many(stub: pb_grpc.JobStoreAsyncStub, user_id: str, n: int, **fields: object) -> list[pb.Job]:
+async def enqueue_many(stub: pb_grpc.JobStoreAsyncStub, user_id: str, n: int, **fields: Any) -> list[pb.Job]:
     """n jobs of one user, 50 concurrent calls at a time."""
     jobs: list[pb.Job] = []
     for start in range(0, n, 50):
@@ -107,6 +108,22 @@ async def test_b_job_enqueued_right_after_a_backlog_is_claimed_before_most_of_it
         await renderer.stop(loop)
     # The first claim (4 free slots): A's oldest and B's job hold the first turns of their users.
     assert [j.user_id for j in renderer.claimed].index(b) < renderer.slots
+
+
+async def test_pools_of_different_job_types_each_take_turns_across_their_own_users(stub) -> None:
+    """A pdf pool and a spreadsheet pool claim in turn from one jobstore: each keeps its own place in the
+    ring of users. (With one place for both, every pdf claim started after the spreadsheet user and
+    landed on the same pdf user: user a got 1 of 30 pdf claims while user c had a backlog.)"""
+    a, b, c = sorted(new_user() for _ in range(3))
+    await enqueue_many(stub, a, 5, job_type="pdf")
+    await enqueue_many(stub, c, 40, job_type="pdf")
+    await enqueue_many(stub, b, 40, job_type="spreadsheet")
+    pdf_users = []
+    for _ in range(30):
+        pdf_users += [j.job.user_id for j in await claim(stub, "pdf-pool", types=("pdf",))]
+        await claim(stub, "sheet-pool", types=("spreadsheet",))
+    ours = [user for user in pdf_users if user in (a, c)]  # other tests' users may take turns too
+    assert ours[:10].count(a) == 5, ours
 
 
 async def test_one_batch_claim_takes_turns_across_users_and_priority_orders_jobs_within_a_user(stub) -> None:
@@ -210,6 +227,14 @@ async def test_the_claim_reads_no_users_backlog_on_100k_pending_jobs(database_ur
         await conn.execute(
             "INSERT INTO document_jobs (id, user_id, job_type, payload, priority)"
             " SELECT gen_random_uuid(), 'other-' || (g % 5), 'pdf', '{}', g % 2 FROM generate_series(1, 25) g")
+        # Users whose many pending jobs are not claimable by this claim: not due yet (runAt a day ahead), or
+        # of a type the claimer does not take. Stepping past them must not read them either.
+        await conn.execute(
+            "INSERT INTO document_jobs (id, user_id, job_type, payload, run_at)"
+            " SELECT gen_random_uuid(), 'later', 'pdf', '{}', now() + interval '1 day' FROM generate_series(1, 50000)")
+        await conn.execute(
+            "INSERT INTO document_jobs (id, user_id, job_type, payload)"
+            " SELECT gen_random_uuid(), 'other-type', 'spreadsheet', '{}' FROM generate_series(1, 50000)")
         await conn.execute(
             "INSERT INTO document_jobs (id, user_id, job_type, payload, status, lease_token, lease_expires_at)"
             " SELECT gen_random_uuid(), 'backlog', 'pdf', '{}', 'processing', gen_random_uuid(),"
@@ -218,13 +243,15 @@ async def test_the_claim_reads_no_users_backlog_on_100k_pending_jobs(database_ur
         # Prepared, so that the plan checked is the one the claim connection runs: a generic plan, which
         # knows neither the types nor max_jobs.
         await conn.execute("PREPARE fair_claim (text[], integer, integer, text, timestamptz, text) AS " + Q.claim)
-        types = "'{" + ",".join(TYPES) + "}'"
-        for max_jobs in (1, 10):
+        claimed_types = [t for t in TYPES if t != "spreadsheet"]
+        types = "'{" + ",".join(claimed_types) + "}'"
+        for max_jobs, after in ((1, ""), (10, ""), (1, "backlog"), (10, "backlog")):
             transaction = conn.transaction()
             await transaction.start()
             try:
                 [plan] = json.loads(await conn.fetchval(
-                    f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE fair_claim({types}, {max_jobs}, 30000, 'w', NULL, '')"))
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE fair_claim({types}, {max_jobs}, 30000, 'w', NULL,"
+                    f" '{after}')"))
             finally:
                 await transaction.rollback()
             read = rows_read(plan["Plan"])
@@ -234,14 +261,17 @@ async def test_the_claim_reads_no_users_backlog_on_100k_pending_jobs(database_ur
             transaction = conn.transaction()
             await transaction.start()
             try:
-                claimed = await conn.fetch(Q.claim, TYPES, max_jobs, 30_000, "w", None, "")
+                claimed = await conn.fetch(Q.claim, claimed_types, max_jobs, 30_000, "w", None, after)
             finally:
                 await transaction.rollback()
             # Round robin from the first user: 1 claim of 1 is the backlog's; 10 are 6 users' first
             # jobs, then the second of the first four.
+            # After "backlog": from other-0 on, wrapping around to the backlog last.
             got = Counter(r["user_id"] for r in claimed)
-            assert got == ({"backlog": 1} if max_jobs == 1 else
-                           {"backlog": 2, "other-0": 2, "other-1": 2, "other-2": 2, "other-3": 1, "other-4": 1}), got
+            assert got == ({"backlog": 1} if max_jobs == 1 and not after else {"other-0": 1} if max_jobs == 1 else
+                           {"backlog": 2, "other-0": 2, "other-1": 2, "other-2": 2, "other-3": 1, "other-4": 1}
+                           if not after else
+                           {"other-0": 2, "other-1": 2, "other-2": 2, "other-3": 2, "other-4": 1, "backlog": 1}), got
     finally:
         await conn.close()
 
@@ -255,7 +285,9 @@ def rows_read(node: dict[str, object], totals: Counter[str] | None = None) -> Co
         totals["document_jobs"] += int(rows * loops)
         if node.get("Node Type") == "Seq Scan":
             totals["Seq Scan"] += 1
-    for child in node.get("Plans", []):  # type: ignore[union-attr]
+    children = node.get("Plans", [])
+    assert isinstance(children, list)
+    for child in children:
         rows_read(child, totals)
     return totals
 

@@ -92,14 +92,15 @@ SELECT cancelled.*, event.id AS last_event_id
 -- walk of one user's jobs: no backlog is read. $1 job types, $2 max jobs, $3 lease ms, $4 worker id,
 -- $5 now, $6 the user the previous claim ended with ('' at first).
 WITH RECURSIVE after_cursor AS (
-    -- Up to $2 users with a claimable job after $6, one index descent each (a loose index scan).
+    -- Up to $2 users with a claimable job after $6, one index descent each (a loose index scan, by
+    -- user, job type and run_at: a user's jobs that are not due, or not of these types, are skipped).
     (SELECT 1 AS n, j.user_id
        FROM document_jobs j
       WHERE j.status = 'pending' AND j.user_id > $6::text
         AND j.job_type = ANY($1::text[])
         AND j.run_at <= coalesce($5::timestamptz, now())
         AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
-      ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
+      ORDER BY j.user_id
       LIMIT 1)
     UNION ALL
     SELECT a.n + 1, next_user.user_id
@@ -111,7 +112,7 @@ WITH RECURSIVE after_cursor AS (
              AND j.job_type = ANY($1::text[])
              AND j.run_at <= coalesce($5::timestamptz, now())
              AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
-           ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
+           ORDER BY j.user_id
            LIMIT 1) next_user
      WHERE a.n < $2
 ), from_start AS (
@@ -122,7 +123,7 @@ WITH RECURSIVE after_cursor AS (
         AND j.job_type = ANY($1::text[])
         AND j.run_at <= coalesce($5::timestamptz, now())
         AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
-      ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
+      ORDER BY j.user_id
       LIMIT 1)
     UNION ALL
     SELECT f.n + 1, next_user.user_id
@@ -134,7 +135,7 @@ WITH RECURSIVE after_cursor AS (
              AND j.job_type = ANY($1::text[])
              AND j.run_at <= coalesce($5::timestamptz, now())
              AND (j.expires_at IS NULL OR j.expires_at > coalesce($5::timestamptz, now()))
-           ORDER BY j.user_id, j.priority DESC, j.created_at, j.id
+           ORDER BY j.user_id
            LIMIT 1) next_user
      WHERE f.n < $2
 ), ring AS (

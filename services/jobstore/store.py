@@ -73,9 +73,13 @@ class ClaimConnection:
     longer than running it.
 
     Users take turns (round robin, docs/architecture.md "Claim order"); the ring's position is the user
-    the previous claim on this connection ended with. Each jobstore process keeps its own: with several
-    replicas, a user gets at most one job per replica in each round.
+    the previous claim of the same job types ended with: one ring per set of types, since pools that claim
+    different types see different users (with one position for all, a pdf pool's claims always resumed
+    after the spreadsheet pool's user and could pass over a pdf user for ever). Each jobstore process keeps
+    its own: with several replicas, a user gets at most one job per replica in each round.
     """
+
+    RINGS = 256  # sets of job types remembered; beyond, the longest unused starts again from the first user
 
     SETTINGS = {"enable_sort": "off", "plan_cache_mode": "force_generic_plan"}
 
@@ -83,24 +87,29 @@ class ClaimConnection:
         self._dsn = dsn
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
-        self._last_user = ""
+        self._last_user: dict[tuple[str, ...], str] = {}  # per set of job types, most recently used last
 
     async def claim(self, job_types: list[str], max_jobs: int, lease_ms: int, worker_id: str,
                     now: datetime | None) -> list[Row]:
         async with self._lock:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await asyncpg.connect(self._dsn, server_settings=self.SETTINGS)
+            ring = tuple(sorted(set(job_types)))
+            after = self._last_user.pop(ring, "")
             try:
-                rows = await self._conn.fetch(Q.claim, job_types, max_jobs, lease_ms, worker_id, now,
-                                              self._last_user)
+                rows = await self._conn.fetch(Q.claim, job_types, max_jobs, lease_ms, worker_id, now, after)
                 if rows:
-                    self._last_user = rows[-1]["user_id"]
+                    after = rows[-1]["user_id"]
                 return rows
             except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError):
                 # A claim that may or may not have committed is safe: its jobs' leases run out.
                 self._conn.terminate()
                 self._conn = None
                 raise
+            finally:
+                self._last_user[ring] = after
+                if len(self._last_user) > self.RINGS:
+                    del self._last_user[next(iter(self._last_user))]
 
     async def close(self) -> None:
         async with self._lock:
