@@ -5,7 +5,13 @@ eventsUrl, GET /api/events/url for a sessionEventsUrl). Over real HTTP, against 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import jwt
@@ -120,3 +126,53 @@ async def test_an_expired_session_url_is_refused_and_the_url_route_gives_a_fresh
         assert (await fresh_url("?sessionId=" + "x" * 201, bearer(alice)))[0] == 400
     finally:
         await gateway.stop()
+
+
+CLIENT = Path(__file__).resolve().parent.parent / "services" / "gateway" / "static" / "client" / "docjobs.js"
+# The browser client under node (its fetch and streams are the browser's): a session watch on a bearer
+# token, with refreshToken; one JSON line per event, refresh and error.
+WATCHER = """
+import { watchSession } from %(client)s;
+const say = (line) => process.stdout.write(JSON.stringify(line) + "\\n");
+watchSession({ gateway: process.env.GATEWAY, token: process.env.FIRST, sessionId: "chat",
+               refreshToken: async () => { say({ refreshed: true }); return process.env.FRESH; } },
+             { onEvent: (e) => say({ id: e.id, jobId: e.jobId, type: e.type }),
+               onError: (err) => say({ error: err.status }) });
+"""
+
+
+async def test_the_client_resumes_with_a_fresh_token_when_its_stream_ends_at_expiry(http, jobstore) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is missing (Debian's nodejs package)")
+    gateway = await start_gateway(jobstore.address)
+    user = new_user()
+    expires = int(time.time()) + 3
+    process = await asyncio.create_subprocess_exec(
+        node, "--input-type=module", "-e", WATCHER % {"client": json.dumps(CLIENT.as_uri())},
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "GATEWAY": gateway.base, "FIRST": token(user, exp=expires),
+                                             "FRESH": token(user)})
+    stdout = process.stdout
+    assert stdout is not None
+    lines: list[dict[str, Any]] = []
+
+    async def until(predicate: Callable[[dict[str, Any]], bool]) -> None:
+        async with asyncio.timeout(20):
+            while not any(predicate(line) for line in lines):
+                lines.append(json.loads(await stdout.readline()))
+
+    try:
+        first = await post(http, gateway, user)
+        await until(lambda line: line.get("jobId") == first["jobId"])
+        await wait_until(lambda: time.time() >= expires + 0.05, timeout=10)
+        later = await post(http, gateway, user)  # after the first token expired
+        await until(lambda line: line.get("jobId") == later["jobId"])
+    finally:
+        process.kill()
+        await process.wait()
+        await gateway.stop()
+    assert {"refreshed": True} in lines and not any("error" in line for line in lines), lines
+    events = [line for line in lines if "id" in line]
+    ids = [int(line["id"]) for line in events]
+    assert ids == sorted(set(ids)), ids  # resumed after the last event: nothing twice
+    assert lines.index({"refreshed": True}) < lines.index(events[-1])

@@ -128,13 +128,23 @@ export interface SessionWatch {
   close(): void;
 }
 
+/** Gives a fresh signed URL (absolute, or relative to the gateway) when the one followed has expired:
+ * the gateway ends the stream then and refuses it with 401. Asked once per 401, until the stream opens
+ * again; resolving to null (or throwing) stops the watch with that 401. */
+export type RefreshUrl = () => Promise<string | null | undefined> | string | null | undefined;
+/** Gives a fresh bearer token when the one a stream was opened with has expired; as RefreshUrl. */
+export type RefreshToken = () => Promise<string | null | undefined> | string | null | undefined;
+
 export type WatchJobOptions =
-  | { gateway?: string; eventsUrl: string; lastEventId?: string | number }
-  | { gateway?: string; jobId: string; token: string; lastEventId?: string | number };
+  /** refreshUrl: the job's eventsUrl, from GET /api/jobs/{jobId} (through the page's backend, say). */
+  | { gateway?: string; eventsUrl: string; lastEventId?: string | number; refreshUrl?: RefreshUrl }
+  | { gateway?: string; jobId: string; token: string; lastEventId?: string | number; refreshToken?: RefreshToken };
 
 export type WatchSessionOptions =
-  | { gateway?: string; sessionEventsUrl: string; lastEventId?: string | number }
-  | { gateway?: string; token: string; sessionId?: string; userId?: string | number; lastEventId?: string | number };
+  /** refreshUrl: a sessionEventsUrl, from GET /api/events/url?sessionId= (through the page's backend, say). */
+  | { gateway?: string; sessionEventsUrl: string; lastEventId?: string | number; refreshUrl?: RefreshUrl }
+  | { gateway?: string; token: string; sessionId?: string; userId?: string | number; lastEventId?: string | number;
+      refreshToken?: RefreshToken };
 
 export declare function resolveUrl(gateway: string | undefined, url: string): string;
 export declare function submit(request: JobRequest, options?: SubmitOptions): Promise<Accepted>;
@@ -149,6 +159,10 @@ export declare class DocjobsJob extends HTMLElement {
   token: string | null;
   /** A session's watch: follows job-id on it when there is no events-url. */
   session: SessionWatch | null;
+  /** A fresh eventsUrl when events-url has expired (read when needed). */
+  refreshUrl: RefreshUrl | null;
+  /** A fresh bearer token when `token` has expired (read when needed). */
+  refreshToken: RefreshToken | null;
   readonly gateway: string;
   readonly jobId: string | null;
   readonly status: JobStatus | null;

@@ -12,7 +12,9 @@
 // not retry (429 too many streams, a 5xx), the stream is reopened with `lastEventId` in the query, with
 // backoff, and given up only on an answer that will not change (401, 403, 404, 400). A bearer token
 // cannot go through EventSource (it sends no headers), so a stream opened with `token` is read with
-// fetch, resumed the same way.
+// fetch, resumed the same way. The gateway ends a stream when its credential expires (the URL's token,
+// or the bearer token): the 401 that follows asks `refreshUrl()` (or `refreshToken()`), when given, for
+// a fresh one, and the stream resumes with it after the last event.
 
 const TERMINAL = new Set(["job-complete", "job-failed"]);
 const EVENT_NAMES = ["status", "progress", "job-complete", "job-failed", "error"];
@@ -111,9 +113,14 @@ function parseData(raw) {
 
 /** One live stream of events, resumed across failures; what watchJob and watchSession return. */
 class EventStreamWatch {
-  constructor(url, { token, lastEventId, endsAtTerminal, onEvent, onError, onOpen }) {
+  constructor(url, options) {
+    const { gateway, token, refreshUrl, refreshToken, lastEventId, endsAtTerminal, onEvent, onError, onOpen } = options;
     this.url = url;
     this.token = token || null;
+    this._gateway = gateway || "";
+    this._refreshUrl = refreshUrl || null;
+    this._refreshToken = refreshToken || null;
+    this._refreshed = false; // asked for a fresh credential since the stream last opened
     this.lastEventId = lastEventId ? String(lastEventId) : "";
     this.closed = false;
     this._endsAtTerminal = endsAtTerminal;
@@ -160,6 +167,11 @@ class EventStreamWatch {
 
   _retryLater(error) {
     if (this.closed) return;
+    const refresh = this.token ? this._refreshToken : this._refreshUrl;
+    if (error && error.status === 401 && refresh && !this._refreshed) {
+      this._refresh(error);
+      return;
+    }
     if (error && !error.retryable) {
       this.close();
       this._report(error);
@@ -170,10 +182,33 @@ class EventStreamWatch {
     this._timer = setTimeout(() => this._connect(), backoff(this._failures));
   }
 
+  // The credential expired (or was refused): ask the page for a fresh one, once until the stream opens
+  // again (a fresh one refused too stops the watch), and resume after the last event.
+  async _refresh(error) {
+    this._refreshed = true;
+    let fresh = null;
+    try {
+      fresh = this.token ? await this._refreshToken() : await this._refreshUrl();
+    } catch (err) {
+      const why = `${error.message}; refreshing it failed: ${err && err.message}`;
+      error = new DocjobsError(401, error.code, why, error.field);
+    }
+    if (this.closed) return;
+    if (!fresh) {
+      this.close();
+      this._report(error);
+      return;
+    }
+    if (this.token) this.token = fresh;
+    else this.url = resolveUrl(this._gateway, fresh);
+    this._connect();
+  }
+
   _eventSource() {
     const source = new EventSource(withLastEventId(this.url, this.lastEventId));
     this._source = source;
     source.onopen = () => {
+      this._refreshed = false;
       if (this._onOpen) this._onOpen();
     };
     for (const name of EVENT_NAMES) {
@@ -219,6 +254,7 @@ class EventStreamWatch {
       if (!response.ok) {
         error = await errorOf(response);
       } else {
+        this._refreshed = false;
         if (this._onOpen) this._onOpen();
         this._failures = 0;
         for await (const field of sseFields(response.body)) {
@@ -284,20 +320,24 @@ async function* sseFields(body) {
 }
 
 /** Follow one job until its terminal event (job-complete or job-failed). Either `eventsUrl` (the signed
- * URL from the POST answer, read with EventSource) or `jobId` and a bearer `token`. */
+ * URL from the POST answer, read with EventSource) or `jobId` and a bearer `token`. When the URL's token
+ * (or the bearer token) expires, `refreshUrl()` (or `refreshToken()`), if given, resolves to a fresh one
+ * (the job's eventsUrl from GET /api/jobs/{jobId}, asked by the page's backend, say). */
 export function watchJob(options, handlers = {}) {
-  const { gateway = "", eventsUrl, jobId, token, lastEventId } = options;
+  const { gateway = "", eventsUrl, jobId, token, lastEventId, refreshUrl, refreshToken } = options;
   let url;
   if (eventsUrl) url = resolveUrl(gateway, eventsUrl);
   else if (jobId && token) url = apiUrl(gateway, `/api/jobs/${encodeURIComponent(jobId)}/events`);
   else throw new TypeError("watchJob: give eventsUrl, or jobId and token");
-  return new EventStreamWatch(url, { token: eventsUrl ? null : token, lastEventId, endsAtTerminal: true, ...handlers });
+  return new EventStreamWatch(url, { gateway, token: eventsUrl ? null : token, refreshUrl, refreshToken, lastEventId,
+    endsAtTerminal: true, ...handlers });
 }
 
 /** Follow every job of a chat session (or all of the user's jobs), jobs created later included, over one
  * stream. Either `sessionEventsUrl` (signed, from the POST answer) or a bearer `token` (a user's; a
- * service token also names `userId`) with an optional `sessionId`. Keeps each job's events, so that a
- * <docjobs-job> attached later (element.session = watch) shows what already happened. */
+ * service token also names `userId`) with an optional `sessionId`; `refreshUrl()` (a fresh
+ * sessionEventsUrl: GET /api/events/url) or `refreshToken()` when it expires. Keeps each job's events,
+ * so that a <docjobs-job> attached later (element.session = watch) shows what already happened. */
 export function watchSession(options, handlers = {}) {
   return new SessionWatch(options, handlers);
 }
@@ -306,7 +346,7 @@ const EVENTS_KEPT_PER_JOB = 64;
 
 class SessionWatch {
   constructor(options, handlers) {
-    const { gateway = "", sessionEventsUrl, token, sessionId, userId, lastEventId } = options;
+    const { gateway = "", sessionEventsUrl, token, sessionId, userId, lastEventId, refreshUrl, refreshToken } = options;
     let url;
     if (sessionEventsUrl) {
       url = resolveUrl(gateway, sessionEventsUrl);
@@ -323,7 +363,10 @@ class SessionWatch {
     this._jobs = new Map(); // jobId -> its events so far (the last EVENTS_KEPT_PER_JOB)
     this._listeners = new Map(); // jobId -> Set of functions
     this._stream = new EventStreamWatch(url, {
+      gateway,
       token: sessionEventsUrl ? null : token,
+      refreshUrl,
+      refreshToken,
       lastEventId,
       endsAtTerminal: false,
       onOpen: handlers.onOpen,
@@ -435,7 +478,9 @@ const Base = typeof HTMLElement === "undefined" ? class {} : HTMLElement;
 /** <docjobs-job gateway="https://docjobs.example.com" job-id="..." events-url="...">: one job's status,
  * progress, preview and download link, live. It follows `events-url` (the job's signed eventsUrl);
  * without it, the job `job-id` through `element.session` (a watchSession) or with `element.token` (a
- * bearer token). Styled through its parts: status, message, bar, progress, error, preview, download.
+ * bearer token). `element.refreshUrl` (or `refreshToken`), an async function, gives a fresh eventsUrl
+ * (or token) when the one it follows expires. Styled through its parts: status, message, bar, progress,
+ * error, preview, download.
  * Dispatches `docjobs-event` (detail: the event) for each event and `docjobs-error` (detail: the
  * DocjobsError); both bubble out of the shadow root. */
 export class DocjobsJob extends Base {
@@ -451,6 +496,8 @@ export class DocjobsJob extends Base {
     this.error = null;
     this._token = null;
     this._session = null;
+    this.refreshUrl = null;
+    this.refreshToken = null;
     this._follow = null; // the close or unsubscribe function of what is followed now
     this._restartQueued = false;
     const root = this.attachShadow({ mode: "open" });
@@ -530,7 +577,11 @@ export class DocjobsJob extends Base {
     if (this._session && this.jobId && !eventsUrl) {
       this._follow = this._session.subscribe(this.jobId, handlers.onEvent);
     } else if (eventsUrl || (this.jobId && this._token)) {
-      const watch = watchJob({ gateway: this.gateway, eventsUrl, jobId: this.jobId, token: this._token }, handlers);
+      // Read when needed: a refresh function set after the element started is used too.
+      const refreshUrl = () => (this.refreshUrl ? this.refreshUrl() : null);
+      const refreshToken = () => (this.refreshToken ? this.refreshToken() : null);
+      const watch = watchJob({ gateway: this.gateway, eventsUrl, jobId: this.jobId, token: this._token, refreshUrl,
+        refreshToken }, handlers);
       this._follow = () => watch.close();
     }
   }
