@@ -132,7 +132,8 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
             },
             "/api/jobs/{jobId}/status": {"get": {**get_job, "summary": "A job's status"}},
             "/api/jobs/{jobId}/events": {"get": {
-                "summary": "The job's events as Server-Sent Events (status, progress, job-complete, job-failed, error)",
+                "summary": "The job's events as Server-Sent Events (status, progress, job-complete, job-failed, "
+                           "error); it ends when its token expires (a fresh eventsUrl: GET /api/jobs/{jobId})",
                 "parameters": [JOB_ID, URL_TOKEN,
                                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
                                {"name": "lastEventId", "in": "query", "schema": {"type": "string"}}],
@@ -142,7 +143,8 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
             "/api/events": {"get": {
                 "summary": "Every event of the caller's jobs, in one session or all of them, as one stream of "
                            "Server-Sent Events: the job stream's events, each with jobId; ids increase along "
-                           "the stream; jobs created later are in it; it does not end when a job ends",
+                           "the stream; jobs created later are in it; it does not end when a job ends, but when "
+                           "its token expires (a fresh sessionEventsUrl: /api/events/url)",
                 "parameters": [{"name": "sessionId", "in": "query", "schema": {"type": "string", "maxLength": 200}},
                                SESSION_URL_TOKEN,
                                {"name": "userId", "in": "query", "schema": {"type": "string"},
