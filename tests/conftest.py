@@ -23,8 +23,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import replace
 from pathlib import Path
 from types import CodeType
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
@@ -36,6 +37,9 @@ from jobstore.clock import Clock
 from jobstore.migrations import migrate
 from jobstore.server import JobStoreServer
 from jobstore.settings import Settings
+
+if TYPE_CHECKING:
+    from .gateway_client import RunningGateway
 
 TEMPLATE_DB = "docjobs_template"
 # The jobstore's shared secret for this test run: the jobstores started here are given it, and every process
@@ -157,6 +161,23 @@ async def jobstore(jobstore_factory: JobStoreFactory) -> RunningJobStore:
 @pytest.fixture
 def stub(jobstore: RunningJobStore) -> pb_grpc.JobStoreAsyncStub:
     return jobstore.stub
+
+
+@pytest.fixture
+async def gateway(jobstore: RunningJobStore) -> AsyncIterator[RunningGateway]:
+    """A gateway (JWT auth, tests/gateway_client.py) in front of the test's jobstore. A test file that
+    needs other settings defines its own."""
+    from .gateway_client import start_gateway  # it imports this module's GRPC_TOKEN
+
+    running = await start_gateway(jobstore.address)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @overload

@@ -20,12 +20,6 @@ ALLOWED_HEADERS = {"authorization", "content-type", "idempotency-key", "last-eve
 
 
 @pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def gateway(jobstore):
     running = await start_gateway(jobstore.address, cors_origins=(APP,))
     yield running

@@ -19,19 +19,6 @@ from .renderers import RendererProcess, example
 
 
 @pytest.fixture
-async def gateway(jobstore):
-    running = await start_gateway(jobstore.address)
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def renderer(jobstore, tmp_path):
     process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
     yield process

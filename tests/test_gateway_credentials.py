@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import jwt
 import pytest
 
@@ -24,12 +23,6 @@ from .gateway_client import SseStream, bearer, start_gateway, token
 from .renderers import example
 from .test_gateway_service import service_token
 from .test_session_events import follow, run_job
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def expiry(url: str) -> int:

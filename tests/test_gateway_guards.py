@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
 import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
@@ -14,12 +13,6 @@ from docjobs.v1 import jobstore_pb2 as pb
 from .conftest import new_user
 from .gateway_client import bearer, start_gateway
 from .renderers import example
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "text/plain;charset=UTF-8",

@@ -21,12 +21,6 @@ from .processes import GatewayProcess
 from .renderers import example
 
 
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def test_the_access_log_holds_no_url_token(jobstore, http, tmp_path: Path) -> None:
     log = tmp_path / "gateway.log"
     gateway = GatewayProcess(jobstore.address, log).start()  # its own logging, as deployed

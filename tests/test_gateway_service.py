@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import jwt
 import pytest
 
@@ -36,19 +35,6 @@ def service_token(secret: str = SECRET, scope: object = "docjobs:service", **cla
     if scope is not None:
         payload["scope"] = scope
     return {"Authorization": f"Bearer {jwt.encode(payload, secret, algorithm='HS256')}"}
-
-
-@pytest.fixture
-async def gateway(jobstore):
-    running = await start_gateway(jobstore.address)
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def post(http, gateway, body, headers) -> tuple[int, dict[str, Any]]:

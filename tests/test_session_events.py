@@ -28,19 +28,6 @@ from .test_gateway_service import service_token
 TERMINAL = ("job-complete", "job-failed")
 
 
-@pytest.fixture
-async def gateway(jobstore):
-    running = await start_gateway(jobstore.address)
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def post(http, gateway, user: str, session: str, job_type: str = "pdf") -> dict[str, Any]:
     async with http.post(gateway.base + "/api/jobs", json={**example(job_type), "sessionId": session},
                          headers=bearer(user)) as r:
