@@ -40,6 +40,12 @@ export async function chat(token: string): Promise<void> {
   const unsubscribe = session.subscribe("job", (event) => console.log(event.id));
   unsubscribe();
   watchSession({ gateway, sessionEventsUrl: created.sessionEventsUrl ?? "" }).close();
+  // Fresh credentials when a stream's have expired: a signed URL from the page's backend, or a token.
+  watchSession({
+    gateway, sessionEventsUrl: created.sessionEventsUrl ?? "",
+    refreshUrl: async () => (await (await fetch("/my-backend/docjobs-session-url")).json()).url as string,
+  }).close();
+  watchJob({ gateway, jobId: created.jobId, token, refreshToken: () => null }).close();
 
   // @ts-expect-error: documentType is one of the four types
   await submit({ documentType: "video" });
