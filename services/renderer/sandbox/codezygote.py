@@ -236,13 +236,7 @@ class CodeZygote:
         return pid
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in linux.reaped():
             box = self.boxes.pop(pid, None)
             if box is None:
                 continue

@@ -675,13 +675,7 @@ class Zygote:
             job.pipe = -1
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in linux.reaped():
             worker = self.spec_workers.pop(pid, None)
             if worker is not None:
                 self._worker_ended(worker, status)
