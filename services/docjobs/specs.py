@@ -94,6 +94,20 @@ def validate(job_type: str, spec: Any, root: str = "spec") -> None:
 
 def _message(error: jsonschema.ValidationError) -> str:
     message = error.message
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    instance = error.instance
+    # An image's base64 runs to megabytes: jsonschema's own message quotes it whole, and cut to length
+    # it would no longer say what is wrong. Patterns say more by what they stand for than by their regex.
+    if isinstance(instance, str) and error.validator in ("maxLength", "pattern"):
+        shown = repr(instance if len(instance) <= 40 else instance[:37] + "...")
+        if error.validator == "maxLength":
+            message = f"{shown} is too long ({len(instance):,} characters; at most {schema['maxLength']:,})"
+            if schema.get("contentEncoding") == "base64":
+                message += ": an image may be at most 2 MB"
+        elif schema.get("contentEncoding") == "base64":
+            message = f"{shown} is not base64 (the standard alphabet, padded, without line breaks)"
+        elif "description" in schema:
+            message = f"{shown} is not valid here: {schema['description']}"
     if len(message) > 300:
         message = message[:297] + "..."
     return message
