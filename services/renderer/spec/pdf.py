@@ -1,15 +1,21 @@
-"""PDF specs with reportlab's platypus: the document blocks, a page size, page numbers in the footer."""
+"""PDF specs with reportlab's platypus: the document blocks, a page size, a header and a footer with page
+numbers (Page 3 of 12), a table of contents and outline, images, vector charts, links and a theme."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
 from reportlab.lib import colors, pagesizes
+from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import cm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
+    Image,
+    KeepTogether,
     ListFlowable,
     ListItem,
     PageBreak,
@@ -19,23 +25,59 @@ from reportlab.platypus import (
     Table,
     TableStyle,
 )
+from reportlab.platypus.tableofcontents import TableOfContents
 
-from . import Progress
+from . import Progress, charts
+from .images import Picture, Pictures
 
 PAGE_SIZES = {"A4": pagesizes.A4, "Letter": pagesizes.LETTER, "Legal": pagesizes.LEGAL, "A3": pagesizes.A3,
               "A5": pagesizes.A5}
 
 
+DEFAULT_ACCENT = "#1F4E78"
+LINK_COLOR = "#0563C1"
+DEFAULT_FOOTER = {"center": "Page {page} of {pages}"}
+# reportlab's standard fonts under the names office applications give them and their look-alikes.
+STANDARD_FAMILIES = {
+    "helvetica": ("Helvetica", "Helvetica-Bold"), "arial": ("Helvetica", "Helvetica-Bold"),
+    "sans-serif": ("Helvetica", "Helvetica-Bold"), "times": ("Times-Roman", "Times-Bold"),
+    "times new roman": ("Times-Roman", "Times-Bold"), "serif": ("Times-Roman", "Times-Bold"),
+    "courier": ("Courier", "Courier-Bold"), "courier new": ("Courier", "Courier-Bold"),
+    "monospace": ("Courier", "Courier-Bold"),
+}
+
+
 class _Document(SimpleDocTemplate):
-    """Notes the text of what lands on the first page, for the preview."""
+    """Notes the text of what lands on the first page, for the preview; the headings, for the table of
+    contents and the PDF's outline."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.first_page_text: list[str] = []
+        self._outline_level = -1
+        self._headings = 0
+        self.toc_levels = 3
+
+    def beforeDocument(self) -> None:
+        # A table of contents builds the document more than once: each pass starts afresh.
+        self.first_page_text = []
+        self._outline_level = -1
+        self._headings = 0
 
     def afterFlowable(self, flowable: Any) -> None:
         if self.page == 1 and sum(len(t) for t in self.first_page_text) <= 600:
             self.first_page_text.extend(_plain_text(flowable))
+        level = getattr(flowable, "toc_level", None)
+        if level is not None:
+            self._headings += 1
+            key = f"h{self._headings}"
+            text = flowable.getPlainText()
+            self.canv.bookmarkPage(key)
+            # The outline may go down one level at a time only (reportlab refuses a jump).
+            self._outline_level = min(level - 1, self._outline_level + 1)
+            self.canv.addOutlineEntry(text, key, self._outline_level, closed=False)
+            if level <= self.toc_levels:
+                self.notify("TOCEntry", (level - 1, text, self.page, key))
 
 
 def _plain_text(item: Any) -> list[str]:
@@ -57,9 +99,14 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
     if spec.get("orientation") == "landscape":
         size = pagesizes.landscape(size)
     doc_title = spec.get("title") or title
+    theme = spec.get("theme", {})
+    pictures = Pictures()
+    logo = pictures.get(theme["logo"], "spec.theme.logo") if "logo" in theme else None
     doc = _Document(str(path), pagesize=size, title=doc_title, author=spec.get("author", ""),
-                            leftMargin=2 * cm, rightMargin=2 * cm, topMargin=2 * cm, bottomMargin=2 * cm)
+                    lang=spec.get("language") or None,
+                    leftMargin=2 * cm, rightMargin=2 * cm, topMargin=2 * cm, bottomMargin=2 * cm)
     styles = getSampleStyleSheet()
+    look = _Look(theme, styles, pictures)
     cell_style = ParagraphStyle("cell", parent=styles["BodyText"], fontSize=9, leading=11)
     story: list[Any] = []
     if doc_title and not _starts_with_heading(spec["blocks"], doc_title):
@@ -67,11 +114,17 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
     blocks = spec["blocks"]
     step = max(1, len(blocks) // 20)
     for i, block in enumerate(blocks):
-        story.extend(_flowables(block, styles, cell_style, doc.width))
+        story.extend(_flowables(block, styles, cell_style, doc.width, look, f"spec.blocks[{i}]", doc.height))
         if i % step == 0:
             progress(5 + int(60 * i / len(blocks)), f"block {i + 1} of {len(blocks)}")
     progress(70, "laying out pages")
-    doc.build(story, onFirstPage=_footer, onLaterPages=_footer)
+    furniture = _Furniture(spec.get("header") or {}, DEFAULT_FOOTER if spec.get("footer") is None else spec["footer"],
+                           doc_title, logo, theme.get("logo", {}).get("widthCm", 3), look.font)
+    if (toc := next((b for b in blocks if b["type"] == "toc"), None)) is not None:
+        doc.toc_levels = toc.get("levels", 3)
+        doc.multiBuild(story, canvasmaker=furniture.canvas_maker())
+    else:
+        doc.build(story, canvasmaker=furniture.canvas_maker())
     text = " ".join(" ".join(doc.first_page_text).split())
     return {"kind": "pdf", "pages": doc.page, "firstPageText": text[:299] + "…" if len(text) > 300 else text}
 
@@ -82,15 +135,98 @@ def _starts_with_heading(blocks: list[dict[str, Any]], text: str) -> bool:
     return first is not None and first["type"] == "heading" and first["text"].strip() == text.strip()
 
 
-def _footer(canvas: Any, doc: Any) -> None:
-    canvas.saveState()
-    canvas.setFont("Helvetica", 9)
-    canvas.setFillColor(colors.grey)
-    canvas.drawCentredString(doc.pagesize[0] / 2, 1 * cm, f"Page {doc.page}")
-    canvas.restoreState()
+class _Look:
+    """The theme as reportlab takes it: fonts and colours set on the sample styles, the accent colour,
+    the checked images."""
+
+    def __init__(self, theme: dict[str, Any], styles: Any, pictures: Pictures) -> None:
+        self.pictures = pictures
+        self.accent = theme.get("accentColor")
+        self.font, self.bold = "Helvetica", "Helvetica-Bold"
+        family = theme.get("fontFamily")
+        if family and (fonts := _font_names(family)) is not None:
+            self.font, self.bold = fonts
+            for style in styles.byName.values():
+                style.fontName = self.bold if "Bold" in style.fontName or style.name.startswith(("Heading", "Title")) \
+                    else self.font
+        if theme.get("headingColor"):
+            for name in ("Title", "Heading1", "Heading2", "Heading3"):
+                styles[name].textColor = colors.HexColor(theme["headingColor"])
+        self.heading_color = colors.HexColor(theme["headingColor"]) if theme.get("headingColor") else None
 
 
-def _runs(block: dict[str, Any]) -> str:
+def _font_names(family: str) -> tuple[str, str] | None:
+    """The regular and bold font names reportlab knows for a family, or None (the default is kept)."""
+    if family.lower() in STANDARD_FAMILIES:
+        return STANDARD_FAMILIES[family.lower()]
+    known = set(pdfmetrics.getRegisteredFontNames())
+    for name in (family, family.replace(" ", "")):
+        if name in known:
+            bold = next((b for b in (f"{name}-Bold", f"{name}Bold", f"{name} Bold") if b in known), name)
+            return name, bold
+    return None
+
+
+class _Furniture:
+    """The header and footer of every page. Drawn when the document is saved, when the number of pages
+    is known ({pages}); the pages are held until then (reportlab's own recipe for "Page x of y")."""
+
+    def __init__(self, header: dict[str, Any], footer: dict[str, Any], title: str, logo: Picture | None,
+                 logo_width_cm: float, font: str) -> None:
+        self.header, self.footer, self.title, self.logo, self.font = header, footer, title, logo, font
+        self.logo_size = logo.size_cm(logo_width_cm, 10, 1.3) if logo is not None else (0.0, 0.0)
+
+    def _text(self, template: str, page: int, pages: int) -> str:
+        return template.replace("{page}", str(page)).replace("{pages}", str(pages)).replace("{title}", self.title)
+
+    def draw(self, canvas: Any, page: int, pages: int) -> None:
+        width, height = canvas._pagesize
+        canvas.saveState()
+        canvas.setFont(self.font, 9)
+        canvas.setFillColor(colors.grey)
+        left = 2 * cm
+        if self.logo is not None:
+            w, h = self.logo_size
+            canvas.drawImage(_reader(self.logo), left, height - 0.6 * cm - h * cm, w * cm, h * cm, mask="auto")
+            left += w * cm + 0.3 * cm
+        for slots, y in ((self.header, height - 1.3 * cm), (self.footer, 1 * cm)):
+            if slots.get("left"):
+                canvas.drawString(left if slots is self.header else 2 * cm, y, self._text(slots["left"], page, pages))
+            if slots.get("center"):
+                canvas.drawCentredString(width / 2, y, self._text(slots["center"], page, pages))
+            if slots.get("right"):
+                canvas.drawRightString(width - 2 * cm, y, self._text(slots["right"], page, pages))
+        canvas.restoreState()
+
+    def canvas_maker(self) -> type[Canvas]:
+        furniture = self
+
+        class FurnitureCanvas(Canvas):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self._held: list[dict[str, Any]] = []
+
+            def showPage(self) -> None:
+                self._held.append(dict(self.__dict__))
+                self._startPage()  # type: ignore[attr-defined]  # Canvas's own, missing from its stubs
+
+            def save(self) -> None:
+                pages = len(self._held)
+                for state in self._held:
+                    self.__dict__.update(state)
+                    furniture.draw(self, self.getPageNumber(), pages)
+                    super().showPage()
+                super().save()
+
+        return FurnitureCanvas
+
+
+def _reader(picture: Picture) -> Any:
+    from reportlab.lib.utils import ImageReader
+    return ImageReader(picture.stream())
+
+
+def _runs(block: dict[str, Any], look: _Look | None = None) -> str:
     parts = []
     for run in block.get("runs") or [{"text": block["text"]}]:
         text = escape(run["text"]).replace("\n", " <br/>")
@@ -98,16 +234,22 @@ def _runs(block: dict[str, Any]) -> str:
             text = f"<b>{text}</b>"
         if run.get("italic"):
             text = f"<i>{text}</i>"
+        if run.get("link"):
+            color = (look.accent if look else None) or LINK_COLOR
+            text = f"<a href={quoteattr(run['link'])} color=\"{color}\"><u>{text}</u></a>"
         parts.append(text)
     return "".join(parts)
 
 
-def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float) -> list[Any]:
+def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float, look: _Look,
+               where: str, height: float) -> list[Any]:
     kind = block["type"]
     if kind == "heading":
-        return [Paragraph(escape(block["text"]), styles[f"Heading{block.get('level', 1)}"])]
+        heading = Paragraph(escape(block["text"]), styles[f"Heading{block.get('level', 1)}"])
+        heading.toc_level = block.get("level", 1)  # type: ignore[attr-defined]  # read by _Document
+        return [heading]
     if kind == "paragraph":
-        return [Paragraph(_runs(block), styles["BodyText"])]
+        return [Paragraph(_runs(block, look), styles["BodyText"])]
     if kind in ("bullets", "numbered"):
         items = [ListItem(Paragraph(escape(t), styles["BodyText"])) for t in block["items"]]
         bullet, start = ("bullet", "•") if kind == "bullets" else ("1", None)
@@ -122,7 +264,7 @@ def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float
         rows = [r + [""] * (n - len(r)) for r in rows]
         table = Table([header, *rows], colWidths=[width / n] * n, repeatRows=1)
         table.setStyle(TableStyle([
-            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#1F4E78")),
+            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor(look.accent or DEFAULT_ACCENT)),
             ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
             ("GRID", (0, 0), (-1, -1), 0.5, colors.HexColor("#9BB7D4")),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
@@ -131,4 +273,27 @@ def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float
         return [table, Spacer(1, 8)]
     if kind == "pageBreak":
         return [PageBreak()]
+    if kind == "image":
+        picture = look.pictures.get(block, where)
+        w, h = picture.size_cm(block.get("widthCm"), width / cm, height / cm * 0.85)
+        image = Image(picture.stream(), width=w * cm, height=h * cm, hAlign="CENTER")
+        if not block.get("caption"):
+            return [image, Spacer(1, 6)]
+        caption_style = ParagraphStyle("caption", parent=styles["Italic"], fontSize=9, alignment=TA_CENTER)
+        return [KeepTogether([image, Paragraph(escape(block["caption"]), caption_style)]), Spacer(1, 6)]
+    if kind == "chart":
+        w = min(block.get("widthCm", width / cm) * cm, width)
+        drawing = charts.pdf_drawing(block["chart"], w, min(w * 0.6, height * 0.8), look.accent, look.font,
+                                     look.heading_color)
+        drawing.hAlign = "CENTER"
+        return [drawing, Spacer(1, 8)]
+    if kind == "toc":
+        toc = TableOfContents()
+        toc.dotsMinLevel = 0
+        toc.levelStyles = [ParagraphStyle(f"toc{n}", parent=styles["BodyText"], leftIndent=14 * n, firstLineIndent=0,
+                                          fontName=look.bold if n == 0 else look.font) for n in range(3)]
+        out: list[Any] = []
+        if block.get("title", "Contents"):
+            out.append(Paragraph(escape(block.get("title", "Contents")), styles["Heading2"]))
+        return [*out, toc, Spacer(1, 8)]
     raise ValueError(kind)
