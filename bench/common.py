@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import os
+import platform
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -38,3 +42,18 @@ async def _create(dsn: str) -> None:
         await conn.execute("CREATE DATABASE bench")
     finally:
         await conn.close()
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="FILE", type=Path,
+                        help="also write the figures to FILE as JSON, for a machine to read")
+
+
+def write_json(path: Path | None, benchmark: str, figures: dict[str, Any], args: argparse.Namespace) -> None:
+    """The figures a benchmark printed, with what they were measured with (options, cores, Python)."""
+    if path is None:
+        return
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"}
+    document = {"benchmark": benchmark, "options": options, "cores": os.cpu_count(),
+                "python": platform.python_version(), **figures}
+    path.write_text(json.dumps(document, indent=2) + "\n")

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.append(str(ROOT))
 
-from bench.common import GRPC_TOKEN, benchmark_database  # noqa: E402
+from bench.common import GRPC_TOKEN, add_json_option, benchmark_database, write_json  # noqa: E402
 
 SYSTEMS = ("docjobs", "pgqueuer", "procrastinate")
 JOB_TYPE = "noop"
@@ -389,6 +389,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=SYSTEMS)
     parser.add_argument("--dsn")
     parser.add_argument("--address")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.worker:
         import uvloop
@@ -427,6 +428,10 @@ def main() -> None:
     if base:
         print(f"docjobs: {base['throughput']:.0f} jobs/s = {base['throughput'] / ceiling:.2f} of the commit rate "
               f"(each job is at least a claim and a completion, batched)")
+    systems = {name: {"jobs_per_s": r["throughput"], "start_p50_ms": r["p50"], "start_p99_ms": r["p99"],
+                      "enqueue_bulk_per_s": r["enqueue"]} for name, r in results.items()}
+    write_json(args.json, "compare", {"systems": systems, "pgbench_commits_per_s": ceiling,
+                                      "versions": versions()}, args)
 
 
 if __name__ == "__main__":

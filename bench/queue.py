@@ -27,7 +27,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # bench.common, tests.processes; appended, after the standard library
 
-from bench.common import GRPC_TOKEN, benchmark_database  # noqa: E402
+from bench.common import GRPC_TOKEN, add_json_option, benchmark_database, write_json  # noqa: E402
 from docjobs.channels import jobstore_channel  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
@@ -133,6 +133,10 @@ async def run(args: argparse.Namespace, dsn: str, address: str) -> None:
         values = lat[key]
         print(f"    {label:26s} p50 {statistics.median(values):6.2f} ms   p99 {percentile(values, 99):6.2f} ms")
     print(f"  Postgres connections    {peak[0]:8d}         (peak; pool size {args.pool} + 1 LISTEN)")
+    latency_figures = {f"start_{key}_p{q}_ms": (statistics.median(lat[key]) if q == 50 else percentile(lat[key], 99))
+                       for key in ("ack", "call", "db") for q in (50, 99)}
+    write_json(args.json, "queue", {"enqueue_per_s": enqueue_rate, "claim_complete_jobs_per_s": drain_rate,
+                                    **latency_figures, "postgres_connections_peak": peak[0]}, args)
 
 
 def main() -> None:
@@ -142,6 +146,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--latency-rounds", type=int, default=300)
     parser.add_argument("--pool", type=int, default=10)
+    add_json_option(parser)
     args = parser.parse_args()
     with benchmark_database() as (_tmp, dsn):
         store = JobStoreProcess(dsn, env={"DOCJOBS_DB_POOL_SIZE": str(args.pool), "DOCJOBS_LOG_LEVEL": "warning"})

@@ -34,7 +34,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # bench.common, tests.processes; appended, after the standard library
 
-from bench.common import GRPC_TOKEN, benchmark_database  # noqa: E402
+from bench.common import GRPC_TOKEN, add_json_option, benchmark_database, write_json  # noqa: E402
 from docjobs.channels import jobstore_channel  # noqa: E402
 from docjobs.pgserver import free_port  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
@@ -178,6 +178,12 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
           f"{percentile(latencies, 99) / 100:.2f})")
     print(f"  POST -> job-complete p50  {statistics.median(post_to_done):7.1f} ms, "
           f"p99 {percentile(post_to_done, 99):.1f} ms (trivial job, idle worker)")
+    write_json(args.json, "sse", {
+        "streams": args.streams, "rss_idle_mib": rss_before / 2**20, "rss_open_mib": rss_open / 2**20,
+        "kib_per_stream": per_stream / 1024, "status_burst_ms": burst_ms, "progress_events_per_s": achieved,
+        "progress_delivered": len(latencies), "delivery_p50_ms": statistics.median(latencies),
+        "delivery_p99_ms": percentile(latencies, 99), "post_to_complete_p50_ms": statistics.median(post_to_done),
+        "post_to_complete_p99_ms": percentile(post_to_done, 99)}, args)
 
 
 def main() -> None:
@@ -185,6 +191,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=5.0)
+    add_json_option(parser)
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # two sockets a stream, and the gateway's
