@@ -26,7 +26,7 @@ from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
-from . import client, guards, openapi, payloads
+from . import client, guards, openapi, payloads, webhooks
 from .auth import Auth, Caller, valid_user_id
 from .cors import Cors
 from .errors import ApiError, error_response, errors_middleware, from_grpc
@@ -82,9 +82,7 @@ def _job_id(request: web.Request) -> str:
 
 def _links(request: web.Request, job_id: str, user_id: str) -> dict[str, str]:
     """The URLs of a job, their tokens minted for the job's user (a backend may hand them to that user)."""
-    token = request.app[AUTH].job_url_token(user_id, job_id)
-    return {"eventsUrl": f"/api/jobs/{job_id}/events?token={token}", "statusUrl": f"/api/jobs/{job_id}/status",
-            "downloadUrl": payloads.artifact_url(job_id, token)}
+    return payloads.job_links(job_id, request.app[AUTH].job_url_token(user_id, job_id))
 
 
 # The jobstore's names of Enqueue's fields, as the HTTP body calls them.
@@ -105,6 +103,8 @@ async def create_job(request: web.Request) -> web.Response:
         raise ApiError(408, "timeout", f"the request body did not arrive within {limit:g} s", "body") from None
     fields = await asyncio.get_running_loop().run_in_executor(
         None, payloads.parse_job_request, raw, caller, settings, datetime.now(UTC))
+    if "webhook_url" in fields:
+        await webhooks.check_url(fields["webhook_url"], settings.webhook_allow)
     idempotency_key = request.headers.get("Idempotency-Key", "")
     if len(idempotency_key) > 200:
         raise ApiError(400, "invalid", "Idempotency-Key is longer than 200 characters", "Idempotency-Key")
@@ -143,8 +143,11 @@ def _renamed(exc: grpc.aio.AioRpcError, names: dict[str, str], status: int) -> E
 
 async def get_job(request: web.Request) -> web.Response:
     caller = request.app[AUTH].caller(request)
-    job = await request.app[STUB].GetJob(pb.GetJobRequest(job_id=_job_id(request), user_id=caller.owner))
-    return web.json_response(payloads.job_document(job, _links(request, job.id, job.user_id)))
+    job_id = _job_id(request)
+    job, webhook = await asyncio.gather(
+        request.app[STUB].GetJob(pb.GetJobRequest(job_id=job_id, user_id=caller.owner)),
+        request.app[STUB].GetJobWebhook(pb.GetJobWebhookRequest(job_id=job_id, user_id=caller.owner)))
+    return web.json_response(payloads.job_document(job, _links(request, job.id, job.user_id), webhook))
 
 
 def _query_user(request: web.Request, caller: Caller) -> str:
@@ -369,6 +372,17 @@ async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
             await channel.close()
 
 
+async def _webhook_sender(app: web.Application) -> AsyncIterator[None]:
+    """The webhook sender (gateway/webhooks.py), when webhooks are on; stopped before the channel closes."""
+    if not app[SETTINGS].webhook_secret:
+        yield
+        return
+    sender = webhooks.WebhookSender(pb_grpc.JobStoreStub(app[CHANNEL]), app[AUTH], app[SETTINGS])
+    sender.start()
+    yield
+    await sender.stop()
+
+
 async def _end_streams(app: web.Application) -> None:
     app[HUB].close_all()
 
@@ -396,6 +410,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.auth == "none":  # outermost: a rebound name gets nothing, not even a preflight's answer
         app.middlewares.insert(0, guards.loopback_only)
     app.cleanup_ctx.append(_jobstore_channel)
+    app.cleanup_ctx.append(_webhook_sender)
     app.on_shutdown.append(_end_streams)
     app.add_routes([
         web.post("/api/jobs", create_job, expect_handler=expect_continue),

@@ -80,6 +80,9 @@ class BoundedStub:
     async def GetJob(self, request: pb.GetJobRequest) -> pb.Job:
         return await self._unary(self._stub.GetJob, request)
 
+    async def GetJobWebhook(self, request: pb.GetJobWebhookRequest) -> pb.JobWebhook:
+        return await self._unary(self._stub.GetJobWebhook, request)
+
     async def ListJobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         return await self._unary(self._stub.ListJobs, request)
 

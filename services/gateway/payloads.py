@@ -10,7 +10,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from docjobs import jobtypes, jsonvalues, specs
+from docjobs import jobtypes, jsonvalues, specs, webhooks
 from docjobs.v1 import jobstore_pb2 as pb
 
 from .auth import Caller, valid_user_id
@@ -145,6 +145,8 @@ def parse_job_request(raw: bytes, caller: Caller, settings: Settings, now: datet
             raise _invalid("expiresInSeconds", "the job would expire before its runAt")
         knobs["run_at"] = Timestamp()
         knobs["run_at"].FromDatetime(when)
+    if body.get("webhookUrl") is not None:
+        knobs["webhook_url"] = webhook_url(body["webhookUrl"], caller, settings)
     return {
         "user_id": user_id,
         "job_type": job_type,
@@ -158,12 +160,51 @@ def parse_job_request(raw: bytes, caller: Caller, settings: Settings, now: datet
     }
 
 
+def webhook_url(value: Any, caller: Caller, settings: Settings) -> str:
+    """`webhookUrl`: a service's to name (a user who could would make the server send requests where it
+    likes), or the local user's in the no-auth demo. Its addresses are checked by the caller (they need DNS)."""
+    if not caller.service and settings.auth != "none":
+        raise ApiError(403, "forbidden", "webhookUrl: only a service caller may name a webhook", "webhookUrl")
+    if not settings.webhook_secret:
+        raise _invalid("webhookUrl", "webhooks are off on this server (DOCJOBS_WEBHOOK_SECRET is not set)")
+    if not isinstance(value, str):
+        raise _invalid("webhookUrl", "must be a string")
+    try:
+        webhooks.parse_url(value)
+    except webhooks.WebhookUrlError as exc:
+        raise _invalid("webhookUrl", str(exc)) from None
+    return value
+
+
+def job_links(job_id: str, token: str) -> dict[str, str]:
+    """The URLs of a job, with a URL token minted for the job's user."""
+    return {"eventsUrl": f"/api/jobs/{job_id}/events?token={token}", "statusUrl": f"/api/jobs/{job_id}/status",
+            "downloadUrl": artifact_url(job_id, token)}
+
+
+def webhook_document(webhook: pb.JobWebhook) -> dict[str, Any] | None:
+    """A job's `webhook`: its URL and each delivery with its attempts; None for a job without one."""
+    if not webhook.url:
+        return None
+
+    def instant(ts: Timestamp) -> str | None:
+        return ts.ToJsonString() if ts.seconds or ts.nanos else None
+
+    return {"url": webhook.url, "deliveries": [{
+        "id": d.id, "type": d.event_type, "eventId": d.event_id, "state": d.state,
+        "createdAt": instant(d.created_at), "nextAttemptAt": instant(d.next_attempt_at),
+        "finishedAt": instant(d.finished_at),
+        "attempts": [{"attempt": a.attempt, "at": instant(a.at), "statusCode": a.status_code or None,
+                      "error": a.error or None, "nextAttemptAt": instant(a.next_attempt_at)} for a in d.attempts],
+    } for d in webhook.deliveries]}
+
+
 def artifact_url(job_id: str, token: str) -> str:
     """A job's download link, carrying its URL token (a plain link cannot send a header)."""
     return f"/api/jobs/{job_id}/artifact?token={token}"
 
 
-def job_document(job: pb.Job, links: dict[str, str]) -> dict[str, Any]:
+def job_document(job: pb.Job, links: dict[str, str], webhook: pb.JobWebhook | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "jobId": job.id, "userId": job.user_id, "status": STATUS_NAMES.get(job.status, "unknown"),
         "documentType": job.job_type,
@@ -181,6 +222,8 @@ def job_document(job: pb.Job, links: dict[str, str]) -> dict[str, Any]:
         out["result"] = result_document(json.loads(job.result_json), links.get("downloadUrl"))
     if job.HasField("error") and job.error.code:
         out["error"] = {"code": job.error.code, "message": job.error.message}
+    if webhook is not None:
+        out["webhook"] = webhook_document(webhook)
     return out
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from docjobs import webhooks
 from docjobs.channels import grpc_token
 from docjobs.settings import SettingsError, env_choice, env_float, env_int, env_port, env_str
 
@@ -34,6 +37,11 @@ class Settings:
     max_run_at_ahead_s: int = 30 * 86400
     max_retries_cap: int = 10
     cors_origins: tuple[str, ...] = ()  # exact origins; empty: same origin only
+    # Webhooks (docs/gateway.md): off unless the secret is set; the allow list's (host, port or None).
+    webhook_secret: str = field(default="", repr=False)
+    webhook_allow: tuple[tuple[str, int | None], ...] = ()
+    webhook_max_age_s: int = 86400
+    webhook_retry_base_ms: float = 5000.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -80,4 +88,32 @@ class Settings:
                                        maximum=365 * 86400),
             max_retries_cap=env_int(env, "DOCJOBS_MAX_RETRIES_CAP", 10, minimum=0, maximum=100),
             cors_origins=parse_origins(env.get("DOCJOBS_CORS_ORIGINS", "")),
+            webhook_secret=webhook_secret(env),
+            webhook_allow=webhook_allow(env),
+            webhook_max_age_s=env_int(env, "DOCJOBS_WEBHOOK_MAX_AGE_S", 86400, minimum=1, maximum=30 * 86400),
+            webhook_retry_base_ms=env_float(env, "DOCJOBS_WEBHOOK_RETRY_BASE_MS", 5000.0, minimum=10.0,
+                                            maximum=3_600_000.0),
         )
+
+
+def webhook_secret(env: Mapping[str, str]) -> str:
+    """DOCJOBS_WEBHOOK_SECRET in the Standard Webhooks form, `whsec_` and 24 to 64 bytes in base64."""
+    value = env_str(env, "DOCJOBS_WEBHOOK_SECRET", "").strip()
+    if not value:
+        return ""
+    if not value.startswith("whsec_"):
+        raise SettingsError("DOCJOBS_WEBHOOK_SECRET must be whsec_ followed by base64 (Standard Webhooks' form)")
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError("DOCJOBS_WEBHOOK_SECRET: what follows whsec_ is not base64") from None
+    if not 24 <= len(key) <= 64:
+        raise SettingsError(f"DOCJOBS_WEBHOOK_SECRET must hold 24 to 64 bytes, not {len(key)}")
+    return value
+
+
+def webhook_allow(env: Mapping[str, str]) -> tuple[tuple[str, int | None], ...]:
+    try:
+        return webhooks.parse_allow(env.get("DOCJOBS_WEBHOOK_ALLOW", ""))
+    except ValueError as exc:
+        raise SettingsError(f"DOCJOBS_WEBHOOK_ALLOW: {exc}") from None

@@ -13,7 +13,7 @@
 --   has its xid (the event dispatcher relies on both).
 
 -- name: enqueue
--- $10 run_at or NULL (due now), $13 now.
+-- $10 run_at or NULL (due now), $13 now, $14 webhook URL or NULL.
 WITH inserted AS (
     INSERT INTO document_jobs (id, user_id, session_id, message_id, job_type, title, payload, priority,
                                max_retries, run_at, expires_at, idempotency_key)
@@ -27,6 +27,8 @@ WITH inserted AS (
                 ELSE '{}'::jsonb END
       FROM inserted
     RETURNING job_id, id
+), webhook AS (
+    INSERT INTO job_webhooks (job_id, url) SELECT id, $14::text FROM inserted WHERE $14::text IS NOT NULL
 )
 SELECT inserted.*, event.id AS last_event_id
   FROM inserted JOIN event ON event.job_id = inserted.id;
@@ -647,3 +649,56 @@ SELECT version FROM schema_migrations;
 -- name: record_migration
 -- In the migration's own transaction. $1 version, $2 name.
 INSERT INTO schema_migrations (version, name) VALUES ($1, $2);
+
+-- Webhook deliveries (migration 0005; jobstore/deliveries.py). A delivery row is written by a trigger with
+-- the job's terminal event; these statements hand due ones to senders, leased, and record what happened.
+
+-- name: claim_deliveries
+-- Due deliveries, each leased to the caller: next_attempt_at moves $2 ms ahead (when a sender that
+-- never reports lets it be claimed again) and a fresh lease_token fences the report. $1 max, $3 now.
+WITH due AS (
+    SELECT id
+      FROM webhook_deliveries
+     WHERE state = 'pending' AND next_attempt_at <= coalesce($3::timestamptz, now())
+     ORDER BY next_attempt_at
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+   SET lease_token = gen_random_uuid(), attempts = d.attempts + 1,
+       next_attempt_at = coalesce($3::timestamptz, now()) + $2 * interval '1 millisecond'
+  FROM due
+ WHERE d.id = due.id
+RETURNING d.id, d.job_id, d.event_id, d.event_type, d.url, d.attempts, d.lease_token, d.created_at;
+
+-- name: report_delivery
+-- The outcome of a claimed attempt, while its lease is held. $1 id, $2 lease token, $3 'delivered',
+-- 'retry' or 'failed' (given up), $4 HTTP status or NULL, $5 error or '', $6 ms to the next attempt (with
+-- 'retry'), $7 now. The log keeps the newest 100 attempts.
+UPDATE webhook_deliveries
+   SET state = CASE WHEN $3::text = 'retry' THEN 'pending' ELSE $3::text END,
+       lease_token = NULL,
+       next_attempt_at = CASE WHEN $3::text = 'retry'
+                              THEN coalesce($7::timestamptz, now()) + $6 * interval '1 millisecond'
+                              ELSE next_attempt_at END,
+       finished_at = CASE WHEN $3::text = 'retry' THEN NULL ELSE coalesce($7::timestamptz, now()) END,
+       attempt_log = CASE WHEN jsonb_array_length(attempt_log) >= 100 THEN attempt_log - 0 ELSE attempt_log END
+                     || jsonb_build_array(jsonb_build_object(
+                            'attempt', attempts, 'at', coalesce($7::timestamptz, now()), 'status_code', $4::int,
+                            'error', nullif($5::text, ''),
+                            'next_attempt_at', CASE WHEN $3::text = 'retry'
+                                                    THEN coalesce($7::timestamptz, now())
+                                                         + $6 * interval '1 millisecond' END))
+ WHERE id = $1 AND lease_token = $2 AND state = 'pending'
+RETURNING state;
+
+-- name: job_webhook
+-- A job's webhook URL and its deliveries, oldest first (no row: the job has no webhook, or is not $2's
+-- when $2 is not NULL).
+SELECT w.url, d.id, d.event_id, d.event_type, d.state, d.attempts, d.next_attempt_at, d.created_at,
+       d.finished_at, d.attempt_log
+  FROM job_webhooks w
+  JOIN document_jobs j ON j.id = w.job_id
+  LEFT JOIN webhook_deliveries d ON d.job_id = w.job_id
+ WHERE w.job_id = $1 AND ($2::text IS NULL OR j.user_id = $2)
+ ORDER BY d.event_id;

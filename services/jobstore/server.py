@@ -21,6 +21,7 @@ from . import metrics, wire
 from .auth import BearerTokenInterceptor
 from .claims import ClaimWaiters
 from .clock import Clock
+from .deliveries import Deliveries
 from .doorbell import WAKE_ALL, Doorbell
 from .errors import DATABASE_ERRORS
 from .events import EventDispatcher
@@ -84,7 +85,7 @@ class JobStoreServer:
         self.maintenance = Maintenance(self.pool, self.settings, on_change=self._on_commit, clock=self.clock)
         self.watches = Watches(self.store, self.dispatcher, buffer=self.settings.watch_buffer,
                                all_jobs_buffer=self.settings.all_jobs_watch_buffer)
-        self.service = JobStoreService(self.store, self.watches, self.settings)
+        self.service = JobStoreService(self.store, self.watches, self.settings, Deliveries(self.pool, self.clock))
         await self.dispatcher.start()
         await self.doorbell.start()
         await self.maintenance.start()

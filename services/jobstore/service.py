@@ -21,6 +21,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from . import convert, metrics, validation
+from .deliveries import Deliveries
 from .errors import DATABASE_DOWN, FailedPrecondition, InvalidArgument, JobStoreError, NotFound, Unavailable
 from .settings import Settings
 from .store import Store
@@ -117,8 +118,9 @@ def streaming(fn: Callable[[Service, Request, Context], AsyncGenerator[Response,
 
 
 class JobStoreService(pb_grpc.JobStoreServicer):
-    def __init__(self, store: Store, watches: Watches, settings: Settings) -> None:
+    def __init__(self, store: Store, watches: Watches, settings: Settings, deliveries: Deliveries) -> None:
         self._store = store
+        self._deliveries = deliveries
         self._watches = watches
         self._settings = settings
         self._background: set[asyncio.Future[None]] = set()
@@ -306,3 +308,17 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
+
+    @unary
+    async def ClaimDeliveries(self, request: pb.ClaimDeliveriesRequest,
+                              context: Context) -> pb.ClaimDeliveriesResponse:
+        return await self._deliveries.claim(request)
+
+    @unary
+    async def ReportDelivery(self, request: pb.ReportDeliveryRequest,
+                             context: Context) -> pb.ReportDeliveryResponse:
+        return await self._deliveries.report(request)
+
+    @unary
+    async def GetJobWebhook(self, request: pb.GetJobWebhookRequest, context: Context) -> pb.JobWebhook:
+        return await self._deliveries.job_webhook(request)

@@ -45,6 +45,7 @@ class NewJob:
     run_at: datetime | None
     expires_at: datetime | None
     idempotency_key: str | None
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class Store:
         row = await self._pool.fetchrow(
             Q.enqueue, uuid.uuid4(), job.user_id, job.session_id, job.message_id, job.job_type, job.title,
             job.payload_json, job.priority, max_retries, job.run_at, job.expires_at, job.idempotency_key,
-            self.clock.sql_now())
+            self.clock.sql_now(), job.webhook_url)
         if row is not None:
             self._committed({job.job_type})
             return row, True

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from docjobs import jsonvalues
 from docjobs.v1 import jobstore_pb2 as pb
 
+from . import deliveries
 from .convert import PB_TO_STATUS
 from .errors import InvalidArgument
 from .settings import Settings
@@ -131,6 +132,7 @@ def enqueue(req: pb.EnqueueRequest, settings: Settings, now: datetime) -> NewJob
         run_at=run_at,
         expires_at=expires_at,
         idempotency_key=_text(req.idempotency_key, "idempotency_key") or None,
+        webhook_url=deliveries.webhook_url(req.webhook_url),
     )
 
 

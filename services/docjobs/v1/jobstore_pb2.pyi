@@ -33,6 +33,13 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_COMPLETED: _ClassVar[EventKind]
     EVENT_KIND_FAILED: _ClassVar[EventKind]
     EVENT_KIND_CANCELLED: _ClassVar[EventKind]
+
+class DeliveryOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELIVERY_OUTCOME_UNSPECIFIED: _ClassVar[DeliveryOutcome]
+    DELIVERY_OUTCOME_DELIVERED: _ClassVar[DeliveryOutcome]
+    DELIVERY_OUTCOME_RETRY: _ClassVar[DeliveryOutcome]
+    DELIVERY_OUTCOME_GAVE_UP: _ClassVar[DeliveryOutcome]
 JOB_STATUS_UNSPECIFIED: JobStatus
 JOB_STATUS_PENDING: JobStatus
 JOB_STATUS_PROCESSING: JobStatus
@@ -48,6 +55,10 @@ EVENT_KIND_PROGRESS: EventKind
 EVENT_KIND_COMPLETED: EventKind
 EVENT_KIND_FAILED: EventKind
 EVENT_KIND_CANCELLED: EventKind
+DELIVERY_OUTCOME_UNSPECIFIED: DeliveryOutcome
+DELIVERY_OUTCOME_DELIVERED: DeliveryOutcome
+DELIVERY_OUTCOME_RETRY: DeliveryOutcome
+DELIVERY_OUTCOME_GAVE_UP: DeliveryOutcome
 
 class JobError(_message.Message):
     __slots__ = ("code", "message", "retryable")
@@ -116,7 +127,7 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message_id: _Optional[str] = ..., job_type: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., title: _Optional[str] = ..., payload_json: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., priority: _Optional[int] = ..., retry_count: _Optional[int] = ..., max_retries: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[int] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., last_event_id: _Optional[int] = ..., artifact_id: _Optional[str] = ..., release_count: _Optional[int] = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
-    __slots__ = ("job_type", "payload_json", "title", "user_id", "session_id", "message_id", "priority", "max_retries", "delay_ms", "run_at", "ttl_ms", "expires_at", "idempotency_key")
+    __slots__ = ("job_type", "payload_json", "title", "user_id", "session_id", "message_id", "priority", "max_retries", "delay_ms", "run_at", "ttl_ms", "expires_at", "idempotency_key", "webhook_url")
     JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +141,7 @@ class EnqueueRequest(_message.Message):
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     job_type: str
     payload_json: str
     title: str
@@ -143,7 +155,8 @@ class EnqueueRequest(_message.Message):
     ttl_ms: int
     expires_at: _timestamp_pb2.Timestamp
     idempotency_key: str
-    def __init__(self, job_type: _Optional[str] = ..., payload_json: _Optional[str] = ..., title: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message_id: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., delay_ms: _Optional[int] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ttl_ms: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    webhook_url: str
+    def __init__(self, job_type: _Optional[str] = ..., payload_json: _Optional[str] = ..., title: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message_id: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., delay_ms: _Optional[int] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ttl_ms: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
 
 class EnqueueResponse(_message.Message):
     __slots__ = ("job", "created")
@@ -504,3 +517,109 @@ class JobEvent(_message.Message):
     retry_at: _timestamp_pb2.Timestamp
     marker: WatchMarker
     def __init__(self, id: _Optional[int] = ..., job_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[int] = ..., message: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_type: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., attempt: _Optional[int] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., marker: _Optional[_Union[WatchMarker, str]] = ...) -> None: ...
+
+class ClaimDeliveriesRequest(_message.Message):
+    __slots__ = ("sender_id", "max", "lease_ms")
+    SENDER_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    sender_id: str
+    max: int
+    lease_ms: int
+    def __init__(self, sender_id: _Optional[str] = ..., max: _Optional[int] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class Delivery(_message.Message):
+    __slots__ = ("id", "job_id", "event_id", "event_type", "url", "attempt", "lease_token", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    job_id: str
+    event_id: int
+    event_type: str
+    url: str
+    attempt: int
+    lease_token: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., event_id: _Optional[int] = ..., event_type: _Optional[str] = ..., url: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_token: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ClaimDeliveriesResponse(_message.Message):
+    __slots__ = ("deliveries",)
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
+
+class ReportDeliveryRequest(_message.Message):
+    __slots__ = ("delivery_id", "lease_token", "outcome", "status_code", "error", "retry_ms")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RETRY_MS_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: str
+    lease_token: str
+    outcome: DeliveryOutcome
+    status_code: int
+    error: str
+    retry_ms: int
+    def __init__(self, delivery_id: _Optional[str] = ..., lease_token: _Optional[str] = ..., outcome: _Optional[_Union[DeliveryOutcome, str]] = ..., status_code: _Optional[int] = ..., error: _Optional[str] = ..., retry_ms: _Optional[int] = ...) -> None: ...
+
+class ReportDeliveryResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetJobWebhookRequest(_message.Message):
+    __slots__ = ("job_id", "user_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    user_id: str
+    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class DeliveryAttempt(_message.Message):
+    __slots__ = ("attempt", "at", "status_code", "error", "next_attempt_at")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    at: _timestamp_pb2.Timestamp
+    status_code: int
+    error: str
+    next_attempt_at: _timestamp_pb2.Timestamp
+    def __init__(self, attempt: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status_code: _Optional[int] = ..., error: _Optional[str] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class JobWebhookDelivery(_message.Message):
+    __slots__ = ("id", "event_id", "event_type", "state", "created_at", "next_attempt_at", "finished_at", "attempts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    event_id: int
+    event_type: str
+    state: str
+    created_at: _timestamp_pb2.Timestamp
+    next_attempt_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    attempts: _containers.RepeatedCompositeFieldContainer[DeliveryAttempt]
+    def __init__(self, id: _Optional[str] = ..., event_id: _Optional[int] = ..., event_type: _Optional[str] = ..., state: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[DeliveryAttempt, _Mapping]]] = ...) -> None: ...
+
+class JobWebhook(_message.Message):
+    __slots__ = ("url", "deliveries")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    deliveries: _containers.RepeatedCompositeFieldContainer[JobWebhookDelivery]
+    def __init__(self, url: _Optional[str] = ..., deliveries: _Optional[_Iterable[_Union[JobWebhookDelivery, _Mapping]]] = ...) -> None: ...

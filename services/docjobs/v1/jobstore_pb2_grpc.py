@@ -114,6 +114,21 @@ class JobStoreStub:
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.WatchRequest.SerializeToString,
                 response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.ClaimDeliveries = channel.unary_unary(
+                '/docjobs.v1.JobStore/ClaimDeliveries',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.ClaimDeliveriesRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ClaimDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.ReportDelivery = channel.unary_unary(
+                '/docjobs.v1.JobStore/ReportDelivery',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReportDeliveryRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReportDeliveryResponse.FromString,
+                _registered_method=True)
+        self.GetJobWebhook = channel.unary_unary(
+                '/docjobs.v1.JobStore/GetJobWebhook',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.GetJobWebhookRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.JobWebhook.FromString,
+                _registered_method=True)
 
 
 class JobStoreServicer:
@@ -248,6 +263,30 @@ class JobStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimDeliveries(self, request, context):
+        """Webhooks (a job enqueued with webhook_url): a delivery is stored with each end of the job (completed
+        or failed), in the transaction that ends it. A sender (the gateway) claims due deliveries, each leased
+        for lease_ms (a sender that never reports lets it be claimed again after that), POSTs them and
+        reports each attempt's outcome; the jobstore itself sends nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportDelivery(self, request, context):
+        """The outcome of a claimed delivery's attempt. A stale lease token is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobWebhook(self, request, context):
+        """A job's webhook URL and its deliveries with their attempts (url "" and none: the job has no webhook).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -330,6 +369,21 @@ def add_JobStoreServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.WatchRequest.FromString,
                     response_serializer=docjobs_dot_v1_dot_jobstore__pb2.JobEvent.SerializeToString,
+            ),
+            'ClaimDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimDeliveries,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ClaimDeliveriesRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.ClaimDeliveriesResponse.SerializeToString,
+            ),
+            'ReportDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportDelivery,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReportDeliveryRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReportDeliveryResponse.SerializeToString,
+            ),
+            'GetJobWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobWebhook,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.GetJobWebhookRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.JobWebhook.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -764,6 +818,87 @@ class JobStore:
             '/docjobs.v1.JobStore/Watch',
             docjobs_dot_v1_dot_jobstore__pb2.WatchRequest.SerializeToString,
             docjobs_dot_v1_dot_jobstore__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/ClaimDeliveries',
+            docjobs_dot_v1_dot_jobstore__pb2.ClaimDeliveriesRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.ClaimDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/ReportDelivery',
+            docjobs_dot_v1_dot_jobstore__pb2.ReportDeliveryRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.ReportDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/GetJobWebhook',
+            docjobs_dot_v1_dot_jobstore__pb2.GetJobWebhookRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.JobWebhook.FromString,
             options,
             channel_credentials,
             insecure,

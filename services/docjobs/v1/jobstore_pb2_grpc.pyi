@@ -97,6 +97,16 @@ class JobStoreStub:
     """Events of one job, or of a user's or session's jobs: stored events after after_event_id first,
     then live ones. A one-job stream ends after the job's terminal event.
     """
+    ClaimDeliveries: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimDeliveriesRequest, _jobstore_pb2.ClaimDeliveriesResponse]
+    """Webhooks (a job enqueued with webhook_url): a delivery is stored with each end of the job (completed
+    or failed), in the transaction that ends it. A sender (the gateway) claims due deliveries, each leased
+    for lease_ms (a sender that never reports lets it be claimed again after that), POSTs them and
+    reports each attempt's outcome; the jobstore itself sends nothing.
+    """
+    ReportDelivery: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.ReportDeliveryRequest, _jobstore_pb2.ReportDeliveryResponse]
+    """The outcome of a claimed delivery's attempt. A stale lease token is FAILED_PRECONDITION."""
+    GetJobWebhook: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.GetJobWebhookRequest, _jobstore_pb2.JobWebhook]
+    """A job's webhook URL and its deliveries with their attempts (url "" and none: the job has no webhook)."""
 
 @_typing.type_check_only
 class JobStoreAsyncStub(JobStoreStub):
@@ -158,6 +168,16 @@ class JobStoreAsyncStub(JobStoreStub):
     """Events of one job, or of a user's or session's jobs: stored events after after_event_id first,
     then live ones. A one-job stream ends after the job's terminal event.
     """
+    ClaimDeliveries: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimDeliveriesRequest, _jobstore_pb2.ClaimDeliveriesResponse]  # type: ignore[assignment]
+    """Webhooks (a job enqueued with webhook_url): a delivery is stored with each end of the job (completed
+    or failed), in the transaction that ends it. A sender (the gateway) claims due deliveries, each leased
+    for lease_ms (a sender that never reports lets it be claimed again after that), POSTs them and
+    reports each attempt's outcome; the jobstore itself sends nothing.
+    """
+    ReportDelivery: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.ReportDeliveryRequest, _jobstore_pb2.ReportDeliveryResponse]  # type: ignore[assignment]
+    """The outcome of a claimed delivery's attempt. A stale lease token is FAILED_PRECONDITION."""
+    GetJobWebhook: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.GetJobWebhookRequest, _jobstore_pb2.JobWebhook]  # type: ignore[assignment]
+    """A job's webhook URL and its deliveries with their attempts (url "" and none: the job has no webhook)."""
 
 class JobStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -312,5 +332,33 @@ class JobStoreServicer(metaclass=_abc_1.ABCMeta):
         """Events of one job, or of a user's or session's jobs: stored events after after_event_id first,
         then live ones. A one-job stream ends after the job's terminal event.
         """
+
+    @_abc_1.abstractmethod
+    def ClaimDeliveries(
+        self,
+        request: _jobstore_pb2.ClaimDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobstore_pb2.ClaimDeliveriesResponse, _abc.Awaitable[_jobstore_pb2.ClaimDeliveriesResponse]]:
+        """Webhooks (a job enqueued with webhook_url): a delivery is stored with each end of the job (completed
+        or failed), in the transaction that ends it. A sender (the gateway) claims due deliveries, each leased
+        for lease_ms (a sender that never reports lets it be claimed again after that), POSTs them and
+        reports each attempt's outcome; the jobstore itself sends nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportDelivery(
+        self,
+        request: _jobstore_pb2.ReportDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobstore_pb2.ReportDeliveryResponse, _abc.Awaitable[_jobstore_pb2.ReportDeliveryResponse]]:
+        """The outcome of a claimed delivery's attempt. A stale lease token is FAILED_PRECONDITION."""
+
+    @_abc_1.abstractmethod
+    def GetJobWebhook(
+        self,
+        request: _jobstore_pb2.GetJobWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobstore_pb2.JobWebhook, _abc.Awaitable[_jobstore_pb2.JobWebhook]]:
+        """A job's webhook URL and its deliveries with their attempts (url "" and none: the job has no webhook)."""
 
 def add_JobStoreServicer_to_server(servicer: JobStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,6 +8,7 @@ from typing import Any
 
 from openpyxl import Workbook
 from openpyxl.chart import BarChart, LineChart, PieChart, Reference
+from openpyxl.drawing.image import Image
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
@@ -15,6 +16,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from docjobs.specs import SpecError
 
 from . import Progress
+from .images import Pictures
 
 CURRENCY_FORMATS = {
     "USD": '"$"#,##0.00', "EUR": '#,##0.00 "€"', "GBP": '"£"#,##0.00', "JPY": '"¥"#,##0',
@@ -34,7 +36,13 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
     default_sheet = workbook.active  # a new workbook starts with one empty sheet
     if default_sheet is not None:
         workbook.remove(default_sheet)
-    workbook.properties.title = title
+    workbook.properties.title = spec.get("title") or title
+    workbook.properties.creator = spec.get("author") or None
+    workbook.properties.language = spec.get("language") or None
+    theme = spec.get("theme", {})
+    if theme.get("fontFamily"):
+        _default_font(workbook, theme["fontFamily"])
+    pictures = Pictures()
     sheets = spec["sheets"]
     seen: set[str] = set()
     total_rows = sum(len(s.get("rows", [])) for s in sheets) or 1
@@ -45,7 +53,9 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
             raise SpecError(f"spec.sheets[{index}].name", f"duplicate sheet name {name!r}")
         seen.add(name.lower())
         sheet = workbook.create_sheet(name)
-        done_rows = _fill_sheet(sheet, sheet_spec, index, progress, done_rows, total_rows)
+        done_rows = _fill_sheet(sheet, sheet_spec, index, progress, done_rows, total_rows, theme)
+        for n, image_spec in enumerate(sheet_spec.get("images", [])):
+            _add_image(sheet, pictures, image_spec, f"spec.sheets[{index}].images[{n}]")
     progress(95, "saving")
     workbook.save(path)
     return preview(spec)
@@ -73,12 +83,31 @@ def _preview_cell(value: Any) -> str:
     return "" if value is None else str(value)[:300]
 
 
+def _default_font(workbook: Workbook, family: str) -> None:
+    """Every cell without a font of its own (font 0 of the workbook, and the Normal style) in the theme's."""
+    font = Font(name=family, sz=11, family=2)
+    workbook._fonts[0] = font  # type: ignore[attr-defined]  # openpyxl has no API for the default font
+    workbook._named_styles["Normal"].font = font  # type: ignore[attr-defined]
+
+
+def _add_image(sheet: Worksheet, pictures: Pictures, spec: dict[str, Any], where: str) -> None:
+    picture = pictures.get(spec, where)
+    width_cm, height_cm = picture.size_cm(spec.get("widthCm"), 50)
+    image = Image(picture.stream())
+    image.width, image.height = round(width_cm / 2.54 * 96), round(height_cm / 2.54 * 96)  # pixels at 96 dpi
+    sheet.add_image(image, spec["anchor"])
+
+
 def _fill_sheet(sheet: Worksheet, spec: dict[str, Any], index: int, progress: Progress, done_rows: int,
-                total_rows: int) -> int:
+                total_rows: int, theme: dict[str, Any]) -> int:
     columns = spec["columns"]
     style = spec.get("headerStyle", {})
-    header_font = Font(bold=style.get("bold", True), color=style.get("fontColor", "#" + DEFAULT_HEADER_FONT)[1:])
-    header_fill = PatternFill("solid", fgColor=style.get("fill", "#" + DEFAULT_HEADER_FILL)[1:])
+    header_font = Font(name=theme.get("fontFamily", "Calibri"), bold=style.get("bold", True),
+                       color=style.get("fontColor", "#" + DEFAULT_HEADER_FONT)[1:])
+    fill = style.get("fill", theme.get("accentColor", "#" + DEFAULT_HEADER_FILL))
+    header_fill = PatternFill("solid", fgColor=fill[1:])
+    if theme.get("headingColor"):
+        sheet.sheet_properties.tabColor = theme["headingColor"][1:]
     formats = [_number_format(c) for c in columns]
     kinds = [c.get("format") for c in columns]
     for col, column in enumerate(columns, start=1):
@@ -107,7 +136,8 @@ def _fill_sheet(sheet: Worksheet, spec: dict[str, Any], index: int, progress: Pr
     if spec.get("autoFilter", True):
         sheet.auto_filter.ref = f"A1:{last_col}{last_row}"
     for n, chart_spec in enumerate(spec.get("charts", [])):
-        _add_chart(sheet, chart_spec, len(columns), last_row, f"spec.sheets[{index}].charts[{n}]")
+        _add_chart(sheet, chart_spec, len(columns), last_row, f"spec.sheets[{index}].charts[{n}]",
+                   theme.get("accentColor"))
     return done_rows + len(rows)
 
 
@@ -140,7 +170,8 @@ def _set_value(cell: Any, value: Any, kind: str | None, where: str) -> None:
     raise SpecError(where, f"unsupported value {value!r}")
 
 
-def _add_chart(sheet: Worksheet, spec: dict[str, Any], n_columns: int, last_row: int, where: str) -> None:
+def _add_chart(sheet: Worksheet, spec: dict[str, Any], n_columns: int, last_row: int, where: str,
+               accent: str | None = None) -> None:
     for key, col in [("categoryColumn", spec["categoryColumn"])] + [
             (f"valueColumns[{i}]", c) for i, c in enumerate(spec["valueColumns"])]:
         if col >= n_columns:
@@ -168,6 +199,12 @@ def _add_chart(sheet: Worksheet, spec: dict[str, Any], n_columns: int, last_row:
         chart.add_data(data, titles_from_data=True)
     categories = Reference(sheet, min_col=spec["categoryColumn"] + 1, min_row=2, max_row=last_row)
     chart.set_categories(categories)
+    if accent and kind != "pie":  # a pie's slices need their own colours
+        series = chart.series[0].graphicalProperties
+        if kind == "line":
+            series.line.solidFill = accent[1:]
+        else:
+            series.solidFill = accent[1:]
     chart.width, chart.height = 18, 9
     anchor = spec.get("anchor") or f"{get_column_letter(n_columns + 2)}2"
     sheet.add_chart(chart, anchor)
