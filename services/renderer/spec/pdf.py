@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
 from reportlab.lib import colors, pagesizes
 from reportlab.lib.enums import TA_CENTER
@@ -27,6 +26,8 @@ from reportlab.platypus import (
 )
 from reportlab.platypus.tableofcontents import TableOfContents
 
+from ..fonts import BASE, pdftext
+from ..fonts.pdftext import Run
 from . import Progress, charts
 from .images import Picture, Pictures
 
@@ -82,7 +83,7 @@ class _Document(SimpleDocTemplate):
 
 def _plain_text(item: Any) -> list[str]:
     """The text of a flowable: paragraphs, table cells (tuples of flowables), list items."""
-    if isinstance(item, Paragraph):
+    if isinstance(item, Paragraph | pdftext.BidiParagraph):
         return [item.getPlainText()]
     if isinstance(item, Table):
         # The stubs leave out the table's private cell list, which reportlab has had for decades.
@@ -104,13 +105,14 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
     logo = pictures.get(theme["logo"], "spec.theme.logo") if "logo" in theme else None
     doc = _Document(str(path), pagesize=size, title=doc_title, author=spec.get("author", ""),
                     lang=spec.get("language") or None,
-                    leftMargin=2 * cm, rightMargin=2 * cm, topMargin=2 * cm, bottomMargin=2 * cm)
-    styles = getSampleStyleSheet()
+                    leftMargin=2 * cm, rightMargin=2 * cm, topMargin=2 * cm, bottomMargin=2 * cm,
+                    initialFontName=BASE)
+    styles = pdftext.shape_sheet(getSampleStyleSheet())  # every script in the shipped fonts, shaped
     look = _Look(theme, styles, pictures)
     cell_style = ParagraphStyle("cell", parent=styles["BodyText"], fontSize=9, leading=11)
     story: list[Any] = []
     if doc_title and not _starts_with_heading(spec["blocks"], doc_title):
-        story.append(Paragraph(escape(doc_title), styles["Title"]))
+        story.append(pdftext.paragraph([Run(doc_title)], styles["Title"]))
     blocks = spec["blocks"]
     step = max(1, len(blocks) // 20)
     for i, block in enumerate(blocks):
@@ -142,7 +144,7 @@ class _Look:
     def __init__(self, theme: dict[str, Any], styles: Any, pictures: Pictures) -> None:
         self.pictures = pictures
         self.accent = theme.get("accentColor")
-        self.font, self.bold = "Helvetica", "Helvetica-Bold"
+        self.font, self.bold = pdftext.base_font(), pdftext.base_font(bold=True)
         family = theme.get("fontFamily")
         if family and (fonts := _font_names(family)) is not None:
             self.font, self.bold = fonts
@@ -190,12 +192,16 @@ class _Furniture:
             canvas.drawImage(_reader(self.logo), left, height - 0.6 * cm - h * cm, w * cm, h * cm, mask="auto")
             left += w * cm + 0.3 * cm
         for slots, y in ((self.header, height - 1.3 * cm), (self.footer, 1 * cm)):
+            # Any script: each piece in a shipped face that draws it (fonts/pdftext.py).
             if slots.get("left"):
-                canvas.drawString(left if slots is self.header else 2 * cm, y, self._text(slots["left"], page, pages))
+                pdftext.draw_line(canvas, left if slots is self.header else 2 * cm, y,
+                                  self._text(slots["left"], page, pages), self.font, 9)
             if slots.get("center"):
-                canvas.drawCentredString(width / 2, y, self._text(slots["center"], page, pages))
+                pdftext.draw_line(canvas, width / 2, y, self._text(slots["center"], page, pages), self.font, 9,
+                                  "center")
             if slots.get("right"):
-                canvas.drawRightString(width - 2 * cm, y, self._text(slots["right"], page, pages))
+                pdftext.draw_line(canvas, width - 2 * cm, y, self._text(slots["right"], page, pages), self.font, 9,
+                                  "right")
         canvas.restoreState()
 
     def canvas_maker(self) -> type[Canvas]:
@@ -226,46 +232,39 @@ def _reader(picture: Picture) -> Any:
     return ImageReader(picture.stream())
 
 
-def _runs(block: dict[str, Any], look: _Look | None = None) -> str:
-    parts = []
-    for run in block.get("runs") or [{"text": block["text"]}]:
-        text = escape(run["text"]).replace("\n", " <br/>")
-        if run.get("bold"):
-            text = f"<b>{text}</b>"
-        if run.get("italic"):
-            text = f"<i>{text}</i>"
-        if run.get("link"):
-            color = (look.accent if look else None) or LINK_COLOR
-            text = f"<a href={quoteattr(run['link'])} color=\"{color}\"><u>{text}</u></a>"
-        parts.append(text)
-    return "".join(parts)
+def _runs(block: dict[str, Any], look: _Look | None = None) -> list[Run]:
+    color = (look.accent if look else None) or LINK_COLOR
+    return [Run(run["text"], bool(run.get("bold")), bool(run.get("italic")), run.get("link", ""), color)
+            for run in block.get("runs") or [{"text": block["text"]}]]
 
 
 def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float, look: _Look,
                where: str, height: float) -> list[Any]:
     kind = block["type"]
     if kind == "heading":
-        heading = Paragraph(escape(block["text"]), styles[f"Heading{block.get('level', 1)}"])
+        heading = pdftext.paragraph([Run(block["text"])], styles[f"Heading{block.get('level', 1)}"])
         heading.toc_level = block.get("level", 1)  # type: ignore[attr-defined]  # read by _Document
         return [heading]
     if kind == "paragraph":
-        return [Paragraph(_runs(block, look), styles["BodyText"])]
+        return [pdftext.paragraph(_runs(block, look), styles["BodyText"])]
     if kind in ("bullets", "numbered"):
-        items = [ListItem(Paragraph(escape(t), styles["BodyText"])) for t in block["items"]]
+        items = [ListItem(pdftext.paragraph([Run(t)], styles["BodyText"])) for t in block["items"]]
         bullet, start = ("bullet", "•") if kind == "bullets" else ("1", None)
         # reportlab takes ListItems; its stubs take flowables only, and a ListItem is none.
-        return [ListFlowable(items, bulletType=bullet, start=start, leftIndent=14)]  # type: ignore[arg-type]
+        return [ListFlowable(items, bulletType=bullet, start=start, leftIndent=14,  # type: ignore[arg-type]
+                             bulletFontName=look.font)]
     if kind == "table":
         header_style = ParagraphStyle("header", parent=cell_style, textColor=colors.white)
-        header = [Paragraph(f"<b>{escape(h)}</b>", header_style) for h in block["header"]]
-        rows: list[list[Paragraph | str]] = [
-            [Paragraph(escape("" if v is None else str(v)), cell_style) for v in row] for row in block["rows"]]
+        header = [pdftext.paragraph([Run(h, bold=True)], header_style) for h in block["header"]]
+        rows: list[list[Any]] = [
+            [pdftext.paragraph([Run("" if v is None else str(v))], cell_style) for v in row] for row in block["rows"]]
         n = len(block["header"])
         rows = [r + [""] * (n - len(r)) for r in rows]
         table = Table([header, *rows], colWidths=[width / n] * n, repeatRows=1)
         table.setStyle(TableStyle([
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor(look.accent or DEFAULT_ACCENT)),
             ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
+            ("FONTNAME", (0, 0), (-1, -1), look.font),  # reportlab's default, Helvetica, would be named unused
             ("GRID", (0, 0), (-1, -1), 0.5, colors.HexColor("#9BB7D4")),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
             ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#EEF3F8")]),
@@ -280,7 +279,7 @@ def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float
         if not block.get("caption"):
             return [image, Spacer(1, 6)]
         caption_style = ParagraphStyle("caption", parent=styles["Italic"], fontSize=9, alignment=TA_CENTER)
-        return [KeepTogether([image, Paragraph(escape(block["caption"]), caption_style)]), Spacer(1, 6)]
+        return [KeepTogether([image, pdftext.paragraph([Run(block["caption"])], caption_style)]), Spacer(1, 6)]
     if kind == "chart":
         w = min(block.get("widthCm", width / cm) * cm, width)
         drawing = charts.pdf_drawing(block["chart"], w, min(w * 0.6, height * 0.8), look.accent, look.font,
@@ -294,6 +293,6 @@ def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float
                                           fontName=look.bold if n == 0 else look.font) for n in range(3)]
         out: list[Any] = []
         if block.get("title", "Contents"):
-            out.append(Paragraph(escape(block.get("title", "Contents")), styles["Heading2"]))
+            out.append(pdftext.paragraph([Run(block.get("title", "Contents"))], styles["Heading2"]))
         return [*out, toc, Spacer(1, 8)]
     raise ValueError(kind)

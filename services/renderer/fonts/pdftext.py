@@ -1,0 +1,289 @@
+"""Text for reportlab paragraphs in any script: each character in a shipped face that draws it, shaped,
+and right-to-left text in visual order.
+
+reportlab shapes each word with HarfBuzz (a paragraph style's `shaping`), which also puts the glyphs of a
+right-to-left word in visual order; what it cannot do without its optional rlbidi (not on PyPI) is order
+the words of a line. So a paragraph holding right-to-left text is laid out here: words are filled into
+lines in logical order, then each line's words are put in visual order by the Unicode bidirectional
+algorithm (python-bidi's levels, reordered word by word), and each line is drawn as a one-line paragraph,
+right-aligned when the paragraph starts right to left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+from xml.sax.saxutils import escape, quoteattr
+
+from bidi import algorithm as bidi_algorithm
+from reportlab.lib.enums import TA_CENTER, TA_LEFT, TA_RIGHT
+from reportlab.lib.fonts import tt2ps
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.pdfbase.pdfmetrics import getFont, stringWidth
+from reportlab.pdfbase.ttfonts import ShapedStr, shapeStr
+from reportlab.platypus import Flowable, Paragraph
+
+from . import BASE, coverage, runs, scripts
+
+_RTL_TYPES = {"R", "AL"}
+
+
+@dataclass(frozen=True)
+class Run:
+    text: str
+    bold: bool = False
+    italic: bool = False
+    link: str = ""  # a URL the run links to
+    link_color: str = "#0563C1"
+
+
+def base_font(bold: bool = False) -> str:
+    coverage()  # registers the faces and their bold and italic variants
+    return str(tt2ps(BASE, _flag(bold), 0))
+
+
+def markup(pieces: list[Run]) -> str:
+    """reportlab paragraph markup for the runs: each piece of text in a face that draws it. Text of the
+    base face is left in the style's font when that font can encode it (a theme's font draws Latin text),
+    and put in the base face otherwise (Greek or Cyrillic under a standard font would be boxes)."""
+    coverage()  # registers the faces
+    out = []
+    for run in pieces:
+        parts = []
+        for face, part in runs(run.text):
+            text = escape(part).replace("\n", "<br/>")
+            # Bold and italic inside the font: reportlab picks the face's variant from the font around them.
+            if run.bold:
+                text = f"<b>{text}</b>"
+            if run.italic:
+                text = f"<i>{text}</i>"
+            parts.append(text if face == BASE and _standard(part) else f'<font name="{face}">{text}</font>')
+        text = "".join(parts)
+        if run.link:
+            text = f'<a href={quoteattr(run.link)} color="{run.link_color}"><u>{text}</u></a>'
+        out.append(text)
+    return "".join(out)
+
+
+def _flag(value: bool) -> Literal[0, 1]:
+    return 1 if value else 0
+
+
+def _standard(text: str) -> bool:
+    """Whether reportlab's standard fonts (WinAnsi) can draw text."""
+    try:
+        text.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def has_rtl(text: str) -> bool:
+    import unicodedata
+
+    return any(unicodedata.bidirectional(c) in _RTL_TYPES for c in text)
+
+
+def paragraph(pieces: list[Run], style: ParagraphStyle) -> Flowable:
+    """A flowable for the runs: a plain (shaped) Paragraph, or one laid out here when any text is right
+    to left."""
+    text = "".join(r.text for r in pieces)
+    if not has_rtl(text):
+        return Paragraph(markup(pieces), style)
+    return BidiParagraph(pieces, style)
+
+
+def shaped(style: ParagraphStyle) -> ParagraphStyle:
+    """The style in the base face, with HarfBuzz shaping on (Arabic joining, Indic conjuncts, Thai marks)."""
+    copy = ParagraphStyle(style.name, parent=style)
+    _shape(copy)
+    return copy
+
+
+def shape_sheet(sheet: Any) -> Any:
+    """A reportlab style sheet with every style in the base face and shaped (bold and italic kept)."""
+    for style in sheet.byName.values():
+        if isinstance(style, ParagraphStyle):
+            _shape(style)
+    return sheet
+
+
+def _shape(style: ParagraphStyle) -> None:
+    coverage()  # registers the faces and their bold and italic variants
+    name = style.fontName
+    bold = "Bold" in name
+    italic = "Oblique" in name or "Italic" in name
+    style.fontName = tt2ps(BASE, _flag(bold), _flag(italic))
+    style.shaping = 1
+    if getattr(style, "bulletFontName", None):
+        style.bulletFontName = tt2ps(BASE, 0, 0)
+
+
+class BidiParagraph(Flowable):
+    """A paragraph with right-to-left text, laid out line by line (module docstring)."""
+
+    def __init__(self, pieces: list[Run], style: ParagraphStyle) -> None:
+        super().__init__()
+        self.pieces = pieces
+        self.style = style
+        self.rtl = scripts("".join(r.text for r in pieces)).rtl
+        alignment = style.alignment
+        if alignment not in (TA_CENTER,):
+            alignment = TA_RIGHT if self.rtl else TA_LEFT
+        self._line_style = ParagraphStyle(style.name + "-line", parent=style, alignment=alignment)
+        self._lines: list[Paragraph] = []
+        self._heights: list[float] = []
+
+    def _words(self) -> list[list[Run]]:
+        """The text cut at spaces and line ends into words, each a list of styled runs; a line end is
+        an empty word."""
+        words: list[list[Run]] = [[]]
+        for run in self.pieces:
+            parts = run.text.replace("\n", " \n ").split(" ")
+            for n, part in enumerate(parts):
+                if n:
+                    words.append([])
+                if part == "\n":
+                    words[-1] = []
+                    words.append([Run("\n")])
+                    words.append([])
+                elif part:
+                    words[-1].append(Run(part, run.bold, run.italic))
+        return [w for w in words if w]
+
+    def _width(self, word: list[Run]) -> float:
+        size = self.style.fontSize
+        total = 0.0
+        for run in word:
+            for face, part in runs(run.text):
+                total += stringWidth(part, tt2ps(face, _flag(run.bold), _flag(run.italic)), size)
+        return total
+
+    def _fill(self, width: float) -> list[list[list[Run]]]:
+        space = stringWidth(" ", BASE, self.style.fontSize)
+        lines: list[list[list[Run]]] = [[]]
+        used = 0.0
+        for word in self._words():
+            if word[0].text == "\n":
+                lines.append([])
+                used = 0.0
+                continue
+            w = self._width(word)
+            if lines[-1] and used + space + w > width * 0.97:  # shaped words can be a little wider
+                lines.append([])
+                used = 0.0
+            used += (space if lines[-1] else 0.0) + w
+            lines[-1].append(word)
+        return lines
+
+    def _visual(self, line: list[list[Run]]) -> list[list[Run]]:
+        """The line's words in visual order (rule L2 of the bidirectional algorithm, word by word)."""
+        if not line:
+            return line
+        texts = ["".join(r.text for r in word) for word in line]
+        levels = _levels(" ".join(texts), self.rtl)
+        word_levels = []
+        at = 0
+        for text in texts:
+            chars = levels[at: at + len(text)]
+            word_levels.append(max(chars) if chars else int(self.rtl))
+            at += len(text) + 1
+        return [line[k] for k in _visual_order(word_levels)]
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        self._lines = []
+        for line in self._fill(available_width):
+            pieces: list[Run] = []
+            for n, word in enumerate(self._visual(line)):
+                if n:
+                    pieces.append(Run(" "))
+                pieces.extend(word)
+            self._lines.append(Paragraph(markup(pieces) or "&nbsp;", self._line_style))
+        self._heights = [p.wrap(available_width, available_height)[1] for p in self._lines]
+        self.width = available_width
+        self.height = sum(self._heights)
+        return available_width, self.height
+
+    def split(self, available_width: float, available_height: float) -> list[Any]:
+        self.wrap(available_width, available_height)
+        return list(self._lines) if len(self._lines) > 1 else []
+
+    def draw(self) -> None:
+        y = self.height
+        for line, height in zip(self._lines, self._heights, strict=True):
+            y -= height
+            line.drawOn(self.canv, 0, y)
+
+    def getPlainText(self) -> str:
+        return "".join(r.text for r in self.pieces)
+
+    def getSpaceBefore(self) -> float:
+        return float(self.style.spaceBefore)
+
+    def getSpaceAfter(self) -> float:
+        return float(self.style.spaceAfter)
+
+
+def _visual_order(levels: list[int]) -> list[int]:
+    """The indices of items at these embedding levels in visual order (rule L2: from the highest level
+    down to the lowest odd one, reverse every run of items at that level or above)."""
+    order = list(range(len(levels)))
+    lowest_odd = min((lv for lv in levels if lv % 2), default=None)
+    if lowest_odd is None:
+        return order
+    for level in range(max(levels), lowest_odd - 1, -1):
+        i = 0
+        while i < len(order):
+            if levels[order[i]] < level:
+                i += 1
+                continue
+            j = i
+            while j < len(order) and levels[order[j]] >= level:
+                j += 1
+            order[i:j] = reversed(order[i:j])
+            i = j
+    return order
+
+
+def draw_line(canvas: Any, x: float, y: float, text: str, font: str, size: float, anchor: str = "left") -> None:
+    """One line of text on a canvas (a page header or footer) at x, anchored left, center or right: each
+    piece in a face that draws it, shaped, right-to-left pieces in visual order."""
+    coverage()
+    pieces = [(font if face == BASE and _standard(part) else face, part) for face, part in runs(text)]
+    if has_rtl(text):
+        levels = _levels(text, scripts(text).rtl)
+        piece_levels, at = [], 0
+        for _, part in pieces:
+            piece_levels.append(max(levels[at: at + len(part)]))
+            at += len(part)
+        pieces = [pieces[k] for k in _visual_order(piece_levels)]
+    # reportlab's canvas shapes only with its rlbidi: each piece is shaped here (a ShapedStr carries its
+    # glyphs' advances), in a TrueType face.
+    shaped = [shapeStr(part, face, size) if getFont(face).shapable else part for face, part in pieces]
+    widths = [_advance(text, size) if isinstance(text, ShapedStr) else stringWidth(text, face, size)
+              for (face, _), text in zip(pieces, shaped, strict=True)]
+    x -= {"left": 0.0, "center": sum(widths) / 2, "right": sum(widths)}[anchor]
+    for (face, _), text, width in zip(pieces, shaped, widths, strict=True):
+        canvas.setFont(face, size)
+        canvas.drawString(x, y, text)
+        x += width
+
+
+def _advance(text: ShapedStr, size: float) -> float:
+    data: list[Any] = text.__dict__["__shapeData__"]  # the glyphs' advances, in 1/1000 of the size
+    return float(sum(d.x_advance for d in data)) * size / 1000
+
+
+def _levels(text: str, rtl: bool) -> list[int]:
+    """The resolved embedding level of each character of text (python-bidi's own algorithm, whose steps
+    keep one record per character)."""
+    storage = bidi_algorithm.get_empty_storage()
+    storage["base_level"] = int(rtl)
+    storage["base_dir"] = "R" if rtl else "L"
+    bidi_algorithm.get_embedding_levels(text, storage, False, False)
+    records = list(storage["chars"])
+    bidi_algorithm.explicit_embed_and_overrides(storage, False)
+    bidi_algorithm.resolve_weak_types(storage, False)
+    bidi_algorithm.resolve_neutral_types(storage, False)
+    bidi_algorithm.resolve_implicit_levels(storage, False)
+    return [int(record["level"]) for record in records]
