@@ -45,7 +45,8 @@ SERVICES: dict[str, ServiceSettings] = {
     "jobstore": JobStoreSettings, "renderer": RendererSettings, "gateway": GatewaySettings}
 SECRET_PLACEHOLDERS = {"DATABASE_URL": "postgresql://docjobs:secret@db:5432/docjobs",
                        "DOCJOBS_JWT_SECRET": "x" * 32, "DOCJOBS_GRPC_TOKEN": "g" * 32,
-                       "DOCJOBS_SERVICE_JWT_SECRET": "s" * 32}
+                       "DOCJOBS_SERVICE_JWT_SECRET": "s" * 32,
+                       "DOCJOBS_WEBHOOK_SECRET": "whsec_" + "w" * 44}
 
 
 def is_custom(doc: Mapping[str, Any]) -> bool:

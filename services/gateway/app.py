@@ -26,7 +26,7 @@ from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
-from . import client, guards, openapi, payloads, webhooks
+from . import client, guards, openapi, payloads, redrive, webhooks
 from .auth import Auth, Caller, valid_user_id
 from .cors import Cors
 from .errors import ApiError, error_response, errors_middleware, from_grpc
@@ -145,7 +145,7 @@ async def get_job(request: web.Request) -> web.Response:
     caller = request.app[AUTH].caller(request)
     job_id = _job_id(request)
     job, webhook = await asyncio.gather(
-        request.app[STUB].GetJob(pb.GetJobRequest(job_id=job_id, user_id=caller.owner)),
+        request.app[STUB].GetJob(pb.GetJobRequest(job_id=job_id, user_id=caller.owner, include_attempts=True)),
         request.app[STUB].GetJobWebhook(pb.GetJobWebhookRequest(job_id=job_id, user_id=caller.owner)))
     return web.json_response(payloads.job_document(job, _links(request, job.id, job.user_id), webhook))
 
@@ -201,6 +201,27 @@ async def cancel_job(request: web.Request) -> web.Response:
     job = await request.app[STUB].Cancel(pb.CancelRequest(job_id=_job_id(request), user_id=caller.owner,
                                                            reason=reason))
     return web.json_response(payloads.job_document(job, _links(request, job.id, job.user_id)))
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    """A failed or cancelled job runs again: the same id, a new attempt (409 for any other status)."""
+    caller = request.app[AUTH].caller(request)
+    reason = "retried by a service" if caller.service else "retried by the user"
+    job = await request.app[STUB].Retry(pb.RetryRequest(job_id=_job_id(request), user_id=caller.owner,
+                                                         reason=reason))
+    return web.json_response(payloads.job_document(job, _links(request, job.id, job.user_id)), status=202)
+
+
+async def redrive_jobs(request: web.Request) -> web.Response:
+    """Failed jobs of every user run again, in bulk: a service's (or the no-auth demo's) call only."""
+    caller = request.app[AUTH].caller(request)
+    if not caller.service and request.app[AUTH].mode != "none":
+        raise ApiError(403, "forbidden", "a redrive runs other users' jobs again: it takes a service token "
+                       "(scope docjobs:service); a user retries its own jobs with POST /api/jobs/{jobId}/retry")
+    if request.body_exists:
+        guards.require_json(request)
+    reply = await request.app[STUB].Redrive(redrive.parse(await request.read()))
+    return web.json_response({"count": len(reply.job_ids), "jobIds": list(reply.job_ids), "more": reply.more})
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
@@ -419,6 +440,8 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/api/jobs/{job_id}", get_job, expect_handler=expect_continue),
         web.get("/api/jobs/{job_id}/status", get_job, expect_handler=expect_continue),
         web.delete("/api/jobs/{job_id}", cancel_job, expect_handler=expect_continue),
+        web.post("/api/jobs/redrive", redrive_jobs, expect_handler=expect_continue),
+        web.post("/api/jobs/{job_id}/retry", retry_job, expect_handler=expect_continue),
         # No HEAD on the two streaming routes: aiohttp would send their body after a HEAD's headers.
         web.get("/api/jobs/{job_id}/events", job_events, allow_head=False, expect_handler=expect_continue),
         web.get("/api/jobs/{job_id}/artifact", download, allow_head=False, expect_handler=expect_continue),

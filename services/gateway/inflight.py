@@ -92,6 +92,12 @@ class BoundedStub:
     async def GetStats(self, request: pb.GetStatsRequest) -> pb.Stats:
         return await self._unary(self._stub.GetStats, request)
 
+    async def Retry(self, request: pb.RetryRequest) -> pb.Job:
+        return await self._unary(self._stub.Retry, request)
+
+    async def Redrive(self, request: pb.RedriveRequest) -> pb.RedriveResponse:
+        return await self._unary(self._stub.Redrive, request)
+
     async def Watch(self, request: pb.WatchRequest) -> grpc.aio.UnaryStreamCall[pb.WatchRequest, pb.JobEvent]:
         return await self._stream(self._stub.Watch, request)
 

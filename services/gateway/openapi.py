@@ -60,6 +60,24 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                     "type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                    "field": {"type": "string"}}}}},
+                "Webhook": {"type": "object", "required": ["url", "deliveries"], "properties": {
+                    "url": {"type": "string"},
+                    "deliveries": {"type": "array", "description": "One per end of the job, oldest first",
+                                   "items": {"type": "object", "properties": {
+                        "id": {"type": "string", "description": "The webhook-id header of every attempt"},
+                        "type": {"enum": ["job.completed", "job.failed"]}, "eventId": {"type": "integer"},
+                        "state": {"enum": ["pending", "delivered", "failed"]},
+                        "createdAt": {"type": "string", "format": "date-time"},
+                        "nextAttemptAt": {"type": ["string", "null"], "format": "date-time"},
+                        "finishedAt": {"type": ["string", "null"], "format": "date-time"},
+                        "attempts": {"type": "array", "items": {"type": "object", "properties": {
+                            "attempt": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                            "statusCode": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
+                            "nextAttemptAt": {"type": ["string", "null"], "format": "date-time"}}}}}}}}},
+                "WebhookEvent": {"type": "object", "required": ["type", "timestamp", "data"], "properties": {
+                    "type": {"enum": ["job.completed", "job.failed"]},
+                    "timestamp": {"type": "string", "format": "date-time", "description": "When the job ended"},
+                    "data": job}},
                 "JobRequest": {
                     "type": "object", "required": ["documentType"],
                     "properties": {
@@ -83,6 +101,12 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                                                  f"at most {limits.max_run_at_ahead_s} s ahead"},
                         "maxRetries": {"type": "integer", "minimum": 0, "maximum": limits.max_retries_cap,
                                        "description": "Retries after a failed attempt (default: the server's)"},
+                        "webhookUrl": {"type": "string", "format": "uri", "maxLength": 2000,
+                                       "description": "POSTed, signed per Standard Webhooks, when the job completes "
+                                                      "or fails (the `jobEnded` webhook). A service's only (a "
+                                                      "user's is 403); an http(s) URL whose host is in "
+                                                      "DOCJOBS_WEBHOOK_ALLOW, or, without that list, a public "
+                                                      "address (422 otherwise). 422 when webhooks are off"},
                     }},
                 "Accepted": {"type": "object", "required": ["jobId", "status", "eventsUrl", "statusUrl"],
                              "properties": {"jobId": {"type": "string"}, "status": {"const": "pending"},
@@ -101,6 +125,9 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                     "documentType": {"type": "string"}, "title": {"type": "string"},
                     "progress": {"type": "integer"}, "progressMessage": {"type": "string"},
                     "result": {"type": "object"}, "error": {"type": "object"},
+                    "webhook": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Webhook"}],
+                                "description": "GET /api/jobs/{jobId}: the job's webhookUrl and its deliveries "
+                                               "(null: none)"},
                     "eventsUrl": {"type": "string", "description": "Its token minted with this answer: a page "
                                   "whose eventsUrl expired reads the job again for a fresh one"},
                     "statusUrl": {"type": "string"},
@@ -108,6 +135,19 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
             },
         },
         "security": [{"bearer": []}],
+        "webhooks": {"jobEnded": {"post": {
+            "summary": "A job with a webhookUrl completed or failed (docs/gateway.md, Webhooks)",
+            "description": "Signed per Standard Webhooks: webhook-id (the same on every attempt), webhook-timestamp, "
+                           "webhook-signature `v1,<base64 HMAC-SHA256 of id.timestamp.body>` with "
+                           "DOCJOBS_WEBHOOK_SECRET. Retried with exponential backoff until a 2xx answer, for up to "
+                           "DOCJOBS_WEBHOOK_MAX_AGE_S",
+            "security": [], "parameters": [
+                {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+                for name in ("webhook-id", "webhook-timestamp", "webhook-signature")],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/WebhookEvent"}}}},
+            "responses": {"2XX": {"description": "Delivered"},
+                          "default": {"description": "Not delivered: tried again later"}}}}},
         "paths": {
             "/api/jobs": {
                 "post": create,

@@ -76,9 +76,17 @@ def job_user(body: dict[str, Any], caller: Caller) -> str:
 
 def run_at(value: Any, now: datetime, max_ahead_s: int) -> datetime:
     """An RFC 3339 instant with its offset, at most max_ahead_s ahead of now (one in the past is due at once)."""
+    when = instant(value, "runAt")
+    if when > now + timedelta(seconds=max_ahead_s):
+        raise _invalid("runAt", f"at most {max_ahead_s} s ahead")
+    return when
+
+
+def instant(value: Any, field: str) -> datetime:
+    """An RFC 3339 date-time with its offset (Z or +hh:mm); 422 naming the field otherwise."""
     match = RFC3339.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise _invalid("runAt", "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00Z")
+        raise _invalid(field, "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00Z")
     fraction, offset = match.group(1), match.group(2)
     text = value[:19].replace("t", "T")
     if fraction:
@@ -88,9 +96,7 @@ def run_at(value: Any, now: datetime, max_ahead_s: int) -> datetime:
         when = datetime.fromisoformat(text)
         when.astimezone(UTC)  # an offset that takes it past year 9999 or before year 1
     except (ValueError, OverflowError):
-        raise _invalid("runAt", "not a valid date and time") from None
-    if when > now + timedelta(seconds=max_ahead_s):
-        raise _invalid("runAt", f"at most {max_ahead_s} s ahead")
+        raise _invalid(field, "not a valid date and time") from None
     return when
 
 
@@ -222,9 +228,25 @@ def job_document(job: pb.Job, links: dict[str, str], webhook: pb.JobWebhook | No
         out["result"] = result_document(json.loads(job.result_json), links.get("downloadUrl"))
     if job.HasField("error") and job.error.code:
         out["error"] = {"code": job.error.code, "message": job.error.message}
+    if job.attempts:  # GET /api/jobs/{jobId} only: every attempt's end, readable after the job failed
+        out["attemptHistory"] = [attempt_document(a) for a in job.attempts]
     if webhook is not None:
         out["webhook"] = webhook_document(webhook)
     return out
+
+
+def attempt_document(attempt: pb.Attempt) -> dict[str, Any]:
+    """One attempt: `outcome` is how it ended (completed, failed or cancelled; failed too when a retry
+    followed), `running` while it runs."""
+    ended = attempt.HasField("ended_at")
+    outcome = STATUS_NAMES.get(attempt.status, "unknown")
+    return {"attempt": attempt.attempt,
+            "startedAt": attempt.started_at.ToJsonString() if attempt.HasField("started_at") else None,
+            "endedAt": attempt.ended_at.ToJsonString() if ended else None,
+            "worker": attempt.worker_id or None,
+            "outcome": ("failed" if outcome == "pending" else outcome) if ended else "running",
+            "error": {"code": attempt.error.code, "message": attempt.error.message}
+            if attempt.HasField("error") and attempt.error.code else None}
 
 
 def result_document(result: dict[str, Any], download_url: str | None) -> dict[str, Any]:
@@ -251,6 +273,8 @@ def sse_event(event: pb.JobEvent, download_url: str) -> tuple[str, dict[str, Any
         data["lastError"] = {"code": event.error.code, "message": event.error.message}
     if event.retry_at.seconds:
         data["retryAt"] = event.retry_at.ToJsonString()
+    if event.retried:  # a finished job run again: its new attempt starts
+        data["retried"] = True
     data["attempt"] = event.attempt
     return "status", data
 

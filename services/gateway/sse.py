@@ -186,13 +186,13 @@ class EventStream(web.StreamResponse):
         self.finished = name in TERMINAL_EVENTS
 
     async def send_all(self, events: AsyncIterable[pb.JobEvent]) -> None:
+        """Send a history to its end: a retried job's terminal event is followed by its new attempt's
+        events, so only the last event sent says whether the job is finished."""
         async for event in events:
             if event.marker == pb.WATCH_MARKER_FINISHED:  # a finished job: nothing is left to send
                 self.finished = True
             else:
                 await self.send(event)
-            if self.finished:
-                return
 
     async def catch_up(self) -> None:
         """Send the stored events after the last one sent (a jobstore that restarts is waited for)."""

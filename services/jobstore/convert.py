@@ -124,9 +124,25 @@ def event(row: Row) -> pb.JobEvent:
     ts = timestamp(row["created_at"])
     if ts is not None:
         msg.created_at.CopyFrom(ts)
+    if data.get("retried"):
+        msg.retried = True
     if data.get("retry_at"):
         # jsonb renders timestamptz as ISO 8601 with an offset.
         msg.retry_at.FromDatetime(datetime.fromisoformat(data["retry_at"]))
+    return msg
+
+
+def attempt(row: Row) -> pb.Attempt:
+    """One attempt as queries.sql's job_attempts reads it from the job's events."""
+    msg = pb.Attempt(attempt=row["attempt"], worker_id=row["worker_id"] or "",
+                     status=STATUS_TO_PB[row["outcome"] or "processing"])
+    for field in ("started_at", "ended_at"):
+        ts = timestamp(row[field])
+        if ts is not None:
+            getattr(msg, field).CopyFrom(ts)
+    error = job_error(row["error"])
+    if error is not None:
+        msg.error.CopyFrom(error)
     return msg
 
 

@@ -86,6 +86,99 @@ WITH cancelled AS (
 SELECT cancelled.*, event.id AS last_event_id
   FROM cancelled JOIN event ON event.job_id = cancelled.id;
 
+-- name: retry
+-- A failed or cancelled job runs again (Retry): pending and due now, the same id. Its new attempt's
+-- number follows the last one's (retry_count counts the ended attempt; every event's attempt is
+-- retry_count + 1), with a fresh budget: the job's allowance (its max_retries at enqueue, kept in
+-- retry_allowance from the first retry on) on top of the attempts so far; its releases count from 0, and
+-- an expiry moves as far from now as it was from the job's creation. The event is a status back to
+-- pending marked "retried". $1 job id, $2 message, $3 now.
+WITH retried AS (
+    UPDATE document_jobs j
+       SET status = 'pending', retry_count = j.retry_count + 1,
+           retry_allowance = coalesce(j.retry_allowance, j.max_retries),
+           max_retries = j.retry_count + 1 + coalesce(j.retry_allowance, j.max_retries),
+           run_at = coalesce($3::timestamptz, now()),
+           expires_at = coalesce($3::timestamptz, now()) + (j.expires_at - j.created_at),
+           started_at = NULL, completed_at = NULL, lease_token = NULL, lease_expires_at = NULL,
+           worker_id = NULL, error = NULL, progress = 0, progress_message = '', release_count = 0,
+           updated_at = coalesce($3::timestamptz, now())
+     WHERE j.id = $1 AND j.status IN ('failed', 'cancelled')
+    RETURNING j.*
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'status', 'pending', retry_count + 1,
+           jsonb_build_object('message', $2::text, 'retried', true)
+      FROM retried
+    RETURNING job_id, id
+)
+SELECT retried.*, event.id AS last_event_id
+  FROM retried JOIN event ON event.job_id = retried.id;
+
+-- name: redrive
+-- Failed jobs run again in bulk, each as `retry` runs one: the oldest failures first, at most $4, of
+-- job type $1 (NULL: any) that failed at or after $2 and before $3 (NULL: unbounded); a job another
+-- call holds is skipped. $5 message, $6 now.
+WITH picked AS (
+    SELECT id, completed_at AS failed_at
+      FROM document_jobs
+     WHERE status = 'failed'
+       AND ($1::text IS NULL OR job_type = $1)
+       AND ($2::timestamptz IS NULL OR completed_at >= $2)
+       AND ($3::timestamptz IS NULL OR completed_at < $3)
+     ORDER BY completed_at, id
+     LIMIT $4
+       FOR UPDATE SKIP LOCKED
+), retried AS (
+    UPDATE document_jobs j
+       SET status = 'pending', retry_count = j.retry_count + 1,
+           retry_allowance = coalesce(j.retry_allowance, j.max_retries),
+           max_retries = j.retry_count + 1 + coalesce(j.retry_allowance, j.max_retries),
+           run_at = coalesce($6::timestamptz, now()),
+           expires_at = coalesce($6::timestamptz, now()) + (j.expires_at - j.created_at),
+           started_at = NULL, completed_at = NULL, lease_token = NULL, lease_expires_at = NULL,
+           worker_id = NULL, error = NULL, progress = 0, progress_message = '', release_count = 0,
+           updated_at = coalesce($6::timestamptz, now())
+      FROM picked
+     WHERE j.id = picked.id AND j.status = 'failed'
+    RETURNING j.id, j.user_id, j.session_id, j.job_type, j.retry_count, picked.failed_at
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'status', 'pending', retry_count + 1,
+           jsonb_build_object('message', $5::text, 'retried', true)
+      FROM retried
+    RETURNING job_id, id
+)
+SELECT retried.id, retried.job_type
+  FROM retried JOIN event ON event.job_id = retried.id
+ ORDER BY retried.failed_at, retried.id;
+
+-- name: job_attempts
+-- A job's attempts, read from its events: when each last started (its claim) and on which worker, when
+-- and how it ended, and why. An attempt ends with a terminal event of its own number, or with the
+-- failure that scheduled the next one: that status event back to pending carries the error and the
+-- NEXT attempt's number (retry_count is raised in the same statement). An attempt that neither started
+-- nor ended (pending, not claimed yet) is left out. $1 job id.
+WITH starts AS (
+    SELECT DISTINCT ON (attempt) attempt, created_at AS started_at, data ->> 'worker_id' AS worker_id
+      FROM job_events
+     WHERE job_id = $1 AND kind = 'status' AND status = 'processing'
+     ORDER BY attempt, id DESC
+), ends AS (
+    SELECT DISTINCT ON (ended) ended, created_at AS ended_at, status AS outcome, data -> 'error' AS error
+      FROM (SELECT CASE WHEN kind = 'status' THEN attempt - 1 ELSE attempt END AS ended, id, created_at,
+                   status, data
+              FROM job_events
+             WHERE job_id = $1
+               AND (kind IN ('completed', 'failed', 'cancelled')
+                    OR (kind = 'status' AND status = 'pending' AND data ? 'error'))) e
+     ORDER BY ended, id DESC
+)
+SELECT coalesce(s.attempt, e.ended) AS attempt, s.started_at, s.worker_id, e.ended_at, e.outcome, e.error
+  FROM starts s
+  FULL JOIN ends e ON e.ended = s.attempt
+ ORDER BY 1;
+
 -- name: claim
 -- Fair across users, round robin (docs/architecture.md, "Claim order"): the users with claimable jobs
 -- take turns in the order of their ids, starting after the user the process's previous claim ended with
@@ -493,12 +586,14 @@ SELECT pg_try_advisory_xact_lock($1) AS locked;
 SELECT job_type, status, job_count, due_count, oldest_due_run_at FROM document_job_stats;
 
 -- name: stats_rates
--- A claim given back (data has "released") is neither an enqueue nor, unless counted, a retry.
+-- A claim given back (data has "released") is neither an enqueue nor, unless counted, a retry; a finished
+-- job run again (data has "retried") is a retry.
 SELECT count(*) FILTER (WHERE kind = 'status' AND status = 'pending' AND NOT (data ? 'error')
-                          AND NOT (data ? 'released')) AS enqueued,
+                          AND NOT (data ? 'released') AND NOT (data ? 'retried')) AS enqueued,
        count(*) FILTER (WHERE kind = 'completed') AS completed,
        count(*) FILTER (WHERE kind = 'failed') AS failed,
-       count(*) FILTER (WHERE kind = 'status' AND status = 'pending' AND data ? 'error') AS retried,
+       count(*) FILTER (WHERE kind = 'status' AND status = 'pending'
+                          AND (data ? 'error' OR data ? 'retried')) AS retried,
        count(*) FILTER (WHERE data -> 'error' ->> 'code' = 'lease_expired') AS expired_leases
   FROM job_events
  WHERE created_at > now() - interval '1 minute';

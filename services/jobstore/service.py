@@ -134,7 +134,10 @@ class JobStoreService(pb_grpc.JobStoreServicer):
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         job_id, user_id = validation.get_job(request)
         row = await self._store.get_job(job_id, user_id, with_payload=request.include_payload)
-        return convert.job(row, payload=request.include_payload)
+        job = convert.job(row, payload=request.include_payload)
+        if request.include_attempts:
+            job.attempts.extend(convert.attempt(a) for a in await self._store.attempts(job_id))
+        return job
 
     @unary
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
@@ -158,6 +161,16 @@ class JobStoreService(pb_grpc.JobStoreServicer):
     @unary
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.Job:
         return convert.job(await self._store.cancel(*validation.cancel(request)))
+
+    @unary
+    async def Retry(self, request: pb.RetryRequest, context: Context) -> pb.Job:
+        return convert.job(await self._store.retry(*validation.retry(request)))
+
+    @unary
+    async def Redrive(self, request: pb.RedriveRequest, context: Context) -> pb.RedriveResponse:
+        job_type, after, before, limit, reason = validation.redrive(request)
+        rows = await self._store.redrive(job_type, after, before, limit, reason)
+        return pb.RedriveResponse(job_ids=[str(r["id"]) for r in rows], more=len(rows) == limit)
 
     @unary
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.Stats:

@@ -180,6 +180,30 @@ class Store:
         self._committed()
         return row
 
+    async def retry(self, job_id: uuid.UUID, user_id: str | None, reason: str) -> Row:
+        """Run a failed or cancelled job again: a new attempt, the same id (queries.sql, `retry`)."""
+        await self.get_job(job_id, user_id)  # NOT_FOUND for an unknown job or another user's
+        row = await self._pool.fetchrow(Q.retry, job_id, reason or "retried by request", self.clock.sql_now())
+        if row is None:
+            current = await self.get_job(job_id, user_id)
+            raise FailedPrecondition(f"job {job_id} is {current['status']}: only a failed or cancelled job "
+                                     "can be retried")
+        self._committed({row["job_type"]})
+        return row
+
+    async def redrive(self, job_type: str | None, failed_after: datetime | None, failed_before: datetime | None,
+                      limit: int, reason: str) -> list[Row]:
+        """Run failed jobs again, the oldest failures first, at most `limit`: their ids and types."""
+        rows = await self._pool.fetch(Q.redrive, job_type, failed_after, failed_before, limit,
+                                      reason or "redriven", self.clock.sql_now())
+        if rows:
+            self._committed({r["job_type"] for r in rows})
+        return rows
+
+    async def attempts(self, job_id: uuid.UUID) -> list[Row]:
+        """The job's attempts that started or ended, oldest first, read from its events."""
+        return await self._pool.fetch(Q.job_attempts, job_id)
+
     async def stats(self) -> dict[str, Any]:
         async with self._pool.acquire() as conn:
             counts = await conn.fetch(Q.stats_counts)

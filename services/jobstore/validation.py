@@ -145,6 +145,27 @@ def cancel(req: pb.CancelRequest) -> tuple[uuid.UUID, str | None, str]:
             _text(req.reason, "reason", max_chars=MAX_TITLE_CHARS))
 
 
+def retry(req: pb.RetryRequest) -> tuple[uuid.UUID, str | None, str]:
+    return (uuid_field(req.job_id, "job_id"), _optional_user(req.user_id),
+            _text(req.reason, "reason", max_chars=MAX_TITLE_CHARS))
+
+
+MAX_REDRIVE = 1000
+
+
+def redrive(req: pb.RedriveRequest) -> tuple[str | None, datetime | None, datetime | None, int, str]:
+    if req.job_type and not JOB_TYPE.match(req.job_type):
+        raise InvalidArgument("job_type", "must be lowercase letters, digits, '-' or '_' (at most 64)")
+    after = _timestamp(req.failed_after, "failed_after") if req.HasField("failed_after") else None
+    before = _timestamp(req.failed_before, "failed_before") if req.HasField("failed_before") else None
+    if after is not None and before is not None and before <= after:
+        raise InvalidArgument("failed_before", "must be after failed_after")
+    limit = req.limit or MAX_REDRIVE
+    if not 1 <= limit <= MAX_REDRIVE:
+        raise InvalidArgument("limit", f"must be between 1 and {MAX_REDRIVE}")
+    return (req.job_type or None, after, before, limit, _text(req.reason, "reason", max_chars=MAX_TITLE_CHARS))
+
+
 def list_jobs(req: pb.ListJobsRequest) -> tuple[str | None, str | None, list[str],
                                                 tuple[datetime, uuid.UUID] | None, int]:
     user_id = _optional_user(req.user_id)

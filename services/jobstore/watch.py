@@ -38,7 +38,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from . import convert, metrics
 from .errors import Unavailable
 from .events import Closed, EventDispatcher, FellBehind, Subscription
-from .store import Store
+from .store import Row, Store
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +62,22 @@ class Watches:
         self.open = 0  # live watches open on this process
 
     async def job(self, job_id: uuid.UUID, user_id: str | None, after_id: int) -> AsyncGenerator[pb.JobEvent, None]:
-        """The job's events after after_id, stored then live, until its terminal event.
+        """The job's events after after_id, stored then live, until its terminal event (the newest one:
+        a retried job's earlier ones are followed by more).
         NotFound (before anything is sent) for a job that is not user_id's."""
         with self._subscribed("job", job_id=str(job_id)) as sub:
             job = await self._store.get_job(job_id, user_id)
-            finished = job["status"] in convert.TERMINAL_STATUSES
+            # Whether the job's newest event so far is its terminal one. A retried job has terminal events
+            # followed by its new attempt's: only the last event it has can end the stream.
+            at_end = _finished_by(job, after_id)
             last = after_id
             while True:
                 async for event in self._stored(job_id, last):
                     last = event.id
                     yield event
-                    if event.kind in TERMINAL_EVENT_KINDS:
-                        return
-                if finished:
-                    return  # its terminal event was at or before after_id
+                    at_end = event.kind in TERMINAL_EVENT_KINDS
+                if at_end:
+                    return
                 try:
                     while True:
                         event = await _next(sub)
@@ -93,14 +95,14 @@ class Watches:
                           after_id: int) -> AsyncGenerator[pb.JobEvent, None]:
         """The job's stored events after after_id, then the end; FINISHED alone when the job is finished
         and nothing is left. (The status is read first: a job finished by then has its terminal event
-        stored, so it is either in what follows or at or before after_id.)"""
+        stored, so it is either in what follows or at or before after_id; a retry committed since adds
+        events after it, and those are read instead.)"""
         job = await self._store.get_job(job_id, user_id)
-        finished = job["status"] in convert.TERMINAL_STATUSES
-        ended = False
+        sent = False
         async for event in self._stored(job_id, after_id):
-            ended = event.kind in TERMINAL_EVENT_KINDS
+            sent = True
             yield event
-        if finished and not ended:
+        if not sent and _finished_by(job, after_id):
             yield FINISHED
 
     async def scope(self, user_id: str | None, session_id: str | None,
@@ -189,6 +191,13 @@ class Watches:
             self.open -= 1
             metrics.OPEN_WATCHES.dec()
             self._dispatcher.unsubscribe(sub)
+
+
+def _finished_by(job: Row, after_id: int) -> bool:
+    """Whether the job, as read, was finished with its terminal event (then its newest) at or before
+    after_id. Its status and newest event id are read together: a retry that commits after the read
+    adds events above after_id, which the caller then reads."""
+    return job["status"] in convert.TERMINAL_STATUSES and (job["last_event_id"] or 0) <= after_id
 
 
 async def _next(sub: Subscription) -> pb.JobEvent:

@@ -304,9 +304,13 @@ class Worker:
             on_progress(99, "uploading")
             filename = filename_for(job.title, job.job_type)
             content_type = CONTENT_TYPES[job.job_type]
+            preview = dict(result.preview)
+            # A spec render's warnings ride in its preview through the sandbox's messages: the result
+            # holds them beside it (a list, empty when the document is all that was asked).
+            warnings = preview.pop("warnings", [])
             document: dict[str, Any] = {"filename": filename, "content_type": content_type,
-                                        "preview": result.preview, "download_path": f"/api/jobs/{job.id}/artifact",
-                                        "mode": mode}
+                                        "preview": preview, "download_path": f"/api/jobs/{job.id}/artifact",
+                                        "mode": mode, "warnings": warnings}
             size = output.stat().st_size
             if size <= self.settings.inline_artifact_bytes:
                 # Most documents: the file and the completion in one call (the jobstore adds the

@@ -71,7 +71,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "user_id", "session_id", "message_id", "job_type", "status", "title", "payload_json", "result_json", "error", "priority", "retry_count", "max_retries", "created_at", "run_at", "started_at", "completed_at", "expires_at", "updated_at", "progress", "progress_message", "worker_id", "idempotency_key", "last_event_id", "artifact_id", "release_count")
+    __slots__ = ("id", "user_id", "session_id", "message_id", "job_type", "status", "title", "payload_json", "result_json", "error", "priority", "retry_count", "max_retries", "created_at", "run_at", "started_at", "completed_at", "expires_at", "updated_at", "progress", "progress_message", "worker_id", "idempotency_key", "last_event_id", "artifact_id", "release_count", "attempts")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class Job(_message.Message):
     LAST_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     RELEASE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_id: str
     session_id: str
@@ -124,7 +125,24 @@ class Job(_message.Message):
     last_event_id: int
     artifact_id: str
     release_count: int
-    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message_id: _Optional[str] = ..., job_type: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., title: _Optional[str] = ..., payload_json: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., priority: _Optional[int] = ..., retry_count: _Optional[int] = ..., max_retries: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[int] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., last_event_id: _Optional[int] = ..., artifact_id: _Optional[str] = ..., release_count: _Optional[int] = ...) -> None: ...
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message_id: _Optional[str] = ..., job_type: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., title: _Optional[str] = ..., payload_json: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., priority: _Optional[int] = ..., retry_count: _Optional[int] = ..., max_retries: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[int] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., last_event_id: _Optional[int] = ..., artifact_id: _Optional[str] = ..., release_count: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("attempt", "started_at", "ended_at", "worker_id", "error", "status")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    worker_id: str
+    error: JobError
+    status: JobStatus
+    def __init__(self, attempt: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker_id: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., status: _Optional[_Union[JobStatus, str]] = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
     __slots__ = ("job_type", "payload_json", "title", "user_id", "session_id", "message_id", "priority", "max_retries", "delay_ms", "run_at", "ttl_ms", "expires_at", "idempotency_key", "webhook_url")
@@ -167,14 +185,16 @@ class EnqueueResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
-    __slots__ = ("job_id", "user_id", "include_payload")
+    __slots__ = ("job_id", "user_id", "include_payload", "include_attempts")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     user_id: str
     include_payload: bool
-    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., include_payload: _Optional[bool] = ...) -> None: ...
+    include_attempts: bool
+    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., include_payload: _Optional[bool] = ..., include_attempts: _Optional[bool] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("user_id", "session_id", "statuses", "page_size", "page_token", "include_payloads")
@@ -213,6 +233,38 @@ class CancelRequest(_message.Message):
 class GetStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RetryRequest(_message.Message):
+    __slots__ = ("job_id", "user_id", "reason")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    user_id: str
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RedriveRequest(_message.Message):
+    __slots__ = ("job_type", "failed_after", "failed_before", "limit", "reason")
+    JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    FAILED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_type: str
+    failed_after: _timestamp_pb2.Timestamp
+    failed_before: _timestamp_pb2.Timestamp
+    limit: int
+    reason: str
+    def __init__(self, job_type: _Optional[str] = ..., failed_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failed_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RedriveResponse(_message.Message):
+    __slots__ = ("job_ids", "more")
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    more: bool
+    def __init__(self, job_ids: _Optional[_Iterable[str]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class TypeStatusCount(_message.Message):
     __slots__ = ("job_type", "status", "count")
@@ -485,7 +537,7 @@ class WatchRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., after_event_id: _Optional[int] = ..., all_jobs: _Optional[bool] = ..., history_only: _Optional[bool] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("id", "job_id", "kind", "status", "progress", "message", "result_json", "error", "created_at", "job_type", "user_id", "session_id", "attempt", "retry_at", "marker")
+    __slots__ = ("id", "job_id", "kind", "status", "progress", "message", "result_json", "error", "created_at", "job_type", "user_id", "session_id", "attempt", "retry_at", "marker", "retried")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -501,6 +553,7 @@ class JobEvent(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RETRY_AT_FIELD_NUMBER: _ClassVar[int]
     MARKER_FIELD_NUMBER: _ClassVar[int]
+    RETRIED_FIELD_NUMBER: _ClassVar[int]
     id: int
     job_id: str
     kind: EventKind
@@ -516,7 +569,8 @@ class JobEvent(_message.Message):
     attempt: int
     retry_at: _timestamp_pb2.Timestamp
     marker: WatchMarker
-    def __init__(self, id: _Optional[int] = ..., job_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[int] = ..., message: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_type: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., attempt: _Optional[int] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., marker: _Optional[_Union[WatchMarker, str]] = ...) -> None: ...
+    retried: bool
+    def __init__(self, id: _Optional[int] = ..., job_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[int] = ..., message: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_type: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., attempt: _Optional[int] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., marker: _Optional[_Union[WatchMarker, str]] = ..., retried: _Optional[bool] = ...) -> None: ...
 
 class ClaimDeliveriesRequest(_message.Message):
     __slots__ = ("sender_id", "max", "lease_ms")

@@ -59,6 +59,16 @@ class JobStoreStub:
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.Stats.FromString,
                 _registered_method=True)
+        self.Retry = channel.unary_unary(
+                '/docjobs.v1.JobStore/Retry',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.RetryRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.Job.FromString,
+                _registered_method=True)
+        self.Redrive = channel.unary_unary(
+                '/docjobs.v1.JobStore/Redrive',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.RedriveRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.RedriveResponse.FromString,
+                _registered_method=True)
         self.Claim = channel.unary_unary(
                 '/docjobs.v1.JobStore/Claim',
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.ClaimRequest.SerializeToString,
@@ -171,6 +181,25 @@ class JobStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retry(self, request, context):
+        """Run a failed or cancelled job again: the same id, a new attempt (its number follows the last one's),
+        pending and due at once, with a fresh retry budget (the job's max_retries at enqueue) and, if it had
+        an expiry, its time to live again from now. Its events follow the old ones. A pending, processing or
+        completed job is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Redrive(self, request, context):
+        """Retry failed jobs in bulk (never cancelled ones), oldest failure first, at most `limit` per call
+        (1..1000, default 1000): call again while `more` is set. For operators and services; a caller that
+        must not redrive other users' jobs is the gateway's to refuse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Claim(self, request, context):
         """Take up to max_jobs due jobs of the given types, fair across users: users take turns (a round
         robin, one job each per round); priority (high first), then age, orders each user's own jobs. Waits
@@ -257,7 +286,8 @@ class JobStoreServicer:
 
     def Watch(self, request, context):
         """Events of one job, or of a user's or session's jobs: stored events after after_event_id first,
-        then live ones. A one-job stream ends after the job's terminal event.
+        then live ones. A one-job stream ends after the job's terminal event: the last one it has (a
+        retried job's earlier terminal events are followed by its new attempt's events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -314,6 +344,16 @@ def add_JobStoreServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.GetStatsRequest.FromString,
                     response_serializer=docjobs_dot_v1_dot_jobstore__pb2.Stats.SerializeToString,
+            ),
+            'Retry': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retry,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.RetryRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.Job.SerializeToString,
+            ),
+            'Redrive': grpc.unary_unary_rpc_method_handler(
+                    servicer.Redrive,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.RedriveRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.RedriveResponse.SerializeToString,
             ),
             'Claim': grpc.unary_unary_rpc_method_handler(
                     servicer.Claim,
@@ -521,6 +561,60 @@ class JobStore:
             '/docjobs.v1.JobStore/GetStats',
             docjobs_dot_v1_dot_jobstore__pb2.GetStatsRequest.SerializeToString,
             docjobs_dot_v1_dot_jobstore__pb2.Stats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/Retry',
+            docjobs_dot_v1_dot_jobstore__pb2.RetryRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Redrive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/Redrive',
+            docjobs_dot_v1_dot_jobstore__pb2.RedriveRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.RedriveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,17 @@ class JobStoreStub:
     """
     GetStats: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.GetStatsRequest, _jobstore_pb2.Stats]
     """Queue statistics: counts by type and status, queue age, recent rates."""
+    Retry: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.RetryRequest, _jobstore_pb2.Job]
+    """Run a failed or cancelled job again: the same id, a new attempt (its number follows the last one's),
+    pending and due at once, with a fresh retry budget (the job's max_retries at enqueue) and, if it had
+    an expiry, its time to live again from now. Its events follow the old ones. A pending, processing or
+    completed job is FAILED_PRECONDITION.
+    """
+    Redrive: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.RedriveRequest, _jobstore_pb2.RedriveResponse]
+    """Retry failed jobs in bulk (never cancelled ones), oldest failure first, at most `limit` per call
+    (1..1000, default 1000): call again while `more` is set. For operators and services; a caller that
+    must not redrive other users' jobs is the gateway's to refuse.
+    """
     Claim: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimRequest, _jobstore_pb2.ClaimResponse]
     """Take up to max_jobs due jobs of the given types, fair across users: users take turns (a round
     robin, one job each per round); priority (high first), then age, orders each user's own jobs. Waits
@@ -95,7 +106,8 @@ class JobStoreStub:
     """Read an artifact back: first its metadata, then its bytes in chunks."""
     Watch: _grpc.UnaryStreamMultiCallable[_jobstore_pb2.WatchRequest, _jobstore_pb2.JobEvent]
     """Events of one job, or of a user's or session's jobs: stored events after after_event_id first,
-    then live ones. A one-job stream ends after the job's terminal event.
+    then live ones. A one-job stream ends after the job's terminal event: the last one it has (a
+    retried job's earlier terminal events are followed by its new attempt's events).
     """
     ClaimDeliveries: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimDeliveriesRequest, _jobstore_pb2.ClaimDeliveriesResponse]
     """Webhooks (a job enqueued with webhook_url): a delivery is stored with each end of the job (completed
@@ -125,6 +137,17 @@ class JobStoreAsyncStub(JobStoreStub):
     """
     GetStats: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.GetStatsRequest, _jobstore_pb2.Stats]  # type: ignore[assignment]
     """Queue statistics: counts by type and status, queue age, recent rates."""
+    Retry: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.RetryRequest, _jobstore_pb2.Job]  # type: ignore[assignment]
+    """Run a failed or cancelled job again: the same id, a new attempt (its number follows the last one's),
+    pending and due at once, with a fresh retry budget (the job's max_retries at enqueue) and, if it had
+    an expiry, its time to live again from now. Its events follow the old ones. A pending, processing or
+    completed job is FAILED_PRECONDITION.
+    """
+    Redrive: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.RedriveRequest, _jobstore_pb2.RedriveResponse]  # type: ignore[assignment]
+    """Retry failed jobs in bulk (never cancelled ones), oldest failure first, at most `limit` per call
+    (1..1000, default 1000): call again while `more` is set. For operators and services; a caller that
+    must not redrive other users' jobs is the gateway's to refuse.
+    """
     Claim: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimRequest, _jobstore_pb2.ClaimResponse]  # type: ignore[assignment]
     """Take up to max_jobs due jobs of the given types, fair across users: users take turns (a round
     robin, one job each per round); priority (high first), then age, orders each user's own jobs. Waits
@@ -166,7 +189,8 @@ class JobStoreAsyncStub(JobStoreStub):
     """Read an artifact back: first its metadata, then its bytes in chunks."""
     Watch: _aio.UnaryStreamMultiCallable[_jobstore_pb2.WatchRequest, _jobstore_pb2.JobEvent]  # type: ignore[assignment]
     """Events of one job, or of a user's or session's jobs: stored events after after_event_id first,
-    then live ones. A one-job stream ends after the job's terminal event.
+    then live ones. A one-job stream ends after the job's terminal event: the last one it has (a
+    retried job's earlier terminal events are followed by its new attempt's events).
     """
     ClaimDeliveries: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimDeliveriesRequest, _jobstore_pb2.ClaimDeliveriesResponse]  # type: ignore[assignment]
     """Webhooks (a job enqueued with webhook_url): a delivery is stored with each end of the job (completed
@@ -223,6 +247,29 @@ class JobStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobstore_pb2.Stats, _abc.Awaitable[_jobstore_pb2.Stats]]:
         """Queue statistics: counts by type and status, queue age, recent rates."""
+
+    @_abc_1.abstractmethod
+    def Retry(
+        self,
+        request: _jobstore_pb2.RetryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobstore_pb2.Job, _abc.Awaitable[_jobstore_pb2.Job]]:
+        """Run a failed or cancelled job again: the same id, a new attempt (its number follows the last one's),
+        pending and due at once, with a fresh retry budget (the job's max_retries at enqueue) and, if it had
+        an expiry, its time to live again from now. Its events follow the old ones. A pending, processing or
+        completed job is FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def Redrive(
+        self,
+        request: _jobstore_pb2.RedriveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobstore_pb2.RedriveResponse, _abc.Awaitable[_jobstore_pb2.RedriveResponse]]:
+        """Retry failed jobs in bulk (never cancelled ones), oldest failure first, at most `limit` per call
+        (1..1000, default 1000): call again while `more` is set. For operators and services; a caller that
+        must not redrive other users' jobs is the gateway's to refuse.
+        """
 
     @_abc_1.abstractmethod
     def Claim(
@@ -330,7 +377,8 @@ class JobStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_jobstore_pb2.JobEvent], _abc.AsyncIterator[_jobstore_pb2.JobEvent]]:
         """Events of one job, or of a user's or session's jobs: stored events after after_event_id first,
-        then live ones. A one-job stream ends after the job's terminal event.
+        then live ones. A one-job stream ends after the job's terminal event: the last one it has (a
+        retried job's earlier terminal events are followed by its new attempt's events).
         """
 
     @_abc_1.abstractmethod
