@@ -124,7 +124,15 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                     "status": {"enum": ["pending", "processing", "completed", "failed", "cancelled"]},
                     "documentType": {"type": "string"}, "title": {"type": "string"},
                     "progress": {"type": "integer"}, "progressMessage": {"type": "string"},
-                    "result": {"type": "object"}, "error": {"type": "object"},
+                    "result": {"type": "object", "properties": {"warnings": {
+                        "type": "array", "description": "What the document could not be as asked (a spec job's; "
+                        "empty otherwise): `glyph_missing`, a character no font of the renderer draws; "
+                        "`formula_error` and `formula_unsupported`, a formula cell computed to an error or not "
+                        "computed. `where` is its place in the spec, e.g. blocks[3].text or sheets[0].rows[2][3]",
+                        "items": {"type": "object", "required": ["code", "message", "where"], "properties": {
+                            "code": {"type": "string"}, "message": {"type": "string"},
+                            "where": {"type": "string"}}}}}},
+                    "error": {"type": "object"},
                     "webhook": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Webhook"}],
                                 "description": "GET /api/jobs/{jobId}: the job's webhookUrl and its deliveries "
                                                "(null: none)"},

@@ -252,7 +252,8 @@ def attempt_document(attempt: pb.Attempt) -> dict[str, Any]:
 def result_document(result: dict[str, Any], download_url: str | None) -> dict[str, Any]:
     return {"artifactId": result.get("artifact_id"), "downloadUrl": download_url,
             "filename": result.get("filename"), "contentType": result.get("content_type"),
-            "size": result.get("size_bytes"), "sha256": result.get("sha256"), "preview": result.get("preview")}
+            "size": result.get("size_bytes"), "sha256": result.get("sha256"), "preview": result.get("preview"),
+            "warnings": result.get("warnings") or []}
 
 
 def sse_event(event: pb.JobEvent, download_url: str) -> tuple[str, dict[str, Any]]:

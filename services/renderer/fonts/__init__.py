@@ -17,7 +17,7 @@ import functools
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 FONT_DIR = Path(__file__).resolve().parent
 
@@ -94,6 +94,40 @@ def missing(text: str) -> list[str]:
         if char not in seen and needs_glyph(char) and face_for(char) is None:
             seen[char] = None
     return list(seen)
+
+
+MAX_GLYPH_WARNINGS = 20
+
+
+def glyph_warnings(spec: Any, title: str = "") -> list[dict[str, str]]:
+    """A `glyph_missing` warning for each text of the spec (at most MAX_GLYPH_WARNINGS) holding characters
+    that no shipped face draws, with its place in the spec ("blocks[3].text")."""
+    out: list[dict[str, str]] = []
+
+    def visit(value: Any, where: str) -> None:
+        if len(out) >= MAX_GLYPH_WARNINGS:
+            return
+        if isinstance(value, str):
+            if value.isascii():
+                return
+            if chars := missing(value):
+                shown = ", ".join(f"{c} (U+{ord(c):04X})" for c in chars[:5])
+                more = f" and {len(chars) - 5} more" if len(chars) > 5 else ""
+                out.append({"code": "glyph_missing", "where": where,
+                            "message": f"no font the renderer has can draw {shown}{more}: a PDF shows a box "
+                                       "in its place, an office viewer draws it only if its own fonts can"})
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key != "data":  # an image's base64
+                    visit(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                visit(item, f"{where}[{i}]")
+
+    visit(spec, "")
+    if isinstance(spec, dict) and not spec.get("title") and title:
+        visit(title, "title")
+    return out
 
 
 def runs(text: str) -> list[tuple[str, str]]:

@@ -30,6 +30,8 @@ MAX_ZYGOTE_LINE = 2 * 1024 * 1024  # bytes of one line from the zygote
 MAX_PROGRESS_CHARS = 200  # a progress note
 MAX_ERROR_CHARS = 2000  # an error message
 MAX_PREVIEW_CHARS = 300  # each text of a preview
+MAX_WARNINGS = 50  # warnings of one spec render (a glyph no font draws, a formula error), ...
+MAX_WARNING_CHARS = 300  # ... each message and place
 MAX_ISOLATION_ENTRIES = 32
 MAX_ISOLATION_CHARS = 500
 MAX_COUNT = 10**9  # pages or slides
@@ -245,9 +247,14 @@ def zygote_message(data: dict[str, Any]) -> ZygoteMessage:
 
 def parse_preview(value: Any) -> dict[str, Any]:
     """A preview as the renderer hands it on (the shapes preview.py makes), its text cleaned, or
-    BadMessage. An empty object is no preview (a job type without one)."""
+    BadMessage. An empty object is no preview (a job type without one). A spec render's preview may
+    carry the job's `warnings` (moved to the result by the worker)."""
     if not isinstance(value, dict):
         raise BadMessage("preview must be an object")
+    if "warnings" in value:
+        rest = {k: v for k, v in value.items() if k != "warnings"}
+        return {**parse_preview(rest), "warnings": [
+            _warning(w) for w in _list(value["warnings"], "preview.warnings", MAX_WARNINGS)]}
     if not value:
         return {}
     kind = value.get("kind")
@@ -270,6 +277,17 @@ def parse_preview(value: Any) -> dict[str, Any]:
     raise BadMessage(f"preview.kind {_shown(kind)} is no document kind")
 
 
+def _warning(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise BadMessage("preview.warnings[] must be objects")
+    _keys(value, {"code", "message", "where"})
+    code = _text(value["code"], "preview.warnings[].code", 40)
+    if not code.replace("_", "").isalnum():
+        raise BadMessage(f"preview.warnings[].code {_shown(code)} is no code")
+    return {"code": code, "message": _text(value["message"], "preview.warnings[].message", MAX_WARNING_CHARS),
+            "where": _text(value["where"], "preview.warnings[].where", MAX_WARNING_CHARS)}
+
+
 def _sheet(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadMessage("preview.sheets[] must be objects")
@@ -290,6 +308,10 @@ def bounded_preview(preview: dict[str, Any]) -> dict[str, Any]:
     def texts(values: Any, most: int) -> list[str]:
         return [text(v) for v in list(values)[:most]]
 
+    if "warnings" in preview:
+        return {**bounded_preview({k: v for k, v in preview.items() if k != "warnings"}), "warnings": [
+            {"code": str(w["code"])[:40], "message": clean_text(str(w["message"]), MAX_WARNING_CHARS),
+             "where": clean_text(str(w["where"]), MAX_WARNING_CHARS)} for w in preview["warnings"][:MAX_WARNINGS]]}
     kind = preview.get("kind")
     if kind == "spreadsheet":
         return {"kind": kind, "sheets": [{"name": text(s.get("name")),

@@ -53,5 +53,14 @@ def _renderer(job_type: str) -> Render:
 
 
 def render(job_type: str, spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
+    """The document's preview; with a `warnings` list when the document is not all that was asked (a
+    character no font draws, a formula that computes to an error), which the worker moves to the result."""
+    from ..fonts import glyph_warnings
+    from ..sandbox.messages import MAX_WARNINGS
+
     spec, title = xml_safe(spec), xml_safe(title)
-    return _renderer(job_type)(spec, title, path, progress)
+    preview = _renderer(job_type)(spec, title, path, progress)
+    warnings = [*glyph_warnings(spec, title), *preview.pop("warnings", [])]
+    if warnings:
+        preview["warnings"] = warnings[:MAX_WARNINGS]
+    return preview
