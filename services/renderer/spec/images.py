@@ -84,7 +84,8 @@ def load(spec: dict[str, Any], where: str) -> Picture:
     except SpecError:
         raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        raise SpecError(f"{where}.data", f"is refused as a decompression bomb: {exc}") from None
+        raise SpecError(f"{where}.data", f"is refused as a decompression bomb (at most {MAX_PIXELS:,} pixels): "
+                                         f"{exc}") from None
     except Exception as exc:
         raise SpecError(f"{where}.data", f"is not a readable {media_type} image: {str(exc)[:200]}") from None
     return Picture(data, media_type, width, height)

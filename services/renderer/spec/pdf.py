@@ -149,8 +149,9 @@ class _Look:
         if family and (fonts := _font_names(family)) is not None:
             self.font, self.bold = fonts
             for style in styles.byName.values():
-                style.fontName = self.bold if "Bold" in style.fontName or style.name.startswith(("Heading", "Title")) \
-                    else self.font
+                if isinstance(style, ParagraphStyle):  # a sheet also holds list styles, which have no font
+                    bold = "Bold" in style.fontName or style.name.startswith(("Heading", "Title"))
+                    style.fontName = self.bold if bold else self.font
         if theme.get("headingColor"):
             for name in ("Title", "Heading1", "Heading2", "Heading3"):
                 styles[name].textColor = colors.HexColor(theme["headingColor"])
