@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypedDict
@@ -271,7 +272,31 @@ async def download(request: web.Request) -> web.StreamResponse:
     job = await stub.GetJob(pb.GetJobRequest(job_id=job_id, user_id=user_id))
     if not job.artifact_id:
         raise ApiError(404, "not_found", "this job has no document (yet)")
-    call = await stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=job.artifact_id, user_id=user_id))
+    return await _send_artifact(request, job.artifact_id, user_id, content_disposition)
+
+
+async def rendition(request: web.Request) -> web.StreamResponse:
+    """A job's PDF or thumbnail (renderer/renditions.py), shown inline: the page puts it in an <img> or a tab."""
+    job_id = _job_id(request)
+    kind = request.match_info["kind"]
+    if kind not in payloads.RENDITIONS:
+        raise ApiError(404, "not_found", f"no such rendition: one of {', '.join(payloads.RENDITIONS)}", "kind")
+    user_id = request.app[AUTH].caller_for_job_url(request, job_id).owner
+    job = await request.app[STUB].GetJob(pb.GetJobRequest(job_id=job_id, user_id=user_id))
+    made = (json.loads(job.result_json) if job.result_json else {}).get("renditions") or {}
+    item = made.get(kind) if isinstance(made, dict) else None
+    if not isinstance(item, dict) or "error" in item:
+        raise ApiError(404, "not_found", f"this job has no {kind} rendition", "kind")
+    artifact_id = job.artifact_id if item.get("same_as_document") else str(item.get("artifact_id") or "")
+    if not artifact_id:
+        raise ApiError(404, "not_found", f"this job has no {kind} rendition", "kind")
+    return await _send_artifact(request, artifact_id, user_id, inline_disposition)
+
+
+async def _send_artifact(request: web.Request, artifact_id: str, user_id: str,
+                         disposition: Callable[[str], str]) -> web.StreamResponse:
+    stub = request.app[STUB]
+    call = await stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=artifact_id, user_id=user_id))
     try:  # the call ends here whatever happens: it holds one of the gateway's calls in flight
         first = await call.read()  # a message or grpc.aio.EOF, which the stubs type as object: isinstance tells
         if not isinstance(first, pb.DownloadArtifactResponse) or first.WhichOneof("part") != "info":
@@ -282,7 +307,7 @@ async def download(request: web.Request) -> web.StreamResponse:
             return web.Response(status=304, headers={"ETag": etag})
         response = web.StreamResponse(headers={
             "Content-Type": info.content_type, "Content-Length": str(info.size_bytes), "ETag": etag,
-            "Content-Disposition": content_disposition(info.filename), "Cache-Control": "private, max-age=0"})
+            "Content-Disposition": disposition(info.filename), "Cache-Control": "private, max-age=0"})
         await response.prepare(request)
         # read() only: grpc.aio forbids mixing it with iteration.
         while isinstance(part := await call.read(), pb.DownloadArtifactResponse):
@@ -293,10 +318,14 @@ async def download(request: web.Request) -> web.StreamResponse:
         call.cancel()
 
 
-def content_disposition(filename: str) -> str:
+def content_disposition(filename: str, kind: str = "attachment") -> str:
     """attachment; an ASCII fallback (quotes and backslashes removed) and the exact name per RFC 5987."""
     ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename) or "document"
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def inline_disposition(filename: str) -> str:
+    return content_disposition(filename, "inline")
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -445,6 +474,7 @@ def create_app(settings: Settings) -> web.Application:
         # No HEAD on the two streaming routes: aiohttp would send their body after a HEAD's headers.
         web.get("/api/jobs/{job_id}/events", job_events, allow_head=False, expect_handler=expect_continue),
         web.get("/api/jobs/{job_id}/artifact", download, allow_head=False, expect_handler=expect_continue),
+        web.get("/api/jobs/{job_id}/renditions/{kind}", rendition, allow_head=False, expect_handler=expect_continue),
         web.get("/api/events", session_events, allow_head=False, expect_handler=expect_continue),
         web.get("/api/events/url", session_events_url, expect_handler=expect_continue),
         web.get("/api/stats", stats, expect_handler=expect_continue),

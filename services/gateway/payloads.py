@@ -130,6 +130,9 @@ def parse_job_request(raw: bytes, caller: Caller, settings: Settings, now: datet
             specs.validate(job_type, body["spec"])
         except specs.SpecError as exc:
             raise _invalid(exc.path, exc.message) from None
+    payload: dict[str, Any] = {"spec": body["spec"]} if has_spec else {"code": body["code"]}
+    if body.get("renditions") is not None:
+        payload["renditions"] = renditions(body["renditions"])
     user_id = job_user(body, caller)
     priority = body.get("priority", 0)
     if not _is_int(priority) or not -1000 <= priority <= 1000:
@@ -162,8 +165,20 @@ def parse_job_request(raw: bytes, caller: Caller, settings: Settings, now: datet
         # Only a service orders the queue: a user who could set it would jump everyone else's jobs.
         "priority": priority if caller.service else 0,
         **knobs,
-        "payload_json": json.dumps({"spec": body["spec"]} if has_spec else {"code": body["code"]}),
+        "payload_json": json.dumps(payload),
     }
+
+
+RENDITIONS = ("pdf", "thumbnail")
+
+
+def renditions(value: Any) -> list[str]:
+    """`renditions`: a list of "pdf" and "thumbnail", each at most once (the renderer reads it again)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in RENDITIONS for v in value):
+        raise _invalid("renditions", f"must be a list of {' and '.join(repr(k) for k in RENDITIONS)}")
+    if len(set(value)) != len(value):
+        raise _invalid("renditions", "names a rendition twice")
+    return [k for k in RENDITIONS if k in value]
 
 
 def webhook_url(value: Any, caller: Caller, settings: Settings) -> str:
@@ -250,10 +265,39 @@ def attempt_document(attempt: pb.Attempt) -> dict[str, Any]:
 
 
 def result_document(result: dict[str, Any], download_url: str | None) -> dict[str, Any]:
-    return {"artifactId": result.get("artifact_id"), "downloadUrl": download_url,
-            "filename": result.get("filename"), "contentType": result.get("content_type"),
-            "size": result.get("size_bytes"), "sha256": result.get("sha256"), "preview": result.get("preview"),
-            "warnings": result.get("warnings") or []}
+    out = {"artifactId": result.get("artifact_id"), "downloadUrl": download_url,
+           "filename": result.get("filename"), "contentType": result.get("content_type"),
+           "size": result.get("size_bytes"), "sha256": result.get("sha256"), "preview": result.get("preview"),
+           "warnings": result.get("warnings") or []}
+    if isinstance(result.get("renditions"), dict):
+        out["renditions"] = renditions_document(result["renditions"], download_url)
+    return out
+
+
+def rendition_url(download_url: str | None, kind: str) -> str | None:
+    """A rendition's link: the download link's, with its URL token, for the rendition's route."""
+    if download_url is None:
+        return None
+    return download_url.replace("/artifact?", f"/renditions/{kind}?", 1)
+
+
+def renditions_document(made: dict[str, Any], download_url: str | None) -> dict[str, Any]:
+    """`result.renditions`: per kind its signed url and sizes, or its error."""
+    out: dict[str, Any] = {}
+    for kind in RENDITIONS:
+        item = made.get(kind)
+        if not isinstance(item, dict):
+            continue
+        if isinstance(item.get("error"), dict):
+            out[kind] = {"error": {"code": item["error"].get("code"), "message": item["error"].get("message")}}
+            continue
+        out[kind] = {"url": rendition_url(download_url, kind), "sizeBytes": item.get("size_bytes"),
+                     "contentType": item.get("content_type")}
+        if item.get("pages"):
+            out[kind]["pages"] = item["pages"]
+        if kind == "thumbnail":
+            out[kind].update(width=item.get("width"), height=item.get("height"))
+    return out
 
 
 def sse_event(event: pb.JobEvent, download_url: str) -> tuple[str, dict[str, Any]]:

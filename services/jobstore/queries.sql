@@ -447,10 +447,13 @@ WITH input AS (
       FROM completed
     RETURNING job_id, id
 ), superseded_artifacts AS (
-    -- Artifacts uploaded by earlier attempts (a worker that died after uploading) are not kept.
+    -- Artifacts uploaded by earlier attempts (a worker that died after uploading) are not kept; the
+    -- renditions the result names (a PDF, a thumbnail: renderer/renditions.py) are.
     DELETE FROM artifacts a
      USING completed
      WHERE a.job_id = completed.id AND a.id IS DISTINCT FROM completed.artifact_id
+       AND NOT EXISTS (SELECT 1 FROM jsonb_path_query(completed.result, '$.renditions.*.artifact_id') AS r(id)
+                        WHERE r.id #>> '{}' = a.id::text)
 )
 SELECT completed.*, event.id AS last_event_id
   FROM completed JOIN event ON event.job_id = completed.id;
@@ -572,12 +575,15 @@ DELETE FROM document_jobs
                LIMIT $2);
 
 -- name: delete_unkept_artifacts
--- Artifacts of finished jobs that are not the job's result (uploaded by an attempt that did not complete).
+-- Artifacts of finished jobs that are not the job's result nor one of its renditions (uploaded by an
+-- attempt that did not complete).
 DELETE FROM artifacts a
  USING document_jobs j
  WHERE a.job_id = j.id
    AND j.status IN ('completed', 'failed', 'cancelled')
-   AND a.id IS DISTINCT FROM j.artifact_id;
+   AND a.id IS DISTINCT FROM j.artifact_id
+   AND NOT EXISTS (SELECT 1 FROM jsonb_path_query(j.result, '$.renditions.*.artifact_id') AS r(id)
+                    WHERE r.id #>> '{}' = a.id::text);
 
 -- name: try_maintenance_lock
 SELECT pg_try_advisory_xact_lock($1) AS locked;
@@ -678,8 +684,11 @@ WITH completed AS (
       FROM completed
     RETURNING job_id, id
 ), superseded_artifacts AS (
-    -- Artifacts uploaded by earlier attempts are not kept (the new one is not visible here yet).
+    -- Artifacts uploaded by earlier attempts are not kept (the new one is not visible here yet); the
+    -- renditions the result names are.
     DELETE FROM artifacts a USING completed WHERE a.job_id = completed.id
+       AND NOT EXISTS (SELECT 1 FROM jsonb_path_query(completed.result, '$.renditions.*.artifact_id') AS r(id)
+                        WHERE r.id #>> '{}' = a.id::text)
 )
 SELECT completed.*, event.id AS last_event_id
   FROM completed JOIN event ON event.job_id = completed.id;

@@ -36,6 +36,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from . import metrics
+from .renditions import Renditions, requested
 from .sandbox.client import RenderError, Sandbox, default_base_dir
 from .sandbox.messages import MAX_PROGRESS_CHARS, clean_text
 from .settings import Settings
@@ -104,6 +105,7 @@ class Worker:
         self.settings = settings
         self.sandbox = Sandbox(default_base_dir(settings.data_dir), settings.code_limits, settings.spec_limits,
                                spec_workers=settings.concurrency, code=settings.code_execution == "sandbox")
+        self.renditions = Renditions(settings.spec_limits, settings.code_limits)
         self.stopping = asyncio.Event()
         self.active: dict[str, asyncio.Task[None]] = {}
         self.rendering = 0  # jobs holding a render slot (claimed and not yet rendered)
@@ -166,6 +168,7 @@ class Worker:
             await self._metrics.stop()
         if self._channel is not None:
             await self._channel.close()
+        await self.renditions.close()
         await self.sandbox.stop()
 
     async def _drain(self) -> None:
@@ -292,6 +295,7 @@ class Worker:
         try:
             started = time.perf_counter()
             mode, content = parse_payload(job, self.settings.code_execution)
+            kinds = self._renditions_asked(job)
             try:
                 result = await self.sandbox.render(render_id, job.job_type, mode, content, job.title, on_progress)
             finally:
@@ -311,6 +315,10 @@ class Worker:
             document: dict[str, Any] = {"filename": filename, "content_type": content_type,
                                         "preview": preview, "download_path": f"/api/jobs/{job.id}/artifact",
                                         "mode": mode, "warnings": warnings}
+            if kinds:
+                on_progress(95, "making renditions")
+                document["renditions"] = await self.renditions.attach(
+                    self.stub, job, token, output, mode, kinds, filename.rsplit(".", 1)[0])
             size = output.stat().st_size
             if size <= self.settings.inline_artifact_bytes:
                 # Most documents: the file and the completion in one call (the jobstore adds the
@@ -364,6 +372,17 @@ class Worker:
                 await beats
             if output is not None:
                 output.unlink(missing_ok=True)
+
+    def _renditions_asked(self, job: pb.Job) -> tuple[str, ...]:
+        """The renditions the job asks for; a job this renderer cannot serve fails before its render."""
+        try:
+            kinds = requested(json.loads(job.payload_json))
+        except ValueError as exc:
+            raise JobFailure("invalid_payload", str(exc)) from None
+        missing = self.renditions.unavailable(job.job_type, kinds)
+        if missing:
+            raise JobFailure("renditions_unavailable", missing)
+        return kinds
 
     async def _upload(self, job: pb.Job, token: str, filename: str,
                       path: Path) -> AsyncIterator[pb.UploadArtifactRequest]:

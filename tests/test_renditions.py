@@ -1,0 +1,228 @@
+"""Renditions end to end: real renderer processes (LibreOffice in its box, pdfium), the real gateway.
+
+Each example type yields a PDF of the right number of pages and a PNG thumbnail at least 400 px wide;
+a code-mode document that links to a local file and to a URL converts without reading either; a
+converter killed mid-conversion fails the rendition only; a bad `renditions` value is a 422."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psutil
+import pypdf
+import pytest
+
+from .conftest import wait_until
+from .gateway_client import bearer
+from .renderers import RendererProcess, example
+
+pytestmark = pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
+
+
+@pytest.fixture
+async def renderer(jobstore, tmp_path):
+    process = RendererProcess(jobstore.address, tmp_path / "renderer", DOCJOBS_CODE_EXECUTION="sandbox").start()
+    yield process
+    await process.shutdown()
+
+
+async def post(http, gateway, body: dict[str, Any], user: str = "alice") -> tuple[int, dict[str, Any]]:
+    async with http.post(gateway.base + "/api/jobs", json=body, headers=bearer(user)) as r:
+        return r.status, await r.json()
+
+
+async def finished(http, gateway, job_id: str, user: str = "alice", timeout: float = 120) -> dict[str, Any]:
+    async def done() -> dict[str, Any] | None:
+        async with http.get(f"{gateway.base}/api/jobs/{job_id}", headers=bearer(user)) as r:
+            job: dict[str, Any] = await r.json()
+        return job if job["status"] in ("completed", "failed", "cancelled") else None
+
+    return await wait_until(done, timeout=timeout, interval=0.2)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+async def fetch(http, gateway, url: str) -> tuple[int, str, bytes]:
+    async with http.get(gateway.base + url) as r:  # a plain link: its token is in the URL
+        return r.status, r.headers.get("Content-Type", ""), await r.read()
+
+
+async def test_each_example_type_yields_a_pdf_and_a_thumbnail(http, gateway, renderer) -> None:
+    jobs = {}
+    for job_type in ("document", "spreadsheet", "presentation", "pdf"):
+        status, created = await post(http, gateway, {**example(job_type), "renditions": ["pdf", "thumbnail"]})
+        assert status == 202, created
+        jobs[job_type] = created["jobId"]
+    for job_type, job_id in jobs.items():
+        job = await finished(http, gateway, job_id)
+        assert job["status"] == "completed", job
+        made = job["result"]["renditions"]
+        assert set(made) == {"pdf", "thumbnail"}, made
+        assert "error" not in made["pdf"] and "error" not in made["thumbnail"], made
+        status, content_type, pdf = await fetch(http, gateway, made["pdf"]["url"])
+        assert status == 200 and content_type == "application/pdf" and len(pdf) == made["pdf"]["sizeBytes"]
+        pages = len(pypdf.PdfReader(io.BytesIO(pdf)).pages)
+        assert made["pdf"]["pages"] == pages
+        spec = example(job_type)["spec"]
+        if job_type == "presentation":
+            assert pages == len(spec["slides"])
+        elif job_type == "pdf":
+            _, _, document = await fetch(http, gateway, job["result"]["downloadUrl"])
+            assert pdf == document  # a pdf job's PDF is the document itself
+        elif job_type == "spreadsheet":
+            assert pages >= len(spec["sheets"])
+        else:
+            assert pages >= 1
+        status, content_type, png = await fetch(http, gateway, made["thumbnail"]["url"])
+        assert status == 200 and content_type == "image/png" and len(png) == made["thumbnail"]["sizeBytes"]
+        width, height = png_size(png)
+        assert width >= 400 and (width, height) == (made["thumbnail"]["width"], made["thumbnail"]["height"])
+        # Another user's token cannot read them.
+        async with http.get(gateway.base + made["thumbnail"]["url"].split("?")[0], headers=bearer("mallory")) as r:
+            assert r.status == 404
+
+
+async def test_a_bad_renditions_value_is_a_422_naming_the_field(http, gateway) -> None:
+    for value in ["pdf", ["pdf", "pdf"], ["png"], [1], {"pdf": True}]:
+        status, answer = await post(http, gateway, {**example("document"), "renditions": value})
+        assert status == 422 and answer["error"]["field"] == "renditions", (value, answer)
+
+
+class Recorder(BaseHTTPRequestHandler):
+    seen: list[str] = []
+
+    def do_GET(self) -> None:
+        Recorder.seen.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+LINKING_CODE = """
+from docx import Document
+from docx.oxml import parse_xml
+from docx.oxml.ns import nsdecls
+doc = Document()
+doc.add_heading("Links", 0)
+body = doc.element.body
+for instr in ['INCLUDETEXT "{secret}"', 'INCLUDEPICTURE "{url}/picture.png" \\\\d', 'INCLUDETEXT "{url}/text.txt"']:
+    p = doc.add_paragraph()
+    p._p.append(parse_xml('<w:fldSimple %s w:instr=\\'%s\\'><w:r><w:t>linked</w:t></w:r></w:fldSimple>'
+                          % (nsdecls("w"), instr)))
+image = doc.part.relate_to("{url}/linked-image.png",
+    "http://schemas.openxmlformats.org/officeDocument/2006/relationships/image", is_external=True)
+drawing = ('<w:r %s><w:drawing><wp:inline><wp:extent cx="914400" cy="914400"/><wp:docPr id="1" name="p"/>'
+           '<a:graphic><a:graphicData uri="http://schemas.openxmlformats.org/drawingml/2006/picture">'
+           '<pic:pic><pic:nvPicPr><pic:cNvPr id="1" name="p"/><pic:cNvPicPr/></pic:nvPicPr>'
+           '<pic:blipFill><a:blip r:link="%s"/><a:stretch><a:fillRect/></a:stretch></pic:blipFill>'
+           '<pic:spPr><a:xfrm><a:off x="0" y="0"/><a:ext cx="914400" cy="914400"/></a:xfrm>'
+           '<a:prstGeom prst="rect"/></pic:spPr></pic:pic></a:graphicData></a:graphic></wp:inline></w:drawing></w:r>'
+           % (nsdecls("w", "wp", "a", "pic", "r"), image))
+doc.add_paragraph()._p.append(parse_xml(drawing))
+doc.save(output_path)
+"""
+
+EXTERNAL_XLSX_CODE = """
+from openpyxl import Workbook
+wb = Workbook()
+ws = wb.active
+ws["A1"] = "linked"
+ws["A2"] = "=HYPERLINK(\\"{url}/cell\\", \\"x\\")"
+ws["A3"] = "='file://{secret}'#$Sheet1.A1"
+ws["A4"] = '=WEBSERVICE("{url}/webservice")'
+wb.save(output_path)
+"""
+
+
+async def test_a_code_document_converts_without_reading_its_links(http, gateway, renderer, tmp_path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the host's own file\n")
+    old = time.time() - 86_400
+    os.utime(secret, (old - 86_400, old))  # atime before mtime: any read would move it (relatime)
+    before = os.stat(secret).st_atime
+    Recorder.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        jobs = []
+        for job_type, code in (("document", LINKING_CODE), ("spreadsheet", EXTERNAL_XLSX_CODE)):
+            status, created = await post(http, gateway, {
+                "documentType": job_type, "title": "Links", "sessionId": "s",
+                "code": code.replace("{secret}", str(secret)).replace("{url}", url),
+                "renditions": ["pdf", "thumbnail"]})
+            assert status == 202, created
+            jobs.append(created["jobId"])
+        for job_id in jobs:
+            job = await finished(http, gateway, job_id)
+            assert job["status"] == "completed", job
+            made = job["result"]["renditions"]
+            assert "error" not in made["pdf"] and "error" not in made["thumbnail"], made
+            _, _, pdf = await fetch(http, gateway, made["pdf"]["url"])
+            text = "".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+            assert "the host's own file" not in text
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert Recorder.seen == []
+    assert os.stat(secret).st_atime == before
+
+
+def soffice_processes(renderer: RendererProcess) -> list[psutil.Process]:
+    assert renderer.process is not None
+    found = []
+    for child in psutil.Process(renderer.process.pid).children(recursive=True):
+        try:
+            if child.name().startswith("soffice"):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def big_spreadsheet() -> dict[str, Any]:
+    rows = [[f"row {i}", i, i * 1.5, f"text {i} " * 4] for i in range(20_000)]
+    return {"sheets": [{"name": "Data", "columns": [{"header": "Name"}, {"header": "N", "format": "integer"},
+                                                    {"header": "X", "format": "decimal"}, {"header": "Text"}],
+                        "rows": rows}]}
+
+
+async def test_a_converter_killed_mid_conversion_fails_only_the_rendition(http, gateway, renderer) -> None:
+    status, created = await post(http, gateway, {"documentType": "spreadsheet", "title": "Big", "sessionId": "s",
+                                                 "spec": big_spreadsheet(), "renditions": ["pdf", "thumbnail"]})
+    assert status == 202, created
+
+    def converting() -> list[psutil.Process] | None:
+        # The warm office (it holds its keep-open document) and a second soffice handing it the job.
+        found = soffice_processes(renderer)
+        warm = [p for p in found if any("keep-open" in a for a in p.cmdline())]
+        busy = [p for p in found if any("--convert-to" in a for a in p.cmdline())]
+        return warm if warm and busy else None
+
+    warm = await wait_until(converting, timeout=120, interval=0.05)
+    for process in warm:
+        process.kill()
+    job = await finished(http, gateway, created["jobId"])
+    assert job["status"] == "completed", job
+    made = job["result"]["renditions"]
+    assert made["pdf"]["error"]["code"] in ("converter_crashed", "rendition_failed"), made
+    status, _, document = await fetch(http, gateway, job["result"]["downloadUrl"])
+    assert status == 200 and document[:2] == b"PK"
+    # The next document gets a fresh converter.
+    status, created = await post(http, gateway, {**example("presentation"), "renditions": ["thumbnail"]})
+    job = await finished(http, gateway, created["jobId"])
+    assert job["status"] == "completed" and "url" in job["result"]["renditions"]["thumbnail"], job
