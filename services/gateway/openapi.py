@@ -139,7 +139,28 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                     "eventsUrl": {"type": "string", "description": "Its token minted with this answer: a page "
                                   "whose eventsUrl expired reads the job again for a fresh one"},
                     "statusUrl": {"type": "string"},
-                    "downloadUrl": {"type": "string"}, "lastEventId": {"type": "integer"}}},
+                    "downloadUrl": {"type": "string"}, "lastEventId": {"type": "integer"},
+                    "attemptHistory": {
+                        "type": "array", "description": "GET /api/jobs/{jobId} only: every attempt that started "
+                        "or ended, oldest first (a retried job's go on numbering from its last)",
+                        "items": {"$ref": "#/components/schemas/Attempt"}}}},
+                "Attempt": {"type": "object", "required": ["attempt", "outcome"], "properties": {
+                    "attempt": {"type": "integer", "minimum": 1},
+                    "startedAt": {"type": ["string", "null"], "format": "date-time",
+                                  "description": "Its claim by a worker; null if it never started"},
+                    "endedAt": {"type": ["string", "null"], "format": "date-time"},
+                    "worker": {"type": ["string", "null"]},
+                    "outcome": {"enum": ["running", "completed", "failed", "cancelled"],
+                                "description": "failed also when a retry followed"},
+                    "error": {"type": ["object", "null"], "properties": {"code": {"type": "string"},
+                                                                         "message": {"type": "string"}}}}},
+                "RedriveRequest": {"type": "object", "additionalProperties": False, "properties": {
+                    "documentType": {"enum": list(jobtypes.JOB_TYPES), "description": "Only jobs of this type"},
+                    "failedAfter": {"type": "string", "format": "date-time",
+                                    "description": "Only jobs that failed at or after this instant (RFC 3339)"},
+                    "failedBefore": {"type": "string", "format": "date-time",
+                                     "description": "Only jobs that failed before this instant (RFC 3339)"},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000}}},
             },
         },
         "security": [{"bearer": []}],
@@ -179,6 +200,24 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                                          "409": ERROR}},
             },
             "/api/jobs/{jobId}/status": {"get": {**get_job, "summary": "A job's status"}},
+            "/api/jobs/{jobId}/retry": {"post": {
+                "summary": "Run a failed or cancelled job again: the same id, a new attempt, pending; its events "
+                           "follow the old ones on its event stream. A fresh retry budget (its maxRetries as "
+                           "enqueued); an expiry moves as far from now as it was from its creation",
+                "parameters": [JOB_ID],
+                "responses": {"202": _json(job, "The job, pending again"), "401": ERROR, "404": ERROR,
+                              "409": _json({"$ref": "#/components/schemas/Error"},
+                                           "The job is pending, processing or completed")}}},
+            "/api/jobs/redrive": {"post": {
+                "summary": "Run failed jobs of every user again, oldest failure first, at most `limit` (1,000) per "
+                           "call: call again while `more` is true (with a fixed failedBefore, so that jobs that "
+                           "fail again are not taken twice). A service token only (403 for a user's)",
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/RedriveRequest"}}}},
+                "responses": {"200": _json({"type": "object", "required": ["count", "jobIds", "more"], "properties": {
+                    "count": {"type": "integer"}, "jobIds": {"type": "array", "items": {"type": "string"}},
+                    "more": {"type": "boolean", "description": "the limit was reached: more jobs may match"}}},
+                    "The jobs run again"), "400": ERROR, "401": ERROR, "403": ERROR, "415": ERROR, "422": ERROR}}},
             "/api/jobs/{jobId}/events": {"get": {
                 "summary": "The job's events as Server-Sent Events (status, progress, job-complete, job-failed, "
                            "error); it ends when its token expires (a fresh eventsUrl: GET /api/jobs/{jobId})",

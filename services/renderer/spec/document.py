@@ -9,6 +9,7 @@ from docx import Document
 from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_BREAK
 from docx.shared import Cm
 
+from ..fonts import office
 from . import Progress, docx_parts
 from .images import Pictures
 
@@ -37,6 +38,7 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
         _add_block(document, block, context, i)
         if i % step == 0:
             progress(5 + int(85 * i / len(blocks)), f"block {i + 1} of {len(blocks)}")
+    office.docx(document)  # languages, east-Asian and complex-script fonts, right to left
     progress(95, "saving")
     document.save(str(path))
     return preview(spec, doc_title)

@@ -12,6 +12,7 @@ from pptx import Presentation
 from pptx.opc.constants import RELATIONSHIP_TYPE as RT
 from pptx.util import Cm, Inches, Pt
 
+from ..fonts import office
 from . import Progress, charts
 from .images import Pictures
 
@@ -33,6 +34,7 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
     for i, slide_spec in enumerate(slides):
         _add_slide(deck, slide_spec, theme, pictures, i)
         progress(5 + int(85 * (i + 1) / len(slides)), f"slide {i + 1} of {len(slides)}")
+    office.pptx(deck)  # languages, east-Asian and complex-script fonts, right to left
     progress(95, "saving")
     deck.save(str(path))
     titles = [slide["title"][:300] for slide in slides]
