@@ -15,6 +15,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from docjobs.specs import SpecError
 
+from ..fonts import office
 from . import Progress
 from .images import Pictures
 
@@ -166,6 +167,8 @@ def _set_value(cell: Any, value: Any, kind: str | None, where: str) -> None:
         cell.value = value
         if isinstance(value, str) and value.startswith("="):
             cell.data_type = "s"  # text that looks like a formula stays text (no formula injection)
+        if isinstance(value, str) and not value.isascii():
+            office.xlsx_cell(cell, value)
         return
     raise SpecError(where, f"unsupported value {value!r}")
 
