@@ -21,7 +21,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from gateway.app import HUB
 
 from .conftest import new_user, wait_until
-from .gateway_client import SECRET, bearer, read_sse, token
+from .gateway_client import SECRET, bearer, read_sse, start_gateway, token
 from .helpers import claim, collect_events, enqueue
 from .renderers import example
 
@@ -348,3 +348,16 @@ async def test_the_retry_command(http, gateway, stub) -> None:
     usage = await asyncio.to_thread(docjobs, gateway.base, service_token, "retry", job["jobId"], "--redrive")
     assert usage.returncode == 2 and "not both" in usage.stderr
 
+
+
+async def test_the_local_demo_may_redrive(http, jobstore, stub) -> None:
+    """With DOCJOBS_AUTH=none every caller is the one local user, whose jobs are all there are: its
+    operator redrives without a service token."""
+    gateway = await start_gateway(jobstore.address, auth="none", jwt_secret="")
+    try:
+        job = await enqueue(stub, "local", "pdf", max_retries=0)
+        await fail_attempt(stub, "pdf", "boom", retryable=False)
+        status, answer = await call(http, "POST", gateway.base + "/api/jobs/redrive", {}, json={})
+        assert status == 200 and answer["jobIds"] == [job.id]
+    finally:
+        await gateway.stop()
