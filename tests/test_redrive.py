@@ -361,3 +361,17 @@ async def test_the_local_demo_may_redrive(http, jobstore, stub) -> None:
         assert status == 200 and answer["jobIds"] == [job.id]
     finally:
         await gateway.stop()
+
+
+async def test_a_retried_job_ends_again_with_a_webhook_delivery_per_end(stub) -> None:
+    job = await enqueue(stub, "hook-user", "pdf", max_retries=0, webhook_url="https://example.com/hook")
+    await fail_attempt(stub, "pdf", "boom", retryable=False)
+    before = await stub.GetStats(pb.GetStatsRequest())
+    await stub.Retry(pb.RetryRequest(job_id=job.id))
+    await complete_next(stub, "pdf")
+    webhook = await stub.GetJobWebhook(pb.GetJobWebhookRequest(job_id=job.id))
+    assert [d.event_type for d in webhook.deliveries] == ["job.failed", "job.completed"]
+    # In the last minute's rates a retry is a retry, not a new job.
+    after = await stub.GetStats(pb.GetStatsRequest())
+    assert after.enqueued_last_minute == before.enqueued_last_minute == 1
+    assert after.retried_last_minute == before.retried_last_minute + 1
