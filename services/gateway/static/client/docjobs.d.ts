@@ -84,6 +84,8 @@ export interface EventData {
   attempt?: number;
   retryAt?: string;
   lastError?: { code: string; message: string };
+  /** A `status` back to pending that runs a failed or cancelled job again (POST /api/jobs/{jobId}/retry). */
+  retried?: boolean;
   result?: JobResult;
   error?: { code: string; message: string };
   [field: string]: unknown;
