@@ -23,6 +23,7 @@ import pptx
 import pypdf
 import pytest
 from PIL import Image
+from pptx.enum.shapes import MSO_SHAPE_TYPE
 
 from docjobs import specs
 from docjobs.v1 import jobstore_pb2 as pb
@@ -164,7 +165,7 @@ def test_pdf_images_furniture_toc_links_chart_and_theme(tmp_path: Path) -> None:
     assert len(reader.pages[0].images) == 3 and len(reader.pages[1].images) == 1  # logo, PNG, JPEG; logo
     assert reader.metadata is not None
     assert (reader.metadata.title, reader.metadata.author) == ("Quarterly report", "Ada Lovelace")
-    assert reader.trailer["/Root"]["/Lang"] == "en-GB"
+    assert str(reader.root_object["/Lang"]) == "en-GB"
     assert [o.title for o in reader.outline if not isinstance(o, list)][:1] == ["Introduction"]
     chart_page = reader.pages[1].get_contents()
     assert chart_page is not None
@@ -186,8 +187,8 @@ def test_presentation_image_logo_chart_and_theme(tmp_path: Path) -> None:
     assert (deck.core_properties.title, deck.core_properties.author, deck.core_properties.language) == (
         "Quarterly report", "Ada Lovelace", "en-GB")
     title, bullets, chart = deck.slides
-    assert [s.shape_type for s in title.shapes].count(pptx.enum.shapes.MSO_SHAPE_TYPE.PICTURE) == 1  # the logo
-    picture = next(s for s in bullets.shapes if s.shape_type == pptx.enum.shapes.MSO_SHAPE_TYPE.PICTURE)
+    assert [s.shape_type for s in title.shapes].count(MSO_SHAPE_TYPE.PICTURE) == 1  # the logo
+    picture = next(s for s in bullets.shapes if s.shape_type == MSO_SHAPE_TYPE.PICTURE)
     body = bullets.placeholders[1]
     assert body.height > 0 and body.left + body.width <= picture.left  # beside the bullets, not over them
     assert picture.width / picture.height == pytest.approx(4 / 3, rel=0.01)
@@ -216,7 +217,8 @@ def test_spreadsheet_images_and_theme(tmp_path: Path) -> None:
     assert image.anchor.ext.width == pytest.approx(5 * 360000, rel=0.01)  # 5 cm, in EMU
     assert sheet["A2"].font.name == sheet["A1"].font.name == "Times New Roman"
     assert sheet["A1"].fill.fgColor.rgb.endswith(ACCENT[1:])
-    assert sheet.sheet_properties.tabColor.rgb.endswith(HEADING[1:])
+    tab = sheet.sheet_properties.tabColor
+    assert tab is not None and tab.rgb.endswith(HEADING[1:])
     assert (book.properties.title, book.properties.creator, book.properties.language) == (
         "Quarterly report", "Ada Lovelace", "en-GB")
     assert ACCENT[1:] in zipfile.ZipFile(path).read("xl/charts/chart1.xml").decode()
@@ -235,14 +237,15 @@ def test_spreadsheet_images_and_theme(tmp_path: Path) -> None:
 def test_hostile_images_fail_with_the_field_named(tmp_path: Path, job_type: str, image: dict[str, Any], field: str,
                                                   words: str) -> None:
     """The renderer's own check (the schema's is bypassed: the spec goes straight to render)."""
-    spec, where = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "document": ({"blocks": [{"type": "image", **image}]}, "spec.blocks[0]"),
         "pdf": ({"blocks": [{"type": "paragraph", "text": "x"}], "theme": {"logo": image}}, "spec.theme.logo"),
         "presentation": ({"slides": [{"layout": "bullets", "title": "t", "bullets": ["b"], "image": image}]},
                          "spec.slides[0].image"),
         "spreadsheet": ({"sheets": [{"name": "s", "columns": [{"header": "h"}],
                                      "images": [{**image, "anchor": "B2"}]}]}, "spec.sheets[0].images[0]"),
-    }[job_type]
+    }
+    spec, where = cases[job_type]
     with pytest.raises(specs.SpecError) as raised:
         render(job_type, spec, "t", tmp_path / "out", lambda *_: None)
     assert raised.value.path == f"{where}.{field}" and words in raised.value.message
