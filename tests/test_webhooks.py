@@ -317,3 +317,29 @@ async def test_deliveries_are_leased_and_fenced(jobstore_factory, receiver: Rece
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await enqueue(stub, user_id=new_user(), webhook_url="file:///etc/passwd")
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "webhook_url" in (bad.value.details() or "")
+
+
+async def test_a_job_run_again_sends_again_at_its_new_end(jobstore: RunningJobStore, receiver: Receiver, http):
+    """Deliveries are kept per end of the job, not per job: a failed job run again (Retry) that then completes
+    sends job.completed too, under a webhook-id of its own."""
+    gateway = await start_gateway(jobstore.address, **webhook_settings(receiver.port))
+    try:
+        status, created = await post_job(http, gateway.base, receiver.url)
+        assert status == 202, created
+        await finish(jobstore.stub, created["jobId"], fail=True)
+        await wait_until(lambda: receiver.received, timeout=15)
+        await jobstore.stub.Retry(pb.RetryRequest(job_id=created["jobId"], reason="fixed"))
+        await finish(jobstore.stub, created["jobId"])
+        await wait_until(lambda: len(receiver.received) == 2, timeout=15)
+        assert [e["type"] for e in receiver.events()] == ["job.failed", "job.completed"]
+        first, second = (headers["webhook-id"] for headers, _ in receiver.received)
+        assert first != second
+
+        async def both_delivered() -> list[dict[str, Any]] | None:
+            deliveries = (await job_document(http, gateway.base, created["jobId"]))["webhook"]["deliveries"]
+            return deliveries if [d["state"] for d in deliveries] == ["delivered", "delivered"] else None
+
+        deliveries = await wait_until(both_delivered, timeout=10)
+        assert [d["id"] for d in deliveries] == [first, second]
+    finally:
+        await gateway.stop()
