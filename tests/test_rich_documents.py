@@ -304,3 +304,16 @@ async def test_in_the_sandbox_the_example_renders_and_bad_images_fail_the_job(st
         final, _ = await wait_finished(stub, job.id)
         assert final.status == pb.JOB_STATUS_FAILED and words in final.error.message, final.error
         assert final.error.code == "invalid_spec" and not final.error.retryable
+
+
+def test_pdf_chart_labels_in_any_script(tmp_path: Path) -> None:
+    """Chart text goes through the same per-character fonts and shaping as the paragraphs: a standard
+    font (the theme's Times here) would draw these labels as boxes."""
+    path = tmp_path / "chart.pdf"
+    chart = {"type": "pie", "title": "Доля продаж", "categories": ["Кофе", "咖啡", "Tea"],
+             "series": [{"name": "Q3", "values": [1, 2, 3]}]}
+    render_to("pdf", {"theme": {"fontFamily": "Times"}, "blocks": [{"type": "chart", "chart": chart}]}, path)
+    text = run("pdftotext", path, "-")
+    assert all(word in text for word in ("Доля продаж", "Кофе", "咖啡", "Tea")), text
+    fonts = run("pdffonts", path)
+    assert "Times-Roman" in fonts and "NotoSans" in fonts and "DroidSansFallback" in fonts

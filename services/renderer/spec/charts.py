@@ -94,7 +94,7 @@ def set_external_data(chart_xml: bytes, rel_id: str) -> bytes:
 
 def pdf_drawing(spec: dict[str, Any], width: float, height: float, accent: str | None, font: str,
                 text_color: Any = None) -> Any:
-    """The chart as reportlab vector graphics: a Drawing, which is a flowable."""
+    """The chart as reportlab vector graphics, a flowable whose text is drawn in any script."""
     from reportlab.graphics.charts.barcharts import HorizontalBarChart, VerticalBarChart
     from reportlab.graphics.charts.legends import Legend
     from reportlab.graphics.charts.linecharts import HorizontalLineChart
@@ -174,4 +174,36 @@ def pdf_drawing(spec: dict[str, Any], width: float, height: float, accent: str |
         legend.boxAnchor = "sw"
         legend.columnMaximum = legend_rows
         drawing.add(legend)
-    return drawing
+    return _chart_flowable(drawing)
+
+
+def _chart_flowable(drawing: Any) -> Any:
+    """The drawing as a flowable whose every string (title, axis labels, legend) is drawn like a page
+    header's: each piece in a shipped face that has its characters, shaped, right to left in visual
+    order. reportlab's own renderer draws a string in one font, where Cyrillic or Chinese labels in a
+    standard font would come out as boxes."""
+    from reportlab.graphics.renderPDF import _PDFRenderer
+    from reportlab.platypus import Flowable
+
+    from ..fonts import pdftext
+
+    class ScriptRenderer(_PDFRenderer):
+        def drawString(self, stringObj: Any) -> None:
+            this: Any = self  # the renderer's state, which its stubs leave out
+            state = this._tracker.getState()
+            anchor = {"middle": "center", "end": "right"}.get(state["textAnchor"], "left")
+            pdftext.draw_line(this._canvas, stringObj.x, stringObj.y, stringObj.text, state["fontName"],
+                              state["fontSize"], anchor)
+
+    class Chart(Flowable):
+        def __init__(self) -> None:
+            super().__init__()
+            self.width, self.height = drawing.width, drawing.height
+
+        def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+            return self.width, self.height
+
+        def draw(self) -> None:
+            ScriptRenderer().draw(drawing, self.canv, 0, 0)
+
+    return Chart()
