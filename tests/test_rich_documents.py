@@ -317,3 +317,13 @@ def test_pdf_chart_labels_in_any_script(tmp_path: Path) -> None:
     assert all(word in text for word in ("Доля продаж", "Кофе", "咖啡", "Tea")), text
     fonts = run("pdffonts", path)
     assert "Times-Roman" in fonts and "NotoSans" in fonts and "DroidSansFallback" in fonts
+
+
+def test_a_pdf_theme_font_the_renderer_lacks_is_a_warning(tmp_path: Path) -> None:
+    blocks = [{"type": "paragraph", "text": "x"}]
+    preview = render_to("pdf", {"theme": {"fontFamily": "Comic Sans MS"}, "blocks": blocks}, tmp_path / "a.pdf")
+    (warning,) = preview["warnings"]
+    assert warning["code"] == "font_unavailable" and warning["where"] == "theme.fontFamily"
+    assert "Comic Sans MS" in warning["message"]
+    assert "warnings" not in render_to("pdf", {"theme": {"fontFamily": "Courier New"}, "blocks": blocks},
+                                       tmp_path / "b.pdf")

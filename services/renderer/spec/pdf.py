@@ -128,7 +128,14 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
     else:
         doc.build(story, canvasmaker=furniture.canvas_maker())
     text = " ".join(" ".join(doc.first_page_text).split())
-    return {"kind": "pdf", "pages": doc.page, "firstPageText": text[:299] + "…" if len(text) > 300 else text}
+    preview: dict[str, Any] = {"kind": "pdf", "pages": doc.page,
+                               "firstPageText": text[:299] + "…" if len(text) > 300 else text}
+    family = theme.get("fontFamily")
+    if family and _font_names(family) is None:
+        preview["warnings"] = [{"code": "font_unavailable", "where": "theme.fontFamily",
+                                "message": f"the renderer has no font {family!r} for PDFs: the text is in "
+                                           f"{look.font.split('-')[0]}"}]
+    return preview
 
 
 def _starts_with_heading(blocks: list[dict[str, Any]], text: str) -> bool:
