@@ -23,16 +23,15 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from docjobs import jsonvalues
+from docjobs import jsonvalues, urltokens
+from docjobs.urltokens import NO_AUTH_SECRET, URL_TOKEN_AUDIENCE
 
 from .errors import ApiError
 from .settings import Settings
 
-URL_TOKEN_AUDIENCE = "docjobs:job-url"
 SESSION_URL_AUDIENCE = "docjobs:session-url"
 SERVICE_SCOPE = "docjobs:service"
 LOCAL_USER = "local"
-NO_AUTH_SECRET = "docjobs-no-auth-demo-mode-url-tokens"
 # A token without `iat` is measured from now: the clocks of the server that minted it and of the
 # gateway may differ by this much.
 CLOCK_SKEW_S = 30
@@ -165,9 +164,7 @@ class Auth:
         return claims
 
     def job_url_token(self, user_id: str, job_id: str) -> str:
-        now = int(time.time())
-        return jwt.encode({"sub": user_id, "job": job_id, "aud": URL_TOKEN_AUDIENCE, "iat": now,
-                           "exp": now + self._ttl}, self._secret, algorithm="HS256")
+        return urltokens.job_url_token(self._secret, self._ttl, user_id, job_id)
 
     def session_url_token(self, user_id: str, session_id: str) -> str:
         """A token for the events of one session of the user ("": all of the user's jobs)."""
