@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed-stamp
 DEPLOY_TOOLS := deploy/tools/node_modules/.installed-stamp
 # tsc, pinned, to check the browser client's TypeScript declarations (tests/test_client_types.py).
 CLIENT_TYPES := tests/typescript/node_modules/.installed-stamp
+# pg-boss 12 and the Node 22 it needs, pinned, for the pg-boss bridge's tests (tests/test_pgboss.py).
+PGBOSS := tests/pgboss/node_modules/.installed-stamp
 # The import contracts of pyproject.toml ([tool.importlinter]); no cache directory left in the tree.
 LINT_IMPORTS := $(VENV)/bin/lint-imports --no-cache --no-logo
 # Types: what and how strictly is [tool.mypy] in pyproject.toml. Its cache (.mypy_cache) makes a rerun fast.
@@ -16,7 +18,7 @@ MYPY := $(VENV)/bin/mypy
 
 .PHONY: run test test-unit bench setup proto lint clean
 
-setup: $(STAMP) $(DEPLOY_TOOLS) $(CLIENT_TYPES)
+setup: $(STAMP) $(DEPLOY_TOOLS) $(CLIENT_TYPES) $(PGBOSS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +36,20 @@ $(CLIENT_TYPES): tests/typescript/package.json tests/typescript/package-lock.jso
 	npm ci --prefix tests/typescript --no-audit --no-fund --loglevel=error
 	touch $(CLIENT_TYPES)
 
+# The npm package `node` puts a Node 22 binary in node_modules/.bin (its install script fetches it from the
+# npm registry): pg-boss 12 declares node >= 22.12, whatever Node runs npm.
+$(PGBOSS): tests/pgboss/package.json tests/pgboss/package-lock.json
+	npm ci --prefix tests/pgboss --no-audit --no-fund --loglevel=error
+	tests/pgboss/node_modules/.bin/node --version
+	touch $(PGBOSS)
+
 proto: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
 run: $(STAMP)
 	$(VENV)/bin/docjobs up
 
-test: $(STAMP) $(DEPLOY_TOOLS) $(CLIENT_TYPES)
+test: $(STAMP) $(DEPLOY_TOOLS) $(CLIENT_TYPES) $(PGBOSS)
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(MYPY)
 	$(LINT_IMPORTS)
@@ -62,4 +71,4 @@ lint: $(STAMP)
 	$(LINT_IMPORTS)
 
 clean:
-	rm -rf $(VENV) .docjobs deploy/tools/node_modules tests/typescript/node_modules
+	rm -rf $(VENV) .docjobs deploy/tools/node_modules tests/typescript/node_modules tests/pgboss/node_modules

@@ -806,3 +806,178 @@ SELECT w.url, d.id, d.event_id, d.event_type, d.state, d.attempts, d.next_attemp
   LEFT JOIN webhook_deliveries d ON d.job_id = w.job_id
  WHERE w.job_id = $1 AND ($2::text IS NULL OR j.user_id = $2)
  ORDER BY d.event_id;
+
+-- ---------------------------------------------------------------------------------------------------
+-- The pg-boss bridge (pgboss.py). The pgboss_link_* statements run on docjobs' own database. The
+-- pgboss_* ones run on pg-boss's (DOCJOBS_PGBOSS_DATABASE_URL), each in a transaction that starts with
+-- pgboss_use_schema, so they name pg-boss's tables as pg-boss's own SQL does under its schema, which
+-- cannot be a parameter. They follow pg-boss 12's own statements (node_modules/pg-boss/dist/plans.js of
+-- the tested version, schema version 46): its fetch, touch, complete and terminal fail, with its attempt
+-- fence (a claim is the pair id, retry_count).
+
+-- name: pgboss_use_schema
+-- $1 the schema (a plain identifier, settings.py), for this transaction only.
+SELECT set_config('search_path', $1, true);
+
+-- name: pgboss_installed
+-- Whether pg-boss has installed its schema $1 (its version table exists).
+SELECT to_regclass(format('%I.version', $1::text)) IS NOT NULL AS installed;
+
+-- name: pgboss_version
+SELECT version FROM version;
+
+-- name: pgboss_queue
+SELECT policy FROM queue WHERE name = $1;
+
+-- name: pgboss_candidates
+-- pg-boss's fetch (fetchNextJob, a standard queue): due jobs not yet active, priority high first, then
+-- oldest, locked and skipped as its workers do. Split from its update so that the docjobs job is
+-- created while these rows are locked and before the claim commits. $1 queue, $2 how many.
+SELECT j.id, j.data, j.priority, j.retry_limit,
+       j.retry_count + CASE WHEN j.started_on IS NOT NULL THEN 1 ELSE 0 END AS attempt
+  FROM job j
+ WHERE j.name = $1
+   AND j.state < 'active'
+   AND NOT j.blocked
+   AND j.start_after <= job_now()
+ ORDER BY j.priority DESC, j.created_on
+ LIMIT $2
+   FOR UPDATE OF j SKIP LOCKED;
+
+-- name: pgboss_activate
+-- The update of pg-boss's fetch: every claim after the first counts an attempt. $1 queue, $2 ids.
+UPDATE job
+   SET state = 'active', started_on = job_now(), heartbeat_on = job_now(),
+       retry_count = CASE WHEN started_on IS NOT NULL THEN retry_count + 1 ELSE retry_count END
+ WHERE name = $1 AND id = ANY($2::uuid[]) AND state < 'active'
+RETURNING id, retry_count;
+
+-- name: pgboss_touch
+-- pg-boss's touch (its heartbeat), of the claims the bridge holds: $1 queue, $2 'id:retry_count' pairs.
+-- Returns the ids still held.
+UPDATE job
+   SET heartbeat_on = job_now()
+ WHERE name = $1 AND state = 'active' AND (id::text || ':' || retry_count::text) = ANY($2::text[])
+RETURNING id;
+
+-- name: pgboss_states
+-- $1 queue, $2 ids.
+SELECT id, state::text AS state, retry_count FROM job WHERE name = $1 AND id = ANY($2::uuid[]);
+
+-- name: pgboss_complete
+-- pg-boss's complete, fenced: $1 queue, $2 id, $3 the claim's retry_count, $4 output.
+UPDATE job
+   SET completed_on = job_now(), state = 'completed', output = $4::jsonb
+ WHERE name = $1 AND id = $2 AND state = 'active' AND retry_count = $3
+RETURNING id;
+
+-- name: pgboss_fail
+-- pg-boss's terminal fail (its failJobsBody with forceTerminal, as its `deadletter` result): the job
+-- is deleted and inserted again as failed, whatever retries it has left (docjobs spent them), and a
+-- copy goes to the queue's dead letter queue if it has one. Fenced: $1 queue, $2 id, $3 the claim's
+-- retry_count, $4 output.
+WITH deleted_jobs AS (
+    DELETE FROM job
+     WHERE name = $1 AND id = $2 AND state = 'active' AND retry_count = $3
+    RETURNING *
+), retried_jobs AS (
+    INSERT INTO job (id, name, priority, data, state, retry_limit, retry_count, retry_delay, retry_backoff,
+                     retry_delay_max, start_after, started_on, singleton_key, singleton_on, group_id, group_tier,
+                     expire_seconds, deletion_seconds, created_on, completed_on, keep_until, policy, output,
+                     dead_letter, heartbeat_on, heartbeat_seconds, blocked, blocking, pending_dependencies,
+                     source_name, source_id, source_created_on, source_retry_count, source_output, source_root_id,
+                     trace_context)
+    SELECT id, name, priority, data, 'failed'::job_state, retry_limit, retry_count, retry_delay, retry_backoff,
+           retry_delay_max, start_after, started_on, singleton_key, singleton_on, group_id, group_tier,
+           expire_seconds, deletion_seconds, created_on, job_now(), keep_until, policy, $4::jsonb,
+           dead_letter, NULL, heartbeat_seconds, blocked, blocking, pending_dependencies,
+           source_name, source_id, source_created_on, source_retry_count, source_output, source_root_id,
+           trace_context
+      FROM deleted_jobs
+        ON CONFLICT DO NOTHING
+    RETURNING *
+), failed_jobs AS (
+    INSERT INTO job (id, name, priority, data, state, retry_limit, retry_count, retry_delay, retry_backoff,
+                     retry_delay_max, start_after, started_on, singleton_key, singleton_on, group_id, group_tier,
+                     expire_seconds, deletion_seconds, created_on, completed_on, keep_until, policy, output,
+                     dead_letter, heartbeat_on, heartbeat_seconds, blocked, blocking, pending_dependencies,
+                     source_name, source_id, source_created_on, source_retry_count, source_output, source_root_id,
+                     trace_context)
+    SELECT id, name, priority, data, 'failed'::job_state, retry_limit, retry_count, retry_delay, retry_backoff,
+           retry_delay_max, start_after, started_on, singleton_key, singleton_on, group_id, group_tier,
+           expire_seconds, deletion_seconds, created_on, job_now(), keep_until, policy, $4::jsonb,
+           dead_letter, NULL, heartbeat_seconds, blocked, blocking, pending_dependencies,
+           source_name, source_id, source_created_on, source_retry_count, source_output, source_root_id,
+           trace_context
+      FROM deleted_jobs
+     WHERE id NOT IN (SELECT id FROM retried_jobs)
+    RETURNING *
+), results AS (
+    SELECT * FROM retried_jobs
+    UNION ALL
+    SELECT * FROM failed_jobs
+), dlq_jobs AS (
+    INSERT INTO job (name, priority, data, retry_limit, retry_backoff, retry_delay, start_after, created_on,
+                     keep_until, deletion_seconds, expire_seconds, singleton_key, group_id, group_tier,
+                     heartbeat_seconds, source_name, source_id, source_created_on, source_retry_count,
+                     source_output, source_root_id, trace_context)
+    SELECT r.dead_letter, r.priority, r.data, q.retry_limit, q.retry_backoff, q.retry_delay, job_now(), job_now(),
+           job_now() + q.retention_seconds * interval '1s', q.deletion_seconds, q.expire_seconds,
+           r.singleton_key, r.group_id, r.group_tier, q.heartbeat_seconds, r.name, r.id, r.created_on,
+           r.retry_count, r.output, coalesce(r.source_root_id, r.id), r.trace_context
+      FROM results r
+      JOIN queue q ON q.name = r.dead_letter
+     WHERE r.state = 'failed'
+)
+SELECT id FROM results;
+
+-- name: pgboss_enqueue
+-- A pg-boss job's docjobs job, as `enqueue` makes one (its first event in the same statement), in the
+-- transaction that writes its link. $1 id, $2 user, $3 session, $4 message, $5 type, $6 title, $7 payload,
+-- $8 priority, $9 max retries, $10 now.
+WITH inserted AS (
+    INSERT INTO document_jobs (id, user_id, session_id, message_id, job_type, title, payload, priority,
+                               max_retries, run_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, coalesce($10::timestamptz, now()))
+    RETURNING *
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'status', 'pending', 1, '{}'::jsonb
+      FROM inserted
+    RETURNING job_id, id
+)
+SELECT inserted.id FROM inserted JOIN event ON event.job_id = inserted.id;
+
+-- name: pgboss_link_get
+-- The docjobs job a pg-boss job became, if any, locked. $1 queue, $2 pg-boss job id.
+SELECT job_id, attempt, settled_at FROM pgboss_links WHERE queue = $1 AND pgboss_id = $2 FOR UPDATE;
+
+-- name: pgboss_link_insert
+-- $1 queue, $2 pg-boss job id, $3 docjobs job id, $4 the claim's retry_count.
+INSERT INTO pgboss_links (queue, pgboss_id, job_id, attempt) VALUES ($1, $2, $3, $4);
+
+-- name: pgboss_link_reclaimed
+-- The pg-boss job was claimed again (a restart, or pg-boss gave it back after a timeout): the link
+-- follows the new claim, and is open again until that claim is ended. $1 queue, $2 id, $3 retry_count.
+UPDATE pgboss_links SET attempt = $3, settled_at = NULL WHERE queue = $1 AND pgboss_id = $2;
+
+-- name: pgboss_links_open
+-- The claims the bridge holds on the queue $1, with their docjobs jobs' status.
+SELECT l.pgboss_id, l.attempt, l.job_id, j.status
+  FROM pgboss_links l JOIN document_jobs j ON j.id = l.job_id
+ WHERE l.queue = $1 AND l.settled_at IS NULL
+ ORDER BY l.created_at;
+
+-- name: pgboss_links_to_settle
+-- Open links whose docjobs job has ended, locked (another replica's bridge skips them). $1 queue,
+-- $2 how many.
+SELECT l.pgboss_id, l.attempt, j.id, j.user_id, j.status, j.result, j.error, j.artifact_id
+  FROM pgboss_links l JOIN document_jobs j ON j.id = l.job_id
+ WHERE l.queue = $1 AND l.settled_at IS NULL AND j.status IN ('completed', 'failed', 'cancelled')
+ ORDER BY l.created_at
+ LIMIT $2
+   FOR UPDATE OF l SKIP LOCKED;
+
+-- name: pgboss_link_settled
+-- $1 queue, $2 pg-boss job ids.
+UPDATE pgboss_links SET settled_at = now() WHERE queue = $1 AND pgboss_id = ANY($2::uuid[]) AND settled_at IS NULL;

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 
 import asyncpg
 import grpc
@@ -13,6 +14,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from docjobs.exits import EXIT_DO_NOT_RESTART
 from docjobs.metrics_http import MetricsServer, start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2
@@ -28,6 +30,7 @@ from .events import EventDispatcher
 from .maintenance import Maintenance
 from .metrics import QueueGauges
 from .migrations import migrate
+from .pgboss import PgBossBridge, PgBossRefused
 from .queries import Q
 from .service import JobStoreService
 from .settings import Settings
@@ -68,6 +71,7 @@ class JobStoreServer:
         self.maintenance: Maintenance
         self.watches: Watches
         self.service: JobStoreService
+        self.pgboss: PgBossBridge | None = None  # DOCJOBS_PGBOSS_QUEUE set: the pg-boss bridge
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -78,6 +82,13 @@ class JobStoreServer:
         self.pool = await _connect_pool(self.settings)
         async with self.pool.acquire() as conn:
             await migrate(conn)
+        if self.settings.pgboss_queue:  # an untested pg-boss schema is refused before anything runs
+            self.pgboss = PgBossBridge(self.pool, self.settings, on_commit=self._on_commit, clock=self.clock)
+            try:
+                await self.pgboss.check()
+            except BaseException:
+                await self.pool.close()
+                raise
         self.dispatcher = EventDispatcher(self.pool, on_claimable=self.claims.wake)
         self.doorbell = Doorbell(self.settings.database_url, on_ring=self._on_ring,
                                  on_reconnect=self._on_reconnect)
@@ -89,6 +100,8 @@ class JobStoreServer:
         await self.dispatcher.start()
         await self.doorbell.start()
         await self.maintenance.start()
+        if self.pgboss is not None:
+            self.pgboss.start()
 
         server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[authenticate])
         wire.add_servicer(self.service, server)
@@ -127,6 +140,8 @@ class JobStoreServer:
             await self._server.stop(self.settings.shutdown_grace_s)
         if self._metrics is not None:
             await self._metrics.stop()
+        if self.pgboss is not None:
+            await self.pgboss.stop()
         await self.maintenance.stop()
         await self.doorbell.stop()
         await self.dispatcher.stop()
@@ -209,7 +224,11 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except PgBossRefused as exc:  # starting again cannot help: one line, and no restart loop
+        print(f"jobstore: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_DO_NOT_RESTART) from None
     await stop.wait()
     await server.stop()
 

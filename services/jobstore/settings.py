@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from docjobs.channels import grpc_token
 from docjobs.settings import SettingsError, database_url, env_choice, env_float, env_int, env_port, env_str
+from docjobs.urltokens import NO_AUTH_SECRET
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# What pg-boss takes as a queue name; a schema as a plain lower-case identifier (pg-boss folds bare names).
+PGBOSS_QUEUE = re.compile(r"[\w.\-/]{1,200}", re.ASCII)
+PGBOSS_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,49}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,17 @@ class Settings:
     # scope's stream, and an all-jobs stream (a gateway's, which carries every event of the cluster).
     watch_buffer: int = 1024
     all_jobs_watch_buffer: int = 65536
+    # The pg-boss bridge (jobstore/pgboss.py): off while pgboss_queue is empty.
+    pgboss_queue: str = ""
+    pgboss_schema: str = "pgboss"
+    pgboss_database_url: str = field(default="", repr=False)  # "": docjobs' own database
+    pgboss_interval_s: float = 1.0
+    pgboss_batch: int = 20
+    # The bridge's downloadUrl: the gateway's public base URL ("": a relative link), and what the gateway
+    # signs its URL tokens with (DOCJOBS_JWT_SECRET, or the no-auth demo's fixed secret) and for how long.
+    public_url: str = ""
+    url_token_secret: str = field(default="", repr=False)
+    url_token_ttl_s: int = 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -56,4 +73,43 @@ class Settings:
             log_level=env_choice(env, "DOCJOBS_LOG_LEVEL", "info", LOG_LEVELS).upper(),
             watch_buffer=env_int(env, "DOCJOBS_WATCH_BUFFER", 1024, minimum=1, maximum=1_000_000),
             all_jobs_watch_buffer=env_int(env, "DOCJOBS_ALL_JOBS_WATCH_BUFFER", 65536, minimum=1, maximum=10_000_000),
+            **_pgboss(env),
         )
+
+
+def _pgboss(env: Mapping[str, str]) -> dict[str, Any]:
+    """The bridge's settings. Its database and the gateway's secret and token lifetime are read only when
+    it is on: a jobstore without the bridge holds no secret of the gateway's."""
+    queue = env_str(env, "DOCJOBS_PGBOSS_QUEUE", "").strip()
+    if queue and not PGBOSS_QUEUE.fullmatch(queue):
+        raise SettingsError("DOCJOBS_PGBOSS_QUEUE must be a pg-boss queue name: letters, digits, _ . - / "
+                            f"(at most 200), got {queue!r}")
+    schema = env_str(env, "DOCJOBS_PGBOSS_SCHEMA", "pgboss").strip()
+    if not PGBOSS_SCHEMA.fullmatch(schema):
+        raise SettingsError("DOCJOBS_PGBOSS_SCHEMA must be a lower-case identifier (a-z, 0-9, _; at most 50), "
+                            f"got {schema!r}")
+    public_url = env_str(env, "DOCJOBS_PUBLIC_URL", "").strip().rstrip("/")
+    if public_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public_url):
+        raise SettingsError(f"DOCJOBS_PUBLIC_URL must be an http(s) URL such as https://docs.example.com, "
+                            f"got {public_url!r}")
+    values: dict[str, Any] = {
+        "pgboss_queue": queue,
+        "pgboss_schema": schema,
+        # At most 5 s: pg-boss's shortest heartbeat is 10 s, and the bridge beats once a round.
+        "pgboss_interval_s": env_float(env, "DOCJOBS_PGBOSS_INTERVAL_S", 1.0, minimum=0.05, maximum=5.0),
+        "pgboss_batch": env_int(env, "DOCJOBS_PGBOSS_BATCH", 20, minimum=1, maximum=1000),
+        "public_url": public_url,
+    }
+    if not queue:
+        return values
+    url = env_str(env, "DOCJOBS_PGBOSS_DATABASE_URL", "").strip()
+    if url and not url.startswith(("postgres://", "postgresql://")):
+        raise SettingsError("DOCJOBS_PGBOSS_DATABASE_URL must start with postgresql:// or postgres://")
+    # As the gateway reads them (gateway/settings.py): its download links must verify there.
+    auth = env_choice(env, "DOCJOBS_AUTH", "jwt", ("jwt", "none"))
+    secret = env_str(env, "DOCJOBS_JWT_SECRET", "")
+    if auth == "jwt" and len(secret.encode()) < 32:
+        raise SettingsError("DOCJOBS_JWT_SECRET must be set, the gateway's, when DOCJOBS_PGBOSS_QUEUE is: the "
+                            "bridge signs its download links with it")
+    return {**values, "pgboss_database_url": url, "url_token_secret": secret or NO_AUTH_SECRET,
+            "url_token_ttl_s": env_int(env, "DOCJOBS_URL_TOKEN_TTL_S", 3600, minimum=60, maximum=7 * 86400)}

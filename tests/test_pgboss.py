@@ -1,0 +1,231 @@
+"""The pg-boss bridge against real pg-boss: pg-boss 12 on Node 22 (tests/pgboss, installed by `make setup`)
+sends, cancels and reads jobs in the test's Postgres, as a Node service would; a real jobstore process
+runs the bridge, a real renderer process renders, and the download link goes through a gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from docjobs.channels import jobstore_channel
+from docjobs.pgserver import free_port
+from docjobs.v1 import jobstore_pb2 as pb
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+
+from .conftest import GRPC_TOKEN, new_user, wait_until
+from .gateway_client import SECRET, RunningGateway, start_gateway, token
+from .processes import JobStoreProcess
+from .renderers import RendererProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+PGBOSS = ROOT / "tests" / "pgboss"
+NODE = PGBOSS / "node_modules" / ".bin" / "node"
+QUEUE = "docjobs"
+PDF = json.loads((ROOT / "examples" / "pdf.json").read_text())["spec"]
+
+
+def boss_command(database_url: str, command: str, schema: str = "pgboss", **args: Any) -> Any:
+    """One pg-boss call from Node (tests/pgboss/boss.mjs); its JSON answer."""
+    if not NODE.exists():
+        pytest.fail("Node 22 and pg-boss are missing: `make setup` installs them (npm ci --prefix tests/pgboss)")
+    env = {**os.environ, "DATABASE_URL": database_url, "PGBOSS_SCHEMA": schema}
+    result = subprocess.run([str(NODE), str(PGBOSS / "boss.mjs"), command, json.dumps({"queue": QUEUE, **args})],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+async def boss(database_url: str, command: str, **args: Any) -> Any:
+    return await asyncio.to_thread(boss_command, database_url, command, **args)
+
+
+class Stack:
+    """pg-boss installed, a jobstore process running the bridge, a gateway in front of it, and a renderer
+    when asked for (without one, a job stays pending: the time to cancel it)."""
+
+    def __init__(self, database_url: str, data_dir: Path) -> None:
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.gateway_port = free_port()
+        self.jobstore: JobStoreProcess | None = None
+        self.renderer: RendererProcess | None = None
+        self.gateway: RunningGateway | None = None
+        self.channel: Any = None
+        self.stub: pb_grpc.JobStoreAsyncStub
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def start_jobstore(self, port: int | None = None) -> None:
+        self.jobstore = JobStoreProcess(self.database_url, port=port, log_path=self.data_dir / "jobstore.log", env={
+            "DOCJOBS_PGBOSS_QUEUE": QUEUE, "DOCJOBS_PGBOSS_INTERVAL_S": "0.1", "DOCJOBS_PUBLIC_URL": self.base,
+            "DOCJOBS_JWT_SECRET": SECRET}).start()
+        self.jobstore.wait_healthy()
+        if self.channel is None:
+            self.channel = jobstore_channel(self.jobstore.address, GRPC_TOKEN)
+            self.stub = pb_grpc.JobStoreStub(self.channel)
+
+    def start_renderer(self) -> None:
+        assert self.jobstore is not None
+        self.renderer = RendererProcess(self.jobstore.address, self.data_dir).start()
+
+    async def jobs(self, user: str) -> list[pb.Job]:
+        return list((await self.stub.ListJobs(pb.ListJobsRequest(user_id=user))).jobs)
+
+    async def stop(self) -> None:
+        if self.renderer is not None:
+            await self.renderer.shutdown()
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if self.channel is not None:
+            await self.channel.close()
+        if self.jobstore is not None:
+            self.jobstore.kill()
+
+
+@pytest.fixture
+async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    assert await boss(database_url, "setup") == 46  # the schema version the bridge is tested with
+    running = Stack(database_url, tmp_path)
+    running.start_jobstore()
+    assert running.jobstore is not None
+    running.gateway = await start_gateway(running.jobstore.address, http_port=running.gateway_port)
+    yield running
+    await running.stop()
+
+
+async def pgboss_job(stack: Stack, job_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
+    """The pg-boss job once it is in one of `states`."""
+    async def reached() -> dict[str, Any] | None:
+        job = await boss(stack.database_url, "get", id=job_id)
+        return job if job is not None and job["state"] in states else None
+
+    found: dict[str, Any] = await wait_until(reached, timeout=timeout, interval=0.2)
+    return found
+
+
+async def docjobs_job(stack: Stack, user: str, *statuses: int, timeout: float = 30) -> pb.Job:
+    async def reached() -> pb.Job | None:
+        jobs = await stack.jobs(user)
+        return jobs[0] if jobs and jobs[0].status in statuses else None
+
+    found: pb.Job = await wait_until(reached, timeout=timeout, interval=0.05)
+    return found
+
+
+async def test_a_sent_job_completes_with_its_document_downloadable_from_the_output(
+        stack: Stack, http: aiohttp.ClientSession) -> None:
+    stack.start_renderer()
+    user = new_user()
+    job_id = await boss(stack.database_url, "send", data={
+        "documentType": "pdf", "title": "Invoice", "spec": PDF, "userId": user, "sessionId": "chat-1",
+        "messageId": "m-1", "priority": 7}, options={"priority": 3})
+    done = await pgboss_job(stack, job_id, "completed", "failed")
+    assert done["state"] == "completed", done
+    output = done["output"]
+    assert set(output) == {"jobId", "status", "artifactId", "downloadUrl", "sizeBytes", "sha256"}
+    assert output["status"] == "completed"
+    [job] = await stack.jobs(user)  # one docjobs job, the payload's priority over pg-boss's own
+    assert (job.id, job.status, job.priority, job.title, job.session_id, job.message_id) == (
+        output["jobId"], pb.JOB_STATUS_COMPLETED, 7, "Invoice", "chat-1", "m-1")
+    assert job.artifact_id == output["artifactId"]
+    assert output["downloadUrl"].startswith(f"{stack.base}/api/jobs/{job.id}/artifact?token=")
+    async with http.get(output["downloadUrl"]) as response:  # the link alone: no header
+        assert response.status == 200, await response.text()
+        assert response.headers["Content-Type"] == "application/pdf"
+        content = await response.read()
+    assert content.startswith(b"%PDF")
+    assert (len(content), hashlib.sha256(content).hexdigest()) == (output["sizeBytes"], output["sha256"])
+
+
+async def test_an_invalid_spec_fails_the_pgboss_job_with_the_http_apis_error(
+        stack: Stack, http: aiohttp.ClientSession) -> None:
+    user = new_user()
+    body = {"documentType": "spreadsheet", "title": "Bad", "spec": {"sheets": [{"name": 7}]}, "userId": user}
+    job_id = await boss(stack.database_url, "send", data=body)
+    failed = await pgboss_job(stack, job_id, "failed", "completed")
+    assert failed["state"] == "failed"
+    async with http.post(f"{stack.base}/api/jobs", json=body,
+                         headers={"Authorization": f"Bearer {token('backend', scope='docjobs:service')}"}) as response:
+        assert response.status == 422
+        expected = (await response.json())["error"]
+    assert failed["output"] == {"error": expected}
+    assert failed["retryCount"] == 0  # failed once, for good: a retry would refuse it again
+    assert await stack.jobs(user) == []
+
+
+async def test_boss_cancel_cancels_the_docjobs_job(stack: Stack) -> None:
+    user = new_user()
+    job_id = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+    job = await docjobs_job(stack, user, pb.JOB_STATUS_PENDING)  # no renderer: it waits
+    await pgboss_job(stack, job_id, "active")
+    await boss(stack.database_url, "cancel", id=job_id)
+    cancelled = await docjobs_job(stack, user, pb.JOB_STATUS_CANCELLED)
+    assert cancelled.id == job.id
+    assert cancelled.error.message == "cancelled through pg-boss"
+    assert (await boss(stack.database_url, "get", id=job_id))["state"] == "cancelled"
+
+
+async def test_a_docjobs_cancel_fails_the_pgboss_job_with_code_cancelled(stack: Stack) -> None:
+    user = new_user()
+    job_id = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+    job = await docjobs_job(stack, user, pb.JOB_STATUS_PENDING)
+    await stack.stub.Cancel(pb.CancelRequest(job_id=job.id, user_id=user, reason="the user changed their mind"))
+    failed = await pgboss_job(stack, job_id, "failed", "completed")
+    assert failed["state"] == "failed"
+    assert failed["output"] == {"jobId": job.id, "status": "cancelled",
+                                "error": {"code": "cancelled", "message": "the user changed their mind"}}
+
+
+async def test_a_bridge_killed_mid_job_completes_the_job_once_after_it_restarts(stack: Stack) -> None:
+    user = new_user()
+    job_id = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+    job = await docjobs_job(stack, user, pb.JOB_STATUS_PENDING)
+    assert (await pgboss_job(stack, job_id, "active"))["retryCount"] == 0
+    assert stack.jobstore is not None and stack.jobstore.process is not None
+    os.killpg(stack.jobstore.process.pid, signal.SIGKILL)
+    stack.jobstore.process.wait()
+    # Again on the same database and port; the pg-boss job is still active under the first claim.
+    stack.start_jobstore(port=stack.jobstore.port)
+    stack.start_renderer()
+    done = await pgboss_job(stack, job_id, "completed", "failed")
+    assert done["state"] == "completed"
+    assert (done["output"]["jobId"], done["retryCount"]) == (job.id, 0)  # one claim, the first one
+    [only] = await stack.jobs(user)
+    assert (only.id, only.status) == (job.id, pb.JOB_STATUS_COMPLETED)
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        links = await conn.fetch("SELECT job_id, settled_at FROM pgboss_links")
+    finally:
+        await conn.close()
+    assert [(str(r["job_id"]), r["settled_at"] is not None) for r in links] == [(job.id, True)]
+
+
+async def test_an_untested_pgboss_schema_version_is_refused_in_one_line(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:  # what an older pg-boss left: its schema at another version
+        await conn.execute("CREATE SCHEMA oldboss; CREATE TABLE oldboss.version (version int PRIMARY KEY);"
+                           "INSERT INTO oldboss.version VALUES (45)")
+    finally:
+        await conn.close()
+    store = JobStoreProcess(database_url, env={"DOCJOBS_PGBOSS_QUEUE": QUEUE, "DOCJOBS_PGBOSS_SCHEMA": "oldboss",
+                                               "DOCJOBS_JWT_SECRET": SECRET}).start()
+    assert store.process is not None
+    output = (await asyncio.to_thread(store.process.communicate, None, 30))[0].decode()
+    status = store.process.returncode
+    lines = [line for line in output.splitlines() if line.startswith("jobstore:")]
+    assert status == 78, output  # EXIT_DO_NOT_RESTART: `docjobs up` stops instead of restarting it
+    assert len(lines) == 1 and "version 45" in lines[0] and "46" in lines[0], output
+    assert "Traceback" not in output
