@@ -49,15 +49,21 @@ class Receiver:
         self.port = port or free_port()
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.status = 200
+        self.endless = False  # answer with a body that never ends
         self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    async def _hook(self, request: web.Request) -> web.Response:
+    async def _hook(self, request: web.Request) -> web.StreamResponse:
         self.received.append((dict(request.headers), await request.read()))
-        return web.Response(status=self.status)
+        if not self.endless:
+            return web.Response(status=self.status)
+        response = web.StreamResponse(status=self.status)
+        await response.prepare(request)
+        while True:  # until the sender hangs up
+            await response.write(b"x" * 65536)
 
     async def start(self) -> Receiver:
         app = web.Application()
@@ -137,6 +143,10 @@ async def test_completed_and_failed_jobs_post_signed_events(jobstore: RunningJob
 
         document = await wait_until(delivered, timeout=10)
         assert document["webhook"]["url"] == receiver.url
+        # The event's data is the job as GET /api/jobs/{id} shows it (then: its webhook's delivery was pending).
+        assert set(event["data"]) == set(document)
+        assert event["data"]["attemptHistory"] == document["attemptHistory"]
+        assert event["data"]["webhook"]["deliveries"][0]["state"] == "pending"
         [delivery] = document["webhook"]["deliveries"]
         assert delivery["id"] == headers["webhook-id"] and delivery["type"] == "job.completed"
         assert delivery["attempts"][0]["statusCode"] == 200 and delivery["attempts"][0]["nextAttemptAt"] is None
@@ -341,5 +351,23 @@ async def test_a_job_run_again_sends_again_at_its_new_end(jobstore: RunningJobSt
 
         deliveries = await wait_until(both_delivered, timeout=10)
         assert [d["id"] for d in deliveries] == [first, second]
+    finally:
+        await gateway.stop()
+
+
+async def test_an_endless_answer_is_not_read_to_its_end(jobstore: RunningJobStore, receiver: Receiver, http):
+    """Only the receiver's status counts: a body that never ends neither holds the sender nor fills its memory."""
+    receiver.endless = True
+    gateway = await start_gateway(jobstore.address, **webhook_settings(receiver.port))
+    try:
+        status, created = await post_job(http, gateway.base, receiver.url)
+        assert status == 202, created
+        await finish(jobstore.stub, created["jobId"])
+
+        async def state() -> str | None:
+            deliveries = (await job_document(http, gateway.base, created["jobId"]))["webhook"]["deliveries"]
+            return deliveries[0]["state"] if deliveries and deliveries[0]["attempts"] else None
+
+        assert await wait_until(state, timeout=20) == "delivered"
     finally:
         await gateway.stop()

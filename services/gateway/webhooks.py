@@ -49,6 +49,7 @@ POLL_S = 1.0
 CONCURRENCY = 16
 RESOLVE_TIMEOUT_S = 5.0
 USER_AGENT = "docjobs-webhooks/1"
+RESPONSE_READ_BYTES = 64 * 1024
 
 
 class Refused(OSError):
@@ -199,7 +200,7 @@ class WebhookSender:
     async def _body(self, delivery: pb.Delivery) -> bytes:
         """{"type", "timestamp" (when the job ended), "data": the job as GET /api/jobs/{id} shows it}."""
         job, webhook = await asyncio.gather(
-            self._stub.GetJob(pb.GetJobRequest(job_id=delivery.job_id), timeout=10),
+            self._stub.GetJob(pb.GetJobRequest(job_id=delivery.job_id, include_attempts=True), timeout=10),
             self._stub.GetJobWebhook(pb.GetJobWebhookRequest(job_id=delivery.job_id), timeout=10))
         links = payloads.job_links(job.id, self._auth.job_url_token(job.user_id, job.id))
         event: dict[str, Any] = {"type": delivery.event_type, "timestamp": delivery.created_at.ToJsonString(),
@@ -224,7 +225,8 @@ class WebhookSender:
                    "webhook-signature": self._signer.sign(delivery.id, now, body.decode())}
         try:
             async with self._session.post(delivery.url, data=body, headers=headers, allow_redirects=False) as reply:
-                await reply.read()
+                # Only the status counts: a receiver's body is not read past a little (it could be endless).
+                await reply.content.read(RESPONSE_READ_BYTES)
                 return reply.status, "" if 200 <= reply.status < 300 else f"HTTP {reply.status}"
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, Refused):

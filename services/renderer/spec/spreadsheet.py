@@ -16,7 +16,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from docjobs.specs import SpecError
 
 from ..fonts import office
-from . import Progress
+from . import Progress, calc
 from .images import Pictures
 
 CURRENCY_FORMATS = {
@@ -59,17 +59,34 @@ def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> 
             _add_image(sheet, pictures, image_spec, f"spec.sheets[{index}].images[{n}]")
     progress(95, "saving")
     workbook.save(path)
-    return preview(spec)
+    computed = _compute(spec, path, progress)
+    return {**preview(spec, computed.values), "warnings": computed.warnings}
 
 
-def preview(spec: dict[str, Any]) -> dict[str, Any]:
-    """The first rows of each sheet, as the file shows them (formulas as their text)."""
+def _compute(spec: dict[str, Any], path: Path, progress: Progress) -> calc.Result:
+    """Every formula's value, written into the saved file beside its formula (calc.py)."""
+    book = calc.Workbook()
+    for index, sheet in enumerate(spec["sheets"]):
+        book.add_sheet(sheet["name"], [c["header"] for c in sheet["columns"]], sheet.get("rows", []),
+                       [c.get("format") for c in sheet["columns"]], index)
+    if book.formulas:
+        progress(96, f"computing {len(book.formulas)} formulas")
+    computed = calc.compute(book)
+    calc.write_values(path, computed, len(spec["sheets"]))
+    return computed
+
+
+def preview(spec: dict[str, Any], computed: dict[calc.Key, Any] | None = None) -> dict[str, Any]:
+    """The first rows of each sheet, as the file shows them: a formula as its computed value (its text
+    when it has none)."""
     sheets = []
-    for sheet in spec["sheets"][:MAX_PREVIEW_SHEETS]:
+    for s, sheet in enumerate(spec["sheets"][:MAX_PREVIEW_SHEETS]):
         header = [c["header"] for c in sheet["columns"]][:MAX_PREVIEW_COLS]
         rows = [header]
-        for row in sheet.get("rows", [])[: MAX_PREVIEW_ROWS - 1]:
-            cells = [_preview_cell(v) for v in row[:MAX_PREVIEW_COLS]]
+        for r, row in enumerate(sheet.get("rows", [])[: MAX_PREVIEW_ROWS - 1]):
+            cells = [calc.preview_value(computed[(s, r + 2, c + 1)])
+                     if isinstance(v, dict) and computed is not None and (s, r + 2, c + 1) in computed
+                     else _preview_cell(v) for c, v in enumerate(row[:MAX_PREVIEW_COLS])]
             while cells and cells[-1] == "":
                 cells.pop()
             rows.append(cells)
