@@ -51,14 +51,15 @@ def preview(job_type: str, path: Source) -> dict[str, Any]:
 
 
 def _spreadsheet(path: Source) -> dict[str, Any]:
-    """The first rows of the first sheets, as openpyxl's read-only mode reads them (formulas as text,
-    numbers styled as dates as dates), through its own reader's parts: the workbook, its strings and
-    styles, then each sheet's XML only up to the rows shown. (`load_workbook` parses every sheet to its
+    """The first rows of the first sheets, as openpyxl's read-only mode reads them (a formula as its
+    cached value, or as its text when the file holds no value; numbers styled as dates as dates), through
+    its own reader's parts: the workbook, its strings and styles, then each sheet's XML only up to the
+    rows shown. (`load_workbook` parses every sheet to its
     end before the first row is read: most of a check's time on a workbook of a few hundred rows.)"""
     from openpyxl.reader.excel import ExcelReader
     from openpyxl.styles.stylesheet import apply_stylesheet
-    from openpyxl.worksheet._reader import WorkSheetParser
 
+    _Values = _values_parser()
     reader = ExcelReader(path, read_only=True, keep_links=False)
     sheets: list[dict[str, Any]] = []
     try:
@@ -73,7 +74,7 @@ def _spreadsheet(path: Source) -> dict[str, Any]:
             if len(sheets) == MAX_ITEMS:
                 break
             with reader.archive.open(rel.target) as xml:
-                parser = WorkSheetParser(_Trickle(xml), reader.shared_strings, data_only=False, epoch=workbook.epoch,
+                parser = _Values(_Trickle(xml), reader.shared_strings, data_only=False, epoch=workbook.epoch,
                                          date_formats=getattr(workbook, "_date_formats", set()),  # by apply_stylesheet
                                          timedelta_formats=getattr(workbook, "_timedelta_formats", set()))
                 rows = _first_rows(parser.parse())
@@ -81,6 +82,21 @@ def _spreadsheet(path: Source) -> dict[str, Any]:
     finally:
         reader.archive.close()
     return {"kind": "spreadsheet", "sheets": sheets}
+
+
+def _values_parser() -> type[Any]:
+    from openpyxl.worksheet._reader import FORMULA_TAG, VALUE_TAG, WorkSheetParser
+
+    class Values(WorkSheetParser):
+        """A formula cell as the value the file holds for it (a spec workbook's, or one saved by Excel or
+        LibreOffice), and as the formula's text only when it holds none (openpyxl writes none)."""
+
+        def parse_cell(self, element: Any) -> dict[str, Any]:
+            self.data_only = element.find(FORMULA_TAG) is None or bool(element.findtext(VALUE_TAG))
+            cell: dict[str, Any] = super().parse_cell(element)
+            return cell
+
+    return Values
 
 
 class _Trickle(io.RawIOBase):

@@ -18,18 +18,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def as_load_workbook_reads_it(data: bytes) -> dict[str, Any]:
-    """The preview as it was made with load_workbook(read_only=True) and iter_rows: the reference."""
+    """The preview as it was made with load_workbook(read_only=True) and iter_rows: the reference. A
+    formula shows its cached value (data_only=True) where the file holds one, its text where not."""
     workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=False, keep_links=False)
+    cached = load_workbook(io.BytesIO(data), read_only=True, data_only=True, keep_links=False)
     sheets = []
-    for sheet in workbook.worksheets[:preview.MAX_ITEMS]:
+    for sheet, values in zip(workbook.worksheets[:preview.MAX_ITEMS], cached.worksheets, strict=False):
         rows = []
-        for row in sheet.iter_rows(max_row=preview.MAX_ROWS, max_col=preview.MAX_COLS, values_only=True):
-            cells = [preview._short(v) for v in row]
+        for row, row_values in zip(
+                sheet.iter_rows(max_row=preview.MAX_ROWS, max_col=preview.MAX_COLS, values_only=True),
+                values.iter_rows(max_row=preview.MAX_ROWS, max_col=preview.MAX_COLS, values_only=True),
+                strict=True):
+            cells = [preview._short(value if isinstance(v, str) and v.startswith("=") and value is not None else v)
+                     for v, value in zip(row, row_values, strict=True)]
             while cells and cells[-1] == "":
                 cells.pop()
             rows.append(cells)
         sheets.append({"name": preview._short(sheet.title), "rows": rows})
     workbook.close()
+    cached.close()
     return {"kind": "spreadsheet", "sheets": sheets}
 
 
