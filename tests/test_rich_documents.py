@@ -327,3 +327,17 @@ def test_a_pdf_theme_font_the_renderer_lacks_is_a_warning(tmp_path: Path) -> Non
     assert "Comic Sans MS" in warning["message"]
     assert "warnings" not in render_to("pdf", {"theme": {"fontFamily": "Courier New"}, "blocks": blocks},
                                        tmp_path / "b.pdf")
+
+
+@pytest.mark.parametrize(("sheet", "field"), [
+    ({"images": [{"data": png(), "mediaType": "image/png", "anchor": "XFE1"}]}, "spec.sheets[0].images[0].anchor"),
+    ({"images": [{"data": png(), "mediaType": "image/png", "anchor": "A1048577"}]}, "spec.sheets[0].images[0].anchor"),
+    ({"charts": [{"type": "pie", "categoryColumn": 0, "valueColumns": [0], "anchor": "ZZZ1"}]},
+     "spec.sheets[0].charts[0].anchor"),
+])
+def test_an_anchor_past_the_last_cell_is_refused(tmp_path: Path, sheet: dict[str, Any], field: str) -> None:
+    spec = {"sheets": [{"name": "s", "columns": [{"header": "h"}], "rows": [[1]], **sheet}]}
+    specs.validate("spreadsheet", spec)  # the schema's pattern cannot tell
+    with pytest.raises(specs.SpecError) as raised:
+        render("spreadsheet", spec, "t", tmp_path / "out.xlsx", lambda *_: None)
+    assert raised.value.path == field and "outside a sheet" in raised.value.message

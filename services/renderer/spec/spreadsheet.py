@@ -11,6 +11,7 @@ from openpyxl.chart import BarChart, LineChart, PieChart, Reference
 from openpyxl.drawing.image import Image
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
+from openpyxl.utils.cell import coordinate_to_tuple
 from openpyxl.worksheet.worksheet import Worksheet
 
 from docjobs.specs import SpecError
@@ -30,6 +31,7 @@ NUMBER_FORMATS = {
 DEFAULT_HEADER_FILL = "1F4E78"
 MAX_PREVIEW_SHEETS, MAX_PREVIEW_ROWS, MAX_PREVIEW_COLS = 10, 5, 8
 DEFAULT_HEADER_FONT = "FFFFFF"
+MAX_ROW, MAX_COLUMN = 1048576, 16384  # Excel's sheet: XFD1048576
 
 
 def render(spec: dict[str, Any], title: str, path: Path, progress: Progress) -> dict[str, Any]:
@@ -108,7 +110,15 @@ def _default_font(workbook: Workbook, family: str) -> None:
     workbook._named_styles["Normal"].font = font  # type: ignore[attr-defined]
 
 
+def _check_anchor(anchor: str, where: str) -> None:
+    """The schema's pattern admits cells past a sheet's last (XFD1048576), which Excel calls a damaged file."""
+    row, column = coordinate_to_tuple(anchor)
+    if row > MAX_ROW or column > MAX_COLUMN:
+        raise SpecError(where, f"{anchor} is outside a sheet (the last cell is XFD{MAX_ROW})")
+
+
 def _add_image(sheet: Worksheet, pictures: Pictures, spec: dict[str, Any], where: str) -> None:
+    _check_anchor(spec["anchor"], f"{where}.anchor")
     picture = pictures.get(spec, where)
     width_cm, height_cm = picture.size_cm(spec.get("widthCm"), 50)
     image = Image(picture.stream())
@@ -227,4 +237,5 @@ def _add_chart(sheet: Worksheet, spec: dict[str, Any], n_columns: int, last_row:
             series.solidFill = accent[1:]
     chart.width, chart.height = 18, 9
     anchor = spec.get("anchor") or f"{get_column_letter(n_columns + 2)}2"
+    _check_anchor(anchor, f"{where}.anchor")
     sheet.add_chart(chart, anchor)
