@@ -213,6 +213,23 @@ async def test_a_bridge_killed_mid_job_completes_the_job_once_after_it_restarts(
     assert [(str(r["job_id"]), r["settled_at"] is not None) for r in links] == [(job.id, True)]
 
 
+async def test_a_job_pgboss_gives_back_is_taken_over_again_never_a_second_document(stack: Stack) -> None:
+    user = new_user()
+    job_id = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+    job = await docjobs_job(stack, user, pb.JOB_STATUS_PENDING)
+    await pgboss_job(stack, job_id, "active")
+    # What pg-boss's supervisor does to a claim whose expireInSeconds or heartbeat ran out: the job goes
+    # back to `retry`, and the bridge's next fetch claims it again (a second attempt).
+    await boss(stack.database_url, "fail", id=job_id)
+    again = await pgboss_job(stack, job_id, "active")
+    assert again["retryCount"] == 1
+    stack.start_renderer()
+    done = await pgboss_job(stack, job_id, "completed", "failed")
+    assert (done["state"], done["retryCount"], done["output"]["jobId"]) == ("completed", 1, job.id)
+    [only] = await stack.jobs(user)
+    assert (only.id, only.status) == (job.id, pb.JOB_STATUS_COMPLETED)
+
+
 async def test_an_untested_pgboss_schema_version_is_refused_in_one_line(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:  # what an older pg-boss left: its schema at another version

@@ -54,6 +54,9 @@ TESTED_PGBOSS = "pg-boss 12.38.0, schema version 46"
 # Policies whose fetch is pg-boss's plain one; the others add conditions (singleton keys, strict order).
 SUPPORTED_POLICIES = ("standard", "short")
 MAX_USER_NUMBER = 2**63 - 1
+# Enqueue's field names as the HTTP API (and so a payload) calls them, as the gateway renames them.
+PAYLOAD_FIELDS = {"payload_json": "body", "user_id": "userId", "session_id": "sessionId",
+                  "message_id": "messageId", "job_type": "documentType"}
 
 
 class PgBossRefused(Exception):
@@ -318,7 +321,8 @@ class PgBossBridge:
             try:
                 job = validation.enqueue(request, self._settings, self._clock.now())
             except InvalidArgument as exc:
-                return Invalid("invalid", str(exc), exc.field)
+                field = PAYLOAD_FIELDS.get(exc.field, exc.field)
+                return Invalid("invalid", str(exc).replace(exc.field, field, 1), field)
             job_id = await conn.fetchval(
                 Q.pgboss_enqueue, uuid.uuid4(), job.user_id, job.session_id, job.message_id, job.job_type,
                 job.title, job.payload_json, job.priority, job.max_retries, self._clock.sql_now())

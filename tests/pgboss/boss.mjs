@@ -5,6 +5,7 @@
 //   node boss.mjs send   '{"queue": "docjobs", "data": {...}, "options": {...}}'   -> the job id
 //   node boss.mjs get    '{"queue": "docjobs", "id": "..."}'        -> the job (state, output, ...) or null
 //   node boss.mjs cancel '{"queue": "docjobs", "id": "..."}'
+//   node boss.mjs fail   '{"queue": "docjobs", "id": "..."}'        as pg-boss's expiry does: back to retry
 //
 // DATABASE_URL names the database; PGBOSS_SCHEMA the schema (default pgboss).
 import { PgBoss } from 'pg-boss'
@@ -32,6 +33,8 @@ try {
     result = job ?? null
   } else if (command === 'cancel') {
     result = await boss.cancel(args.queue, args.id)
+  } else if (command === 'fail') {
+    result = await boss.fail(args.queue, args.id, { message: 'given back' })
   } else {
     throw new Error(`unknown command ${command}`)
   }
