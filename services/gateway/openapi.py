@@ -16,6 +16,22 @@ URL_TOKEN = {"name": "token", "in": "query", "required": False, "schema": {"type
                             "instead of the Authorization header"}
 
 
+_RENDITION_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
+RENDITIONS: dict[str, Any] = {
+    "type": "object", "description": "The renditions the request asked for: each a signed url (served "
+    "inline) with its size, or the error that kept it from being made (the document itself is not failed "
+    "by it): rendition_failed, rendition_timeout, converter_crashed",
+    "properties": {
+        "pdf": {"oneOf": [{"type": "object", "required": ["url", "sizeBytes"], "properties": {
+            "url": {"type": "string"}, "sizeBytes": {"type": "integer"}, "contentType": {"type": "string"},
+            "pages": {"type": "integer"}}}, _RENDITION_ERROR]},
+        "thumbnail": {"oneOf": [{"type": "object", "required": ["url", "sizeBytes", "width", "height"], "properties": {
+            "url": {"type": "string"}, "sizeBytes": {"type": "integer"}, "contentType": {"type": "string"},
+            "width": {"type": "integer"}, "height": {"type": "integer"}, "pages": {"type": "integer"}}},
+            _RENDITION_ERROR]}}}
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -101,6 +117,11 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                                                  f"at most {limits.max_run_at_ahead_s} s ahead"},
                         "maxRetries": {"type": "integer", "minimum": 0, "maximum": limits.max_retries_cap,
                                        "description": "Retries after a failed attempt (default: the server's)"},
+                        "renditions": {"type": "array", "uniqueItems": True,
+                                       "items": {"enum": ["pdf", "thumbnail"]},
+                                       "description": "Also make the document as a PDF (a pdf job's is the "
+                                                      "document) and a PNG of its first page, at least 400 px "
+                                                      "wide: result.renditions (docs/renderer.md, Renditions)"},
                         "webhookUrl": {"type": "string", "format": "uri", "maxLength": 2000,
                                        "description": "POSTed, signed per Standard Webhooks, when the job completes "
                                                       "or fails (the `jobEnded` webhook). A service's only (a "
@@ -124,7 +145,7 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                     "status": {"enum": ["pending", "processing", "completed", "failed", "cancelled"]},
                     "documentType": {"type": "string"}, "title": {"type": "string"},
                     "progress": {"type": "integer"}, "progressMessage": {"type": "string"},
-                    "result": {"type": "object", "properties": {"warnings": {
+                    "result": {"type": "object", "properties": {"renditions": RENDITIONS, "warnings": {
                         "type": "array", "description": "What the document could not be as asked (a spec job's; "
                         "empty otherwise): `glyph_missing`, a character no font of the renderer draws; "
                         "`formula_error` and `formula_unsupported`, a formula cell computed to an error or not "
@@ -252,6 +273,14 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object", "required": ["sessionEventsUrl"], "properties": {
                     "sessionEventsUrl": {"type": "string"}}}, "The URL, relative to the gateway"),
                               "400": ERROR, "401": ERROR, "403": ERROR}}},
+            "/api/jobs/{jobId}/renditions/{kind}": {"get": {
+                "summary": "A rendition of the finished document, shown inline: its PDF or its PNG thumbnail",
+                "parameters": [JOB_ID, {"name": "kind", "in": "path", "required": True,
+                                        "schema": {"enum": ["pdf", "thumbnail"]}}, URL_TOKEN],
+                "responses": {"200": {"description": "The PDF or the PNG",
+                                      "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                                                  "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+                              "304": {"description": "Not modified (If-None-Match)"}, "401": ERROR, "404": ERROR}}},
             "/api/jobs/{jobId}/artifact": {"get": {
                 "summary": "Download the finished document", "parameters": [JOB_ID, URL_TOKEN],
                 "responses": {"200": {"description": "The document",

@@ -37,7 +37,6 @@ _SETTINGS = (
     ("Common/Security/Scripting", "MacroSecurityLevel", "3"),
     ("Common/Security/Scripting", "DisableMacrosExecution", "true"),
     ("Common/Security/Scripting", "BlockUntrustedRefererLinks", "true"),
-    ("Common/Misc", "UseLocking", "false"),
     ("Writer/Content/Update", "Link", "2"),
     ("Calc/Content/Update", "Link", "2"),
 )
@@ -64,13 +63,22 @@ def start_office() -> subprocess.Popen[bytes]:
     sample = Path("/tmp/warm-up.txt")
     sample.write_text("warm-up\n", encoding="utf-8")
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    # Its pipe first: a second soffice started before the office has its pipe becomes the office itself,
+    # and the first one then hands it its document and quits.
+    # Then its document: an office whose document is not open yet quits after serving the first
+    # conversion. Its lock file says it is open.
+    lock = KEEP_OPEN.with_name(f".~lock.{KEEP_OPEN.name}#")
+    while not lock.exists() or not any(p.name.startswith("OSL_PIPE_") for p in Path("/tmp").iterdir()):
         if office.poll() is not None:
             raise RuntimeError(f"LibreOffice exited at start (status {office.returncode})")
-        if convert_office(sample, Path("/tmp/warm-up-out"), START_TIMEOUT_S) is not None:
-            return office
-        time.sleep(0.1)
-    raise RuntimeError("LibreOffice did not start in time")
+        if time.monotonic() > deadline:
+            raise RuntimeError("LibreOffice did not start in time")
+        time.sleep(0.02)
+    if convert_office(sample, Path("/tmp/warm-up-out"), max(1.0, deadline - time.monotonic())) is None:
+        raise RuntimeError("LibreOffice could not convert a text file at start")
+    if office.poll() is not None:
+        raise RuntimeError(f"LibreOffice exited at start (status {office.returncode})")
+    return office
 
 
 def convert_office(source: Path, out_dir: Path, timeout: float) -> Path | None:
@@ -127,7 +135,8 @@ def serve(request: dict[str, Any], office: subprocess.Popen[bytes] | None) -> di
     pdf: Path | None = None
     if request.get("office"):
         if office is None or office.poll() is not None:
-            answer["pdf"] = error("rendition_failed", "the converter is not running")
+            status = "not started" if office is None else f"exited with status {office.returncode}"
+            answer["pdf"] = error("converter_crashed", f"LibreOffice is not running ({status})")
         else:
             converted = convert_office(source, WORK / "conv", timeout)
             if converted is None:

@@ -623,6 +623,15 @@ export class DocjobsJob extends Base {
       this._bar.style.width = "100%";
       this._setStatus("completed", "");
       this._preview.replaceChildren(...renderPreview(result.preview));
+      // A thumbnail the job asked for (renditions: ["thumbnail"]): the first page as the page looks.
+      const thumbnail = result.renditions && result.renditions.thumbnail;
+      if (thumbnail && thumbnail.url) {
+        const img = el("img", { part: "thumbnail", alt: "First page of the document", width: "400" });
+        img.src = resolveUrl(this.gateway, thumbnail.url);
+        img.style.maxWidth = "100%";
+        img.style.height = "auto";
+        this._preview.prepend(img);
+      }
       if (this.result.downloadUrl) {
         this._download.href = this.result.downloadUrl;
         if (result.filename) this._download.setAttribute("download", result.filename);
