@@ -341,3 +341,16 @@ def test_an_anchor_past_the_last_cell_is_refused(tmp_path: Path, sheet: dict[str
     with pytest.raises(specs.SpecError) as raised:
         render("spreadsheet", spec, "t", tmp_path / "out.xlsx", lambda *_: None)
     assert raised.value.path == field and "outside a sheet" in raised.value.message
+
+
+def test_a_pdf_table_of_contents_lists_headings_in_any_script(tmp_path: Path) -> None:
+    """reportlab's own contents entries crashed on a shaped heading (Greek, Chinese, Arabic, Hindi)."""
+    headings = ["Ελληνικά", "季度销售报告", "Отчёт", "שלום עולם"]
+    blocks: list[dict[str, Any]] = [{"type": "toc"}]
+    for n, text in enumerate(headings):
+        blocks += [{"type": "heading", "text": text, "level": 1 + n % 2}, {"type": "pageBreak"}]
+    render_to("pdf", {"blocks": blocks}, tmp_path / "toc.pdf")
+    contents = run("pdftotext", "-f", "1", "-l", "1", tmp_path / "toc.pdf", "-")
+    for n, text in enumerate(headings[:3]):
+        assert text in contents and str(n + 1) in contents
+    assert "םולש םלוע" in contents or "שלום עולם" in contents

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reportlab.lib import colors, pagesizes
-from reportlab.lib.enums import TA_CENTER
+from reportlab.lib.enums import TA_CENTER, TA_RIGHT
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import cm
 from reportlab.pdfbase import pdfmetrics
@@ -235,6 +235,27 @@ class _Furniture:
         return FurnitureCanvas
 
 
+class _Contents(TableOfContents):
+    """A table of contents whose entries are drawn like the headings they list (any script, shaped, right
+    to left where it is), the page number beside each, linked to the heading. reportlab's own puts the
+    dots and number in an onDraw callback inside the entry, which its shaping cannot lay out."""
+
+    def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
+        entries = self._lastEntries or [(0, "", 0, None)]  # type: ignore[attr-defined]  # reportlab's own
+        number_width = 1.2 * cm
+        rows = []
+        for level, text, page, key in entries:
+            style = self.getLevelStyle(level)
+            number_style = ParagraphStyle("tocPage", parent=style, alignment=TA_RIGHT, leftIndent=0)
+            number = f'<a href="#{key}">{page}</a>' if key else str(page)
+            rows.append([pdftext.paragraph([Run(text)], style), Paragraph(number if page else "", number_style)])
+        self._table = Table(rows, colWidths=(availWidth - number_width, number_width),
+                            style=[("VALIGN", (0, 0), (-1, -1), "BOTTOM"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                                   ("RIGHTPADDING", (0, 0), (-1, -1), 0)])
+        self.width, self.height = self._table.wrapOn(self.canv, availWidth, availHeight)
+        return self.width, self.height
+
+
 def _reader(picture: Picture) -> Any:
     from reportlab.lib.utils import ImageReader
     return ImageReader(picture.stream())
@@ -295,10 +316,10 @@ def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float
         drawing.hAlign = "CENTER"
         return [drawing, Spacer(1, 8)]
     if kind == "toc":
-        toc = TableOfContents()
-        toc.dotsMinLevel = 0
-        toc.levelStyles = [ParagraphStyle(f"toc{n}", parent=styles["BodyText"], leftIndent=14 * n, firstLineIndent=0,
-                                          fontName=look.bold if n == 0 else look.font) for n in range(3)]
+        toc = _Contents()
+        toc.levelStyles = [
+            pdftext.shaped(ParagraphStyle(f"toc{n}", parent=styles["BodyText"], leftIndent=14 * n, firstLineIndent=0,
+                                          fontName=look.bold if n == 0 else look.font)) for n in range(3)]
         out: list[Any] = []
         if block.get("title", "Contents"):
             out.append(pdftext.paragraph([Run(block.get("title", "Contents"))], styles["Heading2"]))
