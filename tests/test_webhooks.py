@@ -29,7 +29,7 @@ from jobstore.clock import ManualClock
 
 from .conftest import GRPC_TOKEN, RunningJobStore, new_user, wait_until
 from .gateway_client import SECRET, bearer, start_gateway
-from .helpers import claim, enqueue
+from .helpers import claim, enqueue, scrape
 from .processes import GatewayProcess
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"docjobs-webhook-test-secret-32by").decode()
@@ -150,6 +150,8 @@ async def test_completed_and_failed_jobs_post_signed_events(jobstore: RunningJob
         [delivery] = document["webhook"]["deliveries"]
         assert delivery["id"] == headers["webhook-id"] and delivery["type"] == "job.completed"
         assert delivery["attempts"][0]["statusCode"] == 200 and delivery["attempts"][0]["nextAttemptAt"] is None
+        metrics = await scrape(f"{gateway.base}/metrics")
+        assert metrics[("docjobs_gateway_webhook_attempts_total", (("outcome", "delivered"),))] == 1
 
         # A job that fails says so too (others' callbacks are often never called on error).
         status, created = await post_job(http, gateway.base, receiver.url)

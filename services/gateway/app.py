@@ -427,7 +427,8 @@ async def _webhook_sender(app: web.Application) -> AsyncIterator[None]:
     if not app[SETTINGS].webhook_secret:
         yield
         return
-    sender = webhooks.WebhookSender(pb_grpc.JobStoreStub(app[CHANNEL]), app[AUTH], app[SETTINGS])
+    sender = webhooks.WebhookSender(pb_grpc.JobStoreStub(app[CHANNEL]), app[AUTH], app[SETTINGS],
+                                    registry=app[METRICS]["registry"])
     sender.start()
     yield
     await sender.stop()

@@ -29,6 +29,7 @@ import aiohttp
 import grpc
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from prometheus_client import CollectorRegistry, Counter
 from standardwebhooks import Webhook
 
 from docjobs import webhooks
@@ -50,6 +51,8 @@ CONCURRENCY = 16
 RESOLVE_TIMEOUT_S = 5.0
 USER_AGENT = "docjobs-webhooks/1"
 RESPONSE_READ_BYTES = 64 * 1024
+OUTCOME_NAMES = {pb.DELIVERY_OUTCOME_DELIVERED: "delivered", pb.DELIVERY_OUTCOME_RETRY: "retry",
+                 pb.DELIVERY_OUTCOME_GAVE_UP: "gave_up"}
 
 
 class Refused(OSError):
@@ -113,8 +116,11 @@ def retry_delay_ms(attempt: int, base_ms: float, jitter: float) -> float:
 
 class WebhookSender:
     def __init__(self, stub: pb_grpc.JobStoreAsyncStub, auth: Auth, settings: Settings, *,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 registry: CollectorRegistry | None = None, jitter: Callable[[], float] = random.random) -> None:
         self._stub = stub
+        self._attempts = Counter("docjobs_gateway_webhook_attempts", "Webhook attempts by outcome: delivered, "
+                                 "retry (to be tried again), gave_up (too old, or its job is gone)", ["outcome"],
+                                 registry=registry)
         self._auth = auth
         self._settings = settings
         self._signer = Webhook(settings.webhook_secret)
@@ -239,6 +245,7 @@ class WebhookSender:
 
     async def _report(self, delivery: pb.Delivery, outcome: pb.DeliveryOutcome, status: int, error: str,
                       retry_ms: int) -> None:
+        self._attempts.labels(OUTCOME_NAMES[outcome]).inc()
         try:
             await self._stub.ReportDelivery(pb.ReportDeliveryRequest(
                 delivery_id=delivery.id, lease_token=delivery.lease_token, outcome=outcome, status_code=status,
