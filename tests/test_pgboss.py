@@ -25,7 +25,7 @@ from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from .conftest import GRPC_TOKEN, new_user, wait_until
 from .gateway_client import SECRET, RunningGateway, start_gateway, token
-from .processes import JobStoreProcess
+from .processes import JobStoreProcess, StackProcess
 from .renderers import RendererProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,10 +106,12 @@ async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
     await running.stop()
 
 
-async def pgboss_job(stack: Stack, job_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
-    """The pg-boss job once it is in one of `states`."""
+async def pgboss_job(stack: Stack | str, job_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
+    """The pg-boss job once it is in one of `states` (`stack`: a Stack, or pg-boss's database URL)."""
+    database_url = stack if isinstance(stack, str) else stack.database_url
+
     async def reached() -> dict[str, Any] | None:
-        job = await boss(stack.database_url, "get", id=job_id)
+        job = await boss(database_url, "get", id=job_id)
         return job if job is not None and job["state"] in states else None
 
     found: dict[str, Any] = await wait_until(reached, timeout=timeout, interval=0.2)
@@ -246,3 +248,24 @@ async def test_an_untested_pgboss_schema_version_is_refused_in_one_line(database
     assert status == 78, output  # EXIT_DO_NOT_RESTART: `docjobs up` stops instead of restarting it
     assert len(lines) == 1 and "version 45" in lines[0] and "46" in lines[0], output
     assert "Traceback" not in output
+
+
+async def test_make_run_bridges_a_pgboss_queue_with_links_to_its_own_gateway(
+        database_url: str, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """`docjobs up` (no auth, the local demo) with DOCJOBS_PGBOSS_QUEUE set: its jobstore signs links as its
+    gateway does, absolute to the gateway's address."""
+    assert await boss(database_url, "setup") == 46
+    local = StackProcess(tmp_path / "stack.log", database_url=database_url, DOCJOBS_PGBOSS_QUEUE=QUEUE,
+                         DOCJOBS_PGBOSS_INTERVAL_S="0.1").start()
+    try:
+        await asyncio.to_thread(local.wait_up)
+        job_id = await boss(database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": "local"})
+        done = await pgboss_job(database_url, job_id, "completed", "failed")
+        assert done["state"] == "completed", done
+        assert done["output"]["downloadUrl"].startswith(f"{local.base}/api/jobs/{done['output']['jobId']}/artifact?")
+        async with http.get(done["output"]["downloadUrl"]) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.read()).startswith(b"%PDF")
+    finally:
+        await asyncio.to_thread(local.stop)
+        local.kill_tree()

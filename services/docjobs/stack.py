@@ -229,7 +229,12 @@ class Stack:
         env = {**self.env, "DATABASE_URL": dsn, "DOCJOBS_GRPC_PORT": str(self.settings.grpc_port),
                TOKEN_ENV: self.settings.grpc_token}
         jobstore_address = f"127.0.0.1:{self.settings.grpc_port}"
-        services = [Service("jobstore", [sys.executable, "-m", "jobstore.server"], env, grpc_healthy(jobstore_address))]
+        # The pg-boss bridge, when on, signs its download links as this stack's gateway does (its auth mode
+        # below) and makes them absolute with the gateway's address.
+        jobstore_env = {**env, "DOCJOBS_AUTH": env.get("DOCJOBS_AUTH", "none"),
+                        "DOCJOBS_PUBLIC_URL": env.get("DOCJOBS_PUBLIC_URL", f"http://127.0.0.1:{self.settings.http_port}")}
+        services = [Service("jobstore", [sys.executable, "-m", "jobstore.server"], jobstore_env,
+                            grpc_healthy(jobstore_address))]
         # Renderers never see the database URL.
         renderer_env = {k: v for k, v in env.items() if k != "DATABASE_URL"}
         renderer_env["DOCJOBS_JOBSTORE_ADDRESS"] = jobstore_address
