@@ -247,3 +247,24 @@ async def test_a_converter_killed_mid_conversion_fails_only_the_rendition(http, 
     status, created = await post(http, gateway, {**example("presentation"), "renditions": ["thumbnail"]})
     job = await finished(http, gateway, created["jobId"])
     assert job["status"] == "completed" and "url" in job["result"]["renditions"]["thumbnail"], job
+
+
+async def test_without_libreoffice_an_office_rendition_fails_the_job_saying_what_to_install(
+        http, gateway, jobstore, tmp_path) -> None:
+    # A renderer whose PATH has no soffice: as on a machine without LibreOffice.
+    (tmp_path / "bin").mkdir()
+    bare = RendererProcess(jobstore.address, tmp_path / "bare", PATH=str(tmp_path / "bin")).start()
+    try:
+        status, office = await post(http, gateway, {**example("presentation"), "renditions": ["thumbnail"]})
+        assert status == 202
+        status, plain = await post(http, gateway, example("presentation"))
+        status, pdf = await post(http, gateway, {**example("pdf"), "renditions": ["pdf", "thumbnail"]})
+        failed = await finished(http, gateway, office["jobId"])
+        assert failed["status"] == "failed" and failed["error"]["code"] == "renditions_unavailable", failed
+        assert "libreoffice-impress-nogui" in failed["error"]["message"]
+        # Everything else still works there: a document without renditions, a pdf job's thumbnail.
+        assert (await finished(http, gateway, plain["jobId"]))["status"] == "completed"
+        job = await finished(http, gateway, pdf["jobId"])
+        assert job["status"] == "completed" and "url" in job["result"]["renditions"]["thumbnail"], job
+    finally:
+        await bare.shutdown()
