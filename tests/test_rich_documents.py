@@ -354,3 +354,32 @@ def test_a_pdf_table_of_contents_lists_headings_in_any_script(tmp_path: Path) ->
     for n, text in enumerate(headings[:3]):
         assert text in contents and str(n + 1) in contents
     assert "םולש םלוע" in contents or "שלום עולם" in contents
+
+
+def cmyk_jpeg(color: tuple[int, int, int, int] = (0, 200, 200, 0)) -> str:
+    """A CMYK JPEG (an Adobe marker, no JFIF or Exif header: as Photoshop saves them)."""
+    out = io.BytesIO()
+    Image.new("CMYK", (60, 40), color).save(out, "JPEG")
+    assert out.getvalue()[2:4] != b"\xff\xe0"
+    return base64.b64encode(out.getvalue()).decode()
+
+
+@pytest.mark.parametrize("job_type", ["document", "pdf", "presentation", "spreadsheet"])
+def test_a_jpeg_without_a_jfif_header_is_shown(tmp_path: Path, job_type: str) -> None:
+    image = {"data": cmyk_jpeg(), "mediaType": "image/jpeg"}
+    logo = {"data": cmyk_jpeg((200, 0, 0, 0)), "mediaType": "image/jpeg"}
+    specs_by_type: dict[str, dict[str, Any]] = {
+        "document": {"theme": {"logo": logo}, "blocks": [{"type": "image", **image}]},
+        "pdf": {"theme": {"logo": logo}, "blocks": [{"type": "image", **image}]},
+        "presentation": {"slides": [{"layout": "bullets", "title": "t", "bullets": ["b"], "image": image}]},
+        "spreadsheet": {"sheets": [{"name": "s", "columns": [{"header": "h"}],
+                                    "images": [{**image, "anchor": "B2"}]}]},
+    }
+    extension = {"document": "docx", "pdf": "pdf", "presentation": "pptx", "spreadsheet": "xlsx"}[job_type]
+    path = tmp_path / f"out.{extension}"
+    render_to(job_type, specs_by_type[job_type], path)
+    if job_type == "pdf":
+        assert len(pypdf.PdfReader(str(path)).pages[0].images) == 2
+    else:
+        media = [n for n in zipfile.ZipFile(path).namelist() if "/media/" in n]
+        assert len(media) == (2 if job_type == "document" else 1)

@@ -111,7 +111,7 @@ def _add_block(document: Any, block: dict[str, Any], context: _Context, index: i
     elif kind == "image":
         picture = context.pictures.get(block, where)
         width, height = picture.size_cm(block.get("widthCm"), context.text_width_cm, 22.0)
-        document.add_picture(picture.stream(), width=Cm(width), height=Cm(height))
+        document.add_picture(docx_parts.picture_stream(picture), width=Cm(width), height=Cm(height))
         document.paragraphs[-1].alignment = WD_ALIGN_PARAGRAPH.CENTER
         if block.get("caption"):
             document.add_paragraph(block["caption"], style="Caption").alignment = WD_ALIGN_PARAGRAPH.CENTER

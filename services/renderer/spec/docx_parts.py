@@ -9,6 +9,8 @@ from typing import Any
 
 from docx.enum.style import WD_STYLE_TYPE
 from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_TAB_ALIGNMENT
+from docx.image.exceptions import UnrecognizedImageError
+from docx.image.image import Image as DocxImage
 from docx.opc.constants import RELATIONSHIP_TYPE as RT
 from docx.opc.packuri import PackURI
 from docx.opc.part import Part
@@ -25,6 +27,16 @@ LINK_COLOR = "#0563C1"  # Word's own colour for a hyperlink
 CHART_CT = "application/vnd.openxmlformats-officedocument.drawingml.chart+xml"
 XLSX_CT = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 DEFAULT_FOOTER = {"center": "Page {page} of {pages}"}
+
+
+def picture_stream(picture: Picture) -> Any:
+    """The image's bytes for python-docx, which parses the file itself and knows only JPEGs with a JFIF
+    or Exif header (a CMYK JPEG from Photoshop has neither): any other goes in as PNG."""
+    try:
+        DocxImage.from_blob(picture.data)
+    except UnrecognizedImageError:
+        return picture.as_png().stream()
+    return picture.stream()
 
 
 def _run(text: str) -> Any:
@@ -96,7 +108,7 @@ def set_furniture(section: Any, header: dict[str, Any] | None, footer: dict[str,
         if with_logo:
             assert logo is not None
             width, height = logo.size_cm(logo_width_cm, text_width / 360000, 3.0)
-            paragraph.add_run().add_picture(logo.stream(), width=Cm(width), height=Cm(height))
+            paragraph.add_run().add_picture(picture_stream(logo), width=Cm(width), height=Cm(height))
             if slots.get("left"):
                 paragraph.add_run("  ")
         for n, key in enumerate(("left", "center", "right")):

@@ -44,6 +44,15 @@ class Picture:
     def stream(self) -> io.BytesIO:
         return io.BytesIO(self.data)
 
+    def as_png(self) -> Picture:
+        """The image re-encoded as PNG (lossless; CMYK made RGB), for a library that cannot parse the file
+        as sent (python-docx reads only JPEGs with a JFIF or Exif header)."""
+        with PILImage.open(self.stream()) as image:
+            converted = image if image.mode in ("RGB", "RGBA", "L", "LA", "P") else image.convert("RGB")
+            out = io.BytesIO()
+            converted.save(out, "PNG")
+        return Picture(out.getvalue(), "image/png", self.width_px, self.height_px)
+
     def size_cm(self, width_cm: float | None, max_width_cm: float, max_height_cm: float | None = None
                 ) -> tuple[float, float]:
         """The width and height to show it at: the width asked (else its own at 96 dpi), no wider than
