@@ -19,11 +19,11 @@ import asyncpg
 import pytest
 
 from docjobs.channels import jobstore_channel
-from docjobs.pgserver import free_port
+from docjobs.pgserver import EmbeddedPostgres, free_port
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
-from .conftest import GRPC_TOKEN, new_user, wait_until
+from .conftest import GRPC_TOKEN, create_database, new_user, wait_until
 from .gateway_client import SECRET, RunningGateway, start_gateway, token
 from .processes import JobStoreProcess, StackProcess
 from .renderers import RendererProcess
@@ -269,3 +269,24 @@ async def test_make_run_bridges_a_pgboss_queue_with_links_to_its_own_gateway(
     finally:
         await asyncio.to_thread(local.stop)
         local.kill_tree()
+
+
+async def test_pgboss_in_a_database_of_its_own(pg: EmbeddedPostgres, database_url: str, tmp_path: Path) -> None:
+    boss_url = await create_database(pg, None)  # DOCJOBS_PGBOSS_DATABASE_URL: not docjobs' database
+    assert await boss(boss_url, "setup") == 46
+    store = JobStoreProcess(database_url, log_path=tmp_path / "jobstore.log", env={
+        "DOCJOBS_PGBOSS_QUEUE": QUEUE, "DOCJOBS_PGBOSS_DATABASE_URL": boss_url, "DOCJOBS_PGBOSS_INTERVAL_S": "0.1",
+        "DOCJOBS_JWT_SECRET": SECRET}).start()
+    renderer = None
+    try:
+        store.wait_healthy()
+        renderer = RendererProcess(store.address, tmp_path).start()
+        user = new_user()
+        job_id = await boss(boss_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+        done = await pgboss_job(boss_url, job_id, "completed", "failed")
+        assert done["state"] == "completed", done
+        assert done["output"]["downloadUrl"].startswith(f"/api/jobs/{done['output']['jobId']}/artifact?token=")
+    finally:
+        if renderer is not None:
+            await renderer.shutdown()
+        store.kill()

@@ -182,11 +182,15 @@ class PgBossBridge:
         """Before the jobstore serves: an installed pg-boss schema of an untested version, or a queue of a
         policy the bridge does not fetch, is refused (PgBossRefused). A schema or queue not there yet is
         waited for by the rounds."""
-        if self._settings.pgboss_database_url:
-            self._boss_pool = await asyncpg.create_pool(self._settings.pgboss_database_url, min_size=1,
+        if self._settings.pgboss_database_url:  # min_size 0: nothing is connected until a round asks
+            self._boss_pool = await asyncpg.create_pool(self._settings.pgboss_database_url, min_size=0,
                                                         max_size=2, command_timeout=60.0)
         try:
             refusal = await self._refusal()
+        except DATABASE_ERRORS as exc:  # pg-boss's own database may come later than docjobs'
+            log.warning("pg-boss bridge: pg-boss's database cannot be read yet (%s: %s); the rounds wait for it",
+                        type(exc).__name__, exc)
+            return
         except BaseException:
             await self._close_boss_pool()
             raise
@@ -224,6 +228,8 @@ class PgBossBridge:
                 if self._waiting_for != str(exc):
                     log.error("pg-boss bridge stopped claiming: %s", exc)
                     self._waiting_for = str(exc)
+            except Exception:  # a bug of one round must not end the bridge: the next round tries again
+                log.exception("pg-boss bridge: unexpected error in a round")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.pgboss_interval_s):
                     await self._stopping.wait()
