@@ -131,6 +131,8 @@ def test_docx_images_furniture_toc_links_chart_and_theme(tmp_path: Path) -> None
     styles = zipfile.ZipFile(path).read("word/styles.xml").decode()
     assert 'w:ascii="Times New Roman"' in styles and f'w:val="{HEADING[1:]}"' in styles
     assert f'w:fill="{ACCENT[1:]}"' in zipfile.ZipFile(path).read("word/document.xml").decode()
+    settings = zipfile.ZipFile(path).read("word/settings.xml").decode()
+    assert settings.index("<w:updateFields") < settings.index("<w:compat")  # Word wants the schema's order
 
     pdf = to_pdf(path)
     pages = run("pdftotext", "-layout", pdf, "-").split("\f")

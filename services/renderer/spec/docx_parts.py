@@ -27,6 +27,15 @@ LINK_COLOR = "#0563C1"  # Word's own colour for a hyperlink
 CHART_CT = "application/vnd.openxmlformats-officedocument.drawingml.chart+xml"
 XLSX_CT = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 DEFAULT_FOOTER = {"center": "Page {page} of {pages}"}
+SETTINGS_AFTER_UPDATE_FIELDS = frozenset({
+    "hdrShapeDefaults", "footnotePr", "endnotePr", "compat", "docVars", "rsids", "mathPr", "attachedSchema",
+    "themeFontLang", "clrSchemeMapping", "doNotIncludeSubdocsInStats", "doNotAutoCompressPictures", "forceUpgrade",
+    "captions", "readModeInkLockDown", "smartTagType", "schemaLibrary", "shapeDefaults", "doNotEmbedSmartTags",
+    "decimalSymbol", "listSeparator"})
+
+
+def etree_local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
 
 
 def picture_stream(picture: Picture) -> Any:
@@ -181,7 +190,12 @@ def add_toc(document: Any, title: str, levels: int, headings: list[tuple[int, st
     if settings.find(qn("w:updateFields")) is None:
         update = OxmlElement("w:updateFields")
         update.set(qn("w:val"), "true")
-        settings.append(update)
+        # Word holds settings.xml to the schema's order: updateFields comes before these.
+        later = next((child for child in settings if etree_local(child.tag) in SETTINGS_AFTER_UPDATE_FIELDS), None)
+        if later is None:
+            settings.append(update)
+        else:
+            later.addprevious(update)
 
 
 def add_chart(document: Any, spec: dict[str, Any], width_cm: float, accent: str | None,
