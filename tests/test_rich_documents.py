@@ -385,3 +385,12 @@ def test_a_jpeg_without_a_jfif_header_is_shown(tmp_path: Path, job_type: str) ->
     else:
         media = [n for n in zipfile.ZipFile(path).namelist() if "/media/" in n]
         assert len(media) == (2 if job_type == "document" else 1)
+
+
+def test_docx_drawings_have_distinct_ids(tmp_path: Path) -> None:
+    """Word repairs (and asks the reader about) a document whose drawings share an id."""
+    path = tmp_path / "ids.docx"
+    chart = {"type": "chart", "chart": CHART}
+    render_to("document", {"blocks": [chart, {"type": "image", "data": png(), "mediaType": "image/png"}, chart]}, path)
+    ids = re.findall(r'<wp:docPr id="(\d+)"', zipfile.ZipFile(path).read("word/document.xml").decode())
+    assert len(ids) == 3 and len(set(ids)) == 3

@@ -219,7 +219,7 @@ def add_chart(document: Any, spec: dict[str, Any], width_cm: float, accent: str 
     extent.set("cx", str(int(width)))
     extent.set("cy", str(int(height)))
     doc_pr = OxmlElement("wp:docPr")
-    doc_pr.set("id", str(10000 + index))
+    doc_pr.set("id", str(document.part.next_id))  # unique among the drawings, as Word requires
     doc_pr.set("name", f"Chart {index}")
     graphic = OxmlElement("a:graphic")
     data = OxmlElement("a:graphicData")
