@@ -215,6 +215,33 @@ async def test_a_bridge_killed_mid_job_completes_the_job_once_after_it_restarts(
     assert [(str(r["job_id"]), r["settled_at"] is not None) for r in links] == [(job.id, True)]
 
 
+async def test_a_claim_that_cannot_commit_after_its_document_was_made_makes_no_second_one(stack: Stack) -> None:
+    """The window between the two databases' commits: the docjobs job and its link are committed, then the
+    pg-boss claim fails (as it would with the jobstore killed there). The job stays unclaimed in pg-boss
+    and renders all the same; once a claim commits, it ends with that one document."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:  # a real failure of the claim's update, in Postgres, until the trigger goes
+        await conn.execute("""
+            CREATE FUNCTION pgboss.refuse_claims() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.state = 'active' THEN RAISE EXCEPTION 'the claim cannot commit'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_claims BEFORE UPDATE ON pgboss.job
+                FOR EACH ROW EXECUTE FUNCTION pgboss.refuse_claims()""")
+        stack.start_renderer()
+        user = new_user()
+        job_id = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+        job = await docjobs_job(stack, user, pb.JOB_STATUS_COMPLETED, timeout=60)
+        assert (await boss(stack.database_url, "get", id=job_id))["state"] == "created"
+        await conn.execute("DROP TRIGGER refuse_claims ON pgboss.job")
+    finally:
+        await conn.close()
+    done = await pgboss_job(stack, job_id, "completed", "failed")
+    assert (done["state"], done["retryCount"], done["output"]["jobId"]) == ("completed", 0, job.id)
+    assert [j.id for j in await stack.jobs(user)] == [job.id]
+
+
 async def test_a_job_pgboss_gives_back_is_taken_over_again_never_a_second_document(stack: Stack) -> None:
     user = new_user()
     job_id = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
