@@ -58,6 +58,7 @@ class Stack:
         self.database_url = database_url
         self.data_dir = data_dir
         self.gateway_port = free_port()
+        self.metrics_port = free_port()
         self.jobstore: JobStoreProcess | None = None
         self.renderer: RendererProcess | None = None
         self.gateway: RunningGateway | None = None
@@ -71,7 +72,7 @@ class Stack:
     def start_jobstore(self, port: int | None = None) -> None:
         self.jobstore = JobStoreProcess(self.database_url, port=port, log_path=self.data_dir / "jobstore.log", env={
             "DOCJOBS_PGBOSS_QUEUE": QUEUE, "DOCJOBS_PGBOSS_INTERVAL_S": "0.1", "DOCJOBS_PUBLIC_URL": self.base,
-            "DOCJOBS_JWT_SECRET": SECRET}).start()
+            "DOCJOBS_JWT_SECRET": SECRET, "DOCJOBS_METRICS_PORT": str(self.metrics_port)}).start()
         self.jobstore.wait_healthy()
         if self.channel is None:
             self.channel = jobstore_channel(self.jobstore.address, GRPC_TOKEN)
@@ -150,6 +151,10 @@ async def test_a_sent_job_completes_with_its_document_downloadable_from_the_outp
         content = await response.read()
     assert content.startswith(b"%PDF")
     assert (len(content), hashlib.sha256(content).hexdigest()) == (output["sizeBytes"], output["sha256"])
+    async with http.get(f"http://127.0.0.1:{stack.metrics_port}/metrics") as response:
+        scraped = await response.text()
+    assert 'docjobs_jobstore_pgboss_jobs_total{outcome="claimed"} 1.0' in scraped
+    assert 'docjobs_jobstore_pgboss_jobs_total{outcome="completed"} 1.0' in scraped
 
 
 async def test_an_invalid_spec_fails_the_pgboss_job_with_the_http_apis_error(

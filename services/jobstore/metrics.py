@@ -28,6 +28,13 @@ DUE = Gauge("docjobs_jobstore_due_pending_jobs", "Pending jobs that are due now,
             ["job_type"], registry=REGISTRY)
 OLDEST_DUE_AGE = Gauge("docjobs_jobstore_oldest_due_job_age_seconds", "Age of the oldest due pending job",
                        registry=REGISTRY)
+PGBOSS_JOBS = Counter("docjobs_jobstore_pgboss_jobs",
+                      "pg-boss jobs the bridge handled, by outcome: claimed (a docjobs job made or taken over), "
+                      "refused (the payload), completed or failed (the pg-boss job ended by the bridge), "
+                      "ended_by_pgboss (cancelled or failed on pg-boss's side: the docjobs job cancelled)", ["outcome"],
+                      registry=REGISTRY)
+PGBOSS_ROUND_ERRORS = Counter("docjobs_jobstore_pgboss_round_errors",
+                              "pg-boss bridge rounds that failed (a database away, an error)", registry=REGISTRY)
 SCRAPE_ERRORS = Counter("docjobs_jobstore_stats_errors", "Statistics reads that failed at scrape time",
                         registry=REGISTRY)
 

@@ -37,7 +37,7 @@ import asyncpg
 from docjobs import jobtypes, jsonvalues, specs, urltokens
 from docjobs.v1 import jobstore_pb2 as pb
 
-from . import validation
+from . import metrics, validation
 from .clock import Clock
 from .errors import DATABASE_ERRORS, InvalidArgument
 from .queries import Q
@@ -221,6 +221,7 @@ class PgBossBridge:
                     log.warning("pg-boss bridge: working again")
                     self._failing = False
             except DATABASE_ERRORS as exc:
+                metrics.PGBOSS_ROUND_ERRORS.inc()
                 if not self._failing:  # an outage is logged once, not every round
                     log.warning("pg-boss bridge: %s: %s (retrying every round)", type(exc).__name__, exc)
                     self._failing = True
@@ -229,6 +230,7 @@ class PgBossBridge:
                     log.error("pg-boss bridge stopped claiming: %s", exc)
                     self._waiting_for = str(exc)
             except Exception:  # a bug of one round must not end the bridge: the next round tries again
+                metrics.PGBOSS_ROUND_ERRORS.inc()
                 log.exception("pg-boss bridge: unexpected error in a round")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.pgboss_interval_s):
@@ -307,6 +309,8 @@ class PgBossBridge:
                                      json.dumps(refused[row["id"]].output()))
         if created_types:
             self._on_commit(created_types)  # after the claim committed: renderers may take the jobs now
+        metrics.PGBOSS_JOBS.labels("claimed").inc(len(candidates) - len(refused))
+        metrics.PGBOSS_JOBS.labels("refused").inc(len(refused))
         for pgboss_id, invalid in refused.items():
             log.info("pg-boss job %s refused: %s", pgboss_id, invalid.message)
 
@@ -363,6 +367,7 @@ class PgBossBridge:
                     log.info("docjobs job %s cancelled: %s", link["job_id"], reason)
                     self._on_commit(set())
             ended.append(link["pgboss_id"])
+            metrics.PGBOSS_JOBS.labels("ended_by_pgboss").inc()
         if ended:
             await self._pool.execute(Q.pgboss_link_settled, self._queue, ended)
 
@@ -371,21 +376,24 @@ class PgBossBridge:
             rows = await conn.fetch(Q.pgboss_links_to_settle, self._queue, self._settings.pgboss_batch)
             if not rows:
                 return
-            settled = []
+            settled, ended_here = [], set()
             async with self._boss() as boss:
                 for row in rows:
                     completed = row["status"] == "completed"
                     statement = Q.pgboss_complete if completed else Q.pgboss_fail
                     ended = await boss.fetch(statement, self._queue, row["pgboss_id"], row["attempt"],
                                              json.dumps(self.output(row)))
-                    if not ended:
+                    if ended:
+                        ended_here.add(row["pgboss_id"])
+                    else:
                         state = await boss.fetchrow(Q.pgboss_states, self._queue, [row["pgboss_id"]])
                         if state is not None and state["state"] in ("created", "retry", "active"):
                             continue  # not ours to end now: the claim step takes it over again
                     settled.append(row["pgboss_id"])
             await conn.execute(Q.pgboss_link_settled, self._queue, settled)
         for row in rows:
-            if row["pgboss_id"] in settled:
+            if row["pgboss_id"] in ended_here:
+                metrics.PGBOSS_JOBS.labels("completed" if row["status"] == "completed" else "failed").inc()
                 log.info("pg-boss job %s ended: docjobs job %s %s", row["pgboss_id"], row["id"], row["status"])
 
     def output(self, row: Mapping[str, Any] | asyncpg.Record, now: datetime | None = None) -> dict[str, Any]:
