@@ -394,3 +394,13 @@ def test_docx_drawings_have_distinct_ids(tmp_path: Path) -> None:
     render_to("document", {"blocks": [chart, {"type": "image", "data": png(), "mediaType": "image/png"}, chart]}, path)
     ids = re.findall(r'<wp:docPr id="(\d+)"', zipfile.ZipFile(path).read("word/document.xml").decode())
     assert len(ids) == 3 and len(set(ids)) == 3
+
+
+@needs_office
+def test_docx_header_right_text_stays_on_its_line(tmp_path: Path) -> None:
+    """Left text that runs past the middle of the page, and right text: one line, as in the PDF."""
+    path = tmp_path / "header.docx"
+    header = {"left": "Harbour Café: the third quarter of 2026 reviewed", "right": "Internal"}
+    render_to("document", {"header": header, "blocks": [{"type": "paragraph", "text": "Body"}]}, path)
+    lines = [line for line in run("pdftotext", "-layout", to_pdf(path), "-").splitlines() if line.strip()]
+    assert "Harbour Café: the third quarter of 2026 reviewed" in lines[0] and lines[0].rstrip().endswith("Internal")

@@ -111,19 +111,23 @@ def set_furniture(section: Any, header: dict[str, Any] | None, footer: dict[str,
         part.is_linked_to_previous = False
         paragraph = part.paragraphs[0]
         paragraph.style.paragraph_format.tab_stops.clear_all()  # the template's are for another page width
+        # Only the stops in use: a long left text past an unused centre stop would send the right text
+        # to a second line.
         stops = paragraph.paragraph_format.tab_stops
-        stops.add_tab_stop(Emu(text_width // 2), WD_TAB_ALIGNMENT.CENTER)
-        stops.add_tab_stop(Emu(text_width), WD_TAB_ALIGNMENT.RIGHT)
+        if slots.get("center"):
+            stops.add_tab_stop(Emu(text_width // 2), WD_TAB_ALIGNMENT.CENTER)
+        if slots.get("right"):
+            stops.add_tab_stop(Emu(text_width), WD_TAB_ALIGNMENT.RIGHT)
         if with_logo:
             assert logo is not None
             width, height = logo.size_cm(logo_width_cm, text_width / 360000, 3.0)
             paragraph.add_run().add_picture(picture_stream(logo), width=Cm(width), height=Cm(height))
             if slots.get("left"):
                 paragraph.add_run("  ")
-        for n, key in enumerate(("left", "center", "right")):
-            if n:
-                _tab(paragraph)
+        for key in ("left", "center", "right"):
             if slots.get(key):
+                if key != "left":
+                    _tab(paragraph)
                 _fill_slot(paragraph, slots[key], title)
 
 
