@@ -19,12 +19,18 @@ import sys
 from pathlib import Path
 
 from fontTools import subset
+from fontTools.merge import Merger
 from fontTools.ttLib import TTFont
 
 NOTO = Path("/usr/share/fonts/truetype/noto")
 DROID = Path("/usr/share/fonts/truetype/droid")
 NANUM = Path("/usr/share/fonts/truetype/nanum")
 RENAMED = {"DocjobsHangul-Regular.ttf": "Docjobs Hangul"}
+# reportlab shapes a word (text between spaces) in one font: a Hebrew or Thai word followed by a colon or
+# digits must find them in its own face. These get Noto Sans' ASCII, Latin-1 punctuation and general
+# punctuation merged in (Arabic and Devanagari have their own).
+WITH_PUNCTUATION = {"NotoSansHebrew-Regular.ttf", "NotoSansThai-Regular.ttf"}
+PUNCTUATION = "U+0020-007E,U+00A0-00BF,U+2010-2027,U+2030-205E"
 OUT = Path(__file__).resolve().parent.parent / "services" / "renderer" / "fonts"
 
 # (source, shipped name, unicode ranges to keep or "*" for all)
@@ -58,7 +64,7 @@ def build(source: Path, target: Path, unicodes: str) -> None:
     options.notdef_outline = True
     options.glyph_names = False
     options.drop_tables += ["DSIG"]
-    font = TTFont(str(source))
+    font = TTFont(str(source), recalcTimestamp=False)  # the same bytes from the same sources
     subsetter = subset.Subsetter(options)
     if unicodes == "*":
         subsetter.populate(unicodes=font.getBestCmap().keys())
@@ -74,6 +80,14 @@ def build(source: Path, target: Path, unicodes: str) -> None:
                 name.setName(family.replace(" ", "") + "-Regular", record.nameID, record.platformID,
                              record.platEncID, record.langID)
     font.save(str(target))
+    if target.name in WITH_PUNCTUATION:
+        punctuation = target.with_suffix(".punctuation")
+        build(NOTO / "NotoSans-Regular.ttf", punctuation, PUNCTUATION)
+        merged = Merger().merge([str(target), str(punctuation)])
+        merged["head"].created = merged["head"].modified = font["head"].modified
+        merged.recalcTimestamp = False
+        merged.save(str(target))
+        punctuation.unlink()
 
 
 def main() -> int:

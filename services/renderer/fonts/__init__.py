@@ -59,7 +59,7 @@ def coverage() -> dict[str, frozenset[int]]:
 
     covered = {}
     for face in FACES:
-        regular = TTFont(face.name, str(FONT_DIR / face.regular))
+        regular = _shapable(TTFont(face.name, str(FONT_DIR / face.regular)))
         pdfmetrics.registerFont(regular)
         covered[face.name] = frozenset(regular.face.charToGlyph)
         variants: dict[tuple[Literal[0, 1], Literal[0, 1]], str | None] = {
@@ -69,9 +69,18 @@ def coverage() -> dict[str, frozenset[int]]:
             name = face.name
             if file is not None:
                 name = f"{face.name}-{bold}{italic}"
-                pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / file)))
+                pdfmetrics.registerFont(_shapable(TTFont(name, str(FONT_DIR / file))))
             addMapping(face.name, bold, italic, name)  # a face without the variant draws it plain
     return covered
+
+
+def _shapable(font: Any) -> Any:
+    """The font, ready to be shaped from any paragraph. reportlab shapes a word with HarfBuzz in the font of
+    its first piece and gives a glyph without a character (a ligature, a conjunct) a private code point in
+    whichever font draws it, through a method the font has only once it has shaped something itself: a
+    word whose pieces are in two faces (Chinese followed by "12%") would fail in the second."""
+    font.hbFont()
+    return font
 
 
 def face_for(char: str) -> str | None:

@@ -11,6 +11,7 @@ right-aligned when the paragraph starts right to left.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
@@ -42,12 +43,18 @@ def base_font(bold: bool = False) -> str:
     return str(tt2ps(BASE, _flag(bold), 0))
 
 
-def markup(pieces: list[Run]) -> str:
+def markup(pieces: list[Run], shaped: bool = False) -> str:
     """reportlab paragraph markup for the runs: each piece of text in a face that draws it. Text of the
     base face is left in the style's font when that font can encode it (a theme's font draws Latin text),
-    and put in the base face otherwise (Greek or Cyrillic under a standard font would be boxes)."""
+    and put in the base face otherwise (Greek or Cyrillic under a standard font would be boxes).
+
+    reportlab shapes a word (text between spaces) with the HarfBuzz font of its first piece, and gives
+    every glyph of it to the piece's own font: a word drawn in two faces would get the wrong glyphs. So in
+    a paragraph that is shaped, a zero-width space (a word break to reportlab) parts two faces that meet
+    inside a word."""
     coverage()  # registers the faces
     out = []
+    last_face, last_char = "", " "
     for run in pieces:
         parts = []
         for face, part in runs(run.text):
@@ -57,12 +64,37 @@ def markup(pieces: list[Run]) -> str:
                 text = f"<b>{text}</b>"
             if run.italic:
                 text = f"<i>{text}</i>"
+            if shaped and last_face and face != last_face and not last_char.isspace() and not part[0].isspace():
+                parts.append("\u200b")
             parts.append(text if face == BASE and _standard(part) else f'<font name="{face}">{text}</font>')
+            last_face, last_char = face, part[-1]
         text = "".join(parts)
         if run.link:
             text = f'<a href={quoteattr(run.link)} color="{run.link_color}"><u>{text}</u></a>'
         out.append(text)
     return "".join(out)
+
+
+# Scripts whose glyphs HarfBuzz must choose (joining, conjuncts, marks): a paragraph without any is not
+# shaped (Latin, Greek, Cyrillic and CJK need no shaping, and shaping costs time).
+_SHAPED = re.compile("[\u0590-\u08ff\u0900-\u0dff\u0e00-\u0eff\u0f00-\u109f\u1780-\u18af\ufb1d-\ufdff"
+                     "\ufe70-\ufeff]")
+# Chinese and Japanese are written without spaces: their lines break between any two characters.
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def _style_for(style: ParagraphStyle, text: str) -> tuple[ParagraphStyle, bool]:
+    """The style for a paragraph of this text (shaped or not, CJK line breaking or not), and whether it
+    is shaped."""
+    shaped = bool(_SHAPED.search(text))
+    cjk = bool(_CJK.search(text))
+    variants: dict[tuple[bool, bool], ParagraphStyle] = style.__dict__.setdefault("_docjobs_variants", {})
+    if (shaped, cjk) not in variants:
+        variant = ParagraphStyle(f"{style.name}-{int(shaped)}{int(cjk)}", parent=style, shaping=int(shaped))
+        if cjk:
+            variant.wordWrap = "CJK"
+        variants[(shaped, cjk)] = variant
+    return variants[(shaped, cjk)], shaped
 
 
 def _flag(value: bool) -> Literal[0, 1]:
@@ -89,7 +121,8 @@ def paragraph(pieces: list[Run], style: ParagraphStyle) -> Flowable:
     to left."""
     text = "".join(r.text for r in pieces)
     if not has_rtl(text):
-        return Paragraph(markup(pieces), style)
+        chosen, shaped = _style_for(style, text)
+        return Paragraph(markup(pieces, shaped), chosen)
     return BidiParagraph(pieces, style)
 
 
@@ -183,12 +216,15 @@ class BidiParagraph(Flowable):
         texts = ["".join(r.text for r in word) for word in line]
         levels = _levels(" ".join(texts), self.rtl)
         word_levels = []
+        words = []
         at = 0
-        for text in texts:
+        for word, text in zip(line, texts, strict=True):
             chars = levels[at: at + len(text)]
-            word_levels.append(max(chars) if chars else int(self.rtl))
+            odd = [lv for lv in chars if lv % 2]
+            word_levels.append(min(odd) if odd else max(chars, default=int(self.rtl)))
+            words.append(_inner_ltr(word, chars) if odd and len(odd) < len(chars) else word)
             at += len(text) + 1
-        return [line[k] for k in _visual_order(word_levels)]
+        return [words[k] for k in _visual_order(word_levels)]
 
     def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
         self._lines = []
@@ -198,7 +234,7 @@ class BidiParagraph(Flowable):
                 if n:
                     pieces.append(Run(" "))
                 pieces.extend(word)
-            self._lines.append(Paragraph(markup(pieces) or "&nbsp;", self._line_style))
+            self._lines.append(Paragraph(markup(pieces, True) or "&nbsp;", self._line_style))
         self._heights = [p.wrap(available_width, available_height)[1] for p in self._lines]
         self.width = available_width
         self.height = sum(self._heights)
@@ -222,6 +258,30 @@ class BidiParagraph(Flowable):
 
     def getSpaceAfter(self) -> float:
         return float(self.style.spaceAfter)
+
+
+def _inner_ltr(word: list[Run], levels: list[int]) -> list[Run]:
+    """A right-to-left word with left-to-right pieces in it ("ב-12%", "12٪"): HarfBuzz lays the whole word
+    out right to left, digits too, so each left-to-right piece is given to it reversed, and comes out in
+    its own order."""
+    out = []
+    at = 0
+    for run in word:
+        chars = list(run.text)
+        run_levels = levels[at: at + len(chars)]
+        i = 0
+        while i < len(chars):
+            if run_levels[i] % 2 == 0:
+                j = i
+                while j < len(chars) and run_levels[j] % 2 == 0:
+                    j += 1
+                chars[i:j] = reversed(chars[i:j])
+                i = j
+            else:
+                i += 1
+        out.append(Run("".join(chars), run.bold, run.italic, run.link, run.link_color))
+        at += len(chars)
+    return out
 
 
 def _visual_order(levels: list[int]) -> list[int]:
