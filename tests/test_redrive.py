@@ -346,7 +346,7 @@ async def test_the_retry_command(http, gateway, stub) -> None:
     assert redriven.returncode == 0, redriven.stderr
     assert json.loads(redriven.stdout) == {"count": 1, "jobIds": [other["jobId"]], "more": False}
     usage = await asyncio.to_thread(docjobs, gateway.base, service_token, "retry", job["jobId"], "--redrive")
-    assert usage.returncode == 2 and "not both" in usage.stderr
+    assert usage.returncode == 2 and "one of them" in usage.stderr
 
 
 

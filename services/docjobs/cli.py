@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "retry":
         filters = (args.document_type, args.failed_after, args.failed_before, args.limit)
         if args.redrive == bool(args.job_id):
-            parser.error("retry takes a JOB_ID, or --redrive (with its filters), not both")
+            parser.error("retry takes a JOB_ID or --redrive (with its filters): one of them")
         if not args.redrive and any(f is not None for f in filters):
             parser.error("--document-type, --failed-after, --failed-before and --limit go with --redrive")
     if args.command == "health":
