@@ -57,24 +57,31 @@ def _run(text: str) -> Any:
     return run
 
 
+def _field_char(kind: str) -> Any:
+    """A run marking where a complex field begins, its instruction ends (separate) or it ends. A field
+    begun dirty is recomputed by Word when the document opens."""
+    run = OxmlElement("w:r")
+    char = OxmlElement("w:fldChar")
+    char.set(qn("w:fldCharType"), kind)
+    if kind == "begin":
+        char.set(qn("w:dirty"), "true")
+    run.append(char)
+    return run
+
+
+def _instruction(text: str) -> Any:
+    run = OxmlElement("w:r")
+    instr = OxmlElement("w:instrText")
+    instr.set(qn("xml:space"), "preserve")
+    instr.text = f" {text} "
+    run.append(instr)
+    return run
+
+
 def _field(paragraph: Any, instruction: str, shown: str) -> None:
     """A complex field whose cached result is `shown`: Word and LibreOffice compute the real one."""
-    for kind in ("begin", "instr", "separate", "result", "end"):
-        if kind == "instr":
-            run = OxmlElement("w:r")
-            instr = OxmlElement("w:instrText")
-            instr.set(qn("xml:space"), "preserve")
-            instr.text = f" {instruction} "
-            run.append(instr)
-        elif kind == "result":
-            run = _run(shown)
-        else:
-            run = OxmlElement("w:r")
-            char = OxmlElement("w:fldChar")
-            char.set(qn("w:fldCharType"), kind)
-            if kind == "begin":
-                char.set(qn("w:dirty"), "true")
-            run.append(char)
+    for run in (_field_char("begin"), _instruction(instruction), _field_char("separate"), _run(shown),
+                _field_char("end")):
         paragraph._p.append(run)
 
 
@@ -166,30 +173,11 @@ def add_toc(document: Any, title: str, levels: int, headings: list[tuple[int, st
     for n, (level, text) in enumerate(entries):
         paragraph = document.add_paragraph(style=_toc_style(document, level))
         if n == 0:
-            begin_only = OxmlElement("w:r")
-            char = OxmlElement("w:fldChar")
-            char.set(qn("w:fldCharType"), "begin")
-            char.set(qn("w:dirty"), "true")
-            begin_only.append(char)
-            paragraph._p.append(begin_only)
-            instr_run = OxmlElement("w:r")
-            instr = OxmlElement("w:instrText")
-            instr.set(qn("xml:space"), "preserve")
-            instr.text = f' TOC \\o "1-{levels}" \\h \\z \\u '
-            instr_run.append(instr)
-            paragraph._p.append(instr_run)
-            separate = OxmlElement("w:r")
-            char = OxmlElement("w:fldChar")
-            char.set(qn("w:fldCharType"), "separate")
-            separate.append(char)
-            paragraph._p.append(separate)
+            paragraph._p.extend([_field_char("begin"), _instruction(f'TOC \\o "1-{levels}" \\h \\z \\u'),
+                                 _field_char("separate")])
         paragraph._p.append(_run(text))
         if n == len(entries) - 1:
-            end = OxmlElement("w:r")
-            char = OxmlElement("w:fldChar")
-            char.set(qn("w:fldCharType"), "end")
-            end.append(char)
-            paragraph._p.append(end)
+            paragraph._p.append(_field_char("end"))
     settings = document.settings.element
     if settings.find(qn("w:updateFields")) is None:
         update = OxmlElement("w:updateFields")
