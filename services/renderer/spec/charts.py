@@ -39,7 +39,8 @@ def _data(spec: dict[str, Any]) -> CategoryChartData:
     return data
 
 
-def _rgb(color: str) -> RGBColor:
+def pptx_rgb(color: str) -> RGBColor:
+    """#RRGGBB as python-pptx takes a colour."""
     make: Any = RGBColor  # its constructor is untyped in python-pptx
     return make(*bytes.fromhex(color[1:]))  # type: ignore[no-any-return]
 
@@ -66,12 +67,12 @@ def add_pptx_chart(shapes: Any, spec: dict[str, Any], x: int, y: int, cx: int, c
     if accent and spec["type"] != "pie":
         series = chart.plots[0].series[0]
         if spec["type"] == "line":
-            series.format.line.color.rgb = _rgb(accent)
+            series.format.line.color.rgb = pptx_rgb(accent)
             series.marker.format.fill.solid()
-            series.marker.format.fill.fore_color.rgb = _rgb(accent)
+            series.marker.format.fill.fore_color.rgb = pptx_rgb(accent)
         else:
             series.format.fill.solid()
-            series.format.fill.fore_color.rgb = _rgb(accent)
+            series.format.fill.fore_color.rgb = pptx_rgb(accent)
     return graphic
 
 

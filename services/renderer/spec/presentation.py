@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pptx import Presentation
+from pptx.enum.text import PP_ALIGN
 from pptx.opc.constants import RELATIONSHIP_TYPE as RT
 from pptx.util import Cm, Inches, Pt
 
@@ -59,7 +60,7 @@ def _title(slide: Any, text: str, theme: dict[str, Any]) -> None:
     slide.shapes.title.text = text
     if theme.get("headingColor"):
         for paragraph in slide.shapes.title.text_frame.paragraphs:
-            paragraph.font.color.rgb = charts._rgb(theme["headingColor"])
+            paragraph.font.color.rgb = charts.pptx_rgb(theme["headingColor"])
 
 
 def _add_slide(deck: Any, spec: dict[str, Any], theme: dict[str, Any], pictures: Pictures, index: int) -> None:
@@ -128,5 +129,4 @@ def _add_image(deck: Any, slide: Any, picture: Any, spec: dict[str, Any], left: 
         paragraph.text = spec["caption"]
         paragraph.font.size = Pt(14)
         paragraph.font.italic = True
-        from pptx.enum.text import PP_ALIGN
         paragraph.alignment = PP_ALIGN.CENTER
