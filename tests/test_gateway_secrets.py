@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from docjobs.settings import SettingsError
-from gateway.auth import URL_TOKEN_AUDIENCE
+from docjobs.urltokens import URL_TOKEN_AUDIENCE
 from gateway.settings import Settings
 
 from .conftest import wait_until
