@@ -142,6 +142,8 @@ def _fill_sheet(sheet: Worksheet, spec: dict[str, Any], index: int, progress: Pr
         cell = sheet.cell(row=1, column=col, value=column["header"])
         cell.font = header_font
         cell.fill = header_fill
+        if not column["header"].isascii():
+            office.xlsx_cell(cell, column["header"])
         width = column.get("width", max(10, min(60, len(column["header"]) + 4)))
         sheet.column_dimensions[get_column_letter(col)].width = width
     rows = spec.get("rows", [])

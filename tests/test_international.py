@@ -1,0 +1,244 @@
+"""Every script in every format: the international examples rendered, read back as a person's tools
+read them (LibreOffice converts the office files to PDF; pdftotext gives the text back, pdffonts the fonts
+used), and compared with what the spec asked for; a character no font draws is a warning in the job's
+result, which reaches GET /api/jobs/{jobId} and job-complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import unicodedata
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from docjobs.v1 import jobstore_pb2 as pb
+from gateway.payloads import result_document
+from renderer.fonts import FONT_DIR
+from renderer.spec import render
+
+from .renderers import EXAMPLES, RendererProcess, submit, wait_finished
+
+EXTENSIONS = {"pdf": "pdf", "document": "docx", "presentation": "pptx", "spreadsheet": "xlsx"}
+# Scripts whose text pdftotext cannot give back whole from a PDF that reportlab shaped: a conjunct or a
+# stacked mark is one glyph without a character of its own, so the letters it joins are lost on the way
+# back (the page shows them). For these, the letters that do come back are counted.
+LOSSY = re.compile("[\u0900-\u097f\u0e00-\u0e7f]")
+RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufeff]")
+HEBREW_LIGATURES = str.maketrans({"\u05f0": "\u05d5\u05d5", "\u05f1": "\u05d5\u05d9", "\u05f2": "\u05d9\u05d9"})
+LAM_ALEF = re.compile("(\u0644)([\u0627\u0623\u0625\u0622])")
+NOT_TEXT = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ue000-\uf8ff\ufffd]")
+
+
+def international(job_type: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((EXAMPLES / f"{job_type}-international.json").read_text())
+    return body
+
+
+def texts(value: Any) -> list[str]:
+    """Every text a spec asks to show (not the formulas: their values are checked in test_formulas.py)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for item in value for t in texts(item)]
+    if isinstance(value, dict):
+        return [t for key, item in value.items() if key not in ("type", "layout", "format", "formula", "pageSize")
+                for t in texts(item)]
+    return []
+
+
+def normal(text: str) -> str:
+    """Text as compared: Arabic presentation forms and ligatures to their letters (NFKC), no direction
+    marks, no private-use characters, no whitespace."""
+    text = unicodedata.normalize("NFKC", text).translate(HEBREW_LIGATURES)
+    # The lam-alef ligature is one glyph, which LibreOffice's PDF gives back as alef-lam: either order counts.
+    text = LAM_ALEF.sub(lambda m: m.group(2) + m.group(1), text)
+    return "".join(NOT_TEXT.sub("", text).split())
+
+
+def assert_shows(expected: str, shown: str) -> None:
+    """`expected` (one text of the spec) is in `shown` (pdftotext's whole output)."""
+    if LOSSY.search(expected):
+        letters = [c for c in expected if unicodedata.category(c) == "Lo"]
+        back = sum(1 for c in letters if c in shown)
+        assert back >= len(letters) // 2, (expected, shown)
+        return
+    if RTL.search(expected):
+        # pdftotext gives a right-to-left line in pieces, ordered by where they stand on the page: each
+        # word of the text comes back, whole and in its own letter order.
+        for word in re.findall(r"\w+", unicodedata.normalize("NFKC", expected)):
+            assert normal(word) in normal(shown), (word, expected, shown)
+        return
+    assert normal(expected) in normal(shown), (expected, shown)
+
+
+def pdftotext(path: Path) -> str:
+    return subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def pdffonts(path: Path) -> list[tuple[str, bool]]:
+    """(font name without its subset tag, embedded) for each font of the PDF."""
+    lines = subprocess.run(["pdffonts", str(path)], check=True, capture_output=True, text=True).stdout.splitlines()
+    fonts = []
+    for line in lines[2:]:
+        name = line.split()[0]
+        emb = line[line.index(" yes ") if " yes " in line else 0:]
+        fonts.append((name.split("+")[-1], " yes " in line and emb.startswith(" yes")))
+    return fonts
+
+
+def render_example(job_type: str, directory: Path) -> tuple[dict[str, Any], Path, dict[str, Any]]:
+    body = international(job_type)
+    path = directory / f"international.{EXTENSIONS[job_type]}"
+    preview = render(job_type, body["spec"], body["title"], path, lambda _p, _m: None)
+    return body, path, preview
+
+
+def to_pdf(path: Path, directory: Path) -> Path:
+    """LibreOffice's PDF of an office file, drawn with the renderer's own fonts (and the machine's)."""
+    config = directory / "fonts.conf"
+    config.write_text(f"""<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig><include ignore_missing="yes">/etc/fonts/fonts.conf</include><dir>{FONT_DIR}</dir>
+<cachedir>{directory / "fontcache"}</cachedir></fontconfig>""")
+    env = {**os.environ, "FONTCONFIG_FILE": str(config), "HOME": str(directory)}
+    subprocess.run(["soffice", f"-env:UserInstallation=file://{directory / 'profile'}", "--headless",
+                    "--convert-to", "pdf", "--outdir", str(directory / "out"), str(path)],
+                   check=True, capture_output=True, env=env, timeout=180)
+    return directory / "out" / f"{path.stem}.pdf"
+
+
+def test_a_pdf_draws_every_script_in_embedded_fonts(tmp_path: Path) -> None:
+    body, path, preview = render_example("pdf", tmp_path)
+    assert "warnings" not in preview
+    shown = pdftotext(path)
+    for text in texts(body["spec"]["blocks"]):
+        assert_shows(text, shown)
+    fonts = pdffonts(path)
+    names = {name for name, _ in fonts}
+    assert all(embedded for _, embedded in fonts), fonts
+    assert not names & {"Helvetica", "Helvetica-Bold", "Times-Roman", "Courier"}, names  # nothing stands in
+    assert {"NotoSans-Regular", "NotoSans-Bold", "DroidSansFallback", "DocjobsHangul-Regular",
+            "NotoSansArabic-Regular", "NotoSansHebrew-Regular", "NotoSansDevanagari-Regular",
+            "NotoSansThai-Regular"} <= names, names
+    assert "季度销售报告" in preview["firstPageText"] and "ملخص المبيعات" in preview["firstPageText"]
+
+
+def test_right_to_left_words_stand_right_to_left(tmp_path: Path) -> None:
+    """pdftotext reads a right-to-left line back in logical order when its words stand right to left on
+    the page (and in reverse when they stand left to right, as reportlab alone puts them): the line comes
+    back as written, its number in its own order."""
+    text = "אחת שתיים 123 שלוש ועוד ארבע"
+    render("pdf", {"blocks": [{"type": "paragraph", "text": text}], "footer": {}}, "", tmp_path / "rtl.pdf",
+           lambda _p, _m: None)
+    assert normal(pdftotext(tmp_path / "rtl.pdf")) == normal(text)
+
+
+@pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
+@pytest.mark.parametrize("job_type", ["document", "presentation", "spreadsheet"])
+def test_office_files_show_every_script_in_libreoffice(job_type: str, tmp_path: Path) -> None:
+    body, path, _ = render_example(job_type, tmp_path)
+    pdf = to_pdf(path, tmp_path)
+    shown = pdftotext(pdf)
+    spec = body["spec"]
+    expected = texts(spec["sheets"] if job_type == "spreadsheet" else spec)
+    if job_type == "spreadsheet":
+        expected = [t for t in expected if t not in [s["name"] for s in spec["sheets"]]]  # tab names are not printed
+    elif job_type == "presentation":
+        expected = texts([{k: v for k, v in s.items() if k != "notes"} for s in spec["slides"]])  # notes: not shown
+    for text in expected:
+        assert_shows(text, shown)
+
+
+def part(path: Path, name: str) -> str:
+    with zipfile.ZipFile(path) as archive:
+        return archive.read(name).decode()
+
+
+def test_docx_runs_name_their_script_fonts_languages_and_direction(tmp_path: Path) -> None:
+    _, path, _ = render_example("document", tmp_path)
+    xml = part(path, "word/document.xml")
+    paragraphs = re.findall(r"<w:p[ >].*?</w:p>", xml, re.S)
+    arabic = next(p for p in paragraphs if "ارتفعت" in p)
+    assert "<w:bidi/>" in arabic and "<w:rtl/>" in arabic and 'w:bidi="ar-SA"' in arabic and 'w:cs="Arial"' in arabic
+    hebrew = next(p for p in paragraphs if "ברבעון" in p)
+    assert "<w:bidi/>" in hebrew and 'w:bidi="he-IL"' in hebrew
+    chinese = next(p for p in paragraphs if "本季度" in p)
+    assert 'w:eastAsia="zh-CN"' in chinese and "<w:bidi/>" not in chinese
+    assert 'w:eastAsia="ja-JP"' in next(p for p in paragraphs if "日本語" in p)
+    assert 'w:eastAsia="ko-KR"' in next(p for p in paragraphs if "한국어" in p)
+    hindi = next(p for p in paragraphs if "हिन्दी" in p)
+    assert 'w:bidi="hi-IN"' in hindi and "<w:rtl/>" not in hindi and "<w:cs/>" in hindi
+    assert 'w:val="ru-RU"' in next(p for p in paragraphs if "Итоги" in p)
+    latin = next(p for p in paragraphs if "Quarterly report in seven scripts" in p)
+    assert "<w:lang" not in latin and "<w:bidi/>" not in latin
+    import docx
+
+    docx.Document(str(path))  # python-docx reads it back (the properties stand in their schema order)
+
+
+def test_pptx_paragraphs_are_marked_right_to_left_with_their_languages(tmp_path: Path) -> None:
+    _, path, _ = render_example("presentation", tmp_path)
+    slide = part(path, "ppt/slides/slide2.xml")
+    arabic = re.findall(r"<a:p>.*?</a:p>", slide, re.S)
+    assert arabic and all('rtl="1"' in p and 'lang="ar-SA"' in p and '<a:cs typeface="Arial"/>' in p
+                          for p in arabic if "ال" in p)
+    title = part(path, "ppt/slides/slide1.xml")
+    assert 'lang="zh-CN"' in title and '<a:ea typeface="Microsoft YaHei"/>' in title
+    notes = next(name for name in zipfile.ZipFile(path).namelist() if name.startswith("ppt/notesSlides/"))
+    assert 'rtl="1"' in part(path, notes)
+
+
+def test_xlsx_cells_of_right_to_left_text_read_right_to_left(tmp_path: Path) -> None:
+    _, path, _ = render_example("spreadsheet", tmp_path)
+    sheet = openpyxl.load_workbook(path)["销售"]
+    assert sheet["B1"].alignment.readingOrder == 2 and sheet["B2"].alignment.readingOrder == 2
+    assert sheet["A2"].alignment.readingOrder in (0, None)  # Chinese reads left to right
+
+
+@pytest.mark.parametrize("job_type", ["pdf", "document", "presentation", "spreadsheet"])
+def test_a_character_no_font_draws_is_a_warning_naming_its_place(job_type: str, tmp_path: Path) -> None:
+    missing = "\U0001f600"  # an emoji: the renderer has no colour font
+    blocks = {"blocks": [{"type": "paragraph", "text": "ok"}, {"type": "paragraph", "text": f"smile {missing}"}]}
+    specs: dict[str, dict[str, Any]] = {
+        "pdf": blocks, "document": blocks,
+        "presentation": {"slides": [{"layout": "bullets", "title": "t", "bullets": ["ok", f"smile {missing}"]}]},
+        "spreadsheet": {"sheets": [{"name": "S", "columns": [{"header": "a"}],
+                                    "rows": [["ok"], [f"smile {missing}"]]}]},
+    }
+    preview = render(job_type, specs[job_type], "t", tmp_path / f"doc.{EXTENSIONS[job_type]}", lambda _p, _m: None)
+    where = {"pdf": "blocks[1].text", "document": "blocks[1].text", "presentation": "slides[0].bullets[1]",
+             "spreadsheet": "sheets[0].rows[1][0]"}[job_type]
+    (warning,) = preview["warnings"]
+    assert (warning["code"], warning["where"]) == ("glyph_missing", where)
+    assert "U+1F600" in preview["warnings"][0]["message"]
+
+
+@pytest.fixture
+async def renderer(jobstore, tmp_path):
+    process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
+    yield process
+    await process.shutdown()
+
+
+async def test_warnings_travel_in_the_result_to_the_api(stub, renderer) -> None:
+    job = await submit(stub, "pdf", {"spec": {"blocks": [{"type": "heading", "text": "季度销售报告"},
+                                                         {"type": "paragraph", "text": "smile \U0001f600"}]}})
+    final, events = await wait_finished(stub, job.id)
+    assert final.status == pb.JOB_STATUS_COMPLETED, final.error
+    result = json.loads(final.result_json)
+    assert [(w["code"], w["where"]) for w in result["warnings"]] == [("glyph_missing", "blocks[1].text")]
+    assert "warnings" not in result["preview"]
+    # What GET /api/jobs/{jobId} and the job-complete event make of the stored result.
+    assert result_document(result, None)["warnings"] == result["warnings"]
+    done = next(e for e in events if e.kind == pb.EVENT_KIND_COMPLETED)
+    assert json.loads(done.result_json)["warnings"] == result["warnings"]
+    clean = await submit(stub, "pdf", {"spec": {"blocks": [{"type": "paragraph", "text": "Привет, мир"}]}})
+    final, _ = await wait_finished(stub, clean.id)
+    assert json.loads(final.result_json)["warnings"] == []
