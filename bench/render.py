@@ -141,6 +141,43 @@ async def throughput(stub: pb_grpc.JobStoreAsyncStub, job_type: str, payload: di
     return n / elapsed
 
 
+RENDITIONS = {"pdf": ["thumbnail"], "document": ["pdf", "thumbnail"], "presentation": ["pdf", "thumbnail"],
+              "spreadsheet": ["pdf", "thumbnail"]}
+
+
+async def renditions_seconds(rounds: int) -> dict[str, float]:
+    """Per type, the renderer's own call for a job's renditions (renderer/renditions.py: the converter
+    box's round trip, LibreOffice's conversion, pdfium's thumbnail, the checks and the copy out) on the
+    rendered example, with a warm converter (started by a first call): the median, in seconds."""
+    from docjobs.jobtypes import EXTENSIONS
+    from renderer.renditions import Renditions
+    from renderer.settings import Settings
+
+    settings = Settings.from_env({"DOCJOBS_GRPC_TOKEN": GRPC_TOKEN})
+    renditions = Renditions(settings.spec_limits, settings.code_limits)
+    out: dict[str, float] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for job_type, kinds in RENDITIONS.items():
+                body = json.loads((ROOT / "examples" / f"{job_type}.json").read_text())
+                path = Path(tmp) / f"document.{EXTENSIONS[job_type]}"
+                render(job_type, body["spec"], body["title"], path, lambda _p, _m: None)
+                times = []
+                for i in range(rounds + 1):
+                    started = time.perf_counter()
+                    made = await renditions.make(path, job_type, "spec", kinds)
+                    if i:  # the first starts the converter
+                        times.append(time.perf_counter() - started)
+                    for rendition in made.values():
+                        assert rendition.error is None, rendition.error
+                        if rendition.path is not None:
+                            rendition.path.unlink()
+                out[job_type] = statistics.median(times)
+    finally:
+        await renditions.close()
+    return out
+
+
 async def measure(address: str, rounds: int, slots: int) -> dict[str, Any]:
     async with jobstore_channel(address, GRPC_TOKEN) as channel:
         stub = pb_grpc.JobStoreStub(channel)
@@ -158,13 +195,22 @@ async def measure(address: str, rounds: int, slots: int) -> dict[str, Any]:
                 out[name] = await throughput(stub, body["documentType"], payload, body["title"], 4 if big else 40)
         if slots == 1:
             out["code"] = await through_system_seconds(stub, "spreadsheet", {"code": CODE}, "Code", rounds)
+            for job_type, kinds in RENDITIONS.items():  # the same examples, asking for renditions
+                body = json.loads((ROOT / "examples" / f"{job_type}.json").read_text())
+                out[f"renditions {job_type}"] = await through_system_seconds(
+                    stub, job_type, {"spec": body["spec"], "renditions": kinds}, body["title"], rounds)
         return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--renditions-only", action="store_true",
+                        help="only the renditions' own cost (renderer/renditions.py), in this process")
     args = parser.parse_args()
+    if args.renditions_only:
+        print_renditions(asyncio.run(renditions_seconds(args.rounds)), None)
+        return
     with benchmark_database() as (tmp, dsn):
         store = JobStoreProcess(dsn, env={"DOCJOBS_LOG_LEVEL": "warning"})
         store.start()
@@ -197,6 +243,18 @@ def main() -> None:
           f" end to end, added {added:.1f} ms per job (target <= 50 ms; ratio {added / 50:.2f})")
     print("  end to end: Enqueue sent -> completed event; renderer holds: claimed -> completed (database clock)")
     print("  spec-mode overhead target: ratio <= 1.15")
+    print_renditions(asyncio.run(renditions_seconds(args.rounds)), results[1])
+
+
+def print_renditions(direct: dict[str, float], system: dict[str, Any] | None) -> None:
+    print("  renditions, warm converter (targets: a pdf job's thumbnail <= 100 ms, an office document's PDF and"
+          " thumbnail <= 1000 ms):")
+    for job_type, kinds in RENDITIONS.items():
+        line = f"    {job_type:13s} {'+'.join(kinds):14s} renditions call {direct[job_type] * 1000:7.1f} ms"
+        if system is not None:
+            added = (system[f"renditions {job_type}"][0] - system[job_type][0]) * 1000
+            line += f", end to end added {added:7.1f} ms"
+        print(line)
 
 
 if __name__ == "__main__":

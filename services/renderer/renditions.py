@@ -196,8 +196,8 @@ class Converter:
         except TimeoutError:
             await converter.close()
             raise RuntimeError(f"the converter did not start within {START_TIMEOUT_S:g} s") from None
-        except RuntimeError:
-            await converter.close()
+        except BaseException:  # refused, or cancelled (the renderer stopping): no box lingers half-started
+            await asyncio.shield(converter.close())
             raise
         if not (isinstance(line, dict) and line.get("ready") is True):
             await converter.close()
@@ -257,9 +257,14 @@ class Converter:
         except (RuntimeError, OSError) as exc:
             await self.close()
             return {k: _failed(k, "converter_crashed", f"the converter stopped: {exc}"[:300]) for k in kinds}
+        except asyncio.CancelledError:  # its answer would be read as the next document's
+            await asyncio.shield(self.close())
+            raise
         if not isinstance(answer, dict) or "failed" in answer:
             await self.close()
             return {k: _failed(k, "rendition_failed", "the converter could not take the document") for k in kinds}
+        if isinstance(answer.get("ms"), dict):
+            log.debug("renditions of a %s: %s ms in the box", job_type, answer["ms"])
         made = {k: self._read(k, answer.get(k), document, file_limit) for k in kinds}
         if any(m.error and m.error["code"] == "converter_crashed" for m in made.values()):
             await self.close()
@@ -448,9 +453,9 @@ class Renditions:
     async def close(self) -> None:
         self._closed = True
         if self._spare is not None:
-            with contextlib.suppress(Exception):  # let it start, then end it: a box cut short mid-start would linger
-                async with asyncio.timeout(START_TIMEOUT_S):
-                    spare = await self._spare
+            self._spare.cancel()  # a box cut short mid-start ends itself (Converter.start)
+            with contextlib.suppress(BaseException):
+                spare = await self._spare
                 await spare.close()
         if self._warm is not None:
             await self._warm.close()

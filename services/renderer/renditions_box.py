@@ -138,7 +138,9 @@ def serve(request: dict[str, Any], office: subprocess.Popen[bytes] | None) -> di
             status = "not started" if office is None else f"exited with status {office.returncode}"
             answer["pdf"] = error("converter_crashed", f"LibreOffice is not running ({status})")
         else:
+            started = time.perf_counter()
             converted = convert_office(source, WORK / "conv", timeout)
+            answer["ms"] = {"convert": round((time.perf_counter() - started) * 1000)}
             if converted is None:
                 alive = office.poll() is None
                 answer["pdf"] = error("rendition_failed" if alive else "converter_crashed",
@@ -155,7 +157,9 @@ def serve(request: dict[str, Any], office: subprocess.Popen[bytes] | None) -> di
     if pdf is not None:
         try:
             if request.get("thumbnail"):
+                started = time.perf_counter()
                 drawn = thumbnail(pdf, out / "thumbnail.png")
+                answer.setdefault("ms", {})["draw"] = round((time.perf_counter() - started) * 1000)
                 answer["thumbnail"] = {"file": "thumbnail.png", "width": drawn["width"], "height": drawn["height"]}
                 pages = drawn["pages"]
             else:

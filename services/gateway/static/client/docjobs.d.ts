@@ -20,6 +20,8 @@ export interface JobRequest {
   /** RFC 3339 with an offset. */
   runAt?: string;
   maxRetries?: number;
+  /** Also a PDF of the document and a PNG of its first page (docs/gateway.md, Renditions). */
+  renditions?: ("pdf" | "thumbnail")[];
   [field: string]: unknown;
 }
 
@@ -68,6 +70,22 @@ export interface JobResult {
   size: number;
   sha256: string;
   preview: Preview | null;
+  /** The renditions the request asked for: each made (a signed url, relative as downloadUrl) or failed. */
+  renditions?: {
+    pdf?: Rendition | RenditionError;
+    thumbnail?: (Rendition & { width: number; height: number }) | RenditionError;
+  };
+}
+
+export interface Rendition {
+  url: string;
+  sizeBytes: number;
+  contentType: string;
+  pages?: number;
+}
+
+export interface RenditionError {
+  error: { code: string; message: string };
 }
 
 export type Preview =
