@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
 import re
 import shutil
 import struct
@@ -404,3 +405,23 @@ def test_docx_header_right_text_stays_on_its_line(tmp_path: Path) -> None:
     render_to("document", {"header": header, "blocks": [{"type": "paragraph", "text": "Body"}]}, path)
     lines = [line for line in run("pdftotext", "-layout", to_pdf(path), "-").splitlines() if line.strip()]
     assert "Harbour Café: the third quarter of 2026 reviewed" in lines[0] and lines[0].rstrip().endswith("Internal")
+
+
+def noise_png(width: int, height: int) -> str:
+    """A PNG that does not compress: its file is about width x height x 3 bytes."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (width, height), random.Random(7).randbytes(width * height * 3)).save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+async def test_an_image_near_2_mb_goes_through_the_whole_way(http, gateway, stub, renderer, tmp_path) -> None:
+    """Gateway body, stored payload, the renderer's claim and the sandbox's pipes all carry it."""
+    data = noise_png(800, 860)
+    assert 2_000_000 < len(base64.b64decode(data)) <= 2 * 1024 * 1024
+    body = {"documentType": "pdf", "title": "Big picture",
+            "spec": {"blocks": [{"type": "image", "data": data, "mediaType": "image/png", "widthCm": 10}]}}
+    async with post(http, gateway, body) as r:
+        assert r.status == 202, await r.text()
+        job_id = (await r.json())["jobId"]
+    final, _ = await wait_finished(stub, job_id)
+    assert final.status == pb.JOB_STATUS_COMPLETED, final.error
