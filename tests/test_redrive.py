@@ -10,8 +10,10 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import grpc
 import jwt
 import pytest
@@ -19,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from docjobs.v1 import jobstore_pb2 as pb
 from gateway.app import HUB
+from jobstore.queries import Q
 
 from .conftest import new_user, wait_until
 from .gateway_client import SECRET, bearer, read_sse, start_gateway, token
@@ -375,3 +378,21 @@ async def test_a_retried_job_ends_again_with_a_webhook_delivery_per_end(stub) ->
     after = await stub.GetStats(pb.GetStatsRequest())
     assert after.enqueued_last_minute == before.enqueued_last_minute == 1
     assert after.retried_last_minute == before.retried_last_minute + 1
+
+
+async def test_a_redrive_reads_the_failed_jobs_only(database_url) -> None:
+    """Among 50,000 finished jobs, 50 failed: the redrive walks the index of failed jobs, never the rows
+    of the completed ones (through the index of every finished job it read each one to find them)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("""
+            INSERT INTO document_jobs (id, user_id, job_type, status, payload, completed_at)
+            SELECT gen_random_uuid(), 'u' || (i % 100), 'pdf',
+                   CASE WHEN i % 1000 = 0 THEN 'failed' ELSE 'completed' END, '{}', now() - i * interval '1 s'
+              FROM generate_series(1, 50000) i""")
+        await conn.execute("ANALYZE document_jobs")
+        for args in ((None, None, None), ("pdf", None, None), (None, datetime.now(UTC) - timedelta(hours=1), None)):
+            plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + Q.redrive, *args, 1000, "redriven", None)
+            assert "document_jobs_failed" in plan, plan
+    finally:
+        await conn.close()
