@@ -322,3 +322,39 @@ async def test_pgboss_in_a_database_of_its_own(pg: EmbeddedPostgres, database_ur
         if renderer is not None:
             await renderer.shutdown()
         store.kill()
+
+
+async def test_two_jobstores_bridge_one_queue_and_each_pgboss_job_is_one_document(
+        database_url: str, tmp_path: Path) -> None:
+    """Every replica runs the bridge: their claims skip each other's locked rows, and each pg-boss job
+    becomes one docjobs job, ended once."""
+    assert await boss(database_url, "setup") == 46
+    env = {"DOCJOBS_PGBOSS_QUEUE": QUEUE, "DOCJOBS_PGBOSS_INTERVAL_S": "0.05", "DOCJOBS_PGBOSS_BATCH": "1",
+           "DOCJOBS_JWT_SECRET": SECRET}
+    stores = [JobStoreProcess(database_url, log_path=tmp_path / f"jobstore-{n}.log", env=env).start()
+              for n in range(2)]
+    renderer = None
+    try:
+        for store in stores:
+            store.wait_healthy()
+        users = [new_user() for _ in range(12)]
+        # All at once, while both bridges poll: they take them one a round each, racing for the same rows.
+        ids = await boss(database_url, "insert", data=[{"documentType": "pdf", "spec": PDF, "userId": user}
+                                                       for user in users])
+        renderer = RendererProcess(stores[0].address, tmp_path).start()
+        done = [await pgboss_job(database_url, job_id, "completed", "failed") for job_id in ids]
+        assert [(d["state"], d["retryCount"]) for d in done] == [("completed", 0)] * len(ids)
+        conn = await asyncpg.connect(database_url)
+        try:
+            jobs = await conn.fetch("SELECT id, user_id, status FROM document_jobs")
+            links = await conn.fetchval("SELECT count(*) FROM pgboss_links WHERE settled_at IS NOT NULL")
+        finally:
+            await conn.close()
+        assert sorted((r["user_id"], r["status"]) for r in jobs) == sorted((u, "completed") for u in users)
+        assert sorted(str(r["id"]) for r in jobs) == sorted(d["output"]["jobId"] for d in done)
+        assert links == len(ids)
+    finally:
+        if renderer is not None:
+            await renderer.shutdown()
+        for store in stores:
+            store.kill()

@@ -3,6 +3,7 @@
 //
 //   node boss.mjs setup  '{"queue": "docjobs", "options": {...}}'   install the schema, create the queue
 //   node boss.mjs send   '{"queue": "docjobs", "data": {...}, "options": {...}}'   -> the job id
+//   node boss.mjs insert '{"queue": "docjobs", "data": [{...}, ...]}'   several at once -> their ids
 //   node boss.mjs get    '{"queue": "docjobs", "id": "..."}'        -> the job (state, output, ...) or null
 //   node boss.mjs cancel '{"queue": "docjobs", "id": "..."}'
 //   node boss.mjs fail   '{"queue": "docjobs", "id": "..."}'        as pg-boss's expiry does: back to retry
@@ -28,6 +29,8 @@ try {
     result = await boss.schemaVersion()
   } else if (command === 'send') {
     result = await boss.send(args.queue, args.data, args.options ?? {})
+  } else if (command === 'insert') {
+    result = await boss.insert(args.queue, args.data.map(data => ({ data })), { returnId: true })
   } else if (command === 'get') {
     const [job] = await boss.findJobs(args.queue, { id: args.id })
     result = job ?? null
