@@ -379,3 +379,34 @@ async def test_an_endless_answer_is_not_read_to_its_end(jobstore: RunningJobStor
         assert await wait_until(state, timeout=20) == "delivered"
     finally:
         await gateway.stop()
+
+
+async def test_a_delivery_is_tried_once_then_given_up_after_the_max_age(jobstore: RunningJobStore, http):
+    """Past DOCJOBS_WEBHOOK_MAX_AGE_S a delivery is given up (failed), but never before one attempt: a job that
+    ended while no sender ran, longer ago than the max age, is still tried once."""
+    receiver = Receiver()  # nothing listens
+    status_code, created = 0, dict[str, Any]()
+    first = await start_gateway(jobstore.address, **webhook_settings(receiver.port))
+    try:
+        status_code, created = await post_job(http, first.base, receiver.url)
+    finally:
+        await first.stop()
+    assert status_code == 202, created
+    await finish(jobstore.stub, created["jobId"])
+    loop = asyncio.get_running_loop()
+    ended = loop.time()
+    await wait_until(lambda: loop.time() - ended > 1.5, timeout=5, interval=0.1)  # older than the max age
+    gateway = await start_gateway(jobstore.address, **webhook_settings(receiver.port, webhook_max_age_s=1))
+    try:
+        async def given_up() -> dict[str, Any] | None:
+            deliveries = (await job_document(http, gateway.base, created["jobId"]))["webhook"]["deliveries"]
+            return deliveries[0] if deliveries and deliveries[0]["state"] != "pending" else None
+
+        delivery = await wait_until(given_up, timeout=15)
+        assert delivery["state"] == "failed" and delivery["finishedAt"] is not None
+        [attempt] = delivery["attempts"]
+        assert "connect" in attempt["error"] and attempt["nextAttemptAt"] is None
+        metrics = await scrape(f"{gateway.base}/metrics")
+        assert metrics[("docjobs_gateway_webhook_attempts_total", (("outcome", "gave_up"),))] == 1
+    finally:
+        await gateway.stop()
