@@ -242,3 +242,30 @@ async def test_warnings_travel_in_the_result_to_the_api(stub, renderer) -> None:
     clean = await submit(stub, "pdf", {"spec": {"blocks": [{"type": "paragraph", "text": "Привет, мир"}]}})
     final, _ = await wait_finished(stub, clean.id)
     assert json.loads(final.result_json)["warnings"] == []
+
+
+CODE_WITH_FONTS = """
+from reportlab.pdfgen import canvas
+
+page = canvas.Canvas(output_path)
+page.setFont("DroidSansFallback", 16)
+page.drawString(72, 720, "季度销售报告")
+page.save()
+"""
+
+
+@pytest.fixture
+async def code_renderer(jobstore, tmp_path):
+    process = RendererProcess(jobstore.address, tmp_path / "code-renderer", DOCJOBS_CODE_EXECUTION="sandbox").start()
+    yield process
+    await process.shutdown()
+
+
+async def test_code_jobs_can_draw_with_the_renderers_fonts(stub, code_renderer) -> None:
+    """A code job cannot read the checkout, but its process comes from one that has the renderer's fonts
+    registered with reportlab already (its warm-up rendered a PDF): model-written code draws Chinese by
+    naming one (docs/renderer.md lists them)."""
+    job = await submit(stub, "pdf", {"code": CODE_WITH_FONTS})
+    final, _ = await wait_finished(stub, job.id)
+    assert final.status == pb.JOB_STATUS_COMPLETED, (final.error, code_renderer.log[-2000:])
+    assert json.loads(final.result_json)["preview"]["firstPageText"] == "季度销售报告"
