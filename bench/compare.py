@@ -428,9 +428,9 @@ def main() -> None:
     if base:
         print(f"docjobs: {base['throughput']:.0f} jobs/s = {base['throughput'] / ceiling:.2f} of the commit rate "
               f"(each job is at least a claim and a completion, batched)")
-    systems = {name: {"jobs_per_s": r["throughput"], "start_p50_ms": r["p50"], "start_p99_ms": r["p99"],
+    by_system = {name: {"jobs_per_s": r["throughput"], "start_p50_ms": r["p50"], "start_p99_ms": r["p99"],
                       "enqueue_bulk_per_s": r["enqueue"]} for name, r in results.items()}
-    write_json(args.json, "compare", {"systems": systems, "pgbench_commits_per_s": ceiling,
+    write_json(args.json, "compare", {"systems": by_system, "pgbench_commits_per_s": ceiling,
                                       "versions": versions()}, args)
 
 
