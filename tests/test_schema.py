@@ -4,9 +4,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 
 from jobstore.queries import Q
+
+from .test_pgboss import boss_command
 
 
 async def test_claim_uses_the_claimable_index_on_a_large_queue(database_url) -> None:
@@ -28,7 +32,10 @@ async def test_claim_uses_the_claimable_index_on_a_large_queue(database_url) -> 
 
 
 async def test_every_named_query_is_valid_sql(database_url) -> None:
-    conn = await asyncpg.connect(database_url)
+    # The pg-boss bridge's queries read pg-boss's own tables: installed here by pg-boss itself, and found
+    # as the bridge finds them, through the search path.
+    await asyncio.to_thread(boss_command, database_url, "setup")
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": "public, pgboss"})
     try:
         for name in Q.names():
             await conn.prepare(getattr(Q, name))  # parses and plans, runs nothing
