@@ -33,6 +33,48 @@ WITH inserted AS (
 SELECT inserted.*, event.id AS last_event_id
   FROM inserted JOIN event ON event.job_id = inserted.id;
 
+-- name: enqueue_many
+-- Several jobs in one statement, each stored as `enqueue` stores one. $1..$13 are arrays of equal length
+-- (a NULL element where a job has no value), $14 now. A job whose (user, idempotency key) is taken, by a
+-- stored job or by an earlier job of the same call, is not stored: the caller reads it by its key.
+WITH input AS (
+    SELECT *
+      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                  $8::int[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::text[])
+           WITH ORDINALITY AS t(id, user_id, session_id, message_id, job_type, title, payload, priority,
+                                max_retries, run_at, expires_at, idempotency_key, webhook_url, position)
+), inserted AS (
+    INSERT INTO document_jobs (id, user_id, session_id, message_id, job_type, title, payload, priority,
+                               max_retries, run_at, expires_at, idempotency_key)
+    SELECT id, user_id, session_id, message_id, job_type, title, payload::jsonb, priority, max_retries,
+           coalesce(run_at, $14::timestamptz, now()), expires_at, idempotency_key
+      FROM input
+     ORDER BY position
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT id, user_id, session_id, job_type, 'status', 'pending', 1,
+           CASE WHEN run_at > coalesce($14::timestamptz, created_at) THEN jsonb_build_object('run_at', run_at)
+                ELSE '{}'::jsonb END
+      FROM inserted
+    RETURNING job_id, id
+), webhook AS (
+    INSERT INTO job_webhooks (job_id, url)
+    SELECT inserted.id, input.webhook_url
+      FROM inserted JOIN input ON input.id = inserted.id
+     WHERE input.webhook_url IS NOT NULL
+)
+SELECT inserted.*, event.id AS last_event_id
+  FROM inserted JOIN event ON event.job_id = inserted.id;
+
+-- name: get_jobs_by_idempotency_keys
+-- $1 user ids and $2 idempotency keys, pairwise.
+SELECT j.*, (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
+  FROM document_jobs j
+  JOIN unnest($1::text[], $2::text[]) AS k(user_id, idempotency_key)
+    ON j.user_id = k.user_id AND j.idempotency_key = k.idempotency_key;
+
 -- name: get_job_by_idempotency_key
 SELECT j.*, (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
   FROM document_jobs j

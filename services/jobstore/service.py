@@ -131,6 +131,13 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         return pb.EnqueueResponse(job=convert.job(row), created=created)
 
     @unary
+    async def EnqueueMany(self, request: pb.EnqueueManyRequest, context: Context) -> pb.EnqueueManyResponse:
+        jobs = validation.enqueue_many(request, self._settings, self._store.clock.now())
+        stored = await self._store.enqueue_many(jobs)
+        return pb.EnqueueManyResponse(jobs=[pb.EnqueueResponse(job=convert.job(row), created=created)
+                                            for row, created in stored])
+
+    @unary
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         job_id, user_id = validation.get_job(request)
         row = await self._store.get_job(job_id, user_id, with_payload=request.include_payload)

@@ -158,6 +158,38 @@ class Store:
             raise FailedPrecondition("idempotency key conflict; retry the call")
         return existing, False
 
+    async def enqueue_many(self, jobs: list[NewJob]) -> list[tuple[Row, bool]]:
+        """Store jobs in one statement; (row, created) for each, in order. A job whose idempotency key is
+        taken (by a stored job, or by an earlier one of these) answers with the job that holds it."""
+        ids = [uuid.uuid4() for _ in jobs]
+        default_retries = self._settings.default_max_retries
+        rows = await self._pool.fetch(
+            Q.enqueue_many, ids, [j.user_id for j in jobs], [j.session_id for j in jobs],
+            [j.message_id for j in jobs], [j.job_type for j in jobs], [j.title for j in jobs],
+            [j.payload_json for j in jobs], [j.priority for j in jobs],
+            [j.max_retries if j.max_retries is not None else default_retries for j in jobs],
+            [j.run_at for j in jobs], [j.expires_at for j in jobs], [j.idempotency_key for j in jobs],
+            [j.webhook_url for j in jobs], self.clock.sql_now())
+        if rows:
+            self._committed({r["job_type"] for r in rows})
+        stored = {r["id"]: r for r in rows}
+        taken = [job for job_id, job in zip(ids, jobs, strict=True) if job_id not in stored]
+        holders = {}
+        if taken:
+            found = await self._pool.fetch(Q.get_jobs_by_idempotency_keys, [j.user_id for j in taken],
+                                           [j.idempotency_key for j in taken])
+            holders = {(r["user_id"], r["idempotency_key"]): r for r in found}
+        answers = []
+        for job_id, job in zip(ids, jobs, strict=True):
+            if job_id in stored:
+                answers.append((stored[job_id], True))
+                continue
+            holder = holders.get((job.user_id, job.idempotency_key))
+            if holder is None:  # pragma: no cover - the job holding the key was deleted in between
+                raise FailedPrecondition("idempotency key conflict; retry the call")
+            answers.append((holder, False))
+        return answers
+
     async def get_job(self, job_id: uuid.UUID, user_id: str | None, *, with_payload: bool = False) -> Row:
         row = await self._pool.fetchrow(Q.get_job, job_id, with_payload)
         if row is None or (user_id is not None and row["user_id"] != user_id):

@@ -136,6 +136,24 @@ def enqueue(req: pb.EnqueueRequest, settings: Settings, now: datetime) -> NewJob
     )
 
 
+MAX_ENQUEUE_MANY = 1000
+
+
+def enqueue_many(req: pb.EnqueueManyRequest, settings: Settings, now: datetime) -> list[NewJob]:
+    """Every job checked before any is stored; a problem names the job by its index."""
+    if not req.jobs:
+        raise InvalidArgument("jobs", "required: at least one job")
+    if len(req.jobs) > MAX_ENQUEUE_MANY:
+        raise InvalidArgument("jobs", f"at most {MAX_ENQUEUE_MANY} jobs in one call, got {len(req.jobs)}")
+    jobs = []
+    for index, job in enumerate(req.jobs):
+        try:
+            jobs.append(enqueue(job, settings, now))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"jobs[{index}].{exc.field}", exc.problem) from None
+    return jobs
+
+
 def get_job(req: pb.GetJobRequest) -> tuple[uuid.UUID, str | None]:
     return uuid_field(req.job_id, "job_id"), _optional_user(req.user_id)
 

@@ -39,6 +39,11 @@ class JobStoreStub:
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.EnqueueRequest.SerializeToString,
                 response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.EnqueueResponse.FromString,
                 _registered_method=True)
+        self.EnqueueMany = channel.unary_unary(
+                '/docjobs.v1.JobStore/EnqueueMany',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.EnqueueManyRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.EnqueueManyResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/docjobs.v1.JobStore/GetJob',
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.GetJobRequest.SerializeToString,
@@ -147,6 +152,15 @@ class JobStoreServicer:
     def Enqueue(self, request, context):
         """Accept a job. Answers at once with the stored job (status PENDING). With an idempotency key, the
         same (user_id, idempotency_key) always answers with the same job, also under concurrent calls.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnqueueMany(self, request, context):
+        """Accept up to 1,000 jobs in one call and one statement: each as Enqueue would, idempotency keys
+        honoured. Every job is checked before any is stored: one bad job refuses the whole call
+        (INVALID_ARGUMENT naming it, `jobs[3].payload_json: ...`). Answers in the order asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -325,6 +339,11 @@ def add_JobStoreServicer_to_server(servicer, server):
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.EnqueueRequest.FromString,
                     response_serializer=docjobs_dot_v1_dot_jobstore__pb2.EnqueueResponse.SerializeToString,
             ),
+            'EnqueueMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnqueueMany,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.EnqueueManyRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.EnqueueManyResponse.SerializeToString,
+            ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.GetJobRequest.FromString,
@@ -453,6 +472,33 @@ class JobStore:
             '/docjobs.v1.JobStore/Enqueue',
             docjobs_dot_v1_dot_jobstore__pb2.EnqueueRequest.SerializeToString,
             docjobs_dot_v1_dot_jobstore__pb2.EnqueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnqueueMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docjobs.v1.JobStore/EnqueueMany',
+            docjobs_dot_v1_dot_jobstore__pb2.EnqueueManyRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.EnqueueManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

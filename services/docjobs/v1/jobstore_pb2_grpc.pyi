@@ -44,6 +44,11 @@ class JobStoreStub:
     """Accept a job. Answers at once with the stored job (status PENDING). With an idempotency key, the
     same (user_id, idempotency_key) always answers with the same job, also under concurrent calls.
     """
+    EnqueueMany: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.EnqueueManyRequest, _jobstore_pb2.EnqueueManyResponse]
+    """Accept up to 1,000 jobs in one call and one statement: each as Enqueue would, idempotency keys
+    honoured. Every job is checked before any is stored: one bad job refuses the whole call
+    (INVALID_ARGUMENT naming it, `jobs[3].payload_json: ...`). Answers in the order asked.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.GetJobRequest, _jobstore_pb2.Job]
     """One job by id."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.ListJobsRequest, _jobstore_pb2.ListJobsResponse]
@@ -126,6 +131,11 @@ class JobStoreAsyncStub(JobStoreStub):
     Enqueue: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.EnqueueRequest, _jobstore_pb2.EnqueueResponse]  # type: ignore[assignment]
     """Accept a job. Answers at once with the stored job (status PENDING). With an idempotency key, the
     same (user_id, idempotency_key) always answers with the same job, also under concurrent calls.
+    """
+    EnqueueMany: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.EnqueueManyRequest, _jobstore_pb2.EnqueueManyResponse]  # type: ignore[assignment]
+    """Accept up to 1,000 jobs in one call and one statement: each as Enqueue would, idempotency keys
+    honoured. Every job is checked before any is stored: one bad job refuses the whole call
+    (INVALID_ARGUMENT naming it, `jobs[3].payload_json: ...`). Answers in the order asked.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.GetJobRequest, _jobstore_pb2.Job]  # type: ignore[assignment]
     """One job by id."""
@@ -212,6 +222,17 @@ class JobStoreServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobstore_pb2.EnqueueResponse, _abc.Awaitable[_jobstore_pb2.EnqueueResponse]]:
         """Accept a job. Answers at once with the stored job (status PENDING). With an idempotency key, the
         same (user_id, idempotency_key) always answers with the same job, also under concurrent calls.
+        """
+
+    @_abc_1.abstractmethod
+    def EnqueueMany(
+        self,
+        request: _jobstore_pb2.EnqueueManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobstore_pb2.EnqueueManyResponse, _abc.Awaitable[_jobstore_pb2.EnqueueManyResponse]]:
+        """Accept up to 1,000 jobs in one call and one statement: each as Enqueue would, idempotency keys
+        honoured. Every job is checked before any is stored: one bad job refuses the whole call
+        (INVALID_ARGUMENT naming it, `jobs[3].payload_json: ...`). Answers in the order asked.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,90 @@
+"""EnqueueMany: up to 1,000 jobs in one call and one statement, each stored as Enqueue stores one, every
+job checked before any is stored, idempotency keys honoured."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+import pytest
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+from .helpers import claim, collect_events, query_value
+
+
+def job(user: str = "bulk", **fields: object) -> pb.EnqueueRequest:
+    defaults: dict[str, object] = {"job_type": "pdf", "user_id": user, "payload_json": json.dumps({"spec": {}})}
+    return pb.EnqueueRequest(**{**defaults, **fields})  # type: ignore[arg-type]
+
+
+async def test_a_thousand_jobs_in_one_call_are_stored_in_order_each_with_its_event(stub, database_url) -> None:
+    requests = [job(title=f"report {i}", session_id=f"s{i % 3}", priority=i % 5) for i in range(1000)]
+    reply = await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=requests))
+    assert [r.job.title for r in reply.jobs] == [f"report {i}" for i in range(1000)]
+    assert all(r.created and r.job.status == pb.JOB_STATUS_PENDING for r in reply.jobs)
+    assert [r.job.priority for r in reply.jobs] == [i % 5 for i in range(1000)]
+    assert len({r.job.id for r in reply.jobs}) == 1000
+    assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = 'bulk'") == 1000
+    # Each has its pending event, as a job from Enqueue has, and is claimable.
+    first = reply.jobs[0].job
+    [pending] = await collect_events(stub, pb.WatchRequest(job_id=first.id), count=1)
+    assert pending.status == pb.JOB_STATUS_PENDING and pending.id == first.last_event_id
+    claimed = await claim(stub, types=("pdf",), max_jobs=10)
+    assert len(claimed) == 10
+
+
+async def test_idempotency_keys_answer_with_the_job_that_holds_them(stub, database_url) -> None:
+    held = (await stub.Enqueue(job(user="idem", idempotency_key="k-1"))).job
+    reply = await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=[
+        job(user="idem", idempotency_key="k-1"),   # held by a stored job
+        job(user="idem", idempotency_key="k-2"),   # new
+        job(user="idem", idempotency_key="k-2"),   # held by the job just before it in this call
+        job(user="other", idempotency_key="k-1"),  # another user's key space
+        job(user="idem"),                          # no key: always new
+    ]))
+    answers = [(r.job.id, r.created) for r in reply.jobs]
+    assert answers[0] == (held.id, False)
+    assert answers[1][1] and answers[2] == (answers[1][0], False)
+    assert answers[3][1] and answers[3][0] != held.id
+    assert answers[4][1]
+    again = await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=[job(user="idem", idempotency_key="k-2")]))
+    assert (again.jobs[0].job.id, again.jobs[0].created) == (answers[1][0], False)
+    assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = 'idem'") == 3
+
+
+async def test_concurrent_calls_with_the_same_keys_make_each_job_once(stub, database_url) -> None:
+    requests = pb.EnqueueManyRequest(jobs=[job(user="race", idempotency_key=f"k{i}") for i in range(50)])
+    replies = await asyncio.gather(*(stub.EnqueueMany(requests) for _ in range(4)))
+    ids = [[r.job.id for r in reply.jobs] for reply in replies]
+    assert all(each == ids[0] for each in ids)
+    assert sum(r.created for reply in replies for r in reply.jobs) == 50
+    assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = 'race'") == 50
+
+
+@pytest.mark.parametrize(("bad", "field"), [
+    ({"payload_json": "[1]"}, "jobs[2].payload_json"),
+    ({"job_type": "PDF!"}, "jobs[2].job_type"),
+    ({"user_id": ""}, "jobs[2].user_id"),
+    ({"priority": 5000}, "jobs[2].priority"),
+    ({"payload_json": '{"text": "\\u0000"}'}, "jobs[2].payload_json"),
+])
+async def test_one_bad_job_refuses_the_call_naming_it_and_nothing_is_stored(stub, database_url, bad, field) -> None:
+    user = f"refused-{field}-{sorted(bad)[0]}"
+    requests = [job(user=user) for _ in range(5)]
+    requests[2] = job(user=user, **bad) if "user_id" not in bad else job(**bad)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=requests))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith(field + ":"), refused.value.details()
+    assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = $1", user) == 0
+
+
+@pytest.mark.parametrize(("count", "message"), [(0, "jobs: required"), (1001, "jobs: at most 1000 jobs")])
+async def test_an_empty_or_oversized_call_is_refused(stub, database_url, count: int, message: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=[job(user="too-many")] * count))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith(message), refused.value.details()
+    assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = 'too-many'") == 0
