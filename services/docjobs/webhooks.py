@@ -83,11 +83,26 @@ def listed(target: Target, allow: Iterable[tuple[str, int | None]]) -> bool:
     return any(host == target.host and (port is None or port == target.port) for host, port in allow)
 
 
+# IPv6 forms that reach an IPv4 address through a translator or tunnel: judged as the address they carry
+# (Python calls a NAT64 or 6to4 address of 127.0.0.1 global).
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv4-compatible and IPv4-translated addresses, local-use NAT64 and site-local: never a public webhook's.
+NOT_PUBLIC_V6 = tuple(ipaddress.IPv6Network(net) for net in ("::/96", "::ffff:0:0:0/96", "64:ff9b:1::/48",
+                                                             "fec0::/10"))
+
+
 def public(address: IpAddress) -> bool:
-    """Whether an address is one every public webhook may name: global unicast (an IPv4-mapped IPv6
-    address is judged as the IPv4 address it carries)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Whether an address is one every public webhook may name: global unicast (an IPv6 address that
+    carries an IPv4 one, mapped, NAT64 or 6to4, is judged as that IPv4 address)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address.sixtofour is not None:
+            address = address.sixtofour
+        elif address in NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        elif any(address in net for net in NOT_PUBLIC_V6):
+            return False
     return address.is_global and not address.is_multicast
 
 

@@ -20,7 +20,20 @@ def test_non_public_addresses_are_refused(address: str) -> None:
     assert not webhooks.public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize("address", [
+    "::7f00:1", "::a00:1",  # IPv4-compatible (deprecated): ::127.0.0.1, ::10.0.0.1
+    "::ffff:0:7f00:1",  # IPv4-translated (SIIT) 127.0.0.1
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe",  # NAT64 of 127.0.0.1 and 169.254.169.254
+    "64:ff9b:1::a00:1",  # the local-use NAT64 prefix
+    "2002:7f00:1::1", "2002:a9fe:a9fe::1",  # 6to4 of 127.0.0.1 and 169.254.169.254
+    "fec0::1",  # site-local (deprecated, still routed inside some networks)
+])
+def test_ipv6_forms_carrying_a_private_address_are_refused(address: str) -> None:
+    assert not webhooks.public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8",
+                                     "64:ff9b::808:808", "2002:808:808::1"])
 def test_public_addresses_pass(address: str) -> None:
     assert webhooks.public(ipaddress.ip_address(address))
 
