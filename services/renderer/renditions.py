@@ -266,8 +266,8 @@ class Converter:
         if isinstance(answer.get("ms"), dict):
             log.debug("renditions of a %s: %s ms in the box", job_type, answer["ms"])
         made = {k: self._read(k, answer.get(k), document, file_limit) for k in kinds}
-        if any(m.error and m.error["code"] == "converter_crashed" for m in made.values()):
-            await self.close()
+        if any(m.error for m in made.values()):
+            await self.close()  # whatever failed may have left the office in a bad state: the next gets a fresh box
         return made
 
     def _read(self, kind: str, said: Any, document: Path, file_limit: int) -> Rendition:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,9 +49,21 @@ REGISTRY = ('<?xml version="1.0" encoding="UTF-8"?>\n'
             + "</oor:items>\n")
 
 
-def soffice_command(*args: str) -> list[str]:
-    return ["soffice", f"-env:UserInstallation={PROFILE_URL}", "--headless", "--invisible", "--norestore",
+def soffice_command(*args: str, program: str = "soffice") -> list[str]:
+    return [program, f"-env:UserInstallation={PROFILE_URL}", "--headless", "--invisible", "--norestore",
             "--nologo", "--nodefault", "--nolockcheck", *args]
+
+
+def office_binary() -> str:
+    """soffice.bin itself, for the conversions: they only hand their request to the warm office, and the
+    shell script and launcher in front of it cost a few hundred milliseconds each time (the warm office
+    keeps them: the launcher restarts an office that asks for it on its first start)."""
+    found = shutil.which("soffice")
+    if found:
+        binary = Path(os.path.realpath(found)).with_name("soffice.bin")
+        if binary.is_file():
+            return str(binary)
+    return "soffice"
 
 
 def start_office() -> subprocess.Popen[bytes]:
@@ -81,17 +94,48 @@ def start_office() -> subprocess.Popen[bytes]:
     return office
 
 
+OFFICE_BINARY = office_binary()
+
+
 def convert_office(source: Path, out_dir: Path, timeout: float) -> Path | None:
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / (source.stem + ".pdf")
     target.unlink(missing_ok=True)
     try:
-        subprocess.run(soffice_command("--convert-to", "pdf", "--outdir", str(out_dir), str(source)),
+        subprocess.run(soffice_command("--convert-to", "pdf", "--outdir", str(out_dir), str(source),
+                                       program=OFFICE_BINARY),
                        stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr,
                        timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return None
     return target if target.is_file() and target.stat().st_size > 0 else None
+
+
+def office_alive(office: subprocess.Popen[bytes], settle_s: float = 1.0) -> bool:
+    """Whether the warm office survived a failed conversion. A killed office takes a moment to be gone
+    (its address space is torn down first), so a dying one is given settle_s to show it."""
+    deadline = time.monotonic() + settle_s
+    while office.poll() is None and office_running():
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def office_running() -> bool:
+    """Whether the office itself (soffice.bin) still runs: its launcher outlives it for a while. The
+    box's /proc shows the box's processes only."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) state ...": a zombie (Z) or a dying process (X) is no office
+            name, _, rest = stat.partition(") ")
+            if name.endswith("(soffice.bin") and rest[:1] not in ("Z", "X"):
+                return True
+    return False
 
 
 def thumbnail(pdf: Path, target: Path) -> dict[str, Any]:
@@ -142,7 +186,7 @@ def serve(request: dict[str, Any], office: subprocess.Popen[bytes] | None) -> di
             converted = convert_office(source, WORK / "conv", timeout)
             answer["ms"] = {"convert": round((time.perf_counter() - started) * 1000)}
             if converted is None:
-                alive = office.poll() is None
+                alive = office_alive(office)
                 answer["pdf"] = error("rendition_failed" if alive else "converter_crashed",
                                       "LibreOffice could not convert the document" if alive
                                       else "the converter stopped while converting the document")
