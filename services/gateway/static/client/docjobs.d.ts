@@ -70,6 +70,9 @@ export interface JobResult {
   size: number;
   sha256: string;
   preview: Preview | null;
+  /** What a spec document could not be as asked (empty when all is well): glyph_missing, formula_error,
+   * formula_unsupported, each with its place in the spec ("blocks[3].text", "sheets[0].rows[2][3]"). */
+  warnings?: { code: string; message: string; where: string }[];
   /** The renditions the request asked for: each made (a signed url, relative as downloadUrl) or failed. */
   renditions?: {
     pdf?: Rendition | RenditionError;
