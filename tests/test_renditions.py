@@ -25,7 +25,8 @@ from .conftest import wait_until
 from .gateway_client import bearer
 from .renderers import RendererProcess, example
 
-pytestmark = pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed"),
+              pytest.mark.timeout(300)]  # each starts LibreOffice (seconds of CPU) on a shared machine
 
 
 @pytest.fixture
@@ -217,7 +218,7 @@ def soffice_processes(renderer: RendererProcess) -> list[tuple[psutil.Process, l
 
 
 def big_spreadsheet() -> dict[str, Any]:
-    rows = [[f"row {i}", i, i * 1.5, f"text {i} " * 4] for i in range(20_000)]
+    rows = [[f"row {i}", i, i * 1.5, f"text {i} " * 4] for i in range(20_000)]  # seconds of converting
     return {"sheets": [{"name": "Data", "columns": [{"header": "Name"}, {"header": "N", "format": "integer"},
                                                     {"header": "X", "format": "decimal"}, {"header": "Text"}],
                         "rows": rows}]}
@@ -228,15 +229,25 @@ async def test_a_converter_killed_mid_conversion_fails_only_the_rendition(http, 
                                                  "spec": big_spreadsheet(), "renditions": ["pdf", "thumbnail"]})
     assert status == 202, created
 
-    def converting() -> list[psutil.Process] | None:
+    polls = 0
+
+    async def converting() -> list[psutil.Process] | None:
         # The warm office (it holds its keep-open document) and a second soffice handing it the job.
+        nonlocal polls
         found = soffice_processes(renderer)
         warm = [p for p, cmdline in found if any("keep-open" in a for a in cmdline)]
         busy = [p for p, cmdline in found if any(a.endswith("/in/document.xlsx") for a in cmdline)]  # not a warm-up
-        return warm + busy if warm and busy else None
+        if warm and busy:
+            return warm + busy
+        polls += 1
+        if polls % 40 == 0:  # a job that ended before its conversion was seen says why here
+            async with http.get(f"{gateway.base}/api/jobs/{created['jobId']}", headers=bearer("alice")) as r:
+                job = await r.json()
+            assert job["status"] not in ("completed", "failed"), job
+        return None
 
     # The whole office dies (a client that outlives the warm office converts the document itself).
-    for process in await wait_until(converting, timeout=120, interval=0.05):
+    for process in await wait_until(converting, timeout=240, interval=0.05):
         with contextlib.suppress(psutil.Error):
             process.kill()
     job = await finished(http, gateway, created["jobId"])

@@ -147,6 +147,7 @@ class Converter:
     process: asyncio.subprocess.Process
     uses: int = 0
     stderr_tail: list[str] = field(default_factory=list)
+    stderr_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, parent: Path, uid: int | None, limits: dict[str, Any], office: bool) -> Converter:
@@ -189,7 +190,7 @@ class Converter:
             *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env={}, start_new_session=True, limit=ANSWER_BYTES)
         converter = cls(root, process)
-        asyncio.get_running_loop().create_task(converter._keep_stderr())
+        converter.stderr_task = asyncio.get_running_loop().create_task(converter._keep_stderr())
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 line = await converter._read_line()
@@ -206,10 +207,13 @@ class Converter:
         return converter
 
     async def _keep_stderr(self) -> None:
+        """Read what the box writes on stderr to its end (in chunks: a box whose pipe filled would stop),
+        keeping its last lines to say why it failed."""
         assert self.process.stderr is not None
         with contextlib.suppress(Exception):
-            while line := await self.process.stderr.readline():
-                self.stderr_tail = [*self.stderr_tail[-4:], line.decode(errors="replace").strip()[:300]]
+            while chunk := await self.process.stderr.read(65536):
+                lines = [t.strip()[:300] for t in chunk.decode(errors="replace").splitlines() if t.strip()]
+                self.stderr_tail = [*self.stderr_tail, *lines][-5:]
 
     def said(self) -> str:
         said = [t for t in self.stderr_tail if t]
