@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import grpc
 import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
 
+from .gateway_client import bearer
 from .helpers import claim, collect_events, query_value
+from .test_gateway_service import service_token
 
 
 def job(user: str = "bulk", **fields: object) -> pb.EnqueueRequest:
@@ -88,3 +91,67 @@ async def test_an_empty_or_oversized_call_is_refused(stub, database_url, count: 
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (refused.value.details() or "").startswith(message), refused.value.details()
     assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = 'too-many'") == 0
+
+
+# --- POST /api/jobs/batch: the HTTP form, for service callers -------------------------------------------
+
+def http_job(i: int, **fields: Any) -> dict[str, Any]:
+    return {"documentType": "pdf", "title": f"batch {i}", "spec": {"blocks": [{"type": "pageBreak"}]},
+            "userId": "batch-user", "sessionId": "chat-9", **fields}
+
+
+async def test_a_service_posts_a_batch_and_each_job_is_its_users_with_its_links(http, gateway) -> None:
+    jobs = [http_job(i, idempotencyKey=f"msg-{i}") for i in range(300)]
+    async with http.post(gateway.base + "/api/jobs/batch", json={"jobs": jobs}, headers=service_token()) as r:
+        assert r.status == 202, await r.text()
+        answer = (await r.json())["jobs"]
+    assert [a["created"] for a in answer] == [True] * 300 and len({a["jobId"] for a in answer}) == 300
+    # The user reads its job through the link minted for it; another user cannot.
+    async with http.get(gateway.base + answer[7]["statusUrl"], headers=bearer("batch-user")) as r:
+        job = await r.json()
+        assert r.status == 200 and job["title"] == "batch 7" and job["sessionId"] == "chat-9"
+    async with http.get(gateway.base + f"/api/jobs/{answer[7]['jobId']}", headers=bearer("someone-else")) as r:
+        assert r.status == 404
+    # The same batch again makes nothing new: every idempotency key holds its job.
+    async with http.post(gateway.base + "/api/jobs/batch", json={"jobs": jobs}, headers=service_token()) as r:
+        again = (await r.json())["jobs"]
+    assert [(a["jobId"], a["created"]) for a in again] == [(a["jobId"], False) for a in answer]
+
+
+@pytest.mark.parametrize(("item", "status", "field"), [
+    ({"documentType": "slides"}, 422, "jobs[2].documentType"),
+    ({"spec": {"blocks": "none"}}, 422, "jobs[2].spec.blocks"),
+    ({"userId": None}, 422, "jobs[2].userId"),
+    ({"idempotencyKey": "é"}, 400, "jobs[2].idempotencyKey"),
+    ({"maxRetries": 10_000}, 422, "jobs[2].maxRetries"),
+])
+async def test_one_bad_job_in_a_batch_is_refused_naming_it_and_nothing_is_stored(
+        http, gateway, database_url, item: dict[str, Any], status: int, field: str) -> None:
+    user = f"batch-{field}-{status}"
+    jobs = [http_job(i, userId=user) for i in range(5)]
+    jobs[2] = {**jobs[2], **item}
+    if jobs[2].get("userId") is None:
+        del jobs[2]["userId"]
+    async with http.post(gateway.base + "/api/jobs/batch", json={"jobs": jobs}, headers=service_token()) as r:
+        body = await r.json()
+    assert r.status == status, body
+    assert body["error"]["field"].startswith(field), body
+    assert body["error"]["message"].startswith(field), body
+    assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = $1", user) == 0
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"jobs": []}, "jobs"), ({"jobs": "x"}, "jobs"), ({"items": []}, "items"),
+    ({"jobs": [http_job(i) for i in range(1001)]}, "jobs"), ({"jobs": [5]}, "jobs[0]"),
+])
+async def test_a_batch_that_is_no_list_of_jobs_is_a_422_naming_the_field(http, gateway, body, field) -> None:
+    async with http.post(gateway.base + "/api/jobs/batch", json=body, headers=service_token()) as r:
+        answer = await r.json()
+    assert r.status == 422 and answer["error"]["field"] == field, answer
+
+
+async def test_a_user_token_cannot_post_a_batch(http, gateway, database_url) -> None:
+    body = {"jobs": [http_job(0, userId="batch-intruder")]}
+    async with http.post(gateway.base + "/api/jobs/batch", json=body, headers=bearer("batch-intruder")) as r:
+        assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"
+    assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = 'batch-intruder'") == 0

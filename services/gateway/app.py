@@ -106,12 +106,8 @@ async def create_job(request: web.Request) -> web.Response:
         None, payloads.parse_job_request, raw, caller, settings, datetime.now(UTC))
     if "webhook_url" in fields:
         await webhooks.check_url(fields["webhook_url"], settings.webhook_allow)
-    idempotency_key = request.headers.get("Idempotency-Key", "")
-    if len(idempotency_key) > 200:
-        raise ApiError(400, "invalid", "Idempotency-Key is longer than 200 characters", "Idempotency-Key")
     # Header values are bytes; aiohttp hands on those that are not UTF-8 as lone surrogates.
-    if not all(" " <= c <= "~" for c in idempotency_key):
-        raise ApiError(400, "invalid", "Idempotency-Key must be printable ASCII", "Idempotency-Key")
+    idempotency_key = payloads.idempotency_key(request.headers.get("Idempotency-Key", ""), "Idempotency-Key")
     try:
         reply = await request.app[STUB].Enqueue(pb.EnqueueRequest(idempotency_key=idempotency_key, **fields))
     except grpc.aio.AioRpcError as exc:
@@ -123,6 +119,54 @@ async def create_job(request: web.Request) -> web.Response:
                               "created": reply.created, **links,
                               "sessionEventsUrl": _session_events_url(request, job.user_id, job.session_id)},
                              status=202)
+
+
+async def create_jobs(request: web.Request) -> web.Response:
+    """Up to 1,000 jobs in one call (EnqueueMany), a service's (or the no-auth demo's): all or none."""
+    caller = request.app[AUTH].caller(request)
+    if not caller.service and request.app[AUTH].mode != "none":
+        raise ApiError(403, "forbidden", "a batch of jobs takes a service token (scope docjobs:service); a user "
+                       "posts its jobs one at a time to /api/jobs")
+    guards.require_json(request)
+    settings = request.app[SETTINGS]
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "timeout", f"the request body did not arrive within {settings.body_timeout_s:g} s",
+                       "body") from None
+    batch = await asyncio.get_running_loop().run_in_executor(
+        None, payloads.parse_batch_request, raw, caller, settings, datetime.now(UTC))
+    for url in {fields["webhook_url"] for fields in batch if "webhook_url" in fields}:
+        index = next(i for i, fields in enumerate(batch) if fields.get("webhook_url") == url)
+        try:
+            await webhooks.check_url(url, settings.webhook_allow)
+        except ApiError as exc:
+            raise ApiError(exc.status, exc.code, f"jobs[{index}].{exc.message}", f"jobs[{index}].{exc.field}") \
+                from None
+    try:
+        reply = await request.app[STUB].EnqueueMany(pb.EnqueueManyRequest(
+            jobs=[pb.EnqueueRequest(**fields) for fields in batch]))
+    except grpc.aio.AioRpcError as exc:
+        raise _renamed_in_batch(exc) from None
+    answers = []
+    for answer in reply.jobs:
+        job = answer.job
+        request.app[METRICS]["jobs_created"].labels(job.job_type).inc(answer.created)
+        answers.append({"jobId": job.id, "status": payloads.STATUS_NAMES[job.status], "created": answer.created,
+                        **_links(request, job.id, job.user_id),
+                        "sessionEventsUrl": _session_events_url(request, job.user_id, job.session_id)})
+    return web.json_response({"jobs": answers}, status=202)
+
+
+def _renamed_in_batch(exc: grpc.aio.AioRpcError) -> Exception:
+    """EnqueueMany's INVALID_ARGUMENT about `jobs[3].payload_json`, named as the body calls it."""
+    renamed = _renamed(exc, {}, 422)
+    if isinstance(renamed, ApiError) and renamed.field:
+        where, _, inner = renamed.field.partition(".")
+        field = f"{where}.{ENQUEUE_FIELDS.get(inner, inner)}" if inner else where
+        return ApiError(422, "invalid", renamed.message.replace(renamed.field, field, 1), field)
+    return renamed
 
 
 def _session_events_url(request: web.Request, user_id: str, session_id: str) -> str:
@@ -471,6 +515,7 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/api/jobs/{job_id}/status", get_job, expect_handler=expect_continue),
         web.delete("/api/jobs/{job_id}", cancel_job, expect_handler=expect_continue),
         web.post("/api/jobs/redrive", redrive_jobs, expect_handler=expect_continue),
+        web.post("/api/jobs/batch", create_jobs, expect_handler=expect_continue),
         web.post("/api/jobs/{job_id}/retry", retry_job, expect_handler=expect_continue),
         # No HEAD on the two streaming routes: aiohttp would send their body after a HEAD's headers.
         web.get("/api/jobs/{job_id}/events", job_events, allow_head=False, expect_handler=expect_continue),

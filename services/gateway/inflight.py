@@ -77,6 +77,9 @@ class BoundedStub:
     async def Enqueue(self, request: pb.EnqueueRequest) -> pb.EnqueueResponse:
         return await self._unary(self._stub.Enqueue, request)
 
+    async def EnqueueMany(self, request: pb.EnqueueManyRequest) -> pb.EnqueueManyResponse:
+        return await self._unary(self._stub.EnqueueMany, request)
+
     async def GetJob(self, request: pb.GetJobRequest) -> pb.Job:
         return await self._unary(self._stub.GetJob, request)
 

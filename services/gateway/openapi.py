@@ -214,6 +214,22 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                             "A page of jobs"), "400": ERROR, "401": ERROR, "403": ERROR}},
             },
             "/api/jobs/enqueue": {"post": {**create, "summary": "Submit a document job (the backend's alias)"}},
+            "/api/jobs/batch": {"post": {
+                "summary": "Submit up to 1,000 jobs in one call, all or none: every job is checked before any is "
+                           "stored, and a problem names its job (`jobs[3].documentType`). Each job is a "
+                           "JobRequest with an optional idempotencyKey (printable ASCII, at most 200). A service "
+                           "token only (403 for a user's). The answers are in the order of the jobs",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["jobs"], "additionalProperties": False, "properties": {
+                        "jobs": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"allOf": [
+                            {"$ref": "#/components/schemas/JobRequest"},
+                            {"type": "object", "properties": {
+                                "idempotencyKey": {"type": "string", "maxLength": 200, "pattern": "^[ -~]*$"}}}]}}}}}}},
+                "responses": {"202": _json({"type": "object", "required": ["jobs"], "properties": {
+                    "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Accepted"}}}},
+                    "Accepted, one answer per job"),
+                    "400": ERROR, "401": ERROR, "403": ERROR, "408": ERROR, "413": ERROR, "415": ERROR,
+                    "422": ERROR, "503": ERROR}}},
             "/api/jobs/{jobId}": {
                 "get": get_job,
                 "delete": {"summary": "Cancel a job", "parameters": [JOB_ID],

@@ -100,8 +100,7 @@ def instant(value: Any, field: str) -> datetime:
     return when
 
 
-def parse_job_request(raw: bytes, caller: Caller, settings: Settings, now: datetime) -> dict[str, Any]:
-    """A POST /api/jobs body to the fields of an Enqueue call (user_id included)."""
+def _json_object_body(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -117,6 +116,59 @@ def parse_job_request(raw: bytes, caller: Caller, settings: Settings, now: datet
     if found is not None:
         where, what = found
         raise _invalid(where or "body", what)
+    return body
+
+
+def parse_job_request(raw: bytes, caller: Caller, settings: Settings, now: datetime) -> dict[str, Any]:
+    """A POST /api/jobs body to the fields of an Enqueue call (user_id included)."""
+    return job_fields(_json_object_body(raw), caller, settings, now)
+
+
+MAX_BATCH = 1000  # the jobstore's EnqueueMany bound
+
+
+def idempotency_key(value: Any, field: str) -> str:
+    """An idempotency key: printable ASCII, at most 200 characters (a header's bytes arrive as text)."""
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid", f"{field} must be a string", field)
+    if len(value) > 200:
+        raise ApiError(400, "invalid", f"{field} is longer than 200 characters", field)
+    if not all(" " <= c <= "~" for c in value):
+        raise ApiError(400, "invalid", f"{field} must be printable ASCII", field)
+    return value
+
+
+def parse_batch_request(raw: bytes, caller: Caller, settings: Settings, now: datetime) -> list[dict[str, Any]]:
+    """A POST /api/jobs/batch body, {"jobs": [<a POST /api/jobs body, with "idempotencyKey"?>, ...]}, to the
+    fields of each Enqueue call. Every job is checked before any is sent: a problem names its job,
+    `jobs[3].documentType`."""
+    body = _json_object_body(raw)
+    for name in body:
+        if name != "jobs":
+            raise _invalid(str(name)[:100], "unknown field; a batch is {\"jobs\": [...]}")
+    jobs = body.get("jobs")
+    if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_BATCH:
+        raise _invalid("jobs", f"must be a list of 1 to {MAX_BATCH} jobs")
+    batch = []
+    for index, item in enumerate(jobs):
+        where = f"jobs[{index}]"
+        try:
+            if not isinstance(item, dict):
+                raise ApiError(422, "invalid", "must be a JSON object (a POST /api/jobs body)", "")
+            fields = job_fields({k: v for k, v in item.items() if k != "idempotencyKey"}, caller, settings, now)
+            if item.get("idempotencyKey") is not None:
+                fields["idempotency_key"] = idempotency_key(item["idempotencyKey"], "idempotencyKey")
+        except ApiError as exc:
+            field = f"{where}.{exc.field}" if exc.field else where
+            message = exc.message if not exc.field or not exc.message.startswith(exc.field) \
+                else exc.message[len(exc.field):].lstrip(": ")
+            raise ApiError(exc.status, exc.code, f"{field}: {message}", field) from None
+        batch.append(fields)
+    return batch
+
+
+def job_fields(body: dict[str, Any], caller: Caller, settings: Settings, now: datetime) -> dict[str, Any]:
+    """One job's fields of a request body (already parsed and checked for what JSON cannot carry on)."""
     job_type = body.get("documentType")
     if not isinstance(job_type, str) or job_type not in jobtypes.JOB_TYPES:
         raise _invalid("documentType", f"must be one of {', '.join(jobtypes.JOB_TYPES)}")
