@@ -358,3 +358,26 @@ async def test_two_jobstores_bridge_one_queue_and_each_pgboss_job_is_one_documen
             await renderer.shutdown()
         for store in stores:
             store.kill()
+
+
+async def test_a_payload_nested_too_deep_is_refused_alone_and_the_queue_goes_on(stack: Stack) -> None:
+    """A payload deeper than Python's JSON reader goes (pg-boss and Postgres take it) fails its own pg-boss
+    job as the HTTP API refuses such a body; it must not stop every later job from being taken."""
+    user = new_user()
+    deep = "[" * 2000 + "]" * 2000  # built by hand: Python's json cannot write it either
+    raw = f'{{"queue": "{QUEUE}", "data": {{"documentType": "pdf", "userId": "{user}", "spec": {deep}}}}}'
+    env = {**os.environ, "DATABASE_URL": stack.database_url, "PGBOSS_SCHEMA": "pgboss"}
+    sent = await asyncio.to_thread(subprocess.run, [str(NODE), str(PGBOSS / "boss.mjs"), "send", raw], env=env,
+                                   capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    hostile = json.loads(sent.stdout)
+    after = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+    await pgboss_job(stack, after, "active")  # the job sent after it is taken
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        row = await conn.fetchrow("SELECT state::text, output::text FROM pgboss.job WHERE id = $1", hostile)
+    finally:
+        await conn.close()
+    assert row is not None and row["state"] == "failed"
+    error = json.loads(row["output"])["error"]
+    assert error["code"] == "malformed" and error["field"] == "body" and "nested" in error["message"]

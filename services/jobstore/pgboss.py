@@ -161,6 +161,17 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _request(data: Any, fallback_priority: int) -> pb.EnqueueRequest | Invalid:
+    """A candidate's data as parse_payload judges it. jsonb nests deeper than Python's reader goes: such
+    a payload is refused as the HTTP API refuses the body (raised, it would fail every round, and no job
+    of the queue would be taken again)."""
+    try:
+        body = _json(data)
+    except RecursionError:
+        return Invalid("malformed", f"the body is nested more than {jsonvalues.MAX_DEPTH} levels deep", "body")
+    return parse_payload(body, fallback_priority)
+
+
 class PgBossBridge:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, *,
                  on_commit: Callable[[set[str]], None], clock: Clock) -> None:
@@ -293,8 +304,7 @@ class PgBossBridge:
             candidates = await boss.fetch(Q.pgboss_candidates, self._queue, self._settings.pgboss_batch)
             if not candidates:
                 return
-            parsed = await asyncio.to_thread(
-                lambda: [parse_payload(_json(c["data"]), c["priority"]) for c in candidates])
+            parsed = await asyncio.to_thread(lambda: [_request(c["data"], c["priority"]) for c in candidates])
             refused: dict[uuid.UUID, Invalid] = {}
             for candidate, request in zip(candidates, parsed, strict=True):
                 outcome = await self._adopt(candidate, request)
