@@ -20,6 +20,7 @@ from .settings import Settings
 from .store import ArtifactHeader, NewJob
 
 JOB_TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # below space, but tab, newline, return
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MAX_RESULT_BYTES = 1024 * 1024
 MAX_ID_CHARS = 200
@@ -33,7 +34,7 @@ def _text(value: str, field: str, *, required: bool = False, max_chars: int = MA
         raise InvalidArgument(field, "required")
     if len(value) > max_chars:
         raise InvalidArgument(field, f"longer than {max_chars} characters")
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+    if CONTROL_CHARACTER.search(value):
         raise InvalidArgument(field, "must not contain control characters")
     return value
 
