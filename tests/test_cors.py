@@ -34,6 +34,7 @@ def routes() -> list[tuple[str, str]]:
         path = re.sub(r"\{job_id\}", "6f1c1f55-2c5a-4a40-9a7d-0d5b3c1e0a11", route.resource.canonical)
         path = re.sub(r"\{job_type\}", "pdf", path)
         path = re.sub(r"\{name\}", "docjobs.js", path)
+        path = re.sub(r"\{kind\}", "thumbnail", path)
         found.append((path, route.method))
     assert ("/api/jobs", "POST") in found and ("/api/jobs/6f1c1f55-2c5a-4a40-9a7d-0d5b3c1e0a11", "DELETE") in found
     return found
