@@ -8,8 +8,9 @@ hostile, and the renderer treats these answers as hostile too: it checks every f
 
 LibreOffice runs warm: one `soffice` instance started at the box's start, on a fresh profile in the
 box's /tmp with macros off and links never updated, holding an empty text document open (a headless
-office with no document open quits after its first conversion). Each conversion is a second `soffice
---convert-to`, which hands its request to the warm instance over the office's pipe in /tmp and waits for it.
+office with no document open quits after its first conversion). Each conversion is a second
+`soffice.bin --convert-to`, which hands its request to the warm instance over the office's pipe in /tmp
+and waits for it.
 """
 
 from __future__ import annotations
