@@ -25,6 +25,7 @@ from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from .conftest import GRPC_TOKEN, create_database, new_user, wait_until
 from .gateway_client import SECRET, RunningGateway, start_gateway, token
+from .helpers import claim
 from .processes import JobStoreProcess, StackProcess
 from .renderers import RendererProcess
 
@@ -381,3 +382,26 @@ async def test_a_payload_nested_too_deep_is_refused_alone_and_the_queue_goes_on(
     assert row is not None and row["state"] == "failed"
     error = json.loads(row["output"])["error"]
     assert error["code"] == "malformed" and error["field"] == "body" and "nested" in error["message"]
+
+
+async def test_a_docjobs_job_retried_after_its_pgboss_job_failed_leaves_that_job_failed(stack: Stack) -> None:
+    """A retry runs the docjobs job again; the pg-boss job it came from has ended (failed) and stays so,
+    with its output: the Node service was told once."""
+    user, other = new_user(), new_user()
+    job_id = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+    job = await docjobs_job(stack, user, pb.JOB_STATUS_PENDING)
+    await stack.stub.Cancel(pb.CancelRequest(job_id=job.id, user_id=user, reason="not now"))
+    failed = await pgboss_job(stack, job_id, "failed", "completed")
+    assert failed["state"] == "failed"
+    await stack.stub.Retry(pb.RetryRequest(job_id=job.id, user_id=user, reason="again"))
+    claimed = await wait_until(lambda: claim(stack.stub, types=("pdf",)), timeout=10)
+    await stack.stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=claimed[0].lease_token,
+                                                 result_json=json.dumps({"filename": "a.pdf"})))
+    # A later pg-boss job taken and ended shows a round settled after the retried job completed.
+    later = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": other})
+    other_job = await docjobs_job(stack, other, pb.JOB_STATUS_PENDING)
+    await stack.stub.Cancel(pb.CancelRequest(job_id=other_job.id, user_id=other, reason="not now"))
+    await pgboss_job(stack, later, "failed")
+    still = await boss(stack.database_url, "get", id=job_id)
+    assert (still["state"], still["output"]) == ("failed", failed["output"])
+    assert (await stack.stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_COMPLETED
