@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -135,6 +137,13 @@ async def test_completed_and_failed_jobs_post_signed_events(jobstore: RunningJob
         assert event["data"]["result"]["filename"] == "a.xlsx"
         headers = receiver.received[0][0]
         assert headers["webhook-signature"].startswith("v1,") and headers["webhook-id"]
+        # The spec's computation, not the signing library's: base64 HMAC-SHA256, keyed with the secret's
+        # bytes after whsec_, of "id.timestamp.body"; the timestamp is the send's, in seconds.
+        key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+        signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + receiver.received[0][1]
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        assert f"v1,{expected}" in headers["webhook-signature"].split(" ")
+        assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
 
         async def delivered() -> dict[str, Any] | None:
             document = await job_document(http, gateway.base, created["jobId"])
