@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import idna
+
 MAX_URL_LENGTH = 2000
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -39,6 +41,18 @@ class Target:
             return None
 
 
+def ascii_host(host: str) -> str:
+    """A host in the form the sender's HTTP client (yarl) gives its resolver: lowercase, an international
+    name in IDNA (UTS 46) ASCII. Allow list and URL are compared in it, so the host checked is the one
+    connected to."""
+    if host.isascii():
+        return host.lower().rstrip(".")
+    try:
+        return idna.encode(host.rstrip("."), uts46=True).decode("ascii").lower()
+    except UnicodeError as exc:
+        raise WebhookUrlError(f"the host is not a valid international name ({exc})") from None
+
+
 def parse_url(url: str) -> Target:
     """An absolute http or https URL without credentials; WebhookUrlError otherwise."""
     if len(url) > MAX_URL_LENGTH:
@@ -59,7 +73,7 @@ def parse_url(url: str) -> Target:
     if parts.fragment:
         raise WebhookUrlError("must not have a fragment (#...)")
     https = parts.scheme == "https"
-    return Target(host=parts.hostname.lower().rstrip("."), port=port or (443 if https else 80), https=https)
+    return Target(host=ascii_host(parts.hostname), port=port or (443 if https else 80), https=https)
 
 
 def parse_allow(text: str) -> tuple[tuple[str, int | None], ...]:
@@ -75,7 +89,10 @@ def parse_allow(text: str) -> tuple[tuple[str, int | None], ...]:
             raise ValueError(f"{raw!r} is not a host or host:port") from None
         if not parts.hostname or parts.path or parts.query or parts.username is not None:
             raise ValueError(f"{raw!r} is not a host or host:port")
-        entries.append((parts.hostname.lower().rstrip("."), port))
+        try:
+            entries.append((ascii_host(parts.hostname), port))
+        except WebhookUrlError:
+            raise ValueError(f"{raw!r} is not a host or host:port") from None
     return tuple(entries)
 
 

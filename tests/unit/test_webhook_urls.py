@@ -77,3 +77,17 @@ def test_webhook_settings_are_read() -> None:
     settings = Settings.from_env(env)
     assert settings.webhook_allow == (("hooks.internal", 8080),) and settings.webhook_max_age_s == 600
     assert "whsec" not in repr(settings)
+
+
+def test_international_hosts_are_named_as_the_sender_connects_to_them() -> None:
+    """The sender's HTTP client asks its resolver for the ASCII (IDNA) form of a host: a listed host and
+    a URL's host are compared in that form, or a listed international host would pass at POST and be
+    refused at every send."""
+    allow = webhooks.parse_allow("bücher.example, hooks.internal")
+    assert allow == (("xn--bcher-kva.example", None), ("hooks.internal", None))
+    target = webhooks.parse_url("https://Bücher.example/hook")
+    assert target.host == "xn--bcher-kva.example" and webhooks.check_target(target, allow)
+    # As yarl reads it, fullwidth letters name the ASCII host: the host checked is the one connected to.
+    assert webhooks.parse_url("http://\uff48\uff4f\uff4f\uff4b\uff53.internal/").host == "hooks.internal"
+    with pytest.raises(webhooks.WebhookUrlError, match="host"):
+        webhooks.parse_url("http://a\u200db.example/")
