@@ -68,9 +68,11 @@ class JobStoreProcess:
         return self.process.returncode, (out or b"").decode()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.communicate()
+        self.process.communicate()  # also when it had ended by itself: its output pipe is closed
 
 
 class GatewayProcess:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
 import signal
 import sys
+from dataclasses import replace
 
 import asyncpg
 import grpc
@@ -47,8 +50,12 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.so_reuseport", 0),
 ]
+# DOCJOBS_JOBSTORE_PROCESSES: the first process starts the others, each told its index (and its first
+# process's pid) here. They share the port with SO_REUSEPORT, which the kernel balances by connection; a
+# lone process leaves it off, so that a second jobstore on its port is an error rather than a silent half.
+PROCESS_INDEX_ENV = "DOCJOBS_JOBSTORE_PROCESS_INDEX"
+PARENT_PID_ENV = "DOCJOBS_JOBSTORE_PARENT_PID"
 HEALTH_CHECK_S = 1.0
 # The health service name a liveness probe asks: SERVING while the process runs, whatever the database
 # does (the overall status "" follows the database and is what readiness asks).
@@ -58,8 +65,9 @@ LIVENESS_SERVICE = "liveness"
 class JobStoreServer:
     """Everything one jobstore process runs, started and stopped in order."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None, *, shared_port: bool = False) -> None:
         self.settings = settings
+        self.shared_port = shared_port  # one of DOCJOBS_JOBSTORE_PROCESSES on one port
         self.clock = clock if clock is not None else Clock()  # tests pass a ManualClock
         self.shutdown = asyncio.Event()
         self.port = 0
@@ -103,7 +111,8 @@ class JobStoreServer:
         if self.pgboss is not None:
             self.pgboss.start()
 
-        server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[authenticate])
+        options = [*GRPC_OPTIONS, ("grpc.so_reuseport", 1 if self.shared_port else 0)]
+        server = grpc.aio.server(options=options, interceptors=[authenticate])
         wire.add_servicer(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -218,8 +227,13 @@ async def _connect_pool(settings: Settings) -> asyncpg.Pool:
             delay = min(delay * 2, 5.0)
 
 
-async def serve(settings: Settings) -> None:
-    server = JobStoreServer(settings)
+async def serve(settings: Settings, index: int = 0) -> int:
+    """Run one jobstore process until SIGTERM or SIGINT; the first of DOCJOBS_JOBSTORE_PROCESSES starts and
+    watches the others. The exit status: 0 on a stop asked for, 1 when another process died first."""
+    shared = settings.processes > 1
+    if index > 0 and settings.metrics_port:
+        settings = replace(settings, metrics_port=settings.metrics_port + index)  # one endpoint each
+    server = JobStoreServer(settings, shared_port=shared)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -229,8 +243,75 @@ async def serve(settings: Settings) -> None:
     except PgBossRefused as exc:  # starting again cannot help: one line, and no restart loop
         print(f"jobstore: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_DO_NOT_RESTART) from None
-    await stop.wait()
-    await server.stop()
+    others = ProcessGroup(settings.processes) if shared and index == 0 else None
+    status = 0
+    if others is None:
+        await stop.wait()
+    else:
+        await others.start()
+        died = asyncio.create_task(others.first_exit())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({died, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if died.done():
+            which, code = died.result()
+            log.error("jobstore process %d exited with status %s: stopping every process (the supervisor "
+                      "starts the jobstore again)", which, code)
+            status = 1
+        died.cancel()
+        stopped.cancel()
+    try:
+        await server.stop()
+    finally:
+        if others is not None:
+            await others.stop(settings.shutdown_grace_s + 5)
+    return status
+
+
+class ProcessGroup:
+    """The other processes of DOCJOBS_JOBSTORE_PROCESSES, started by the first (after its own start, so
+    that the migrations are done once), each a whole jobstore on the shared port. They end with it: a
+    SIGTERM when it stops, and a kernel signal if it dies without one."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.processes: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+        for index in range(1, self.count):
+            self.processes.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "jobstore.server", env={**env, PROCESS_INDEX_ENV: str(index)}))
+
+    async def first_exit(self) -> tuple[int, int]:
+        """(index, exit status) of the first of them to end."""
+        waits = {asyncio.create_task(process.wait()): index for index, process in enumerate(self.processes, 1)}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        first = next(iter(done))
+        return waits[first], first.result()
+
+    async def stop(self, grace_s: float) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                async with asyncio.timeout(grace_s):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """A process of DOCJOBS_JOBSTORE_PROCESSES ends when the first one dies, even by SIGKILL."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:  # it died before the signal was asked for
+        raise SystemExit(0)
 
 
 def _one_line(record: logging.LogRecord) -> bool:
@@ -247,7 +328,11 @@ def main() -> None:
     settings = load_or_exit("jobstore", Settings.from_env)
     setup_logging(settings.log_level)
     logging.getLogger("asyncpg.pool").addFilter(_one_line)
-    uvloop.run(serve(settings))  # asyncpg and grpc.aio are both markedly faster on uvloop
+    index = int(os.environ.get(PROCESS_INDEX_ENV, "0") or 0)
+    if index > 0:
+        _end_with_parent(int(os.environ[PARENT_PID_ENV]))
+    # asyncpg and grpc.aio are both markedly faster on uvloop
+    raise SystemExit(uvloop.run(serve(settings, index)))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ class Settings:
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     metrics_port: int = 0  # 0: no metrics endpoint
+    # Processes serving the one port (SO_REUSEPORT; server.py): each holds its own pool and LISTEN connection.
+    processes: int = 1
     pool_size: int = 10
     default_lease_ms: int = 30_000
     default_max_retries: int = 3
@@ -61,6 +63,7 @@ class Settings:
             grpc_host=env_str(env, "DOCJOBS_GRPC_HOST", "127.0.0.1"),
             grpc_port=env_port(env, "DOCJOBS_GRPC_PORT", 50051),
             metrics_port=env_int(env, "DOCJOBS_METRICS_PORT", 0, minimum=0, maximum=65535),
+            processes=env_int(env, "DOCJOBS_JOBSTORE_PROCESSES", 1, minimum=1, maximum=64),
             pool_size=env_int(env, "DOCJOBS_DB_POOL_SIZE", 10, minimum=2, maximum=200),
             default_lease_ms=env_int(env, "DOCJOBS_LEASE_MS", 30_000, minimum=1_000, maximum=3_600_000),
             default_max_retries=env_int(env, "DOCJOBS_MAX_RETRIES", 3, minimum=0, maximum=100),
