@@ -82,7 +82,7 @@ async def test_two_processes_share_the_port_and_each_serves_calls(two, database_
     assert await database_connections(database_url) <= 2 * (POOL + 1)
 
 
-async def wait_for_ready(stub: pb_grpc.JobStoreStub) -> None:
+async def wait_for_ready(stub: pb_grpc.JobStoreAsyncStub) -> None:
     await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
 
 
