@@ -2,11 +2,14 @@
 
 openpyxl writes a formula without its value, so any reader of cached values (pandas, openpyxl's
 `data_only`, quick-look viewers, mail previews, our own preview) would see empty cells until Excel
-recalculates. Here every formula of the spec is computed with the `formulas` package (Excel's functions
-in Python; a formula is compiled once per shape, so a column of `=B2*C2`, `=B3*C3`, ... is compiled once)
-over the spec's own values, and the saved file's sheet XML gets each value (`<v>`, typed as a number,
-text, boolean or error) beside its formula. Excel and LibreOffice still recalculate on opening
-(openpyxl's `fullCalcOnLoad`).
+recalculates. Here the spec's formulas are computed over its own values: plain arithmetic and SUM,
+AVERAGE, MIN, MAX, COUNT, ROUND and ABS by the renderer itself, any other formula by the `formulas`
+package (Excel's functions in Python, compiled once per shape) where it is installed. It is not a
+dependency: it brings numpy, which openpyxl then imports in every render process, and a code job forked
+from a process holding numpy's OpenBLAS no longer meets its process limit cleanly (a fork bomb hangs
+to its deadline instead of failing at once). The values are written into the saved file's sheet XML,
+each (`<v>`, typed as a number, text, boolean or error) beside its formula. Excel and LibreOffice still
+recalculate on opening (openpyxl's `fullCalcOnLoad`).
 
 What cannot be computed is reported, not hidden: a formula whose value is an Excel error (`#DIV/0!`,
 `#REF!`, `#NAME?`, ...) is a `formula_error` warning, and one the engine cannot evaluate (a function it
@@ -179,14 +182,20 @@ class _Engine:
         if shape in self.compiled:
             cached = self.compiled[shape]
             if cached is None:
-                raise _Unsupported("the formula cannot be read")
+                raise _Unsupported("the formula cannot be computed here")
             return cached
         try:
             if self._parser is None:
-                import formulas
-
+                try:
+                    import formulas
+                except ImportError:
+                    raise _Unsupported("only arithmetic, SUM, AVERAGE, MIN, MAX, COUNT, ROUND and ABS are "
+                                       "computed here") from None
                 self._parser = formulas.Parser()
             function = self._parser.ast("=" + formula)[1].compile()
+        except _Unsupported:
+            self.compiled[shape] = None
+            raise
         except Exception as exc:
             self.compiled[shape] = None
             raise _Unsupported(f"the formula cannot be read ({_short(exc)})") from None
@@ -211,14 +220,20 @@ class _Engine:
         value = self.book.values.get(key)
         return _empty() if value is None else value
 
-    def _input(self, ref: tuple[int, int, int, int, int]) -> Any:
-        import numpy as np
-
+    def _input(self, ref: tuple[int, int, int, int, int], engine: bool = False) -> Any:
+        """A reference's value: a cell's, or a range's values (a numpy array for the engine, a list for the
+        arithmetic path, which imports no numpy: a process that forks after importing numpy has OpenBLAS's
+        threads rebuilt in every child, and code jobs are forked from a process that rendered a sample)."""
         sheet, r1, c1, r2, c2 = ref
         if (r1, c1) == (r2, c2):
-            return self._value((sheet, r1, c1))
-        return np.array([[self._value((sheet, r, c)) for c in range(c1, c2 + 1)] for r in range(r1, r2 + 1)],
-                        dtype=object)
+            value = self._value((sheet, r1, c1))
+            return _engine_empty() if engine and value is _EMPTY_CELL else value
+        rows = [[self._value((sheet, r, c)) for c in range(c1, c2 + 1)] for r in range(r1, r2 + 1)]
+        if not engine:
+            return _Range([v for row in rows for v in row])
+        import numpy as np
+
+        return np.array([[_engine_empty() if v is _EMPTY_CELL else v for v in row] for row in rows], dtype=object)
 
     def _deps(self, refs: list[tuple[int, int, int, int, int]]) -> list[Key]:
         deps = []
@@ -270,17 +285,17 @@ class _Engine:
                 self.errors.add(key)
                 self._warn("formula_error", where, f"{self._cell_name(key)} ={formula} computes to {value}")
             return
-        from formulas.functions import XlError
-
         try:
             compiled = self._compile(formula, key)
-            value = compiled.function(*(self._input(refs[i]) for i in compiled.inputs))
+            value = compiled.function(*(self._input(refs[i], engine=True) for i in compiled.inputs))
         except _Unsupported as exc:
             self._fail(key, where, str(exc))
             return
         except Exception as exc:
             self._fail(key, where, _short(exc))
             return
+        from formulas.functions import XlError
+
         value = _scalar(value)
         if isinstance(value, XlError):
             self.done[key] = str(value)
@@ -320,9 +335,15 @@ def _empty() -> Any:
     return _EMPTY_CELL
 
 
+def _engine_empty() -> Any:
+    import schedula
+
+    return schedula.EMPTY
+
+
 # The arithmetic most spec formulas are (=B2*C2, =SUM(D2:D40)/4, =(B2-C2)/C2): evaluated here, in
 # microseconds, where the engine takes half a millisecond. Anything else goes to the engine.
-_ARITHMETIC_FUNCTIONS = {"SUM", "AVERAGE", "MIN", "MAX", "COUNT"}
+_ARITHMETIC_FUNCTIONS = {"SUM", "AVERAGE", "MIN", "MAX", "COUNT", "ROUND", "ABS"}
 _TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|([A-Za-z]+)\(|(\x00\d+\x00)"
                     r"|([-+*/^(),]))")
 
@@ -441,19 +462,23 @@ _GLOBALS: dict[str, Any] = {
     "_MIN": lambda *a: min(_arguments(a), default=0.0),
     "_MAX": lambda *a: max(_arguments(a), default=0.0),
     "_COUNT": lambda *a: float(len(_arguments(a))),
+    "_ROUND": lambda x, digits=0.0: _round(float(x), int(digits)),
+    "_ABS": lambda x: abs(float(x)),
 }
 
 
-def _run_arithmetic(code: Any, inputs: list[Any]) -> Any:
-    import numpy as np
+def _round(value: float, digits: int) -> float:
+    """Excel's ROUND: halves away from zero (Python's round() takes them to even)."""
+    from decimal import ROUND_HALF_UP, Decimal
 
+    return float(Decimal(repr(value)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def _run_arithmetic(code: Any, inputs: list[Any]) -> Any:
     refs: list[Any] = []
     try:
         for value in inputs:
-            if isinstance(value, np.ndarray):
-                refs.append(_Range(list(value.ravel())))
-            else:
-                refs.append(_number(value))
+            refs.append(value if isinstance(value, _Range) else _number(value))
         result = eval(code, _GLOBALS, {"r": refs})  # a checked expression (_arithmetic): numbers only
     except _Error as exc:
         return exc.text
