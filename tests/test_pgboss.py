@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import grpc
 import pytest
 
 from docjobs.channels import jobstore_channel
@@ -405,3 +406,20 @@ async def test_a_docjobs_job_retried_after_its_pgboss_job_failed_leaves_that_job
     still = await boss(stack.database_url, "get", id=job_id)
     assert (still["state"], still["output"]) == ("failed", failed["output"])
     assert (await stack.stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_COMPLETED
+
+
+async def test_boss_cancel_while_docjobs_renders_cancels_the_running_job(stack: Stack) -> None:
+    """boss.cancel on a job docjobs is rendering cancels the running docjobs job: the worker's completion
+    after it is refused, and the pg-boss job stays cancelled (not completed by the bridge)."""
+    user = new_user()
+    job_id = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+    await docjobs_job(stack, user, pb.JOB_STATUS_PENDING)
+    claimed = await wait_until(lambda: claim(stack.stub, types=("pdf",)), timeout=10)  # the test renders it
+    await docjobs_job(stack, user, pb.JOB_STATUS_PROCESSING)
+    await boss(stack.database_url, "cancel", id=job_id)
+    cancelled = await docjobs_job(stack, user, pb.JOB_STATUS_CANCELLED)
+    assert cancelled.error.message == "cancelled through pg-boss"
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack.stub.Complete(pb.CompleteRequest(job_id=cancelled.id, lease_token=claimed[0].lease_token,
+                                                     result_json=json.dumps({"filename": "a.pdf"})))
+    assert (await boss(stack.database_url, "get", id=job_id))["state"] == "cancelled"
