@@ -77,12 +77,18 @@ async def docjobs_worker(address: str, in_flight: int) -> None:
     from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
     reporter = Reporter()
-    async with jobstore_channel(address, GRPC_TOKEN) as channel:
-        stub = pb_grpc.JobStoreStub(channel)
-        await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
+    # A connection per loop (grpc would share one between channels to one address): with several jobstore
+    # processes on the port, the kernel spreads connections, not calls.
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    async with jobstore_channel(address, GRPC_TOKEN, options=own) as first, \
+            jobstore_channel(address, GRPC_TOKEN, options=own) as second:
+        stubs = [pb_grpc.JobStoreStub(first), pb_grpc.JobStoreStub(second)]
+        for stub in stubs:
+            await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
         report("READY", os.getpid())
 
         async def loop(k: int) -> None:
+            stub = stubs[k]
             while True:
                 reply = await stub.Claim(pb.ClaimRequest(worker_id=f"bench-{os.getpid()}-{k}", job_types=[JOB_TYPE],
                                                          max_jobs=in_flight // 2, wait_ms=30_000, lease_ms=60_000))
@@ -201,13 +207,15 @@ class System(abc.ABC):
 
 class Docjobs(System):
     name = "docjobs"
+    processes = 1  # DOCJOBS_JOBSTORE_PROCESSES (--jobstore-processes)
 
     async def setup(self) -> None:
         from docjobs.channels import jobstore_channel
         from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
         from tests.processes import JobStoreProcess
 
-        self.store = JobStoreProcess(self.dsn, env={"DOCJOBS_LOG_LEVEL": "warning"}).start()
+        self.store = JobStoreProcess(self.dsn, env={"DOCJOBS_LOG_LEVEL": "warning",
+                                                    "DOCJOBS_JOBSTORE_PROCESSES": str(self.processes)}).start()
         await asyncio.to_thread(self.store.wait_healthy)
         self.channel = jobstore_channel(self.store.address, GRPC_TOKEN)
         self.stub = pb_grpc.JobStoreStub(self.channel)
@@ -386,8 +394,11 @@ def main() -> None:
     parser.add_argument("--worker", choices=SYSTEMS)
     parser.add_argument("--dsn")
     parser.add_argument("--address")
+    parser.add_argument("--jobstore-processes", type=int, default=1,
+                        help="DOCJOBS_JOBSTORE_PROCESSES of docjobs' jobstore (its workers connect several times)")
     add_json_option(parser)
     args = parser.parse_args()
+    Docjobs.processes = args.jobstore_processes
     if args.worker:
         import uvloop
 
