@@ -215,13 +215,20 @@ report = {"found": sorted(found), "pids": sorted(p for p in os.listdir("/proc") 
     assert attack["found"] == [], attack
 
 
+def is_code_zygote(process: psutil.Process) -> bool:
+    """A code zygote or a box it made; False for a process that ended while we looked (an earlier job's)."""
+    try:
+        return "renderer.sandbox.codezygote" in process.cmdline() and process.name() != "bwrap"
+    except psutil.Error:
+        return False
+
+
 async def test_the_code_zygote_holds_no_job_data(box: Sandbox) -> None:
     """The process every code job is forked from never holds a job: not while a job runs, not after."""
     secret = f"VICTIM_{uuid.uuid4().hex}"
     code = f"SECRET = {secret!r}\nimport time\ntime.sleep(3)\n" + SAVE_REPORT.replace("json.dumps(report)", "SECRET")
     assert box.pid is not None
-    in_box = [p for p in psutil.Process(box.pid).children(recursive=True)
-              if "renderer.sandbox.codezygote" in p.cmdline() and p.name() != "bwrap"]
+    in_box = [p for p in psutil.Process(box.pid).children(recursive=True) if is_code_zygote(p)]
     # The code zygote itself, not the boxes it has made (spares waiting for a job have its command line)
     zygotes = [p for p in in_box if p.ppid() not in {q.pid for q in in_box}]
     assert len(zygotes) == 1, in_box

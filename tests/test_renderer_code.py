@@ -86,6 +86,26 @@ async def run_code(stub, code: str, job_type: str = "spreadsheet") -> pb.Job:
     return final
 
 
+# Each library as model-written code uses it: python-docx and python-pptx open their default templates from
+# the runtime when the code runs, long after the box imported them.
+EVERY_TYPE = {
+    "document": "from docx import Document\nd = Document()\nd.add_heading('Made by code')\nd.save(output_path)\n",
+    "presentation": ("from pptx import Presentation\np = Presentation()\n"
+                     "p.slides.add_slide(p.slide_layouts[0]).shapes.title.text = 'Made by code'\n"
+                     "p.save(output_path)\n"),
+    "pdf": ("from reportlab.pdfgen.canvas import Canvas\nc = Canvas(output_path)\n"
+            "c.drawString(72, 720, 'Made by code')\nc.save()\n"),
+    "spreadsheet": GOOD_CODE,
+}
+
+
+@pytest.mark.parametrize("job_type", list(EVERY_TYPE))
+async def test_code_for_every_document_type_completes(stub, code_renderer, job_type: str) -> None:
+    final = await run_code(stub, EVERY_TYPE[job_type], job_type)
+    assert final.status == pb.JOB_STATUS_COMPLETED, final.error
+    assert "Made by code" in json.dumps(json.loads(final.result_json)["preview"])
+
+
 async def test_code_that_builds_a_workbook_completes(stub, code_renderer, tmp_path) -> None:
     final = await run_code(stub, GOOD_CODE)
     assert final.status == pb.JOB_STATUS_COMPLETED, final.error

@@ -99,7 +99,15 @@ def bwrap_command(config: dict[str, Any], privileged: bool) -> list[str]:
     # /tmp first, then the runtime: a runtime that lives under /tmp (a checkout there) stays visible,
     # bound inside the box's /tmp (the code zygote's own; each job mounts a tmpfs of its own over it).
     command += ["--tmpfs", "/tmp"]
-    for path in runtime_paths():
+    runtime = runtime_paths()
+    # The directories above the runtime exist in the box only as bwrap makes them, mode 0700 unless told:
+    # a job, under a uid of its own, could then open nothing of the runtime it did not import before
+    # (python-docx's and python-pptx's default templates among them).
+    above = {str(parent) for path in runtime for parent in Path(path).parents}
+    for directory in sorted(above - {"/", "/tmp", "/usr"}, key=lambda d: d.count("/")):
+        if not directory.startswith("/usr/"):
+            command += ["--perms", "0755", "--dir", directory]
+    for path in runtime:
         command += ["--ro-bind", path, path]
     command += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
                 "--remount-ro", "/", "--chdir", "/",
