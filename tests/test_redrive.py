@@ -28,8 +28,11 @@ from .gateway_client import SECRET, bearer, read_sse, start_gateway, token
 from .helpers import claim, collect_events, enqueue
 from .renderers import example
 
-SERVICE = {"Authorization": "Bearer " + jwt.encode(
-    {"sub": "ops", "scope": "docjobs:service", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")}
+
+def service() -> dict[str, str]:
+    """A service's token, minted now (one minted at import expires before a long suite reaches it)."""
+    return {"Authorization": "Bearer " + jwt.encode(
+        {"sub": "ops", "scope": "docjobs:service", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")}
 
 
 async def post_job(http, gateway, user: str, job_type: str = "pdf", **fields: Any) -> dict[str, Any]:
@@ -79,7 +82,7 @@ async def test_a_dead_letter_keeps_every_attempt_and_runs_again_under_its_id(htt
     assert history[0]["error"]["message"] == "boom-1 happened"
 
     # Listed among the user's failed jobs, for the user and for a service naming the user.
-    for headers, query in ((bearer(user), "status=failed"), (SERVICE, f"status=failed&userId={user}")):
+    for headers, query in ((bearer(user), "status=failed"), (service(), f"status=failed&userId={user}")):
         status, listed = await call(http, "GET", f"{gateway.base}/api/jobs?{query}", headers)
         assert status == 200 and [j["jobId"] for j in listed["jobs"]] == [created["jobId"]]
     status, listed = await call(http, "GET", f"{gateway.base}/api/jobs?status=completed", bearer(user))
@@ -235,16 +238,16 @@ async def test_a_service_redrives_failed_jobs_by_type_and_time(http, gateway, st
     status, _ = await call(http, "POST", redrive, {}, json={})
     assert status == 401
 
-    status, answer = await call(http, "POST", redrive, SERVICE,
+    status, answer = await call(http, "POST", redrive, service(),
                                 json={"documentType": "pdf", "failedBefore": b["completedAt"]})
     assert status == 200 and answer == {"count": 1, "jobIds": [a["jobId"]], "more": False}
-    status, answer = await call(http, "POST", redrive, SERVICE,
+    status, answer = await call(http, "POST", redrive, service(),
                                 json={"failedAfter": b["completedAt"], "limit": 1})
     assert status == 200 and answer == {"count": 1, "jobIds": [b["jobId"]], "more": True}
-    status, answer = await call(http, "POST", redrive, SERVICE, json={"documentType": "pdf"})
+    status, answer = await call(http, "POST", redrive, service(), json={"documentType": "pdf"})
     assert answer == {"count": 0, "jobIds": [], "more": False}
     # No filter, no body: every failed job left (never a cancelled one).
-    status, answer = await call(http, "POST", redrive, SERVICE)
+    status, answer = await call(http, "POST", redrive, service())
     assert status == 200 and answer == {"count": 1, "jobIds": [c["jobId"]], "more": False}
     for job, user in ((a, alice), (b, bob), (c, alice)):
         status, now = await call(http, "GET", f"{gateway.base}/api/jobs/{job['jobId']}", bearer(user))
@@ -276,11 +279,11 @@ async def test_bad_redrive_input_is_a_4xx_naming_the_field(http, gateway, stub) 
     job = await fail_now(http, gateway, stub, user, "pdf")
     redrive = gateway.base + "/api/jobs/redrive"
     for body, field, status in BAD_REDRIVES:
-        got, error = await call(http, "POST", redrive, SERVICE, json=body)
+        got, error = await call(http, "POST", redrive, service(), json=body)
         assert (got, error["error"]["field"]) == (status, field), (body, error)
-    got, error = await call(http, "POST", redrive, {**SERVICE, "Content-Type": "text/plain"}, data="{}")
+    got, error = await call(http, "POST", redrive, {**service(), "Content-Type": "text/plain"}, data="{}")
     assert got == 415 and error["error"]["field"] == "Content-Type"
-    got, error = await call(http, "POST", redrive, {**SERVICE, "Content-Type": "application/json"}, data="{x")
+    got, error = await call(http, "POST", redrive, {**service(), "Content-Type": "application/json"}, data="{x")
     assert got == 400 and error["error"]["field"] == "body"
     got, error = await call(http, "POST", gateway.base + "/api/jobs/not-a-job/retry", bearer(user))
     assert got == 404 and error["error"]["field"] == "jobId"
@@ -340,7 +343,7 @@ async def test_the_retry_command(http, gateway, stub) -> None:
     assert again.returncode == 1 and again.stderr.startswith("docjobs: 409: ")
     refused = await asyncio.to_thread(docjobs, gateway.base, token(user), "retry", "--redrive")
     assert refused.returncode == 1 and refused.stderr.startswith("docjobs: 403: ")
-    service_token = SERVICE["Authorization"].split(" ", 1)[1]
+    service_token = service()["Authorization"].split(" ", 1)[1]
     bad = await asyncio.to_thread(docjobs, gateway.base, service_token, "retry", "--redrive",
                                   "--failed-after", "last week")
     assert bad.returncode == 1 and bad.stderr.startswith("docjobs: 422 (failedAfter): ")
