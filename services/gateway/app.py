@@ -23,12 +23,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from docjobs import jobtypes, jsonvalues, specs
 from docjobs.channels import jobstore_channel
+from docjobs.jobrequest import valid_user_id
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 
 from . import client, guards, openapi, payloads, redrive, webhooks
-from .auth import Auth, Caller, valid_user_id
+from .auth import Auth, Caller
 from .cors import Cors
 from .errors import ApiError, error_response, errors_middleware, from_grpc
 from .hub import EventHub

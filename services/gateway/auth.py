@@ -23,7 +23,8 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from docjobs import jsonvalues, urltokens
+from docjobs import urltokens
+from docjobs.jobrequest import valid_user_id
 from docjobs.urltokens import NO_AUTH_SECRET, URL_TOKEN_AUDIENCE
 
 from .errors import ApiError
@@ -52,13 +53,6 @@ class Caller:
     def owner(self) -> str:
         """The user_id of the jobstore's GetJob, Cancel, Watch and DownloadArtifact: empty means any user."""
         return "" if self.service else self.user_id
-
-
-def valid_user_id(value: str) -> bool:
-    """What the jobstore takes as a user id: a protobuf string (no lone surrogate), at most 200
-    characters, without control characters."""
-    return (bool(value) and len(value) <= 200 and not any(ord(c) < 32 for c in value)
-            and jsonvalues.text_problem(value) is None)
 
 
 class Auth:

@@ -10,10 +10,10 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from docjobs import jobtypes, jsonvalues, specs, webhooks
+from docjobs import jobrequest, jsonvalues, webhooks
 from docjobs.v1 import jobstore_pb2 as pb
 
-from .auth import Caller, valid_user_id
+from .auth import Caller
 from .errors import ApiError
 from .settings import Settings
 
@@ -27,48 +27,21 @@ def _invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "invalid", f"{field}: {message}", field)
 
 
-def _optional_str(body: dict[str, Any], field: str, max_len: int) -> str:
-    value = body.get(field)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _invalid(field, "must be a string")
-    if len(value) > max_len:
-        raise _invalid(field, f"longer than {max_len} characters")
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
-        raise _invalid(field, "must not contain control characters")
-    return value
-
-
-MAX_USER_NUMBER = 2**63 - 1
 # RFC 3339's date-time: a full date, T, a full time with an offset (Z or +hh:mm). datetime.fromisoformat
 # alone would also take ISO 8601's other forms (a date alone, no offset, 20261129T1200).
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+_is_int = jobrequest.is_int
 
 
 def job_user(body: dict[str, Any], caller: Caller) -> str:
     """Whose job it is: a service names the user (`userId`, a string or an integer: 123 is the user
     "123"); a user's own `userId`, if given, must be its own id."""
     value = body.get("userId")
-    if value is None:
-        if caller.service:
-            raise _invalid("userId", "required from a service caller: the user the job is for (a string, or "
-                                     "an integer such as 123)")
+    if value is None and not caller.service:
         return caller.user_id
-    if _is_int(value):
-        if not 0 <= value <= MAX_USER_NUMBER:
-            raise _invalid("userId", f"a number must be from 0 to {MAX_USER_NUMBER}")
-        user_id = str(value)
-    elif isinstance(value, str):
-        if not valid_user_id(value):
-            raise _invalid("userId", "must be 1 to 200 characters, without control characters")
-        user_id = value
-    else:
-        raise _invalid("userId", "must be a string or an integer")
+    user_id = jobrequest.named_user(value)
     if not caller.service and user_id != caller.user_id:
         raise ApiError(403, "forbidden", "userId differs from the authenticated user", "userId")
     return user_id
@@ -100,7 +73,8 @@ def instant(value: Any, field: str) -> datetime:
     return when
 
 
-def _json_object_body(raw: bytes) -> dict[str, Any]:
+def json_object_body(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object, checked for what no JSON column holds."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -121,7 +95,7 @@ def _json_object_body(raw: bytes) -> dict[str, Any]:
 
 def parse_job_request(raw: bytes, caller: Caller, settings: Settings, now: datetime) -> dict[str, Any]:
     """A POST /api/jobs body to the fields of an Enqueue call (user_id included)."""
-    return job_fields(_json_object_body(raw), caller, settings, now)
+    return job_fields(json_object_body(raw), caller, settings, now)
 
 
 MAX_BATCH = 1000  # the jobstore's EnqueueMany bound
@@ -142,7 +116,7 @@ def parse_batch_request(raw: bytes, caller: Caller, settings: Settings, now: dat
     """A POST /api/jobs/batch body, {"jobs": [<a POST /api/jobs body, with "idempotencyKey"?>, ...]}, to the
     fields of each Enqueue call. Every job is checked before any is sent: a problem names its job,
     `jobs[3].documentType`."""
-    body = _json_object_body(raw)
+    body = json_object_body(raw)
     for name in body:
         if name != "jobs":
             raise _invalid(str(name)[:100], "unknown field; a batch is {\"jobs\": [...]}")
@@ -169,20 +143,14 @@ def parse_batch_request(raw: bytes, caller: Caller, settings: Settings, now: dat
 
 def job_fields(body: dict[str, Any], caller: Caller, settings: Settings, now: datetime) -> dict[str, Any]:
     """One job's fields of a request body (already parsed and checked for what JSON cannot carry on)."""
-    job_type = body.get("documentType")
-    if not isinstance(job_type, str) or job_type not in jobtypes.JOB_TYPES:
-        raise _invalid("documentType", f"must be one of {', '.join(jobtypes.JOB_TYPES)}")
-    has_spec, has_code = "spec" in body, "code" in body
-    if has_spec == has_code:
-        raise _invalid("spec", "give spec (a document description) or code, exactly one of them")
-    if has_code and (not isinstance(body["code"], str) or not body["code"].strip()):
-        raise _invalid("code", "must be a non-empty string")
-    if has_spec:
-        try:
-            specs.validate(job_type, body["spec"])
-        except specs.SpecError as exc:
-            raise _invalid(exc.path, exc.message) from None
-    payload: dict[str, Any] = {"spec": body["spec"]} if has_spec else {"code": body["code"]}
+    try:
+        return _job_fields(body, caller, settings, now)
+    except jobrequest.RequestProblem as exc:
+        raise _invalid(exc.field, exc.problem) from None
+
+
+def _job_fields(body: dict[str, Any], caller: Caller, settings: Settings, now: datetime) -> dict[str, Any]:
+    job_type, payload = jobrequest.document(body)
     if body.get("renditions") is not None:
         payload["renditions"] = renditions(body["renditions"])
     user_id = job_user(body, caller)
@@ -211,9 +179,9 @@ def job_fields(body: dict[str, Any], caller: Caller, settings: Settings, now: da
     return {
         "user_id": user_id,
         "job_type": job_type,
-        "title": _optional_str(body, "title", 500),
-        "session_id": _optional_str(body, "sessionId", 200),
-        "message_id": _optional_str(body, "messageId", 200),
+        "title": jobrequest.optional_text(body, "title", 500),
+        "session_id": jobrequest.optional_text(body, "sessionId", 200),
+        "message_id": jobrequest.optional_text(body, "messageId", 200),
         # Only a service orders the queue: a user who could set it would jump everyone else's jobs.
         "priority": priority if caller.service else 0,
         **knobs,

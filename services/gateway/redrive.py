@@ -4,14 +4,13 @@ refused rather than ignored: a misspelt filter ("failedAftr") would otherwise re
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from docjobs import jobtypes, jsonvalues
+from docjobs import jobtypes
 from docjobs.v1 import jobstore_pb2 as pb
 
 from .errors import ApiError
-from .payloads import instant
+from .payloads import instant, json_object_body
 
 MAX_REDRIVE = 1000  # jobs per call (the jobstore's bound too): a caller goes on while `more` is true
 FIELDS = ("documentType", "failedAfter", "failedBefore", "limit")
@@ -23,15 +22,7 @@ def _invalid(field: str, message: str) -> ApiError:
 
 def parse(raw: bytes) -> pb.RedriveRequest:
     """A redrive body (empty: every failed job, up to MAX_REDRIVE) to a RedriveRequest."""
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed", f"the body is not valid JSON: {exc}", "body") from None
-    except RecursionError:
-        raise ApiError(400, "malformed", f"the body is nested more than {jsonvalues.MAX_DEPTH} levels deep",
-                       "body") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "malformed", "the body must be a JSON object", "body")
+    body = json_object_body(raw) if raw.strip() else {}
     for name in body:
         if name not in FIELDS:
             raise _invalid(str(name)[:100], f"unknown field; a redrive takes {', '.join(FIELDS)}")

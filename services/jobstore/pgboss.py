@@ -34,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from docjobs import jobtypes, jsonvalues, specs, urltokens
+from docjobs import jobrequest, jsonvalues, urltokens
 from docjobs.v1 import jobstore_pb2 as pb
 
 from . import metrics, validation
@@ -53,7 +53,6 @@ TESTED_SCHEMA_VERSIONS = frozenset({46})
 TESTED_PGBOSS = "pg-boss 12.38.0, schema version 46"
 # Policies whose fetch is pg-boss's plain one; the others add conditions (singleton keys, strict order).
 SUPPORTED_POLICIES = ("standard", "short")
-MAX_USER_NUMBER = 2**63 - 1
 # Enqueue's field names as the HTTP API (and so a payload) calls them, as the gateway renames them.
 PAYLOAD_FIELDS = {"payload_json": "body", "user_id": "userId", "session_id": "sessionId",
                   "message_id": "messageId", "job_type": "documentType"}
@@ -80,80 +79,31 @@ def _invalid(field: str, message: str) -> Invalid:
     return Invalid("invalid", f"{field}: {message}", field)
 
 
-def _optional_str(body: Mapping[str, Any], field: str, max_len: int) -> str | Invalid:
-    value = body.get(field)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        return _invalid(field, "must be a string")
-    if len(value) > max_len:
-        return _invalid(field, f"longer than {max_len} characters")
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
-        return _invalid(field, "must not contain control characters")
-    return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _valid_user_id(value: str) -> bool:
-    return (bool(value) and len(value) <= 200 and not any(ord(c) < 32 for c in value)
-            and jsonvalues.text_problem(value) is None)
-
-
 def parse_payload(body: Any, fallback_priority: int) -> pb.EnqueueRequest | Invalid:
     """A pg-boss job's data to an Enqueue request, checked as the HTTP API checks a service caller's
-    POST /api/jobs body (the same codes, messages and fields); or why not. The payload's priority wins;
-    without one, the pg-boss job's own (fallback_priority, within docjobs' bounds)."""
+    POST /api/jobs body (the same codes, messages and fields: docjobs/jobrequest.py); or why not. The
+    payload's priority wins; without one, the pg-boss job's own (fallback_priority, within docjobs' bounds)."""
     if not isinstance(body, dict):
         return Invalid("malformed", "the body must be a JSON object", "body")
     found = jsonvalues.problem(body)
     if found is not None:
         where, what = found
         return _invalid(where or "body", what)
-    job_type = body.get("documentType")
-    if not isinstance(job_type, str) or job_type not in jobtypes.JOB_TYPES:
-        return _invalid("documentType", f"must be one of {', '.join(jobtypes.JOB_TYPES)}")
-    has_spec, has_code = "spec" in body, "code" in body
-    if has_spec == has_code:
-        return _invalid("spec", "give spec (a document description) or code, exactly one of them")
-    if has_code and (not isinstance(body["code"], str) or not body["code"].strip()):
-        return _invalid("code", "must be a non-empty string")
-    if has_spec:
-        try:
-            specs.validate(job_type, body["spec"])
-        except specs.SpecError as exc:
-            return _invalid(exc.path, exc.message)
-    user = body.get("userId")
-    if user is None:
-        return _invalid("userId", "required from a service caller: the user the job is for (a string, or "
-                                  "an integer such as 123)")
-    if _is_int(user):
-        if not 0 <= user <= MAX_USER_NUMBER:
-            return _invalid("userId", f"a number must be from 0 to {MAX_USER_NUMBER}")
-        user_id = str(user)
-    elif isinstance(user, str):
-        if not _valid_user_id(user):
-            return _invalid("userId", "must be 1 to 200 characters, without control characters")
-        user_id = user
-    else:
-        return _invalid("userId", "must be a string or an integer")
-    priority = body.get("priority")
-    if priority is None:
-        priority = max(-1000, min(1000, fallback_priority))
-    elif not _is_int(priority) or not -1000 <= priority <= 1000:
-        return _invalid("priority", "must be an integer between -1000 and 1000")
-    texts = {}
-    for field, limit in (("title", 500), ("sessionId", 200), ("messageId", 200)):
-        text = _optional_str(body, field, limit)
-        if isinstance(text, Invalid):
-            return text
-        texts[field] = text
+    try:
+        job_type, document = jobrequest.document(body)
+        user_id = jobrequest.named_user(body.get("userId"))
+        priority = body.get("priority")
+        if priority is None:
+            priority = max(-1000, min(1000, fallback_priority))
+        elif not jobrequest.is_int(priority) or not -1000 <= priority <= 1000:
+            raise jobrequest.RequestProblem("priority", "must be an integer between -1000 and 1000")
+        texts = {field: jobrequest.optional_text(body, field, limit)
+                 for field, limit in (("title", 500), ("sessionId", 200), ("messageId", 200))}
+    except jobrequest.RequestProblem as exc:
+        return _invalid(exc.field, exc.problem)
     return pb.EnqueueRequest(
         user_id=user_id, job_type=job_type, title=texts["title"], session_id=texts["sessionId"],
-        message_id=texts["messageId"], priority=priority,
-        payload_json=json.dumps({"spec": body["spec"]} if has_spec else {"code": body["code"]}))
+        message_id=texts["messageId"], priority=priority, payload_json=json.dumps(document))
 
 
 def _json(value: Any) -> Any:
