@@ -252,7 +252,7 @@ async def serve(settings: Settings, index: int = 0) -> int:
         died = asyncio.create_task(others.first_exit())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({died, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if died.done():
+        if died.done() and not stop.is_set():  # on Ctrl-C the others get the signal too, and may end first
             which, code = died.result()
             log.error("jobstore process %d exited with status %s: stopping every process (the supervisor "
                       "starts the jobstore again)", which, code)
