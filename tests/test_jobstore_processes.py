@@ -24,11 +24,21 @@ from .processes import JobStoreProcess
 POOL = 4
 
 
+def bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture
 def metrics_port() -> int:
-    while True:  # the second process serves its metrics on the next port
+    """A port whose next is free too: the second process serves its metrics there."""
+    while True:
         port = free_port()
-        if port < 65535:
+        if port < 65535 and bindable(port + 1):
             return port
 
 
@@ -44,10 +54,12 @@ async def two(database_url: str, metrics_port: int):
     store = JobStoreProcess(database_url, env={"DOCJOBS_JOBSTORE_PROCESSES": "2", "DOCJOBS_DB_POOL_SIZE": str(POOL),
                                                "DOCJOBS_METRICS_PORT": str(metrics_port)})
     store.start()
-    store.wait_healthy()
-    await wait_until(lambda: listening(metrics_port + 1) or None, timeout=30)
-    yield store
-    store.kill()
+    try:
+        store.wait_healthy()
+        await wait_until(lambda: listening(metrics_port + 1) or None, timeout=30)
+        yield store
+    finally:
+        store.kill()  # also when it never became ready: its output pipe is closed
 
 
 def jobstore_processes(store: JobStoreProcess) -> list[psutil.Process]:
