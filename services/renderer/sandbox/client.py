@@ -94,7 +94,9 @@ class Sandbox:
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True, mode=0o700)
         # An almost empty environment: nothing of the renderer's reaches the zygote or its children.
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        # OpenBLAS (numpy's, which openpyxl imports) single-threaded: see codebox.py's bwrap_command.
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "renderer.sandbox.zygote", json.dumps(self._config),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,

@@ -79,6 +79,12 @@ def bwrap_command(config: dict[str, Any], privileged: bool) -> list[str]:
                "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv",
                "--setenv", "LANG", "C.UTF-8", "--setenv", "PATH", "/usr/bin:/bin",
                "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--cap-drop", "ALL"]
+    # numpy (openpyxl imports it) loads OpenBLAS, which starts a thread pool at load and, before every
+    # fork(), joins its threads (a pthread_atfork handler). A box is cloned from the code zygote by a raw
+    # clone(), which copies one thread and runs no such handler: in the box the pool's threads are gone
+    # but still listed, and the job's first fork() waited on them forever (a fork bomb ran to its
+    # deadline). With one thread OpenBLAS starts none, so there is nothing to lose in the clone.
+    command += ["--setenv", "OPENBLAS_NUM_THREADS", "1", "--setenv", "OMP_NUM_THREADS", "1"]
     if privileged:
         for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SYS_ADMIN"):
             command += ["--cap-add", cap]

@@ -464,6 +464,17 @@ def _said(sync: socket.socket) -> bytes:
         return b""
 
 
+def _only_thread() -> None:
+    """Refuse to start holding a thread besides our own. A box is made by a raw clone(), which copies only
+    the calling thread and runs no pthread_atfork handler: a library whose handler waits for its threads
+    before a fork (OpenBLAS's joins its pool: codebox.py sets it to one thread, which starts none) would
+    make every fork() in a job wait forever."""
+    threads = os.listdir("/proc/self/task")
+    if len(threads) > 1:
+        raise RuntimeError(f"the code zygote holds {len(threads)} threads, and a box cloned from it would keep "
+                           "only one: a library started threads at import or warm-up")
+
+
 def _name_process(name: str) -> None:
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write(name)
@@ -524,6 +535,7 @@ def main() -> None:
         # Shared with every job's process copy-on-write; without it the first full collection in a job
         # touches every object and copies every page.
         gc.freeze()
+        _only_thread()
         problem = zygote.probe()
     except Exception as exc:
         traceback.print_exc()
