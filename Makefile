@@ -49,11 +49,15 @@ proto: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/docjobs up
 
+# pytest on TEST_WORKERS processes (pytest-xdist), each with its own embedded Postgres, ports and temporary
+# directories; tests marked xdist_group run on one worker. TEST_WORKERS=0: every test in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(DEPLOY_TOOLS) $(CLIENT_TYPES) $(PGBOSS)
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(MYPY)
 	$(LINT_IMPORTS)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The unit tier alone (tests/unit/: no Postgres, no processes), in seconds. `make test` runs every tier.
 test-unit: $(STAMP)

@@ -145,7 +145,7 @@ async def test_only_callers_with_the_secret_reach_the_jobstore(database_url) -> 
     ("", f"{TOKEN_ENV} is required"),
     ("x" * 31, f"{TOKEN_ENV} must be at least 32 bytes, got 31"),
     (new_token() + "\n", f"{TOKEN_ENV} must be printable ASCII"),
-])
+], ids=["unset", "empty", "short", "newline"])  # a random token in an id would differ between workers
 def test_a_jobstore_without_the_secret_refuses_to_start(token: str | None, says: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
     env["DATABASE_URL"] = "postgresql://127.0.0.1:1/x"
