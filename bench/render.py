@@ -9,11 +9,14 @@ Starts an embedded Postgres, a jobstore and one renderer process (code mode on, 
      database's timestamps have them (started_at, completed_at), without the queue's part (Enqueue, the
      claim's wake-up, the completed event's delivery), which bench/queue.py measures;
   2. code mode: the same workbook built by the same code, exec'd in this process against the same code
-     as a sandboxed job; the difference is the cost added per code job;
+     as a sandboxed job; the difference is the cost added per code job. Twice: end to end (Enqueue to
+     the completed event, as above), and at the sandbox alone (Sandbox.render in this process: the
+     zygote, the code box, the job's box and its output check, no queue), with the time of each phase
+     of the job as the zygote timed it;
   3. throughput: documents per second per type with two render slots (the machine has two cores), after
      eight warm-up jobs of the type.
 
-Usage: python bench/render.py [--rounds N]
+Usage: python bench/render.py [--rounds N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # bench.common, tests.processes; appended, after the standard library
 
-from bench.common import GRPC_TOKEN, benchmark_database  # noqa: E402
+from bench.common import GRPC_TOKEN, add_json_option, benchmark_database, write_json  # noqa: E402
 from docjobs.channels import jobstore_channel  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
@@ -93,6 +96,39 @@ def in_process_code_seconds(rounds: int) -> float:
             exec(compile(CODE, "<bench>", "exec"), {"output_path": os.path.join(tmp, f"{i}.xlsx")})
             times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+CODE_TARGET_MS = 50.0  # what a code job may add over exec in-process (docs/performance.md)
+SANDBOX_GAP_S = 0.03  # between two jobs at the sandbox: about the queue's part of a job end to end
+
+
+async def sandbox_code_seconds(rounds: int) -> tuple[float, dict[str, float]]:
+    """The code job at the sandbox alone: Sandbox.render of CODE in a sandbox of this process (the
+    renderer's limits, code mode on), one job at a time, SANDBOX_GAP_S apart; the median time, and the
+    median of each phase as the zygote timed it (zygote.PHASES), in milliseconds."""
+    from renderer.sandbox.client import Sandbox
+    from renderer.settings import Settings
+
+    settings = Settings.from_env({"DOCJOBS_GRPC_TOKEN": GRPC_TOKEN})
+    with tempfile.TemporaryDirectory() as tmp:
+        box = Sandbox(Path(tmp) / "sandbox", settings.code_limits, settings.spec_limits, code=True, trace=True)
+        await box.start()
+        times: list[float] = []
+        phases: dict[str, list[float]] = {}
+        try:
+            for i in range(rounds + 2):
+                await asyncio.sleep(SANDBOX_GAP_S)
+                started = time.perf_counter()
+                result = await box.render(box.new_render_id(), "spreadsheet", "code", CODE, "Code", lambda p, m: None)
+                elapsed = time.perf_counter() - started
+                result.path.unlink()
+                if i >= 2:  # the first jobs find no spare box yet
+                    times.append(elapsed)
+                    for name, ms in result.phases.items():
+                        phases.setdefault(name, []).append(ms)
+        finally:
+            await box.stop()
+    return statistics.median(times), {name: statistics.median(values) for name, values in phases.items()}
 
 
 async def one_job(stub: pb_grpc.JobStoreAsyncStub, job_type: str, payload: dict[str, Any],
@@ -207,9 +243,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--renditions-only", action="store_true",
                         help="only the renditions' own cost (renderer/renditions.py), in this process")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.renditions_only:
-        print_renditions(asyncio.run(renditions_seconds(args.rounds)), None)
+        renditions = asyncio.run(renditions_seconds(args.rounds))
+        print_renditions(renditions, None)
+        write_json(args.json, "render", {"renditions": renditions_figures(renditions, None)}, args)
         return
     with benchmark_database() as (tmp, dsn):
         store = JobStoreProcess(dsn, env={"DOCJOBS_LOG_LEVEL": "warning"})
@@ -230,6 +269,7 @@ def main() -> None:
     direct = {name: in_process_seconds(body, max(2, args.rounds // 10) if name == "large spreadsheet" else args.rounds)
               for name, body in cases().items()}
     code_direct = in_process_code_seconds(args.rounds)
+    code_sandbox, phases = asyncio.run(sandbox_code_seconds(args.rounds))
     print(f"docjobs render benchmark: median of {args.rounds} rounds, {os.cpu_count()} cores")
     print(f"  {'document':18s} {'in-process':>11s} {'end to end':>11s} {'ratio':>6s} {'renderer holds':>15s} "
           f"{'ratio':>6s} {'docs/s (2 slots)':>17s}")
@@ -239,11 +279,39 @@ def main() -> None:
               f" {held * 1000:13.1f}ms {held / direct[name]:6.2f} {results[2][name]:17.1f}")
     code_total = results[1]["code"][0]
     added = (code_total - code_direct) * 1000
-    print(f"  code mode: in-process exec {code_direct * 1000:.1f} ms, sandboxed job {code_total * 1000:.1f} ms"
-          f" end to end, added {added:.1f} ms per job (target <= 50 ms; ratio {added / 50:.2f})")
+    sandbox_added = (code_sandbox - code_direct) * 1000
+    print(f"  code mode (target: <= {CODE_TARGET_MS:.0f} ms added per job): in-process exec "
+          f"{code_direct * 1000:.1f} ms")
+    print(f"    end to end      {code_total * 1000:7.1f} ms, added {added:6.1f} ms (ratio to the target "
+          f"{added / CODE_TARGET_MS:.2f})")
+    print(f"    at the sandbox  {code_sandbox * 1000:7.1f} ms, added {sandbox_added:6.1f} ms (ratio to the target "
+          f"{sandbox_added / CODE_TARGET_MS:.2f}; Sandbox.render, no queue)")
+    print("    its phases, as the zygote timed them: "
+          + ", ".join(f"{name} {ms:.1f} ms" for name, ms in phases.items()))
     print("  end to end: Enqueue sent -> completed event; renderer holds: claimed -> completed (database clock)")
     print("  spec-mode overhead target: ratio <= 1.15")
-    print_renditions(asyncio.run(renditions_seconds(args.rounds)), results[1])
+    renditions = asyncio.run(renditions_seconds(args.rounds))
+    print_renditions(renditions, results[1])
+    documents = {name: {"in_process_ms": direct[name] * 1000, "end_to_end_ms": results[1][name][0] * 1000,
+                        "ratio": results[1][name][0] / direct[name], "renderer_holds_ms": results[1][name][1] * 1000,
+                        "renderer_holds_ratio": results[1][name][1] / direct[name],
+                        "docs_per_s_2_slots": results[2][name]}
+                 for name in cases()}
+    code = {"target_added_ms": CODE_TARGET_MS, "in_process_exec_ms": code_direct * 1000,
+            "end_to_end_ms": code_total * 1000, "end_to_end_added_ms": added,
+            "sandbox_ms": code_sandbox * 1000, "sandbox_added_ms": sandbox_added, "sandbox_phases_ms": phases}
+    write_json(args.json, "render", {"documents": documents, "code": code,
+                                     "renditions": renditions_figures(renditions, results[1])}, args)
+
+
+def renditions_figures(direct: dict[str, float], system: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    figures: dict[str, dict[str, Any]] = {}
+    for job_type, kinds in RENDITIONS.items():
+        figures[job_type] = {"kinds": kinds, "call_ms": direct[job_type] * 1000}
+        if system is not None:
+            added = system[f"renditions {job_type}"][0] - system[job_type][0]
+            figures[job_type]["end_to_end_added_ms"] = added * 1000
+    return figures
 
 
 def print_renditions(direct: dict[str, float], system: dict[str, Any] | None) -> None:

@@ -269,15 +269,16 @@ report = {"module": getattr(openpyxl, "LEFT", None), "modules": "left_behind" in
 
 
 async def test_a_job_runs_in_the_spare_box_built_before_it(box: Sandbox) -> None:
-    """After a job of a kind has its box, the next box of that kind is built and waits (a job's box is
-    no longer built while the job waits for it); the next job of that kind is handed that box."""
+    """After a job of a kind has had its box, the next box of that kind is built and waits (a job's box
+    is no longer built while the job waits for it); the next job of that kind is handed that box. Two
+    wait after one job: the next job's box and the next output check's."""
     await render_code(box, SAVE_REPORT.replace("json.dumps(report)", "'first'"))
     assert box.pid is not None
 
     def spares() -> set[int]:
         return {p.pid for p in psutil.Process(box.pid).children(recursive=True) if p.name() == SPARE_NAME}
 
-    waiting = await wait_until(spares, timeout=30)
+    waiting = await wait_until(lambda: found if len(found := spares()) == 2 else None, timeout=30)
     started = asyncio.Event()
     code = "import time\ntime.sleep(2)\n" + SAVE_REPORT.replace("json.dumps(report)", "'second'")
     job = asyncio.create_task(render_code(box, code, lambda _p, _m: started.set()))
@@ -286,6 +287,54 @@ async def test_a_job_runs_in_the_spare_box_built_before_it(box: Sandbox) -> None
     running = {pid for pid in waiting if psutil.pid_exists(pid) and psutil.Process(pid).name() == "docjobs job"}
     assert len(running) == 1, (waiting, spares())
     assert first_cell((await job).path) == "second"
+
+
+# A job that, once its code has run, does not end by itself: the exit its box makes after the job's
+# "done" sleeps instead.
+NEVER_EXITS = "import os, time\nos._exit = lambda status: time.sleep(600)\n"
+# ... and leaves a process of its own running beside it.
+LEAVES_A_PROCESS = "if os.fork() == 0:\n    time.sleep(600)\n"
+
+
+def job_processes(box: Sandbox) -> list[int]:
+    assert box.pid is not None
+    return [p.pid for p in psutil.Process(box.pid).children(recursive=True) if p.name() == "docjobs job"]
+
+
+async def test_a_job_that_said_done_is_ended_and_checked_at_once(box: Sandbox) -> None:
+    """Done means "look": the job's box is killed then, and as nothing of it runs any more (its process
+    has no other), its document goes to the check without waiting for the box's own exit (which
+    unmaps a heap shared with the code zygote and tears its namespaces down). A job that never ends
+    by itself timed out before."""
+    async with asyncio.timeout(15):
+        result = await render_code(box, NEVER_EXITS + SAVE_REPORT.replace("json.dumps(report)", "'ended'"))
+    assert first_cell(result.path) == "ended"
+    await wait_until(lambda: not job_processes(box))
+
+
+async def test_a_job_that_leaves_a_process_running_is_checked_once_all_of_it_is_gone(box: Sandbox) -> None:
+    """Where the box's process has another beside it, its end is told once the box has been reaped,
+    which is when every process of its PID namespace has gone: its document is never checked while
+    any of it runs."""
+    async with asyncio.timeout(15):
+        result = await render_code(box, NEVER_EXITS + LEAVES_A_PROCESS
+                                   + SAVE_REPORT.replace("json.dumps(report)", "'all gone'"))
+    assert first_cell(result.path) == "all gone"
+    assert job_processes(box) == []  # gone before the answer, not after it
+
+
+async def test_a_traced_code_job_says_how_long_its_phases_took(tmp_path: Path) -> None:
+    """bench/render.py times a code job's phases inside the zygote (robust to a loaded machine, where
+    the figures end to end move with the load)."""
+    sandbox = Sandbox(tmp_path / "sandbox", CODE_LIMITS, SPEC_LIMITS, code=True, trace=True)
+    await sandbox.start()
+    try:
+        result = await render_code(sandbox, SAVE_REPORT.replace("json.dumps(report)", "'timed'"))
+    finally:
+        await sandbox.stop()
+    assert set(result.phases) == {"handoff", "code", "box end", "to check", "check", "copy out", "total"}
+    assert all(ms >= 0 for ms in result.phases.values())
+    assert sum(ms for name, ms in result.phases.items() if name != "total") <= result.phases["total"] + 0.01
 
 
 def memory_holds(pid: int, needle: bytes) -> bool:

@@ -56,6 +56,7 @@ class RenderError(Exception):
 class RenderResult:
     path: Path
     preview: dict[str, Any]
+    phases: dict[str, float] = field(default_factory=dict)  # a traced code job's (Sandbox(trace=True))
 
 
 @dataclass
@@ -67,13 +68,14 @@ class _Pending:
 
 class Sandbox:
     def __init__(self, base_dir: Path, code_limits: dict[str, Any], spec_limits: dict[str, Any],
-                 spec_workers: int = 1, code: bool = False) -> None:
+                 spec_workers: int = 1, code: bool = False, trace: bool = False) -> None:
         self.base_dir = base_dir
         self.out_dir = base_dir / "out"
         self.work_dir = base_dir / "work"
         self._config = {"out_dir": str(self.out_dir), "work_dir": str(self.work_dir),
                         "code_limits": code_limits, "spec_limits": spec_limits, "spec_workers": spec_workers,
-                        "code": code}  # code: start the code box (code mode on), or refuse to start without it
+                        "code": code,  # code: start the code box (code mode on), or refuse to start without it
+                        "trace": trace}  # trace: each code job's answer says how long its phases took
         self._process: asyncio.subprocess.Process | None = None
         self._pending: dict[str, _Pending] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -215,7 +217,7 @@ class Sandbox:
             self._pending.pop(render_id, None)
         if isinstance(answer, RenderFailed):
             raise RenderError(answer.error, retryable=answer.retryable, cancelled=answer.cancelled, code=answer.code)
-        return RenderResult(self.out_dir / answer.file, answer.preview)
+        return RenderResult(self.out_dir / answer.file, answer.preview, answer.phases)
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._process is None or self._process.returncode is not None or self._process.stdin is None:

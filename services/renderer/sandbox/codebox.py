@@ -215,6 +215,12 @@ class CodeBox:
         socket.send_fds(self.control, [json.dumps({"op": "check", "slot": slot, "job_type": job_type}).encode()],
                         fds)
 
+    def end(self, slot: int) -> None:
+        """The job has said it is done: kill its box, and say at once that it has ended when nothing of
+        it can run any more (else when it is reaped)."""
+        with contextlib.suppress(OSError):
+            self.control.send(json.dumps({"op": "end", "slot": slot}).encode())
+
     def kill(self, slot: int) -> None:
         with contextlib.suppress(OSError):
             self.control.send(json.dumps({"op": "kill", "slot": slot}).encode())

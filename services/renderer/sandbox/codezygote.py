@@ -25,18 +25,28 @@ started.
 
 Spare boxes: building a box and a library's first use in a fresh process (which copies the pages it
 touches, shared with this process until then) cost a job tens of milliseconds before its code does
-anything. So after a job or check of a kind (start or check, and the job type) is handed its box, the
-next box of that kind is built at once and warms up on a small document of our own of that type (a
-render, or a check), while no job is in it; the next job of that kind is handed the waiting box. A spare
+anything. So once the box of a job or check of a kind (start or check, and the job type) has ended, the
+next box of that kind is built and warms up on a small document of our own of that type (a render, or
+a check), while no job is in it; the next job of that kind is handed the waiting box. Not earlier: on
+two cores, a spare warming up beside the job it replaces takes the job's CPU. A spare
 holds no job's data (it is forked from this pristine process and has only ever run our sample), and it
 is used once. Its process is named "docjobs spare" while it waits ("docjobs job" or "docjobs check"
 once it has its job). A kind never asked for has no spare; at most one waits per kind.
 
+A job's "done" means "look" (the zygote never takes it further): the zygote then asks for its end, and
+its box is killed. The box's own exit takes milliseconds (the unmapping of a heap shared with this
+process, the namespaces' teardown), which its output check need not wait for: once the killed process
+is the only one of its box (one thread, no child: every other process of its PID namespace would
+descend from it, and a process with SIGKILL pending forks no more), nothing of the box can run again,
+and its end is told at once. Otherwise it is told when the box is reaped, as for any other end.
+
 Control messages (JSON, one per SOCK_SEQPACKET datagram), zygote to here:
-  {"op": "start" | "check", "slot": n, "job_type": t} with the three descriptors; {"op": "kill", "slot": n}
+  {"op": "start" | "check", "slot": n, "job_type": t} with the three descriptors; {"op": "kill", "slot": n};
+  {"op": "end", "slot": n} (the job said it is done)
 Here to the zygote:
   {"ready": true, "isolation": "..."} or {"ready": false, "error": "..."} once, at start
   {"slot": n, "status": <wait status>, "setup_failed": bool[, "error": why]} when a job's process has ended
+  {"slot": n, "status": 0, "setup_failed": false, "ended": true} when a box asked to end has, as above
   {"slot": n, "refused": "..."} when a job cannot be started at all
 """
 
@@ -104,7 +114,8 @@ class Box:
     uid: int | None
     sync: socket.socket  # ours: "g" (its uid is mapped), then "j" with the job's descriptors; it says "k" or "e..."
     kind: tuple[str, str]  # ("start" or "check", the job type)
-    slot: int | None = None  # None while a spare waits for its job
+    slot: int | None = None  # None while a spare waits for its job, and once its end has been told
+    replace: bool = False  # a spare of its kind is to be built once it has ended
 
 
 class CodeZygote:
@@ -186,6 +197,8 @@ class CodeZygote:
                 if pid is not None:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+            elif message["op"] == "end":
+                self._end(slot)
             elif len(fds) != 3:
                 self._send({"slot": slot, "refused": "the zygote sent a job without its descriptors"})
             else:
@@ -211,8 +224,29 @@ class CodeZygote:
                 return
         self.boxes[pid].slot = slot
         self.by_slot[slot] = pid
-        if kind[1] in EXTENSIONS:
-            self._new_spare(kind)
+        # Its replacement is built once it has ended, not beside it: on two cores, a spare warming up
+        # beside a job slows the job's code by as much as the spare saves the next job.
+        self.boxes[pid].replace = kind[1] in EXTENSIONS
+
+    def _end(self, slot: int) -> None:
+        """A job has said it is done: its box is killed, and when nothing of it can run any more (its
+        process, PID 1 of its namespace, is killed and has no child, so no other process of the box
+        exists), its end is told at once; the exit itself (the unmapping of a heap shared with this
+        process, the namespaces' teardown) takes milliseconds that its output check need not wait for.
+        Where the box has other processes, its end is told when it is reaped, as any other."""
+        pid = self.by_slot.get(slot)
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        if not _alone(pid):
+            return
+        box = self.boxes[pid]
+        del self.by_slot[slot]
+        box.slot = None
+        self._send({"slot": slot, "status": 0, "setup_failed": False, "ended": True})
 
     def _new_spare(self, kind: tuple[str, str]) -> None:
         if kind in self.spares:
@@ -236,16 +270,19 @@ class CodeZygote:
         return pid
 
     def _reap(self) -> None:
+        replace = []
         for pid, status in linux.reaped():
             box = self.boxes.pop(pid, None)
             if box is None:
                 continue
             if box.uid is not None and self.free_uids is not None:
                 self.free_uids.append(box.uid)
+            if box.replace:
+                replace.append(box.kind)
             # The box said "k" once built, before any of the job ran; or "e" and why it could not be built.
             said = _said(box.sync)
             box.sync.close()
-            if box.slot is None:  # a spare that ended unused: the next job of its kind gets a box made then
+            if box.slot is None:  # a spare that ended unused (or a box whose end was told): nothing to say
                 if self.spares.get(box.kind) == pid:
                     del self.spares[box.kind]
                 continue
@@ -257,6 +294,8 @@ class CodeZygote:
             if said.startswith(b"e"):
                 event["error"] = said[1:].decode(errors="replace")
             self._send(event)
+        for kind in replace:  # after the events: the zygote goes on while the spares are made
+            self._new_spare(kind)
 
     def _send(self, message: dict[str, Any]) -> None:
         self.control.send(json.dumps(message).encode())
@@ -424,6 +463,21 @@ def _read_request(fd: int) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise ValueError("the job is not an object")
     return request
+
+
+def _alone(pid: int) -> bool:
+    """Whether a killed box's process is the only process of its box: one thread (a thread exiting
+    hands its children to another, which a read thread by thread could miss), and no child, alive or
+    not yet reaped. Every other process of its PID namespace descends from it (an orphan is handed to
+    it, or to a subreaper below it), and a process with SIGKILL pending forks no more."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+        if threads != [str(pid)]:
+            return False
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return not children.read().strip()
+    except OSError:
+        return False
 
 
 def _keep_only(fds: list[int]) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 MAX_CHILD_LINE = 1024 * 1024  # bytes of one line from a child (a spec worker's done carries a preview)
@@ -35,6 +35,7 @@ MAX_WARNING_CHARS = 300  # ... each message and place
 MAX_ISOLATION_ENTRIES = 32
 MAX_ISOLATION_CHARS = 500
 MAX_COUNT = 10**9  # pages or slides
+MAX_PHASES = 16
 # How much of a document a preview shows (preview.py makes them to these bounds).
 PREVIEW_SHEETS, PREVIEW_ROWS, PREVIEW_CELLS = 10, 5, 8
 PREVIEW_HEADINGS, PREVIEW_PARAGRAPHS, PREVIEW_TITLES = 11, 3, 30
@@ -185,6 +186,9 @@ class Rendered:
     id: str
     file: str  # a plain file name in the renderer's output directory
     preview: dict[str, Any]
+    # Milliseconds per phase of a code job, as the zygote timed them, when it was started to say so
+    # (bench/render.py); empty otherwise.
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -227,11 +231,11 @@ def zygote_message(data: dict[str, Any]) -> ZygoteMessage:
                            _text(data.get("message", ""), "message", MAX_PROGRESS_CHARS))
     ok = data.get("ok")
     if ok is True:
-        _keys(data, {"id", "ok", "file", "preview"})
+        _keys(data, {"id", "ok", "file", "preview"}, {"phases"})
         file = data["file"]
         if not isinstance(file, str) or not FILE.fullmatch(file):
             raise BadMessage(f"file must be a plain file name, not {_shown(file)}")
-        return Rendered(job_id, file, parse_preview(data["preview"]))
+        return Rendered(job_id, file, parse_preview(data["preview"]), _phases(data.get("phases", {})))
     if ok is False:
         _keys(data, {"id", "ok", "error"}, {"retryable", "code", "cancelled"})
         code = data.get("code")
@@ -353,8 +357,10 @@ def encode(message: ChildMessage | ZygoteMessage) -> bytes:
         case JobProgress(job_id, percent, text):
             data = {"id": job_id, "progress": max(0, min(100, percent)),
                     "message": clean_text(text, MAX_PROGRESS_CHARS)}
-        case Rendered(job_id, file, preview):  # a preview parsed from a child's message: bounded already
+        case Rendered(job_id, file, preview, phases):  # a preview parsed from a child's message: bounded already
             data = {"id": job_id, "ok": True, "file": file, "preview": preview}
+            if phases:
+                data["phases"] = phases
         case RenderFailed(job_id, error, retryable, code, cancelled):
             data = {"id": job_id, "ok": False, "error": clean_text(error, MAX_ERROR_CHARS, newlines=True),
                     "retryable": retryable, "code": code, "cancelled": cancelled}
@@ -420,6 +426,17 @@ def _text(value: Any, name: str, max_chars: int, *, newlines: bool = False) -> s
     if len(value) > max_chars:
         raise BadMessage(f"{name} is longer than {max_chars} characters")
     return value if value.isprintable() else clean_text(value, max_chars, newlines=newlines)
+
+
+def _phases(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or len(value) > MAX_PHASES:
+        raise BadMessage(f"phases must be an object of at most {MAX_PHASES} entries")
+    phases = {}
+    for name, ms in value.items():
+        if type(ms) not in (int, float) or not 0 <= ms < 1e9:
+            raise BadMessage(f"a phase must last from 0 to 1e9 ms, not {_shown(ms)}")
+        phases[_text(name, "phases", 40)] = float(ms)
+    return phases
 
 
 def _list(value: Any, name: str, most: int) -> list[Any]:

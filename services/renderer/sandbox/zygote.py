@@ -17,9 +17,10 @@ inside bubblewrap, that never holds a job's data. Per job the zygote writes the 
 sends it, the write end of the job's message pipe and a socket for the job's scratch directory to the
 code zygote, which forks the job's own box (its own user, PID, mount, network, IPC and UTS namespaces, a
 tmpfs of its own, rlimits, seccomp) around them. The zygote keeps the wall-clock deadline, reads the
-job's messages, and never takes its word that it is done: once the job's box has ended, the document
-it saved is copied (by the kernel) into a sealed memfd, and an output check (checker.py) in a box of its
-own opens it and makes the preview; only then is it copied out. Where the code box cannot be built,
+job's messages, and never takes its word that it is done: its "done" only ends its box (killed then,
+not left to exit), and once nothing of the box can run any more, the document it saved is copied (by
+the kernel) into a sealed memfd, and an output check (checker.py) in a box of its own opens it and
+makes the preview; only then is it copied out. Where the code box cannot be built,
 the zygote refuses to start ({"ready": false, "error": ...}): code never runs with less isolation.
 
 Requests (one JSON object per line):
@@ -124,6 +125,8 @@ class Job:
     check_document: socket.socket | None = None  # where the check waits for the document's descriptor
     check_pipe: int = -1  # the read end of the check's messages, until the check stage
     check_channel: socket.socket | None = None  # where the check's box sends its scratch handle (unused)
+    ending: bool = False  # a code job said it is done, and its box was told to end
+    marks: dict[str, float] | None = None  # when a traced code job reached each step (time.monotonic)
 
 
 @dataclass
@@ -216,7 +219,7 @@ def warm_renders() -> None:
 
 class Zygote:
     def __init__(self, out_dir: str, work_dir: str, limits: Limits, spec_limits: Limits,
-                 spec_workers: int = 1, code_box: CodeBox | None = None) -> None:
+                 spec_workers: int = 1, code_box: CodeBox | None = None, trace: bool = False) -> None:
         self.limits = limits
         self.spec_limits = spec_limits
         self.spec_standby = spec_workers  # spec workers started ahead, before any job asks
@@ -228,6 +231,7 @@ class Zygote:
         self.isolation: dict[str, str] = {}
         self.jobs: dict[str, Job] = {}
         self.code_box = code_box
+        self.trace = trace  # time each code job's steps, and say so in its answer (bench/render.py)
         self.by_slot: dict[int, Job] = {}
         self.next_slot = 1
         self.selector = selectors.DefaultSelector()
@@ -339,7 +343,8 @@ class Zygote:
             return
         job_id = request["id"]
         if request["mode"] == "code":
-            job = Job(id=job_id, job_type=request["job_type"], mode="code", request={}, directory=None)
+            job = Job(id=job_id, job_type=request["job_type"], mode="code", request={}, directory=None,
+                      marks={"received": time.monotonic()} if self.trace else None)
             self.jobs[job_id] = job
             self._start_code(job, request)
             return
@@ -398,6 +403,7 @@ class Zygote:
         with contextlib.suppress(OSError):
             _, fds, _, _ = socket.recv_fds(job.handle, 16, 1)
             if fds and job.scratch < 0 and stat.S_ISDIR(os.fstat(fds[0]).st_mode):
+                _mark(job, "started")
                 job.scratch = fds.pop(0)
                 job.directory = f"/proc/self/fd/{job.scratch}"
             for fd in fds:
@@ -429,6 +435,7 @@ class Zygote:
             raise SystemExit(1)
 
     def _code_ended(self, job: Job, status: int, setup_failed: bool, error: Any = None) -> None:
+        _mark(job, "ended")
         if job.handle is not None:
             self._receive_scratch(job)
         if job.pipe >= 0:
@@ -657,6 +664,12 @@ class Zygote:
                 progress = message
             elif not job.messages:  # the first final word counts (the code's forks may say theirs too)
                 job.messages.append(message)
+                _mark(job, "verdict" if checking else "done")
+                if isinstance(message, Done) and not checking and self.code_box is not None:
+                    # Done means "look": the box is ended now rather than left to exit, and its
+                    # document is checked as soon as nothing of it runs (codezygote.py, _end).
+                    job.ending = True
+                    self.code_box.end(job.slot)
         if progress is not None and job.killed_for is None:
             _forward_progress(job, progress)
         if fault is not None and job.killed_for is None:
@@ -689,8 +702,8 @@ class Zygote:
             return self._finish(job, error=job.killed_for)
         if isinstance(final, Failed):
             return self._finish(job, error=final.error, code=final.code)
-        if (job.mode != "code" or os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0
-                or not isinstance(final, Done)):
+        ended = job.ending or (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)  # killed after its Done
+        if job.mode != "code" or not ended or not isinstance(final, Done):
             return self._finish(job, error=_exit_reason(status, self._limits(job)))
         found = self._output_file(job)
         if found.startswith("!"):
@@ -756,6 +769,7 @@ class Zygote:
         job.slot, job.pid, job.pipe, job.check_pipe = job.check_slot, -1, job.check_pipe, -1
         job.deadline = time.monotonic() + CHECK_TIMEOUT_S
         self.selector.register(job.pipe, selectors.EVENT_READ, job)
+        _mark(job, "document sent")
 
     def _after_check(self, job: Job) -> None:
         verdict = job.messages[-1] if job.messages else None
@@ -793,6 +807,9 @@ class Zygote:
         if error is None:
             try:
                 answer = Rendered(job.id, self._copy_out(job), preview or {})
+                if job.marks is not None:
+                    _mark(job, "answered")
+                    answer = Rendered(answer.id, answer.file, answer.preview, _phases(job.marks))
             except OSError as exc:
                 answer = RenderFailed(job.id, f"the saved document cannot be read: {exc.strerror}")
         elif job.killed_for == "cancelled":
@@ -893,6 +910,22 @@ def _read_messages(fd: int, buffer: bytes) -> tuple[bytes, list[bytes], str | No
         if len(buffer) > messages.MAX_CHILD_LINE:
             return b"", lines, "overflow"
     return buffer, lines, None
+
+
+def _mark(job: Job, step: str) -> None:
+    if job.marks is not None and step not in job.marks:
+        job.marks[step] = time.monotonic()
+
+
+# A traced code job's phases: (name, from step, to step).
+PHASES = (("handoff", "received", "started"), ("code", "started", "done"), ("box end", "done", "ended"),
+          ("to check", "ended", "document sent"), ("check", "document sent", "verdict"),
+          ("copy out", "verdict", "answered"), ("total", "received", "answered"))
+
+
+def _phases(marks: dict[str, float]) -> dict[str, float]:
+    return {name: round((marks[end] - marks[start]) * 1000, 3) for name, start, end in PHASES
+            if start in marks and end in marks}
 
 
 def _forward_progress(job: Job, progress: Progress) -> None:
@@ -1009,7 +1042,7 @@ def main() -> None:
             refuse(str(exc))
     zygote = Zygote(config["out_dir"], config["work_dir"], Limits.from_json(config.get("code_limits", {})),
                     Limits.from_json(config.get("spec_limits", {})), int(config.get("spec_workers", 1)),
-                    code_box=code_box)
+                    code_box=code_box, trace=bool(config.get("trace")))
     zygote.isolate()
     zygote.run()
 
