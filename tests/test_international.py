@@ -140,6 +140,57 @@ def test_right_to_left_words_stand_right_to_left(tmp_path: Path) -> None:
     assert normal(pdftotext(tmp_path / "rtl.pdf")) == normal(text)
 
 
+# A face, a skin tone, a ZWJ family, a flag, a keycap, a VS16 heart, a tag-sequence flag.
+EMOJI = ["\U0001f600", "\U0001f44d\U0001f3fd", "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466",
+         "\U0001f1ef\U0001f1f5", "1\ufe0f\u20e3", "\u2764\ufe0f",
+         "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"]
+
+
+def test_a_pdf_draws_emoji_as_pictures_that_copy_back(tmp_path: Path) -> None:
+    """Each emoji is a colour picture in its line (pdfimages lists them), and the text under it is the
+    emoji asked for: pdftotext gives every sequence back whole, in its place in the line."""
+    line = "Launch " + " ".join(EMOJI) + " done \u2705"
+    spec = {"blocks": [{"type": "heading", "text": "Party \U0001f389"}, {"type": "paragraph", "text": line},
+                       {"type": "paragraph", "text": "\u0645\u0631\u062d\u0628\u0627 \U0001f600"},
+                       {"type": "paragraph", "text": "\u0928\u092e\u0938\u094d\u0924\u0947\U0001f64f"},
+                       {"type": "table", "header": ["a \U0001f680"], "rows": [["\U0001f389"]]}],
+            "footer": {"center": "Page {page} \U0001f680"}}
+    preview = render("pdf", spec, "", tmp_path / "emoji.pdf", lambda _p, _m: None)
+    assert "warnings" not in preview
+    shown = pdftotext(tmp_path / "emoji.pdf")
+    assert line in shown.splitlines(), shown
+    assert "Party \U0001f389" in shown and "Page 1 \U0001f680" in shown and "\U0001f64f" in shown
+    assert "\u0645\u0631\u062d\u0628\u0627" in normal(shown) and shown.count("\U0001f600") == 2
+    images = subprocess.run(["pdfimages", "-list", str(tmp_path / "emoji.pdf")], check=True, capture_output=True,
+                            text=True).stdout.splitlines()[2:]
+    pictures = {(row.split()[3], row.split()[4], row.split()[5]) for row in images if row.split()[2] == "image"}
+    assert ("34", "32", "rgb") in pictures, images  # the pictures, in colour
+    assert sum(1 for row in images if row.split()[2] == "smask") >= len(EMOJI)  # with their transparency
+
+
+@pytest.mark.parametrize("job_type", ["pdf", "document", "presentation", "spreadsheet"])
+def test_emoji_are_no_warning_in_any_format(job_type: str, tmp_path: Path) -> None:
+    text = "ok " + " ".join(EMOJI)
+    blocks = {"blocks": [{"type": "paragraph", "text": text}]}
+    specs: dict[str, dict[str, Any]] = {
+        "pdf": blocks, "document": blocks,
+        "presentation": {"slides": [{"layout": "bullets", "title": "t \U0001f680", "bullets": [text]}]},
+        "spreadsheet": {"sheets": [{"name": "S", "columns": [{"header": "a"}], "rows": [[text]]}]},
+    }
+    preview = render(job_type, specs[job_type], "t", tmp_path / f"doc.{EXTENSIONS[job_type]}", lambda _p, _m: None)
+    assert not preview.get("warnings"), preview
+
+
+def test_conjuncts_and_shaped_marks_copy_back_whole(tmp_path: Path) -> None:
+    """A conjunct (Devanagari) or a mark moved for its consonant (Thai) is one glyph without a character
+    of its own: the PDF's ToUnicode map gives it the characters it stands for."""
+    words = ["\u0928\u092e\u0938\u094d\u0924\u0947", "\u0938\u094d\u0935\u093e\u0917\u0924",
+             "\u0915\u094d\u0937\u0947\u0924\u094d\u0930", "\u0e17\u0e35\u0e48\u0e19\u0e35\u0e48"]
+    render("pdf", {"blocks": [{"type": "paragraph", "text": " ".join(words)}], "footer": {}}, "",
+           tmp_path / "indic.pdf", lambda _p, _m: None)
+    assert pdftotext(tmp_path / "indic.pdf").split() == words
+
+
 @pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
 @pytest.mark.parametrize("job_type", ["document", "presentation", "spreadsheet"])
 def test_office_files_show_every_script_in_libreoffice(job_type: str, tmp_path: Path) -> None:
@@ -204,20 +255,20 @@ def test_xlsx_cells_of_right_to_left_text_read_right_to_left(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("job_type", ["pdf", "document", "presentation", "spreadsheet"])
 def test_a_character_no_font_draws_is_a_warning_naming_its_place(job_type: str, tmp_path: Path) -> None:
-    missing = "\U0001f600"  # an emoji: the renderer has no colour font
-    blocks = {"blocks": [{"type": "paragraph", "text": "ok"}, {"type": "paragraph", "text": f"smile {missing}"}]}
+    missing = "\u1230\u120b\u121d"  # Ethiopic: no face of the renderer draws it
+    blocks = {"blocks": [{"type": "paragraph", "text": "ok 😀"}, {"type": "paragraph", "text": f"selam {missing}"}]}
     specs: dict[str, dict[str, Any]] = {
         "pdf": blocks, "document": blocks,
-        "presentation": {"slides": [{"layout": "bullets", "title": "t", "bullets": ["ok", f"smile {missing}"]}]},
+        "presentation": {"slides": [{"layout": "bullets", "title": "t", "bullets": ["ok 😀", f"selam {missing}"]}]},
         "spreadsheet": {"sheets": [{"name": "S", "columns": [{"header": "a"}],
-                                    "rows": [["ok"], [f"smile {missing}"]]}]},
+                                    "rows": [["ok 😀"], [f"selam {missing}"]]}]},
     }
     preview = render(job_type, specs[job_type], "t", tmp_path / f"doc.{EXTENSIONS[job_type]}", lambda _p, _m: None)
     where = {"pdf": "blocks[1].text", "document": "blocks[1].text", "presentation": "slides[0].bullets[1]",
              "spreadsheet": "sheets[0].rows[1][0]"}[job_type]
     (warning,) = preview["warnings"]
     assert (warning["code"], warning["where"]) == ("glyph_missing", where)
-    assert "U+1F600" in preview["warnings"][0]["message"]
+    assert "U+1230" in preview["warnings"][0]["message"] and "U+1F600" not in preview["warnings"][0]["message"]
 
 
 @pytest.fixture
@@ -229,7 +280,7 @@ async def renderer(jobstore, tmp_path):
 
 async def test_warnings_travel_in_the_result_to_the_api(stub, renderer) -> None:
     job = await submit(stub, "pdf", {"spec": {"blocks": [{"type": "heading", "text": "季度销售报告"},
-                                                         {"type": "paragraph", "text": "smile \U0001f600"}]}})
+                                                         {"type": "paragraph", "text": "selam \u1230\u120b\u121d"}]}})
     final, events = await wait_finished(stub, job.id)
     assert final.status == pb.JOB_STATUS_COMPLETED, final.error
     result = json.loads(final.result_json)

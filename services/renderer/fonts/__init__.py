@@ -3,7 +3,8 @@
 The .ttf files beside this module (scripts/build_fonts.py makes them; licences in the LICENSE files) are
 embedded in spec-mode PDFs: Noto Sans for Latin, Greek and Cyrillic, then one font per script (Droid
 Sans Fallback for Chinese and Japanese, a Hangul subset of Nanum Gothic for Korean), tried in order for
-each character that the first cannot draw. They live inside the package, so the code-mode box,
+each character that the first cannot draw, and colour emoji drawn as pictures (`fonts/emoji.py`). They live
+inside the package, so the code-mode box,
 which sees the installed packages read-only, can register them too (`FONT_DIR`). What none of them can
 draw is reported as a `glyph_missing` warning instead of leaving a box in the document.
 
@@ -43,6 +44,8 @@ FACES = (
     Face("NotoSansSymbols2", "NotoSansSymbols2-Regular.ttf"),
 )
 BASE = FACES[0].name
+# Not a font: a run of one emoji, which the PDF writer draws as a picture (fonts/emoji.py).
+EMOJI = "emoji"
 
 # Characters that draw nothing and need no glyph: spaces and line ends are laid out, joiners and
 # variation selectors only steer the shaping of their neighbours.
@@ -96,12 +99,21 @@ def needs_glyph(char: str) -> bool:
     return not char.isspace() and unicodedata.category(char) not in _INVISIBLE_CATEGORIES
 
 
+def drawn_as_text(char: str) -> bool:
+    return face_for(char) is not None
+
+
 def missing(text: str) -> list[str]:
-    """The characters of text that no shipped face draws, each once, in order."""
+    """The characters of text that no shipped face or emoji picture draws, each once, in order."""
+    from . import emoji
+
     seen: dict[str, None] = {}
-    for char in text:
-        if char not in seen and needs_glyph(char) and face_for(char) is None:
-            seen[char] = None
+    for is_emoji, piece in emoji.split(text, drawn_as_text):
+        if is_emoji:
+            continue
+        for char in piece:
+            if char not in seen and needs_glyph(char) and face_for(char) is None:
+                seen[char] = None
     return list(seen)
 
 
@@ -140,9 +152,21 @@ def glyph_warnings(spec: Any, title: str = "") -> list[dict[str, str]]:
 
 
 def runs(text: str) -> list[tuple[str, str]]:
-    """text cut into (face, text) runs, each drawn by one face. A character that any face draws the
-    same (a space, a digit, punctuation, a combining mark) stays in the run it is in, so a word is not cut
-    for its comma; a character no face draws goes to the base face (and is reported by `missing`)."""
+    """text cut into (face, text) runs, each drawn by one face, and each emoji a run of its own (face
+    EMOJI). A character that any face draws the same (a space, a digit, punctuation, a combining mark)
+    stays in the run it is in, so a word is not cut for its comma; a character no face draws goes to the
+    base face (and is reported by `missing`)."""
+    if text.isascii():
+        return _text_runs(text)
+    from . import emoji
+
+    out: list[tuple[str, str]] = []
+    for is_emoji, piece in emoji.split(text, drawn_as_text):
+        out.extend([(EMOJI, piece)] if is_emoji else _text_runs(piece))
+    return out
+
+
+def _text_runs(text: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     current: str | None = None
     buffer: list[str] = []

@@ -7,6 +7,16 @@ the words of a line. So a paragraph holding right-to-left text is laid out here:
 lines in logical order, then each line's words are put in visual order by the Unicode bidirectional
 algorithm (python-bidi's levels, reordered word by word), and each line is drawn as a one-line paragraph,
 right-aligned when the paragraph starts right to left.
+
+A glyph that shaping made of several characters (a Devanagari conjunct, a Thai mark moved for its
+consonant, an Arabic ligature) has no character of its own: reportlab gives it a private-use code, which
+its ToUnicode map then gives back as the text, so a reader's copy and pdftotext lost those letters. Each
+such glyph is noted here with the characters of its cluster as it is shaped, and the PDF's ToUnicode map
+gives them back (one code to several characters, as the map allows).
+
+An emoji is a picture (fonts/emoji.py): in a paragraph, a transparent image holds its place in the line
+and an onDraw callback, which the PDF's canvas must know (`prepare`), draws it there; on a canvas line,
+the picture is drawn directly.
 """
 
 from __future__ import annotations
@@ -20,11 +30,13 @@ from bidi import algorithm as bidi_algorithm
 from reportlab.lib.enums import TA_CENTER, TA_LEFT, TA_RIGHT
 from reportlab.lib.fonts import tt2ps
 from reportlab.lib.styles import ParagraphStyle
+from reportlab.pdfbase import ttfonts as _ttfonts
 from reportlab.pdfbase.pdfmetrics import getFont, stringWidth
-from reportlab.pdfbase.ttfonts import ShapedStr, shapeStr
+from reportlab.pdfbase.ttfonts import ShapedStr, makeShapedFragWord, shapeFragWord, shapeStr
 from reportlab.platypus import Flowable, Paragraph
+from reportlab.platypus import paragraph as _paragraph_module
 
-from . import BASE, coverage, runs, scripts
+from . import BASE, EMOJI, coverage, emoji, runs, scripts
 
 _RTL_TYPES = {"R", "AL"}
 
@@ -43,7 +55,140 @@ def base_font(bold: bool = False) -> str:
     return str(tt2ps(BASE, _flag(bold), 0))
 
 
-def markup(pieces: list[Run], shaped: bool = False) -> str:
+# An emoji's height, and how far it goes below the baseline, for a font size of 1 (Noto Color Emoji's
+# bitmaps are 1.17 em high, 0.21 of that below the baseline).
+EMOJI_HEIGHT = 1.15
+EMOJI_DESCENT = EMOJI_HEIGHT * 27 / 128
+_EMOJI_CALLBACK = "docjobsEmoji"
+
+
+def prepare(canvas: Any) -> None:
+    """A canvas that draws the paragraphs made here: it draws their emoji."""
+    canvas.setNamedCB(_EMOJI_CALLBACK, _draw_emoji)
+
+
+def emoji_width(size: float) -> float:
+    return size * EMOJI_HEIGHT * emoji.aspect()
+
+
+def _emoji_markup(piece: str, size: float) -> str:
+    """The emoji's placeholder, then the callback that draws it."""
+    width, height, descent = emoji_width(size), size * EMOJI_HEIGHT, size * EMOJI_DESCENT
+    label = f"{size:.3f}|{piece}"
+    return (f'<img src={quoteattr(str(emoji.BLANK))} width="{width:.3f}" height="{height:.3f}" '
+            f'valign="{-descent:.3f}"/><onDraw name={quoteattr(_EMOJI_CALLBACK)} label={quoteattr(label)}/>')
+
+
+def _shape_word(word: Any, *args: Any, **kwargs: Any) -> Any:
+    """reportlab's shapeFragWord for a word that also holds an image or a callback (an emoji): each stretch
+    of text between them is shaped alone. reportlab's own puts them back into the shaped word as lists
+    (5.1.0), on which its line breaking fails."""
+    items = word[1:]
+    if not any(hasattr(frag, "cbDefn") for frag, _ in items):
+        return _learn(word, shapeFragWord(word, *args, **kwargs))
+    out = makeShapedFragWord(word)([])
+    width = float(word[0])
+    stretch: list[Any] = []
+
+    def flush() -> None:
+        nonlocal width
+        if not stretch:
+            return
+        before = sum(stringWidth(text, frag.fontName, frag.fontSize) for frag, text in stretch)
+        shaped_word = _learn(stretch, shapeFragWord([before, *stretch], *args, **kwargs))
+        width += float(shaped_word[0]) - before
+        out.extend(tuple(item) for item in shaped_word[1:])
+        stretch.clear()
+
+    for frag, text in items:
+        if hasattr(frag, "cbDefn"):
+            flush()
+            out.append((frag, text))
+        else:
+            stretch.append((frag, text))
+    flush()
+    out.insert(0, width)
+    return out
+
+
+# face name -> private-use code reportlab gave a glyph -> the characters it stands for
+_GLYPH_TEXT: dict[str, dict[int, str]] = {}
+
+
+def _learn(word: Any, shaped_word: Any) -> Any:
+    """Note the characters of each glyph that shaping gave a private-use code (module docstring). A glyph's
+    characters are its cluster's (HarfBuzz's clusters are the offsets of their first characters), less
+    those that glyphs of their own draw; the first such glyph of a cluster takes them. A glyph keeps the
+    characters it was first seen with. A reader gives the characters in the order the glyphs stand, so a
+    vowel sign drawn before its consonant (Devanagari's i) comes back before it."""
+    if shaped_word is word:  # nothing was shaped
+        return shaped_word
+    text = "".join(item[1] for item in (word[1:] if not isinstance(word[0], tuple) else word)
+                   if not hasattr(item[0], "cbDefn"))
+    for frag, glyphs in shaped_word[1:]:
+        if isinstance(glyphs, ShapedStr):
+            _learn_glyphs(text, glyphs, frag.fontName)
+    return shaped_word
+
+
+def _learn_glyphs(text: str, glyphs: ShapedStr, font_name: str) -> None:
+    data = glyphs.__dict__.get("__shapeData__") or []
+    if len(data) != len(glyphs) or not any(0xE000 <= ord(g) <= 0xF8FF for g in glyphs):
+        return
+    face = getFont(font_name).face  # type: ignore[attr-defined]  # a TTFont's, missing from the stubs
+    known = _GLYPH_TEXT.setdefault(face.name.decode("latin-1"), {})
+    starts = sorted({d.cluster for d in data} | {len(text)})
+    told: set[int] = set()  # clusters whose characters a glyph was given: the first of them takes them all
+    for glyph, d in zip(glyphs, data, strict=True):
+        code = ord(glyph)
+        if not 0xE000 <= code <= 0xF8FF or chr(code) in text or d.cluster in told:
+            continue
+        told.add(d.cluster)
+        if code in known:
+            continue
+        end = next((s for s in starts if s > d.cluster), len(text))
+        cluster = text[d.cluster:end]
+        own = {g for g, other in zip(glyphs, data, strict=True) if other.cluster == d.cluster and g in cluster}
+        chars = "".join(c for c in cluster if c not in own)
+        if chars:
+            known[code] = chars
+
+
+_make_to_unicode_cmap = _ttfonts.makeToUnicodeCMap
+
+
+def _to_unicode_cmap(fontname: str, subset: Any) -> str:
+    """reportlab's ToUnicode map of a font subset, with the characters each shaped glyph stands for."""
+    known = _GLYPH_TEXT.get(fontname.split("+", 1)[-1], {})
+    cmap = str(_make_to_unicode_cmap(fontname, subset))
+    if not any(code in known for code in subset):
+        return cmap
+    entries = []
+    for i, code in enumerate(subset):
+        text = known.get(code, chr(code))
+        entries.append(f"<{i:02X}> <{text.encode('utf-16-be').hex().upper()}>")
+    head, _, rest = cmap.partition(f"{len(subset)} beginbfchar")
+    _, _, tail = rest.partition("endbfchar")
+    return "\n".join([head + f"{len(subset)} beginbfchar", *entries, "endbfchar" + tail])
+
+
+# The paragraph module shapes through this name, and fonts write their ToUnicode maps through this one.
+_paragraph_module.shapeFragWord = _shape_word  # type: ignore[attr-defined]
+_ttfonts.makeToUnicodeCMap = _to_unicode_cmap
+
+
+def _draw_emoji(canvas: Any, _kind: str, label: str) -> None:
+    """The onDraw callback: the emoji just before the point the line has reached, over its placeholder."""
+    info = canvas._curr_tx_info
+    size, piece = label.split("|", 1)
+    _draw_emoji_at(canvas, info["cur_x"] - emoji_width(float(size)), info["cur_y"], piece, float(size))
+
+
+def _draw_emoji_at(canvas: Any, x: float, baseline: float, piece: str, size: float) -> None:
+    emoji.draw(canvas, x, baseline, piece, size, emoji_width(size), size * EMOJI_HEIGHT, size * EMOJI_DESCENT, BASE)
+
+
+def markup(pieces: list[Run], shaped: bool = False, size: float = 10) -> str:
     """reportlab paragraph markup for the runs: each piece of text in a face that draws it. Text of the
     base face is left in the style's font when that font can encode it (a theme's font draws Latin text),
     and put in the base face otherwise (Greek or Cyrillic under a standard font would be boxes).
@@ -51,13 +196,19 @@ def markup(pieces: list[Run], shaped: bool = False) -> str:
     reportlab shapes a word (text between spaces) with the HarfBuzz font of its first piece, and gives
     every glyph of it to the piece's own font: a word drawn in two faces would get the wrong glyphs. So in
     a paragraph that is shaped, a zero-width space (a word break to reportlab) parts two faces that meet
-    inside a word."""
+    inside a word. An emoji is drawn the height of text of size."""
     coverage()  # registers the faces
     out = []
     last_face, last_char = "", " "
     for run in pieces:
         parts = []
         for face, part in runs(run.text):
+            if face == EMOJI:
+                if shaped and last_face and not last_char.isspace():
+                    parts.append("\u200b")
+                parts.append(_emoji_markup(part, size))
+                last_face, last_char = face, part[-1]
+                continue
             text = escape(part).replace("\n", "<br/>")
             # Bold and italic inside the font: reportlab picks the face's variant from the font around them.
             if run.bold:
@@ -122,8 +273,22 @@ def paragraph(pieces: list[Run], style: ParagraphStyle) -> Flowable:
     text = "".join(r.text for r in pieces)
     if not has_rtl(text):
         chosen, shaped = _style_for(style, text)
-        return Paragraph(markup(pieces, shaped), chosen)
+        return _Paragraph(markup(pieces, shaped, style.fontSize), chosen, plain=text)
     return BidiParagraph(pieces, style)
+
+
+class _Paragraph(Paragraph):
+    """A paragraph whose plain text (the preview's) is the text asked for: reportlab's is taken from its
+    fragments, where shaping left private-use characters for ligatures and an emoji is an image."""
+
+    def __init__(self, text: Any, style: Any = None, *args: Any, plain: str | None = None, **kwargs: Any) -> None:
+        super().__init__(text, style, *args, **kwargs)
+        self._plain = plain
+
+    def getPlainText(self, identify: Any = None) -> str:
+        if self._plain is not None:  # not a part split off
+            return self._plain
+        return str(super().getPlainText(identify))
 
 
 def shaped(style: ParagraphStyle) -> ParagraphStyle:
@@ -189,7 +354,10 @@ class BidiParagraph(Flowable):
         total = 0.0
         for run in word:
             for face, part in runs(run.text):
-                total += stringWidth(part, tt2ps(face, _flag(run.bold), _flag(run.italic)), size)
+                if face == EMOJI:
+                    total += emoji_width(size)
+                else:
+                    total += stringWidth(part, tt2ps(face, _flag(run.bold), _flag(run.italic)), size)
         return total
 
     def _fill(self, width: float) -> list[list[list[Run]]]:
@@ -234,7 +402,7 @@ class BidiParagraph(Flowable):
                 if n:
                     pieces.append(Run(" "))
                 pieces.extend(word)
-            self._lines.append(Paragraph(markup(pieces, True) or "&nbsp;", self._line_style))
+            self._lines.append(Paragraph(markup(pieces, True, self.style.fontSize) or "&nbsp;", self._line_style))
         self._heights = [p.wrap(available_width, available_height)[1] for p in self._lines]
         self.width = available_width
         self.height = sum(self._heights)
@@ -319,11 +487,19 @@ def draw_line(canvas: Any, x: float, y: float, text: str, font: str, size: float
         pieces = [pieces[k] for k in _visual_order(piece_levels)]
     # reportlab's canvas shapes only with its rlbidi: each piece is shaped here (a ShapedStr carries its
     # glyphs' advances), in a TrueType face.
-    shaped = [shapeStr(part, face, size) if getFont(face).shapable else part for face, part in pieces]
-    widths = [_advance(text, size) if isinstance(text, ShapedStr) else stringWidth(text, face, size)
-              for (face, _), text in zip(pieces, shaped, strict=True)]
+    shaped = [part if face == EMOJI or not getFont(face).shapable else shapeStr(part, face, size)
+              for face, part in pieces]
+    for (face, part), glyphs in zip(pieces, shaped, strict=True):
+        if isinstance(glyphs, ShapedStr):
+            _learn_glyphs(part, glyphs, face)
+    widths = [emoji_width(size) if face == EMOJI else _advance(text, size) if isinstance(text, ShapedStr)
+              else stringWidth(text, face, size) for (face, _), text in zip(pieces, shaped, strict=True)]
     x -= {"left": 0.0, "center": sum(widths) / 2, "right": sum(widths)}[anchor]
     for (face, _), text, width in zip(pieces, shaped, widths, strict=True):
+        if face == EMOJI:
+            _draw_emoji_at(canvas, x, y, text, size)
+            x += width
+            continue
         canvas.setFont(face, size)
         canvas.drawString(x, y, text)
         x += width

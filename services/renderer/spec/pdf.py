@@ -219,6 +219,7 @@ class _Furniture:
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
                 self._held: list[dict[str, Any]] = []
+                pdftext.prepare(self)  # draws the emoji of the paragraphs
 
             def showPage(self) -> None:
                 self._held.append(dict(self.__dict__))
