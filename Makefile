@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(PY) bench/render.py
 	$(PY) bench/sse.py
 	$(PY) bench/compare.py
+	$(PY) bench/scale.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench scripts
