@@ -247,6 +247,9 @@ class CodeZygote:
         del self.by_slot[slot]
         box.slot = None
         self._send({"slot": slot, "status": 0, "setup_failed": False, "ended": True})
+        if box.replace:  # its replacement starts now, while the kernel takes the box down
+            box.replace = False
+            self._new_spare(box.kind)
 
     def _new_spare(self, kind: tuple[str, str]) -> None:
         if kind in self.spares:
