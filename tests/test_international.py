@@ -191,6 +191,26 @@ def test_conjuncts_and_shaped_marks_copy_back_whole(tmp_path: Path) -> None:
     assert pdftotext(tmp_path / "indic.pdf").split() == words
 
 
+def test_percent_signs_and_digits_in_right_to_left_text(tmp_path: Path) -> None:
+    """A percent sign beside digits in Arabic text (the Arabic ٪ after Latin digits, % after Arabic-Indic
+    ones, a word in two faces) was a box or a wrong glyph, and Latin digits inside Arabic came out
+    reversed ("51%"): each piece is drawn in its own face, where the bidirectional algorithm puts it."""
+    lines = ["\u0646\u0645\u0648 \u066a\u0661\u0665 \u0641\u064a \u0627\u0644\u0631\u0628\u0639",
+             "\u0627\u0644\u0645\u0628\u064a\u0639\u0627\u062a 15% \u0647\u0630\u0627",
+             "\u0646\u0645\u0648 \u0661\u0665% \u0648 15\u066a", "(15%)\u0646\u0645\u0648",
+             "\u0646\u0645\u064815%", "\u05d1-12% \u05d5\u05e2\u05d5\u05d3"]
+    blocks: list[dict[str, Any]] = [{"type": "paragraph", "text": line} for line in lines]
+    blocks.append({"type": "table", "header": ["\u066a\u0661\u0665"], "rows": [["15\u066a"]]})
+    render("pdf", {"blocks": blocks, "footer": {"center": lines[2]}}, "", tmp_path / "percent.pdf",
+           lambda _p, _m: None)
+    shown = pdftotext(tmp_path / "percent.pdf")
+    assert not re.search("[\ue000-\uf8ff]", shown), shown  # a glyph without a character: a box is one
+    for line in lines:
+        for word in re.findall(r"[^\W\d_]+|\d+", line):  # letters, and numbers, come back in their order
+            assert normal(word) in normal(shown), (word, shown)
+    assert "51" not in shown and "\u0665\u0661" not in shown, shown
+
+
 @pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
 @pytest.mark.parametrize("job_type", ["document", "presentation", "spreadsheet"])
 def test_office_files_show_every_script_in_libreoffice(job_type: str, tmp_path: Path) -> None:

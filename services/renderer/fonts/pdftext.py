@@ -26,19 +26,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
+import uharfbuzz  # type: ignore[import-untyped]  # no stubs
 from bidi import algorithm as bidi_algorithm
 from reportlab.lib.enums import TA_CENTER, TA_LEFT, TA_RIGHT
 from reportlab.lib.fonts import tt2ps
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfbase import ttfonts as _ttfonts
 from reportlab.pdfbase.pdfmetrics import getFont, stringWidth
-from reportlab.pdfbase.ttfonts import ShapedStr, makeShapedFragWord, shapeFragWord, shapeStr
+from reportlab.pdfbase.ttfonts import ShapedFragWord, ShapedStr, makeShapedFragWord, shapeFragWord, shapeStr
 from reportlab.platypus import Flowable, Paragraph
 from reportlab.platypus import paragraph as _paragraph_module
 
 from . import BASE, EMOJI, coverage, emoji, runs, scripts
 
-_RTL_TYPES = {"R", "AL"}
+_RTL_TYPES = {"R", "AL", "AN"}  # Arabic digits too: HarfBuzz lays them out right to left
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,15 @@ def _emoji_markup(piece: str, size: float) -> str:
 
 
 def _shape_word(word: Any, *args: Any, **kwargs: Any) -> Any:
-    """reportlab's shapeFragWord for a word that also holds an image or a callback (an emoji): each stretch
-    of text between them is shaped alone. reportlab's own puts them back into the shaped word as lists
-    (5.1.0), on which its line breaking fails."""
+    """reportlab's shapeFragWord, shaping each stretch of one font alone. reportlab shapes a word (text
+    between spaces) in the font of its first piece and gives each glyph to the piece it came from: a word
+    drawn in two faces (Arabic-Indic digits and "%", "15" and the Arabic percent sign, "(15%)" before
+    Arabic letters) had glyphs of one face drawn in the other, boxes or wrong letters. And reportlab puts
+    an image or a callback (an emoji) back into a shaped word as a list (5.1.0), on which its line breaking
+    fails: they stand between the stretches."""
     items = word[1:]
-    if not any(hasattr(frag, "cbDefn") for frag, _ in items):
+    font = items[0][0].fontName if items else None
+    if isinstance(word, ShapedFragWord) or not any(hasattr(f, "cbDefn") or f.fontName != font for f, _ in items):
         return _learn(word, shapeFragWord(word, *args, **kwargs))
     out = makeShapedFragWord(word)([])
     width = float(word[0])
@@ -93,6 +98,10 @@ def _shape_word(word: Any, *args: Any, **kwargs: Any) -> Any:
     def flush() -> None:
         nonlocal width
         if not stretch:
+            return
+        if any(isinstance(text, ShapedStr) for _, text in stretch):  # shaped already (a word split and joined)
+            out.extend(stretch)
+            stretch.clear()
             return
         before = sum(stringWidth(text, frag.fontName, frag.fontSize) for frag, text in stretch)
         shaped_word = _learn(stretch, shapeFragWord([before, *stretch], *args, **kwargs))
@@ -104,8 +113,10 @@ def _shape_word(word: Any, *args: Any, **kwargs: Any) -> Any:
         if hasattr(frag, "cbDefn"):
             flush()
             out.append((frag, text))
-        else:
-            stretch.append((frag, text))
+            continue
+        if stretch and stretch[-1][0].fontName != frag.fontName:
+            flush()
+        stretch.append((frag, text))
     flush()
     out.insert(0, width)
     return out
@@ -390,7 +401,7 @@ class BidiParagraph(Flowable):
             chars = levels[at: at + len(text)]
             odd = [lv for lv in chars if lv % 2]
             word_levels.append(min(odd) if odd else max(chars, default=int(self.rtl)))
-            words.append(_inner_ltr(word, chars) if odd and len(odd) < len(chars) else word)
+            words.append(_visual_word(word, chars))
             at += len(text) + 1
         return [words[k] for k in _visual_order(word_levels)]
 
@@ -428,28 +439,58 @@ class BidiParagraph(Flowable):
         return float(self.style.spaceAfter)
 
 
-def _inner_ltr(word: list[Run], levels: list[int]) -> list[Run]:
-    """A right-to-left word with left-to-right pieces in it ("ב-12%", "12٪"): HarfBuzz lays the whole word
-    out right to left, digits too, so each left-to-right piece is given to it reversed, and comes out in
-    its own order."""
-    out = []
+def _visual_word(word: list[Run], levels: list[int]) -> list[Run]:
+    """A word of a right-to-left paragraph as runs in visual order, each in one face and at one level,
+    its text as HarfBuzz must be given it to draw it in visual order ("15%" in Arabic stands as "%15",
+    "ב-12%" as "12%-ב")."""
+    pieces = [(n, run.text) for n, run in enumerate(word)]
+    return [Run(text, word[n].bold, word[n].italic, word[n].link, word[n].link_color)
+            for n, _, text in _visual_pieces(pieces, levels)]
+
+
+_MIRRORED = str.maketrans("()[]{}<>\u00ab\u00bb", ")(][}{><\u00bb\u00ab")
+
+
+def _visual_pieces(pieces: list[tuple[int, str]], levels: list[int]) -> list[tuple[int, str, str]]:
+    """(piece number, face, text to shape) in visual order for the pieces' text, whose characters are at
+    these embedding levels (rule L2, by stretches of one piece, face and level; an emoji is one stretch
+    and is never turned round). HarfBuzz lays out a stretch in a right-to-left script (Arabic letters and
+    digits, Hebrew) right to left and any other left to right: a stretch is given to it reversed when that
+    is not the way it must stand, and a bracket that then stands right to left is mirrored."""
+    stretches: list[tuple[int, int, str, str]] = []  # (level, piece number, face, logical text)
     at = 0
-    for run in word:
-        chars = list(run.text)
-        run_levels = levels[at: at + len(chars)]
-        i = 0
-        while i < len(chars):
-            if run_levels[i] % 2 == 0:
+    for n, text in pieces:
+        for face, part in runs(text):
+            part_levels = levels[at: at + len(part)]
+            at += len(part)
+            if face == EMOJI:
+                stretches.append((part_levels[0], n, face, part))
+                continue
+            i = 0
+            while i < len(part):
                 j = i
-                while j < len(chars) and run_levels[j] % 2 == 0:
+                while j < len(part) and part_levels[j] == part_levels[i]:
                     j += 1
-                chars[i:j] = reversed(chars[i:j])
+                stretches.append((part_levels[i], n, face, part[i:j]))
                 i = j
-            else:
-                i += 1
-        out.append(Run("".join(chars), run.bold, run.italic, run.link, run.link_color))
-        at += len(chars)
+    out = []
+    for k in _visual_order([level for level, *_ in stretches]):
+        level, n, face, text = stretches[k]
+        if face != EMOJI and level % 2 != _shaped_right_to_left(text):
+            text = text[::-1]
+            if level % 2:
+                text = text.translate(_MIRRORED)
+        out.append((n, face, text))
     return out
+
+
+def _shaped_right_to_left(text: str) -> bool:
+    """Whether HarfBuzz lays text out right to left (the direction it guesses from the first character of
+    a script: Arabic-Indic digits are Arabic, "15" and "%" no script's)."""
+    buffer = uharfbuzz.Buffer()
+    buffer.add_str(text)
+    buffer.guess_segment_properties()
+    return bool(buffer.direction == "rtl")
 
 
 def _visual_order(levels: list[int]) -> list[int]:
@@ -477,14 +518,11 @@ def draw_line(canvas: Any, x: float, y: float, text: str, font: str, size: float
     """One line of text on a canvas (a page header or footer) at x, anchored left, center or right: each
     piece in a face that draws it, shaped, right-to-left pieces in visual order."""
     coverage()
-    pieces = [(font if face == BASE and _standard(part) else face, part) for face, part in runs(text)]
     if has_rtl(text):
-        levels = _levels(text, scripts(text).rtl)
-        piece_levels, at = [], 0
-        for _, part in pieces:
-            piece_levels.append(max(levels[at: at + len(part)]))
-            at += len(part)
-        pieces = [pieces[k] for k in _visual_order(piece_levels)]
+        pieces = [(face, part) for _, face, part in _visual_pieces([(0, text)], _levels(text, scripts(text).rtl))]
+    else:
+        pieces = runs(text)
+    pieces = [(font if face == BASE and _standard(part) else face, part) for face, part in pieces]
     # reportlab's canvas shapes only with its rlbidi: each piece is shaped here (a ShapedStr carries its
     # glyphs' advances), in a TrueType face.
     shaped = [part if face == EMOJI or not getFont(face).shapable else shapeStr(part, face, size)
