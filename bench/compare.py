@@ -3,8 +3,9 @@ Procrastinate (run by `make bench`, never by `make test`).
 
 One embedded Postgres (fsync on), one database per system, the same no-op job, the same number of
 worker processes, and the same number of jobs in flight per process:
-  - docjobs through its real path: a jobstore process, workers calling Claim (long-poll, batches) and
-    CompleteMany (one call per batch) over gRPC; the workers never touch the database;
+  - docjobs through its real path: a jobstore process, workers on work sessions (Work: jobs pushed within
+    the credit of their free slots, completions as messages on the same stream) over gRPC, as renderers
+    are; the workers never touch the database;
   - PgQueuer: workers running QueueManager.run() on an asyncpg connection;
   - Procrastinate: workers running App.run_worker_async() on a psycopg pool.
 For each: jobs/s to work through N pre-enqueued jobs (from the first job started, in any worker, to the
@@ -75,9 +76,10 @@ async def docjobs_worker(address: str, in_flight: int) -> None:
     from docjobs.channels import jobstore_channel
     from docjobs.v1 import jobstore_pb2 as pb
     from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+    from docjobs.worksession import WorkSession
 
     reporter = Reporter()
-    # A connection per loop (grpc would share one between channels to one address): with several jobstore
+    # A connection per session (grpc would share one between channels to one address): with several jobstore
     # processes on the port, the kernel spreads connections, not calls.
     own = [("grpc.use_local_subchannel_pool", 1)]
     async with jobstore_channel(address, GRPC_TOKEN, options=own) as first, \
@@ -85,20 +87,31 @@ async def docjobs_worker(address: str, in_flight: int) -> None:
         stubs = [pb_grpc.JobStoreStub(first), pb_grpc.JobStoreStub(second)]
         for stub in stubs:
             await stub.GetStats(pb.GetStatsRequest(), wait_for_ready=True)
-        report("READY", os.getpid())
+        finishing: set[asyncio.Future[None]] = set()
 
-        async def loop(k: int) -> None:
-            stub = stubs[k]
-            while True:
-                reply = await stub.Claim(pb.ClaimRequest(worker_id=f"bench-{os.getpid()}-{k}", job_types=[JOB_TYPE],
-                                                         max_jobs=in_flight // 2, wait_ms=30_000, lease_ms=60_000))
-                for claimed in reply.jobs:
+        def session(k: int) -> WorkSession:
+            async def finish(claimed: pb.ClaimedJob) -> None:
+                work.grant(1)  # the slot is free once the job is done: the credit rides on its completion
+                await work.complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
+
+            def took(jobs: list[pb.ClaimedJob]) -> None:
+                for claimed in jobs:
                     reporter.job(json.loads(claimed.job.payload_json))
-                if reply.jobs:  # one call for the batch: one statement, one commit in the jobstore
-                    await stub.CompleteMany(pb.CompleteManyRequest(jobs=[
-                        pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token) for c in reply.jobs]))
+                    task = asyncio.ensure_future(finish(claimed))
+                    finishing.add(task)
+                    task.add_done_callback(finishing.discard)
 
-        await asyncio.gather(loop(0), loop(1))
+            # Jobs pushed within the credit of its free slots, completions as messages on the same stream
+            # (the jobstore completes those that arrive together in one statement).
+            work = WorkSession(stubs[k], f"bench-{os.getpid()}-{k}", [JOB_TYPE], 60_000, on_jobs=took)
+            work.start()
+            work.grant(in_flight // 2)
+            return work
+
+        sessions = [session(0), session(1)]
+        await asyncio.wait_for(asyncio.gather(*(s.connected.wait() for s in sessions)), 30)
+        report("READY", os.getpid())
+        await asyncio.Event().wait()
 
 
 async def pgqueuer_worker(dsn: str, in_flight: int) -> None:
@@ -204,6 +217,10 @@ class System(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    def server_cpu_s(self) -> float | None:
+        """CPU seconds the system's own server processes have used (None: it has none but Postgres)."""
+        return None
+
 
 class Docjobs(System):
     name = "docjobs"
@@ -240,6 +257,14 @@ class Docjobs(System):
 
     def worker_argv(self, in_flight: int) -> list[str]:
         return ["--worker", "docjobs", "--address", self.store.address, "--in-flight", str(in_flight)]
+
+    def server_cpu_s(self) -> float | None:
+        # CPU time, not wall time: on a shared machine it moves much less than jobs/s does.
+        import psutil
+
+        assert self.store.process is not None
+        root = psutil.Process(self.store.process.pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
     async def close(self) -> None:
         await self.channel.close()
@@ -312,12 +337,14 @@ async def measure(system: System, args: argparse.Namespace) -> dict[str, float]:
         await system.enqueue_many(args.jobs)
         enqueue_rate = args.jobs / (time.perf_counter() - started)
         workers = Workers()
+        cpu_before = system.server_cpu_s()
         await workers.start(args.processes, system.worker_argv(args.in_flight))
         while await system.unfinished(conn):
             await asyncio.sleep(0.01)
             if any(r.done() for r in workers.readers):
                 raise SystemExit(f"a {system.name} worker exited")
         done = time.time()
+        cpu_after = system.server_cpu_s()
         await workers.stop()
         throughput = args.jobs / (done - min(workers.first))
 
@@ -335,8 +362,11 @@ async def measure(system: System, args: argparse.Namespace) -> dict[str, float]:
     finally:
         await conn.close()
         await system.close()
-    return {"enqueue": enqueue_rate, "throughput": throughput, "p50": statistics.median(samples),
-            "p99": percentile(samples, 99)}
+    figures = {"enqueue": enqueue_rate, "throughput": throughput, "p50": statistics.median(samples),
+               "p99": percentile(samples, 99)}
+    if cpu_before is not None and cpu_after is not None:
+        figures["server_cpu_ms_per_job"] = (cpu_after - cpu_before) * 1000 / args.jobs
+    return figures
 
 
 def pgbench(dsn: str, clients: int, seconds: int) -> float:
@@ -436,8 +466,14 @@ def main() -> None:
     if base:
         print(f"docjobs: {base['throughput']:.0f} jobs/s = {base['throughput'] / ceiling:.2f} of the commit rate "
               f"(each job is at least a claim and a completion, batched)")
-    by_system = {name: {"jobs_per_s": r["throughput"], "start_p50_ms": r["p50"], "start_p99_ms": r["p99"],
-                      "enqueue_bulk_per_s": r["enqueue"]} for name, r in results.items()}
+        if "server_cpu_ms_per_job" in base:
+            print(f"docjobs: the jobstore's CPU per job {base['server_cpu_ms_per_job']:.3f} ms (all its processes, "
+                  f"while the workers drained the queue)")
+    by_system: dict[str, dict[str, float]] = {
+        name: {"jobs_per_s": r["throughput"], "start_p50_ms": r["p50"], "start_p99_ms": r["p99"],
+               "enqueue_bulk_per_s": r["enqueue"]} for name, r in results.items()}
+    if base and "server_cpu_ms_per_job" in base:
+        by_system["docjobs"]["server_cpu_ms_per_job"] = base["server_cpu_ms_per_job"]
     write_json(args.json, "compare", {"systems": by_system, "pgbench_commits_per_s": ceiling,
                                       "versions": versions()}, args)
 

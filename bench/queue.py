@@ -3,10 +3,10 @@
 Starts an embedded Postgres (fsync on, default durable settings) and a jobstore process, then from
 this process:
   1. enqueues N jobs (64 concurrent calls) and reports enqueues/s;
-  2. runs K workers, each a claim loop (batches of B) that completes every job it gets (no rendering),
-     and reports jobs/s from the first claim to the last completion;
-  3. measures enqueue-to-claim latency for an idle worker that waits in a long-poll Claim: a single job
-     is enqueued, and the time from sending Enqueue to receiving the claimed job is recorded, R times;
+  2. runs K workers, each on a work session (as renderers are) with B slots, that completes every job
+     pushed to it (no rendering), and reports jobs/s from the start to the last completion;
+  3. measures enqueue-to-start latency for an idle worker on its session (one slot granted): a single job
+     is enqueued, and the time from sending Enqueue to receiving the pushed job is recorded, R times;
   4. samples the number of Postgres connections of the benchmark database during all of it.
 
 Usage: python bench/queue.py [--jobs N] [--workers K] [--batch B] [--latency-rounds R]
@@ -31,6 +31,7 @@ from bench.common import GRPC_TOKEN, add_json_option, benchmark_database, write_
 from docjobs.channels import jobstore_channel  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
+from docjobs.worksession import WorkSession  # noqa: E402
 from tests.processes import JobStoreProcess  # noqa: E402
 
 TYPES = ["spreadsheet", "document", "pdf", "presentation"]
@@ -68,21 +69,36 @@ async def enqueue_all(stub: pb_grpc.JobStoreAsyncStub, n: int, concurrency: int 
 async def drain(stub: pb_grpc.JobStoreAsyncStub, n: int, workers: int, batch: int) -> float:
     done = 0
     finished = asyncio.Event()
+    finishing: set[asyncio.Future[None]] = set()
 
-    async def worker(k: int) -> None:
-        nonlocal done
-        while not finished.is_set():
-            reply = await stub.Claim(pb.ClaimRequest(worker_id=f"bench-{k}", job_types=TYPES, max_jobs=batch,
-                                                     wait_ms=200, lease_ms=60_000))
-            await asyncio.gather(*(stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
-                                   for c in reply.jobs))
-            done += len(reply.jobs)
+    def worker(k: int) -> WorkSession:
+        async def finish(claimed: pb.ClaimedJob) -> None:
+            nonlocal done
+            work.grant(1)  # the credit rides on the completion
+            await work.complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
+            done += 1
             if done >= n:
                 finished.set()
 
+        def took(jobs: list[pb.ClaimedJob]) -> None:
+            for claimed in jobs:
+                task = asyncio.ensure_future(finish(claimed))
+                finishing.add(task)
+                task.add_done_callback(finishing.discard)
+
+        work = WorkSession(stub, f"bench-{k}", TYPES, 60_000, on_jobs=took)
+        return work
+
+    sessions = [worker(k) for k in range(workers)]
     started = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(workers)))
-    return n / (time.perf_counter() - started)
+    for work in sessions:
+        work.start()
+        work.grant(batch)
+    await finished.wait()
+    elapsed = time.perf_counter() - started
+    for work in sessions:
+        await work.close()
+    return n / elapsed
 
 
 async def latency(stub: pb_grpc.JobStoreAsyncStub, rounds: int) -> dict[str, list[float]]:
@@ -90,21 +106,23 @@ async def latency(stub: pb_grpc.JobStoreAsyncStub, rounds: int) -> dict[str, lis
     acknowledgement (the job exists) to the worker holding the job, and in the database from the
     job's created_at to its started_at (the jobstore's own share)."""
     samples: dict[str, list[float]] = {"call": [], "ack": [], "db": []}
+    pushed: asyncio.Queue[pb.ClaimedJob] = asyncio.Queue()
+    work = WorkSession(stub, "idle", ["pdf"], 60_000, on_jobs=lambda jobs: [pushed.put_nowait(c) for c in jobs])
+    work.start()
+    await work.connected.wait()
     for i in range(rounds):
-        waiting = asyncio.ensure_future(stub.Claim(pb.ClaimRequest(
-            worker_id="idle", job_types=["pdf"], max_jobs=1, wait_ms=10_000, lease_ms=60_000)))
-        await asyncio.sleep(0.02)  # the claim is parked in its long-poll
+        work.grant(1)
+        await asyncio.sleep(0.02)  # the push is parked in its wait for work
         started = time.perf_counter()
         await stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id="lat", payload_json=f'{{"n": {i}}}'))
         acked = time.perf_counter()
-        reply = await waiting
+        c = await pushed.get()
         got = time.perf_counter()
-        assert len(reply.jobs) == 1
-        c = reply.jobs[0]
         samples["call"].append((got - started) * 1000)
         samples["ack"].append((got - acked) * 1000)
         samples["db"].append((c.job.started_at.ToNanoseconds() - c.job.created_at.ToNanoseconds()) / 1e6)
-        await stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+        await work.complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+    await work.close()
     return samples
 
 
@@ -123,11 +141,12 @@ async def run(args: argparse.Namespace, dsn: str, address: str) -> None:
     await sampler
     completed = sum(c.count for c in stats.counts if c.status == pb.JOB_STATUS_COMPLETED)
     assert completed == args.jobs + args.latency_rounds, completed
-    print(f"docjobs queue benchmark: {args.jobs} jobs, {args.workers} workers, claim batch {args.batch}, "
+    print(f"docjobs queue benchmark: {args.jobs} jobs, {args.workers} workers on sessions of {args.batch} slots, "
           f"{os.cpu_count()} cores, Postgres fsync on")
     print(f"  enqueue                 {enqueue_rate:8.0f} jobs/s  (64 concurrent Enqueue calls)")
     print(f"  claim + complete        {drain_rate:8.0f} jobs/s  (target >= 1500; ratio {drain_rate / 1500:.2f})")
-    print(f"  enqueue-to-claim, idle long-polling worker, {args.latency_rounds} rounds (targets p50 <= 3, p99 <= 15):")
+    print(f"  enqueue-to-start, idle worker on its session, {args.latency_rounds} rounds "
+          "(targets p50 <= 3, p99 <= 15):")
     for key, label in (("ack", "from Enqueue acknowledged"), ("call", "from Enqueue sent"),
                        ("db", "created_at to started_at")):
         values = lat[key]
@@ -143,7 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=10, help="slots (credit) of each worker's session")
     parser.add_argument("--latency-rounds", type=int, default=300)
     parser.add_argument("--pool", type=int, default=10)
     add_json_option(parser)

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 CHANNEL = "docjobs_events"
 MAX_PAYLOAD = 7000  # Postgres allows 8000 bytes
 WAKE_ALL = "*"  # payload that wakes every waiting claim, whatever its job types
+# An entry naming a cancelled job (never a job type, which starts with a letter), for the worker sessions
+# that hold it on other replicas. A payload too long for them all drops them: a worker then hears of the
+# cancel in its next heartbeat's answer, as it always may.
+CANCELLED_PREFIX = "!"
 
 
 class Doorbell:

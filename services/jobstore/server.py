@@ -27,7 +27,7 @@ from .auth import BearerTokenInterceptor
 from .claims import ClaimWaiters
 from .clock import Clock
 from .deliveries import Deliveries
-from .doorbell import WAKE_ALL, Doorbell
+from .doorbell import CANCELLED_PREFIX, WAKE_ALL, Doorbell
 from .errors import DATABASE_ERRORS
 from .events import EventDispatcher
 from .maintenance import Maintenance
@@ -36,6 +36,7 @@ from .migrations import migrate
 from .pgboss import PgBossBridge, PgBossRefused
 from .queries import Q
 from .service import JobStoreService
+from .session import Sessions
 from .settings import Settings
 from .store import Store
 from .watch import Watches
@@ -73,6 +74,7 @@ class JobStoreServer:
         self.port = 0
         self.pool: asyncpg.Pool
         self.claims = ClaimWaiters()
+        self.sessions = Sessions()
         self.dispatcher: EventDispatcher
         self.doorbell: Doorbell
         self.store: Store
@@ -100,11 +102,13 @@ class JobStoreServer:
         self.dispatcher = EventDispatcher(self.pool, on_claimable=self.claims.wake)
         self.doorbell = Doorbell(self.settings.database_url, on_ring=self._on_ring,
                                  on_reconnect=self._on_reconnect)
-        self.store = Store(self.pool, self.settings, self.claims, on_commit=self._on_commit, clock=self.clock)
+        self.store = Store(self.pool, self.settings, self.claims, on_commit=self._on_commit,
+                           on_cancel=self._on_cancel, clock=self.clock)
         self.maintenance = Maintenance(self.pool, self.settings, on_change=self._on_commit, clock=self.clock)
         self.watches = Watches(self.store, self.dispatcher, buffer=self.settings.watch_buffer,
                                all_jobs_buffer=self.settings.all_jobs_watch_buffer)
-        self.service = JobStoreService(self.store, self.watches, self.settings, Deliveries(self.pool, self.clock))
+        self.service = JobStoreService(self.store, self.watches, self.settings, Deliveries(self.pool, self.clock),
+                                       self.sessions)
         await self.dispatcher.start()
         await self.doorbell.start()
         await self.maintenance.start()
@@ -166,7 +170,17 @@ class JobStoreServer:
         self.doorbell.ring(claimable_types)
         self.dispatcher.poke()
 
+    def _on_cancel(self, job_id: str) -> None:
+        """A job was cancelled here: this process's sessions hear it at once, the other replicas' by the bell."""
+        self.sessions.cancelled(job_id)
+        self.doorbell.ring({CANCELLED_PREFIX + job_id})
+
     def _on_ring(self, types: set[str]) -> None:
+        cancelled = {t for t in types if t.startswith(CANCELLED_PREFIX)}
+        if cancelled:
+            types = types - cancelled
+            for entry in cancelled:
+                self.sessions.cancelled(entry.removeprefix(CANCELLED_PREFIX))
         if WAKE_ALL in types:
             self.claims.wake(None)
         elif types:

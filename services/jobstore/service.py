@@ -23,6 +23,7 @@ from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 from . import convert, metrics, validation
 from .deliveries import Deliveries
 from .errors import DATABASE_DOWN, FailedPrecondition, InvalidArgument, JobStoreError, NotFound, Unavailable
+from .session import Sessions, WorkSession
 from .settings import Settings
 from .store import Store
 from .watch import Watches
@@ -118,8 +119,10 @@ def streaming(fn: Callable[[Service, Request, Context], AsyncGenerator[Response,
 
 
 class JobStoreService(pb_grpc.JobStoreServicer):
-    def __init__(self, store: Store, watches: Watches, settings: Settings, deliveries: Deliveries) -> None:
+    def __init__(self, store: Store, watches: Watches, settings: Settings, deliveries: Deliveries,
+                 sessions: Sessions | None = None) -> None:
         self._store = store
+        self.sessions = sessions if sessions is not None else Sessions()
         self._deliveries = deliveries
         self._watches = watches
         self._settings = settings
@@ -276,6 +279,14 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         if row["will_retry"]:
             response.retry_at.FromDatetime(row["retry_at"])
         return response
+
+    @streaming
+    async def Work(self, request_iterator: AsyncIterator[pb.WorkRequest],
+                   context: Context) -> AsyncGenerator[pb.WorkResponse, None]:
+        session = WorkSession(self._store, self._settings, self.sessions, _status_for)
+        async with contextlib.aclosing(session.run(request_iterator)) as responses:
+            async for response in responses:
+                yield response
 
     @unary
     async def UploadArtifact(self, request_iterator: AsyncIterator[pb.UploadArtifactRequest],

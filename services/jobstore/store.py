@@ -122,11 +122,13 @@ class ClaimConnection:
 class Store:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, claims: ClaimWaiters, *,
                  on_commit: Callable[[set[str]], None] = lambda _types: None,
+                 on_cancel: Callable[[str], None] = lambda _job_id: None,
                  jitter: Callable[[], float] = random.random, clock: Clock | None = None) -> None:
         self._pool = pool
         self._settings = settings
         self._claims = claims
         self._on_commit = on_commit
+        self._on_cancel = on_cancel
         self._jitter = jitter
         self.clock = clock if clock is not None else Clock()
         self.shutting_down = asyncio.Event()
@@ -210,6 +212,7 @@ class Store:
             current = await self.get_job(job_id, user_id)
             raise FailedPrecondition(f"job {job_id} is already {current['status']}")
         self._committed()
+        self._on_cancel(str(job_id))  # a worker holding it on a session hears it now, not at its next heartbeat
         return row
 
     async def retry(self, job_id: uuid.UUID, user_id: str | None, reason: str) -> Row:

@@ -1,6 +1,8 @@
-"""The renderer process: claim jobs, render them in the sandbox, upload the artifact, complete.
+"""The renderer process: take jobs, render them in the sandbox, upload the artifact, complete.
 
-One asyncio loop per process does the talking (claims, heartbeats, uploads); the rendering happens in
+One asyncio loop per process does the talking, on one work session with the jobstore (docjobs.worksession:
+jobs pushed within the credit of its free slots, heartbeats, completions, cancels pushed back) and
+UploadArtifact for large files; the rendering happens in
 children of the zygote, up to DOCJOBS_RENDER_CONCURRENCY at a time. Errors in the job itself (an
 invalid spec, failing code, code mode switched off) fail it for good; a jobstore that went away mid-upload
 fails it as retryable. A job hurt by a fault that is not its own (the zygote died under it, the renderer is
@@ -20,7 +22,7 @@ import logging
 import re
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from docjobs.metrics_http import MetricsServer, start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+from docjobs.worksession import WorkSession
 
 from . import metrics
 from .renditions import Renditions, requested
@@ -48,6 +51,7 @@ GIVE_BACK_TIMEOUT_S = 5.0
 EXIT_SANDBOX_LOST = 75
 """The render sandbox died and could not be started again: a fresh renderer may well succeed, so this is
 not EXIT_DO_NOT_RESTART (sysexits' EX_TEMPFAIL: `docjobs up` and Kubernetes restart it)."""
+COMPLETE_TIMEOUT_S = 60.0  # a completion may carry a file of up to 4 MiB
 FIRST_REPORT_S = 0.25  # no heartbeat (no progress event) before a job has run this long
 GRPC_SERVICE_CONFIG = json.dumps({
     "loadBalancingConfig": [{"round_robin": {}}],
@@ -110,6 +114,10 @@ class Worker:
         self.active: dict[str, asyncio.Task[None]] = {}
         self.rendering = 0  # jobs holding a render slot (claimed and not yet rendered)
         self._slot_freed = asyncio.Event()
+        self._cancel_hooks: dict[str, Callable[[], None]] = {}  # per job in hand: what a pushed cancel does
+        self._background: set[asyncio.Future[None]] = set()
+        self._outage_pause: asyncio.Future[None] | None = None  # the pause of the zygote's current outage
+        self.session: WorkSession
         self._channel: grpc.aio.Channel | None = None
         self._metrics: MetricsServer | None = None
         self.stub: pb_grpc.JobStoreAsyncStub
@@ -136,6 +144,10 @@ class Worker:
             options=[("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.enable_retries", 1),
                      ("grpc.max_send_message_length", 16 * 1024 * 1024)])
         self.stub = pb_grpc.JobStoreStub(self._channel)
+        self.session = WorkSession(self.stub, self.settings.worker_id, self.settings.job_types, self.settings.lease_ms,
+                                   on_jobs=self._take, on_cancel=self._cancelled, on_broken=self._session_broken,
+                                   on_open=self._session_open)
+        self.session.start()
         if self.settings.metrics_port:
             self._metrics = await start_metrics_server(self.settings.metrics_host, self.settings.metrics_port,
                                                        metrics.REGISTRY, unhealthy=self.sandbox.unavailable)
@@ -145,7 +157,7 @@ class Worker:
     async def run(self) -> int:
         """Work until stopped; the exit status: 0, or EXIT_SANDBOX_LOST when the sandbox could not be
         restarted."""
-        claim_task: asyncio.Task[None] = asyncio.create_task(self._claim_loop(), name="claim-loop")
+        claim_task: asyncio.Task[None] = asyncio.create_task(self._credit_loop(), name="credit-loop")
         stopped = asyncio.ensure_future(self.stopping.wait())
         broken = asyncio.ensure_future(self.sandbox.broken.wait())
         await asyncio.wait({stopped, broken}, return_when=asyncio.FIRST_COMPLETED)
@@ -159,13 +171,16 @@ class Worker:
         self.stopping.set()
         self._slot_freed.set()
         await claim_task  # returns by itself once stopping is set
+        await self._pause()  # nothing more is pushed; what crossed the stop on the wire goes back now
         await self._drain()
-        await self._release_unread_claims()
+        await self._goodbye()
         return status
 
     async def stop(self) -> None:
         if self._metrics is not None:
             await self._metrics.stop()
+        if hasattr(self, "session"):
+            await self.session.stop()
         if self._channel is not None:
             await self._channel.close()
         await self.renditions.close()
@@ -180,79 +195,72 @@ class Worker:
             if pending:
                 await asyncio.wait(pending, timeout=GIVE_BACK_TIMEOUT_S + 1)
 
-    async def _release_unread_claims(self) -> None:
-        """A claim cancelled as we stopped (or as the zygote went down) may have taken jobs whose answer
-        never reached us: the jobstore gives back whatever is still leased to this worker id and not in hand."""
+    async def _pause(self) -> None:
+        """Stop the pushes and give back every job leased to this worker id but those in hand: jobs pushed
+        as it stopped (or as the zygote went down) that it will not work on go back at once."""
         try:
-            reply = await self.stub.ReleaseWorker(pb.ReleaseWorkerRequest(
-                worker_id=self.settings.worker_id, keep_job_ids=list(self.active)), timeout=GIVE_BACK_TIMEOUT_S)
+            released = await self.session.pause(list(self.active), timeout=GIVE_BACK_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
-            log.warning("could not give back unread claims (their leases will run out): %s", exc.details())
+            log.warning("could not give back jobs pushed meanwhile (their leases will run out): %s", exc.details())
             return
-        if reply.released_job_ids:
-            log.info("gave back %d job(s) claimed by a claim cut short", len(reply.released_job_ids))
+        if released:
+            log.info("gave back %d job(s) pushed as the renderer paused", len(released))
 
-    async def _claim_loop(self) -> None:
-        failures = 0
+    async def _goodbye(self) -> None:
+        released = await self.session.close(list(self.active), timeout=GIVE_BACK_TIMEOUT_S)
+        if released:
+            log.info("gave back %d job(s) at goodbye", len(released))
+
+    async def _credit_loop(self) -> None:
+        """Grant the session credit for the free slots. A slot is free again once its render ends: the
+        upload and completion of one job overlap the next render. At most twice the concurrency is in hand
+        at once, though. While the zygote is down nothing is granted, and what was granted is taken back
+        (a job pushed then could only be given back)."""
         while not self.stopping.is_set():
             if not self.sandbox.running.is_set():
-                # No claim while the zygote is being restarted: a job claimed now could only be given back.
+                await self._paused_for_outage()
                 await self._until_either(self.sandbox.running, self.stopping)
                 continue
-            # A slot is free again once its render ends: the upload and Complete of one job overlap
-            # the next render. At most twice the concurrency is in hand at once, though.
+            self._outage_pause = None
+            self._slot_freed.clear()
             free = min(self.settings.concurrency - self.rendering, 2 * self.settings.concurrency - len(self.active))
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            if self.stopping.is_set():
-                return
-            call = self.stub.Claim(pb.ClaimRequest(
-                worker_id=self.settings.worker_id, job_types=list(self.settings.job_types), max_jobs=free,
-                wait_ms=self.settings.claim_wait_ms, lease_ms=self.settings.lease_ms),
-                timeout=self.settings.claim_wait_ms / 1000 + 10)
-            # Stopping cancels a claim that is still waiting. Whatever it took anyway goes back without a
-            # retry counted: the jobstore releases the jobs of a claim whose call went away, and a reply
-            # that won the race with the cancellation is never read, so ReleaseWorker (run() ends with it)
-            # gives those back.
-            # The zygote dying cancels it too: a job claimed then could only be given back.
-            call_task = asyncio.ensure_future(call)
-            stop_task = asyncio.ensure_future(self.stopping.wait())
-            down_task = asyncio.ensure_future(self.sandbox.down.wait())
-            await asyncio.wait({call_task, stop_task, down_task}, return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-            down_task.cancel()
-            if not call_task.done():
-                call.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                    await call_task
-                if self.stopping.is_set():
-                    return
-                await self._release_unread_claims()
-                continue
-            try:
-                reply = call_task.result()
-            except grpc.aio.AioRpcError as exc:
-                metrics.CLAIM_ERRORS.inc()
-                if failures == 0:
-                    log.warning("jobstore unreachable (%s: %s); retrying with backoff", exc.code().name,
-                                exc.details())
-                failures += 1
-                await self._sleep(min(5.0, 0.1 * 2 ** min(failures, 6)))
-                continue
-            if failures:
-                log.info("jobstore reachable again after %d failed claim(s)", failures)
-                failures = 0
-            for claimed in reply.jobs:
-                self.rendering += 1
-                task = asyncio.create_task(self._process(claimed), name=f"job-{claimed.job.id}")
-                self.active[claimed.job.id] = task
-                task.add_done_callback(functools.partial(self._done, claimed.job.id))
+            self.session.grant(free - self.session.outstanding)
+            await self._until_either(self._slot_freed, self.stopping, self.sandbox.down)
 
     @staticmethod
-    async def _until_either(first: asyncio.Event, second: asyncio.Event) -> None:
-        waits = {asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())}
+    def _session_broken(failures: int, code: grpc.StatusCode, details: str) -> None:
+        metrics.CLAIM_ERRORS.inc()
+        if failures == 1:
+            log.warning("jobstore unreachable (%s: %s); retrying with backoff", code.name, details)
+
+    @staticmethod
+    def _session_open(failures: int) -> None:
+        if failures:
+            log.info("jobstore reachable again after %d failed attempt(s)", failures)
+
+    async def _paused_for_outage(self) -> None:
+        """Once per outage of the zygote, whoever notices it first (the credit loop, or a job it hurt):
+        a job hurt by it is given back only after the pause, or the pushes could hand it straight back to
+        this renderer while it cannot render."""
+        if self._outage_pause is None:
+            self._outage_pause = asyncio.ensure_future(self._pause())
+        await asyncio.shield(self._outage_pause)
+
+    def _take(self, jobs: list[pb.ClaimedJob]) -> None:
+        for claimed in jobs:
+            self.rendering += 1
+            task = asyncio.create_task(self._process(claimed), name=f"job-{claimed.job.id}")
+            self.active[claimed.job.id] = task
+            task.add_done_callback(functools.partial(self._done, claimed.job.id))
+
+    def _cancelled(self, job_id: str) -> None:
+        hook = self._cancel_hooks.get(job_id)
+        if hook is not None:
+            hook()
+
+    @staticmethod
+    async def _until_either(*events: asyncio.Event) -> None:
+        waits = {asyncio.ensure_future(event.wait()) for event in events}
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -279,6 +287,15 @@ class Worker:
             state.update(progress=max(0, min(99, progress)), message=message, dirty=True)
             changed.set()
 
+        def cancelled() -> None:
+            if not lost.is_set():
+                log.info("job %s was cancelled; aborting the render", job.id)
+                lost.set()
+                task = asyncio.ensure_future(self.sandbox.cancel(render_id))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+        self._cancel_hooks[job.id] = cancelled
         metrics.IN_FLIGHT.inc()
         beats = asyncio.create_task(self._heartbeats(job.id, token, state, changed, lost, render_id))
         output: Path | None = None
@@ -324,15 +341,16 @@ class Worker:
                 # Most documents: the file and the completion in one call (the jobstore adds the
                 # artifact's id, size and sha256 to the result).
                 uploaded = time.perf_counter()
-                await self.stub.CompleteWithArtifact(pb.CompleteWithArtifactRequest(
+                await self.session.complete_with_artifact(pb.CompleteWithArtifactRequest(
                     job_id=job.id, lease_token=token, filename=filename, content_type=content_type,
-                    content=output.read_bytes(), result_json=json.dumps(document)))
+                    content=output.read_bytes(), result_json=json.dumps(document)), timeout=COMPLETE_TIMEOUT_S)
             else:
                 artifact = await self.stub.UploadArtifact(self._upload(job, token, filename, output))
                 document.update(artifact_id=artifact.id, size_bytes=artifact.size_bytes, sha256=artifact.sha256)
                 uploaded = time.perf_counter()
-                await self.stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=token,
-                                                            artifact_id=artifact.id, result_json=json.dumps(document)))
+                await self.session.complete(pb.CompleteRequest(
+                    job_id=job.id, lease_token=token, artifact_id=artifact.id, result_json=json.dumps(document)),
+                    timeout=COMPLETE_TIMEOUT_S)
             self.completed += 1
             metrics.JOBS.labels(job.job_type, "completed").inc()
             log.info("job %s completed (%s, %d bytes)", job.id, job.job_type, size)
@@ -347,6 +365,7 @@ class Worker:
                 log.info("job %s stopped: %s", job.id, "cancelled" if exc.cancelled else "lease lost")
                 return
             if exc.sandbox_lost:
+                await self._paused_for_outage()
                 await self._release(job, token, "sandbox_restarted", str(exc))
                 return
             code = exc.code or ("sandbox_unavailable" if exc.retryable else
@@ -365,6 +384,7 @@ class Worker:
                               f"renderer {self.settings.worker_id} stopped before finishing")))
             raise
         finally:
+            self._cancel_hooks.pop(job.id, None)
             metrics.IN_FLIGHT.dec()
             release_slot()
             beats.cancel()
@@ -399,8 +419,8 @@ class Worker:
         metrics.JOBS.labels(job.job_type, "released").inc()
         log.info("job %s given back (%s): %s", job.id, code, message)
         try:
-            reply = await self.stub.Release(pb.ReleaseRequest(job_id=job.id, lease_token=token, code=code,
-                                                              reason=message[:500]), timeout=GIVE_BACK_TIMEOUT_S)
+            reply = await self.session.release(pb.ReleaseRequest(job_id=job.id, lease_token=token, code=code,
+                                                                 reason=message[:500]), timeout=GIVE_BACK_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             # Its lease runs out and the reaper retries it (or it was cancelled meanwhile).
             log.warning("could not give back job %s: %s", job.id, exc.details())
@@ -413,9 +433,9 @@ class Worker:
         metrics.JOBS.labels(job.job_type, "failed").inc()
         log.info("job %s failed (%s%s): %s", job.id, code, ", retryable" if retryable else "", message)
         try:
-            await self.stub.Fail(pb.FailRequest(job_id=job.id, lease_token=token, error_code=code,
-                                                error_message=message[:10_000], retryable=retryable),
-                                 timeout=GIVE_BACK_TIMEOUT_S)
+            await self.session.fail(pb.FailRequest(job_id=job.id, lease_token=token, error_code=code,
+                                                   error_message=message[:10_000], retryable=retryable),
+                                    timeout=GIVE_BACK_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             # Its lease runs out and the reaper retries it (or it was cancelled meanwhile).
             log.warning("could not report the failure of job %s: %s", job.id, exc.details())
@@ -447,7 +467,7 @@ class Worker:
                 return
             await asyncio.sleep(0.2)  # at most five progress reports a second
 
-    async def _beat(self, job_id: str, token: str, progress: int, message: str) -> pb.HeartbeatResponse:
+    async def _beat(self, job_id: str, token: str, progress: int, message: str) -> pb.WorkAck:
         """One heartbeat. Its progress text comes from the render's child, so it is cleaned first (the
         jobstore refuses control characters, and a lone surrogate cannot even be encoded); and should the
         jobstore refuse the beat all the same (INVALID_ARGUMENT), it goes again at once as a bare lease
@@ -455,16 +475,16 @@ class Worker:
         cancellation is heard only in a heartbeat's answer)."""
         text = clean_text(message, MAX_PROGRESS_CHARS)
         try:
-            return await self.stub.Heartbeat(pb.HeartbeatRequest(
+            return await self.session.heartbeat(pb.HeartbeatRequest(
                 job_id=job_id, lease_token=token, progress=max(0, min(100, progress)), message=text,
-                lease_ms=self.settings.lease_ms), timeout=10)
+                lease_ms=self.settings.lease_ms))
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 raise
             log.warning("job %s: the jobstore refused a heartbeat (%s); renewing the lease without progress",
                         job_id, exc.details())
-        return await self.stub.Heartbeat(pb.HeartbeatRequest(job_id=job_id, lease_token=token,
-                                                             lease_ms=self.settings.lease_ms), timeout=10)
+        return await self.session.heartbeat(pb.HeartbeatRequest(job_id=job_id, lease_token=token,
+                                                                lease_ms=self.settings.lease_ms))
 
 
 async def serve(settings: Settings) -> int:

@@ -689,3 +689,79 @@ class JobWebhook(_message.Message):
     url: str
     deliveries: _containers.RepeatedCompositeFieldContainer[JobWebhookDelivery]
     def __init__(self, url: _Optional[str] = ..., deliveries: _Optional[_Iterable[_Union[JobWebhookDelivery, _Mapping]]] = ...) -> None: ...
+
+class WorkRequest(_message.Message):
+    __slots__ = ("request_id", "credit", "hello", "heartbeat", "complete", "complete_with_artifact", "fail", "release", "pause")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_WITH_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    FAIL_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    credit: int
+    hello: WorkHello
+    heartbeat: HeartbeatRequest
+    complete: CompleteRequest
+    complete_with_artifact: CompleteWithArtifactRequest
+    fail: FailRequest
+    release: ReleaseRequest
+    pause: WorkPause
+    def __init__(self, request_id: _Optional[int] = ..., credit: _Optional[int] = ..., hello: _Optional[_Union[WorkHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., complete: _Optional[_Union[CompleteRequest, _Mapping]] = ..., complete_with_artifact: _Optional[_Union[CompleteWithArtifactRequest, _Mapping]] = ..., fail: _Optional[_Union[FailRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., pause: _Optional[_Union[WorkPause, _Mapping]] = ...) -> None: ...
+
+class WorkHello(_message.Message):
+    __slots__ = ("worker_id", "job_types", "lease_ms")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_TYPES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    job_types: _containers.RepeatedScalarFieldContainer[str]
+    lease_ms: int
+    def __init__(self, worker_id: _Optional[str] = ..., job_types: _Optional[_Iterable[str]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class WorkPause(_message.Message):
+    __slots__ = ("keep_job_ids",)
+    KEEP_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    keep_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, keep_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WorkResponse(_message.Message):
+    __slots__ = ("request_id", "jobs", "cancelled_job_id", "ack")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    jobs: WorkJobs
+    cancelled_job_id: str
+    ack: WorkAck
+    def __init__(self, request_id: _Optional[int] = ..., jobs: _Optional[_Union[WorkJobs, _Mapping]] = ..., cancelled_job_id: _Optional[str] = ..., ack: _Optional[_Union[WorkAck, _Mapping]] = ...) -> None: ...
+
+class WorkJobs(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[ClaimedJob]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[ClaimedJob, _Mapping]]] = ...) -> None: ...
+
+class WorkAck(_message.Message):
+    __slots__ = ("code", "message", "lease_expires_at", "cancelled", "will_retry", "retry_at", "attempt_counted", "released_job_ids")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    WILL_RETRY_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_COUNTED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    lease_expires_at: _timestamp_pb2.Timestamp
+    cancelled: bool
+    will_retry: bool
+    retry_at: _timestamp_pb2.Timestamp
+    attempt_counted: bool
+    released_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled: _Optional[bool] = ..., will_retry: _Optional[bool] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_counted: _Optional[bool] = ..., released_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -109,6 +109,11 @@ class JobStoreStub:
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.Work = channel.stream_stream(
+                '/docjobs.v1.JobStore/Work',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.WorkRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.WorkResponse.FromString,
+                _registered_method=True)
         self.UploadArtifact = channel.stream_unary(
                 '/docjobs.v1.JobStore/UploadArtifact',
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.UploadArtifactRequest.SerializeToString,
@@ -275,6 +280,22 @@ class JobStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Work(self, request_iterator, context):
+        """A worker's session: one long-lived stream that carries what Claim, Heartbeat, Complete,
+        CompleteWithArtifact, Fail and Release carry, as messages (see WorkRequest). The worker grants credit
+        (its free slots); the jobstore pushes claimed jobs within it, in the order Claim takes them, as soon as
+        they are due (woken as a waiting Claim is), and pushes a cancel for each job the stream holds as it is
+        cancelled. Every request with a request_id is answered by one WorkResponse with that id. A message that
+        is not valid (a bad field, credit past its bound, a second hello) ends the stream with INVALID_ARGUMENT
+        naming the field; an answer about one job (a stale lease, an unknown job) is that request's answer
+        and the stream goes on. When the stream ends, the jobs it held keep their leases (the worker may
+        finish them on another stream; if it died, the reaper takes them back when the leases run out),
+        except those it gave back with a pause. While the jobstore stops, the stream ends with UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UploadArtifact(self, request_iterator, context):
         """Store an artifact for a job the caller holds a lease on: first a header message, then chunks.
         """
@@ -408,6 +429,11 @@ def add_JobStoreServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseRequest.FromString,
                     response_serializer=docjobs_dot_v1_dot_jobstore__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'Work': grpc.stream_stream_rpc_method_handler(
+                    servicer.Work,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.WorkRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.WorkResponse.SerializeToString,
             ),
             'UploadArtifact': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadArtifact,
@@ -850,6 +876,33 @@ class JobStore:
             '/docjobs.v1.JobStore/Release',
             docjobs_dot_v1_dot_jobstore__pb2.ReleaseRequest.SerializeToString,
             docjobs_dot_v1_dot_jobstore__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Work(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/docjobs.v1.JobStore/Work',
+            docjobs_dot_v1_dot_jobstore__pb2.WorkRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.WorkResponse.FromString,
             options,
             channel_credentials,
             insecure,

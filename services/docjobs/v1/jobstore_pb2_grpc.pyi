@@ -100,6 +100,18 @@ class JobStoreStub:
     retryable and error_code = code would), so a job that itself brings its sandbox down cannot go
     round forever.
     """
+    Work: _grpc.StreamStreamMultiCallable[_jobstore_pb2.WorkRequest, _jobstore_pb2.WorkResponse]
+    """A worker's session: one long-lived stream that carries what Claim, Heartbeat, Complete,
+    CompleteWithArtifact, Fail and Release carry, as messages (see WorkRequest). The worker grants credit
+    (its free slots); the jobstore pushes claimed jobs within it, in the order Claim takes them, as soon as
+    they are due (woken as a waiting Claim is), and pushes a cancel for each job the stream holds as it is
+    cancelled. Every request with a request_id is answered by one WorkResponse with that id. A message that
+    is not valid (a bad field, credit past its bound, a second hello) ends the stream with INVALID_ARGUMENT
+    naming the field; an answer about one job (a stale lease, an unknown job) is that request's answer
+    and the stream goes on. When the stream ends, the jobs it held keep their leases (the worker may
+    finish them on another stream; if it died, the reaper takes them back when the leases run out),
+    except those it gave back with a pause. While the jobstore stops, the stream ends with UNAVAILABLE.
+    """
     UploadArtifact: _grpc.StreamUnaryMultiCallable[_jobstore_pb2.UploadArtifactRequest, _jobstore_pb2.Artifact]
     """Store an artifact for a job the caller holds a lease on: first a header message, then chunks."""
     CompleteWithArtifact: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.CompleteWithArtifactRequest, _jobstore_pb2.Job]
@@ -187,6 +199,18 @@ class JobStoreAsyncStub(JobStoreStub):
     job (Job.release_count); past 3, a release counts as a failed attempt after all (as Fail with
     retryable and error_code = code would), so a job that itself brings its sandbox down cannot go
     round forever.
+    """
+    Work: _aio.StreamStreamMultiCallable[_jobstore_pb2.WorkRequest, _jobstore_pb2.WorkResponse]  # type: ignore[assignment]
+    """A worker's session: one long-lived stream that carries what Claim, Heartbeat, Complete,
+    CompleteWithArtifact, Fail and Release carry, as messages (see WorkRequest). The worker grants credit
+    (its free slots); the jobstore pushes claimed jobs within it, in the order Claim takes them, as soon as
+    they are due (woken as a waiting Claim is), and pushes a cancel for each job the stream holds as it is
+    cancelled. Every request with a request_id is answered by one WorkResponse with that id. A message that
+    is not valid (a bad field, credit past its bound, a second hello) ends the stream with INVALID_ARGUMENT
+    naming the field; an answer about one job (a stale lease, an unknown job) is that request's answer
+    and the stream goes on. When the stream ends, the jobs it held keep their leases (the worker may
+    finish them on another stream; if it died, the reaper takes them back when the leases run out),
+    except those it gave back with a pause. While the jobstore stops, the stream ends with UNAVAILABLE.
     """
     UploadArtifact: _aio.StreamUnaryMultiCallable[_jobstore_pb2.UploadArtifactRequest, _jobstore_pb2.Artifact]  # type: ignore[assignment]
     """Store an artifact for a job the caller holds a lease on: first a header message, then chunks."""
@@ -362,6 +386,24 @@ class JobStoreServicer(metaclass=_abc_1.ABCMeta):
         job (Job.release_count); past 3, a release counts as a failed attempt after all (as Fail with
         retryable and error_code = code would), so a job that itself brings its sandbox down cannot go
         round forever.
+        """
+
+    @_abc_1.abstractmethod
+    def Work(
+        self,
+        request_iterator: _MaybeAsyncIterator[_jobstore_pb2.WorkRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobstore_pb2.WorkResponse], _abc.AsyncIterator[_jobstore_pb2.WorkResponse]]:
+        """A worker's session: one long-lived stream that carries what Claim, Heartbeat, Complete,
+        CompleteWithArtifact, Fail and Release carry, as messages (see WorkRequest). The worker grants credit
+        (its free slots); the jobstore pushes claimed jobs within it, in the order Claim takes them, as soon as
+        they are due (woken as a waiting Claim is), and pushes a cancel for each job the stream holds as it is
+        cancelled. Every request with a request_id is answered by one WorkResponse with that id. A message that
+        is not valid (a bad field, credit past its bound, a second hello) ends the stream with INVALID_ARGUMENT
+        naming the field; an answer about one job (a stale lease, an unknown job) is that request's answer
+        and the stream goes on. When the stream ends, the jobs it held keep their leases (the worker may
+        finish them on another stream; if it died, the reaper takes them back when the leases run out),
+        except those it gave back with a pause. While the jobstore stops, the stream ends with UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod
