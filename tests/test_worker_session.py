@@ -356,3 +356,20 @@ async def _write_many(call: Any, count: int) -> None:
     for i in range(count):
         await call.write(pb.WorkRequest(request_id=i + 1, heartbeat=pb.HeartbeatRequest(
             job_id=str(uuid.uuid4()), lease_token=str(uuid.uuid4()))))
+
+
+async def test_a_stopping_jobstore_ends_its_sessions_with_unavailable_even_without_credit(database_url) -> None:
+    store = await start_jobstore(jobstore_settings(database_url))
+    try:
+        idle = store.stub.Work(None)
+        await idle.write(hello())  # no credit: its push waits for some
+        await wait_until(lambda: store.server.sessions.open == 1)
+        stopping = asyncio.ensure_future(store.server.stop())
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for _ in idle:
+                pass
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "the jobstore is stopping" in ended.value.details()
+        await stopping
+    finally:
+        await store.channel.close()

@@ -149,6 +149,7 @@ class JobStoreServer:
         self.dispatcher.close_subscriptions()  # open Watch streams end now; their clients resume elsewhere
         self.store.shutting_down.set()
         self.claims.wake(None)
+        self.sessions.stopping()  # their pushes end, and their streams once what they asked is answered
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace_s)
         if self._metrics is not None:

@@ -55,7 +55,22 @@ class Sessions:
 
     def __init__(self) -> None:
         self._by_job: dict[str, set[WorkSession]] = {}
-        self.open = 0
+        self._open: set[WorkSession] = set()
+
+    @property
+    def open(self) -> int:
+        return len(self._open)
+
+    def opened(self, session: WorkSession) -> None:
+        self._open.add(session)
+
+    def closed(self, session: WorkSession) -> None:
+        self._open.discard(session)
+
+    def stopping(self) -> None:
+        """The jobstore stops: every session's push ends (one waiting for credit too), and its stream with it."""
+        for session in self._open:
+            session.wake()
 
     def hold(self, job_id: str, session: WorkSession) -> None:
         self._by_job.setdefault(job_id, set()).add(session)
@@ -121,7 +136,7 @@ class WorkSession:
     # --- the stream --------------------------------------------------------------------------------
 
     async def run(self, requests: AsyncIterator[Any]) -> AsyncGenerator[pb.WorkResponse, None]:
-        self.sessions.open += 1
+        self.sessions.opened(self)
         reader = asyncio.create_task(self._read(requests), name="work-session-read")
         try:
             while True:
@@ -138,7 +153,7 @@ class WorkSession:
                         if item.artifact:
                             self._artifact_slots.release()
         finally:
-            self.sessions.open -= 1
+            self.sessions.closed(self)
             reader.cancel()
             await self._stop_pushing()
             with contextlib.suppress(asyncio.CancelledError):
@@ -320,6 +335,9 @@ class WorkSession:
             self.held.add(job_id)
             self.sessions.hold(job_id, self)
 
+    def wake(self) -> None:
+        self._credit_added.set()
+
     def push_cancel(self, job_id: str) -> None:
         self.held.discard(job_id)
         self._outbox.put_nowait(_Answer(pb.WorkResponse(cancelled_job_id=job_id), slot=False))
@@ -361,9 +379,9 @@ class WorkSession:
     async def _push_jobs(self) -> None:
         failures = 0
         while True:
-            while self.credit <= 0:
+            while self.credit <= 0 and not self.store.shutting_down.is_set():
                 self._credit_added.clear()
-                await self._credit_added.wait()
+                await self._credit_added.wait()  # Sessions.stopping() sets it too
             # A busy worker frees its slots one at a time, and a claim statement per job would cost the
             # database more than the jobs do: below half the most credit the stream has held, the push
             # waits a moment for more (an idle worker's credit is whole, and is claimed at once).
