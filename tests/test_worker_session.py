@@ -373,3 +373,14 @@ async def test_a_stopping_jobstore_ends_its_sessions_with_unavailable_even_witho
         await stopping
     finally:
         await store.channel.close()
+
+
+async def test_a_session_without_the_shared_secret_is_refused(jobstore: RunningJobStore) -> None:
+    async with grpc.aio.insecure_channel(jobstore.address) as channel:
+        call = pb_grpc.JobStoreStub(channel).Work(None)
+        await call.write(hello(credit=5))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in call:
+                pass
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert jobstore.server.sessions.open == 0
