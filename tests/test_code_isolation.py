@@ -12,6 +12,7 @@ tries; a real code zygote runs the jobs (as root here, and as an ordinary user i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -276,7 +277,12 @@ async def test_a_job_runs_in_the_spare_box_built_before_it(box: Sandbox) -> None
     assert box.pid is not None
 
     def spares() -> set[int]:
-        return {p.pid for p in psutil.Process(box.pid).children(recursive=True) if p.name() == SPARE_NAME}
+        found = set()
+        for process in psutil.Process(box.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):  # a box that ended since it was listed
+                if process.name() == SPARE_NAME:
+                    found.add(process.pid)
+        return found
 
     waiting = await wait_until(lambda: found if len(found := spares()) == 2 else None, timeout=30)
     started = asyncio.Event()
@@ -298,7 +304,12 @@ LEAVES_A_PROCESS = "if os.fork() == 0:\n    time.sleep(600)\n"
 
 def job_processes(box: Sandbox) -> list[int]:
     assert box.pid is not None
-    return [p.pid for p in psutil.Process(box.pid).children(recursive=True) if p.name() == "docjobs job"]
+    found = []
+    for process in psutil.Process(box.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.name() == "docjobs job" and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process.pid)
+    return found
 
 
 async def test_a_job_that_said_done_is_ended_and_checked_at_once(box: Sandbox) -> None:
