@@ -274,6 +274,9 @@ BAD_STREAMS = {
     "a lease token that is no uuid": ([hello(), pb.WorkRequest(request_id=1, complete=pb.CompleteRequest(
         job_id=ANY_ID, lease_token="x"))], "complete.lease_token"),
     "a lease past its bound": ([hello(lease_ms=10**9)], "lease_ms"),
+    "a batch with a bad item": ([hello(), pb.WorkRequest(request_id=1, complete_many=pb.CompleteManyRequest(jobs=[
+        pb.CompleteRequest(job_id=ANY_ID, lease_token=ANY_ID), pb.CompleteRequest(job_id=ANY_ID, lease_token="x")]))],
+        "complete_many.jobs[1].lease_token"),
     "a pause keeping a bad id": ([hello(), pb.WorkRequest(request_id=1, pause=pb.WorkPause(keep_job_ids=["?"]))],
                                  "pause.keep_job_ids[0]"),
 }
@@ -384,3 +387,25 @@ async def test_a_session_without_the_shared_secret_is_refused(jobstore: RunningJ
                 pass
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert jobstore.server.sessions.open == 0
+
+
+async def test_completions_asked_together_go_as_one_message_each_answered_as_complete_would(stub) -> None:
+    user = new_user()
+    for _ in range(4):
+        await enqueue(stub, user_id=user)
+    held = Held()
+    work = session(stub, held)
+    try:
+        work.grant(4)
+        await wait_until(lambda: len(held.jobs) == 4)
+        first = held.jobs[0]
+        await work.complete(pb.CompleteRequest(job_id=first.job.id, lease_token=first.lease_token))
+        results = await asyncio.gather(*(work.complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+                                         for c in held.jobs), return_exceptions=True)
+        assert isinstance(results[0], SessionError) and results[0].code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert all(isinstance(r, pb.WorkAck) for r in results[1:]), results
+        for claimed in held.jobs:
+            job = await stub.GetJob(pb.GetJobRequest(job_id=claimed.job.id))
+            assert job.status == pb.JOB_STATUS_COMPLETED
+    finally:
+        await work.stop()

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_CREDIT = 1000  # what the jobstore allows granted and not yet pushed
 REQUEST_TIMEOUT_S = 10.0
+MAX_COMPLETIONS = 500  # items of one complete_many (as CompleteMany)
 
 
 class SessionError(grpc.aio.AioRpcError):
@@ -40,6 +41,11 @@ class SessionError(grpc.aio.AioRpcError):
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def _retrieved(future: asyncio.Future[pb.WorkAck]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _code(name: str) -> grpc.StatusCode:
@@ -71,6 +77,7 @@ class WorkSession:
         self._write_lock = asyncio.Lock()
         self._credit_tasks: set[asyncio.Future[None]] = set()
         self._credit_flush = False  # a credit message is on its way to the write lock
+        self._completions: list[tuple[pb.CompleteRequest, asyncio.Future[pb.WorkAck]]] = []
         self.connects = 0
 
     def start(self) -> None:
@@ -129,7 +136,49 @@ class WorkSession:
         return await self._request(pb.WorkRequest(heartbeat=request), timeout)
 
     async def complete(self, request: pb.CompleteRequest, timeout: float = REQUEST_TIMEOUT_S) -> pb.WorkAck:
-        return await self._request(pb.WorkRequest(complete=request), timeout)
+        """Completions asked for in one turn of the event loop go as one message (complete_many) with one
+        answer: a busy worker's per-message cost is paid once per batch, not per job."""
+        future: asyncio.Future[pb.WorkAck] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieved)  # its caller may have given up waiting (a timeout)
+        self._completions.append((request, future))
+        if len(self._completions) == 1:
+            asyncio.get_running_loop().call_soon(self._send_completions, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            raise SessionError(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout:g} s") from None
+
+    def _send_completions(self, timeout: float) -> None:
+        batch, self._completions = self._completions[:MAX_COMPLETIONS], self._completions[MAX_COMPLETIONS:]
+        if self._completions:
+            asyncio.get_running_loop().call_soon(self._send_completions, timeout)
+        task = asyncio.ensure_future(self._complete_batch(batch, timeout))
+        self._credit_tasks.add(task)
+        task.add_done_callback(self._credit_tasks.discard)
+
+    async def _complete_batch(self, batch: list[tuple[pb.CompleteRequest, asyncio.Future[pb.WorkAck]]],
+                              timeout: float) -> None:
+        try:
+            if len(batch) == 1:
+                acks = [await self._request(pb.WorkRequest(complete=batch[0][0]), timeout)]
+            else:
+                ack = await self._request(pb.WorkRequest(complete_many=pb.CompleteManyRequest(
+                    jobs=[request for request, _ in batch])), timeout)
+                acks = [pb.WorkAck(code="" if o.completed else o.error_code, message=o.error_message)
+                        for o in ack.outcomes]
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), ack in zip(batch, acks, strict=True):
+            if future.done():
+                continue
+            if ack.code:
+                future.set_exception(SessionError(_code(ack.code), ack.message))
+            else:
+                future.set_result(ack)
 
     async def complete_with_artifact(self, request: pb.CompleteWithArtifactRequest,
                                      timeout: float = REQUEST_TIMEOUT_S) -> pb.WorkAck:

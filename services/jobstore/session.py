@@ -46,7 +46,6 @@ MAX_ARTIFACTS_IN_FLIGHT = 4  # of those, complete_with_artifact (up to 4 MiB eac
 MAX_REQUEST_ID = 2**53  # what a JSON number holds exactly
 GATHER_S = 0.005  # how long a push waits for credit to gather (see _push_jobs)
 CLAIM_WAIT_S = 30.0  # one long wait of the push task; it waits again after (as a worker's next Claim would)
-ANSWERED = ("heartbeat", "complete", "complete_with_artifact", "fail", "release", "pause")
 StatusFor = Callable[[BaseException], "tuple[grpc.StatusCode, str] | None"]
 
 
@@ -249,11 +248,12 @@ class WorkSession:
             return
         call = self._handler(kind, getattr(request, kind))  # validated here: a bad field ends the stream
         artifact = kind == "complete_with_artifact"
+        job_id = "" if kind == "complete_many" else getattr(request, kind).job_id
         await self._slots.acquire()
         if artifact:
             await self._artifact_slots.acquire()
         self._pending_ids.add(request_id)
-        task = asyncio.create_task(self._answer(request_id, kind, getattr(request, kind).job_id, call, artifact))
+        task = asyncio.create_task(self._answer(request_id, kind, job_id, call, artifact))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
         self._add_credit(request.credit)
@@ -282,6 +282,27 @@ class WorkSession:
                     await store.complete(*done)
                     return pb.WorkAck()
                 return complete
+            if kind == "complete_many":
+                items = validation.complete_many(message)
+                job_ids = [item.job_id for item in message.jobs]
+
+                async def complete_many() -> pb.WorkAck:
+                    # As CompleteMany: the completer gathers them (and those of other streams) into one statement.
+                    results = await asyncio.gather(*(store.complete(*item) for item in items),
+                                                   return_exceptions=True)
+                    ack = pb.WorkAck()
+                    for job_id, result in zip(job_ids, results, strict=True):
+                        if isinstance(result, BaseException):
+                            mapped = self.status_for(result)
+                            if mapped is None or mapped[0] == grpc.StatusCode.UNAVAILABLE:
+                                raise result  # unexpected, or the database is away: the whole request
+                            ack.outcomes.add(job_id=job_id, completed=False, error_code=mapped[0].name,
+                                             error_message=mapped[1])
+                        else:
+                            ack.outcomes.add(job_id=job_id, completed=True)
+                        self._drop(job_id)
+                    return ack
+                return complete_many
             if kind == "complete_with_artifact":
                 small = validation.complete_with_artifact(message)
 
@@ -325,10 +346,15 @@ class WorkSession:
             finished = mapped[0] in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
         finally:
             self._pending_ids.discard(request_id)
-        if finished and job_id in self.held:  # the worker holds the job no more: no cancel for it
+        if finished:
+            self._drop(job_id)
+        self._outbox.put_nowait(_Answer(pb.WorkResponse(request_id=request_id, ack=ack), artifact=artifact))
+
+    def _drop(self, job_id: str) -> None:
+        """The worker holds the job no more: no cancel for it."""
+        if job_id in self.held:
             self.held.discard(job_id)
             self.sessions.drop(job_id, self)
-        self._outbox.put_nowait(_Answer(pb.WorkResponse(request_id=request_id, ack=ack), artifact=artifact))
 
     def _hold(self, job_id: str) -> None:
         if job_id not in self.held:

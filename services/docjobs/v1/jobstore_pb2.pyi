@@ -691,7 +691,7 @@ class JobWebhook(_message.Message):
     def __init__(self, url: _Optional[str] = ..., deliveries: _Optional[_Iterable[_Union[JobWebhookDelivery, _Mapping]]] = ...) -> None: ...
 
 class WorkRequest(_message.Message):
-    __slots__ = ("request_id", "credit", "hello", "heartbeat", "complete", "complete_with_artifact", "fail", "release", "pause")
+    __slots__ = ("request_id", "credit", "hello", "heartbeat", "complete", "complete_with_artifact", "fail", "release", "pause", "complete_many")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -701,6 +701,7 @@ class WorkRequest(_message.Message):
     FAIL_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     PAUSE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_MANY_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     credit: int
     hello: WorkHello
@@ -710,7 +711,8 @@ class WorkRequest(_message.Message):
     fail: FailRequest
     release: ReleaseRequest
     pause: WorkPause
-    def __init__(self, request_id: _Optional[int] = ..., credit: _Optional[int] = ..., hello: _Optional[_Union[WorkHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., complete: _Optional[_Union[CompleteRequest, _Mapping]] = ..., complete_with_artifact: _Optional[_Union[CompleteWithArtifactRequest, _Mapping]] = ..., fail: _Optional[_Union[FailRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., pause: _Optional[_Union[WorkPause, _Mapping]] = ...) -> None: ...
+    complete_many: CompleteManyRequest
+    def __init__(self, request_id: _Optional[int] = ..., credit: _Optional[int] = ..., hello: _Optional[_Union[WorkHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., complete: _Optional[_Union[CompleteRequest, _Mapping]] = ..., complete_with_artifact: _Optional[_Union[CompleteWithArtifactRequest, _Mapping]] = ..., fail: _Optional[_Union[FailRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., pause: _Optional[_Union[WorkPause, _Mapping]] = ..., complete_many: _Optional[_Union[CompleteManyRequest, _Mapping]] = ...) -> None: ...
 
 class WorkHello(_message.Message):
     __slots__ = ("worker_id", "job_types", "lease_ms")
@@ -747,7 +749,7 @@ class WorkJobs(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[ClaimedJob, _Mapping]]] = ...) -> None: ...
 
 class WorkAck(_message.Message):
-    __slots__ = ("code", "message", "lease_expires_at", "cancelled", "will_retry", "retry_at", "attempt_counted", "released_job_ids")
+    __slots__ = ("code", "message", "lease_expires_at", "cancelled", "will_retry", "retry_at", "attempt_counted", "released_job_ids", "outcomes")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
@@ -756,6 +758,7 @@ class WorkAck(_message.Message):
     RETRY_AT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_COUNTED_FIELD_NUMBER: _ClassVar[int]
     RELEASED_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     code: str
     message: str
     lease_expires_at: _timestamp_pb2.Timestamp
@@ -764,4 +767,5 @@ class WorkAck(_message.Message):
     retry_at: _timestamp_pb2.Timestamp
     attempt_counted: bool
     released_job_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled: _Optional[bool] = ..., will_retry: _Optional[bool] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_counted: _Optional[bool] = ..., released_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    outcomes: _containers.RepeatedCompositeFieldContainer[CompleteOutcome]
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled: _Optional[bool] = ..., will_retry: _Optional[bool] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_counted: _Optional[bool] = ..., released_job_ids: _Optional[_Iterable[str]] = ..., outcomes: _Optional[_Iterable[_Union[CompleteOutcome, _Mapping]]] = ...) -> None: ...
