@@ -1032,6 +1032,9 @@ def main() -> None:
         except BoxError as exc:
             refuse(str(exc))
     warm()
+    from ..spec import calc
+
+    calc.warm()  # the formula engine, for spec workers only (the code zygote's warm() leaves it out)
     # Everything imported so far is shared with the children copy-on-write; without this, the first
     # full garbage collection in a child touches every object and copies every page (~70 ms).
     gc.freeze()

@@ -34,23 +34,42 @@ from xml.sax.saxutils import escape
 from openpyxl.utils import column_index_from_string, get_column_letter
 
 MAX_WARNINGS = 30
-# The engine takes about half a millisecond a formula, the arithmetic path tens of microseconds: a
-# workbook's formulas are computed up to these bounds, well inside the render's CPU limit (30 s).
+# The engine takes 0.5-1 ms a formula (more over long ranges), the arithmetic path tens of microseconds:
+# a workbook's formulas are computed up to these bounds, well inside a spec render's limits (240 s of CPU).
 MAX_FORMULAS = 100_000
-BUDGET_S = 8.0
+BUDGET_S = 30.0
 EXCEL_EPOCH = datetime(1899, 12, 30)
 
-# A cell or range reference, optionally on another sheet; outside string literals (see _refs).
-_REF = re.compile(r"(?<![\w.])((?:'(?:[^']|'')+'|[A-Za-z_][\w.]*)!)?"
-                  r"(\$?[A-Za-z]{1,3}\$?\d+(?::\$?[A-Za-z]{1,3}\$?\d+)?)(?![\w(!])")
+# A cell or range reference (B2, B2:D9, whole columns B:D, whole rows 2:9), optionally on another sheet;
+# outside string literals.
+_REF = re.compile(r"(?<![\w.$])((?:'(?:[^']|'')+'|[A-Za-z_][\w.]*)!)?"
+                  r"(\$?[A-Za-z]{1,3}\$?\d+(?::\$?[A-Za-z]{1,3}\$?\d+)?|\$?[A-Za-z]{1,3}:\$?[A-Za-z]{1,3}"
+                  r"|\$?\d+:\$?\d+)(?![\w(!])")
 _STRING = re.compile(r'"(?:[^"]|"")*"')
 _CELL = re.compile(r"(\$?)([A-Za-z]{1,3})(\$?)(\d+)")
+_COLUMN = re.compile(r"(\$?)([A-Za-z]{1,3})")
+_ROW = re.compile(r"(\$?)(\d+)")
+MAX_ROW, MAX_COLUMN = 1_048_576, 16_384  # Excel's sheet
+MAX_NESTING = 64  # Excel's own limit on nested functions
+MAX_CELLS = 1_000_000  # cells one formula reads (its ranges cut to the sheet's cells), all its ranges together
+# Functions whose value depends on a range's size, not only on its cells: a range beyond the sheet's cells
+# (a whole column) is cut to the cells the sheet has, so these would be wrong over one.
+_SIZE_FUNCTIONS = re.compile(r"(?<![\w.])(ROWS|COLUMNS|ROW|COLUMN|COUNTBLANK)\s*\(", re.IGNORECASE)
 
 Key = tuple[int, int, int]  # sheet index, row, column (1-based, as Excel's)
 
 
 class _Unsupported(Exception):
-    pass
+    """A formula that is not computed here (a function the engine lacks)."""
+
+    code = "formula_unsupported"
+
+
+class _Invalid(_Unsupported):
+    """A formula that is wrong in itself (a circular reference, a sheet that does not exist): no
+    spreadsheet program computes it."""
+
+    code = "formula_error"
 
 
 @dataclass
@@ -108,17 +127,31 @@ class Result:
     warnings: list[dict[str, str]]
 
 
+def warm() -> None:
+    """Load the engine and its function tables (1.5-2 s of CPU, most of it scipy): the spec zygote does it
+    once, so that no spec worker forked from it pays for it in a job."""
+    import formulas
+
+    _silence()
+    formulas.Parser().ast('=IF(A1>0,SUMIF(B1:B2,">0"),TEXT(A1,"0"))')[1].compile()
+
+
+def _silence() -> None:
+    logging.getLogger("formulas").setLevel(logging.CRITICAL)
+    logging.getLogger("schedula").setLevel(logging.CRITICAL)
+
+
 def compute(book: Workbook) -> Result:
     """Every formula's value, evaluated in dependency order (iteratively: a running total down
     10,000 rows is no recursion 10,000 deep)."""
     if not book.formulas:
         return Result({}, set(), [])
-    logging.getLogger("formulas").setLevel(logging.CRITICAL)
-    logging.getLogger("schedula").setLevel(logging.CRITICAL)
+    _silence()
     engine = _Engine(book)
-    deadline = time.process_time() + BUDGET_S  # CPU time: the same bound on a busy machine
+    started = time.process_time()  # CPU time: the same bound on a busy machine
     for n, key in enumerate(book.formulas):
-        if n >= MAX_FORMULAS or time.process_time() > deadline:
+        # The engine's first load in a process (when the zygote did not do it) is not the workbook's cost.
+        if n >= MAX_FORMULAS or time.process_time() - engine.loading_s - started > BUDGET_S:
             left = len(book.formulas) - len(engine.done) - len(engine.failed)
             engine.warnings.append({"code": "formula_unsupported", "where": book.formulas[key][1], "message": (
                 f"{left} formula cells from here on were not computed (at most {MAX_FORMULAS} formulas or "
@@ -128,30 +161,42 @@ def compute(book: Workbook) -> Result:
     return Result(engine.done, engine.errors, engine.warnings)
 
 
+Ref = tuple[int, int, int, int, int]  # sheet, first row, first column, last row, last column
+
+
 class _Engine:
     def __init__(self, book: Workbook) -> None:
         self.book = book
         self._parser: Any = None
+        self.loading_s = 0.0
         self.sheet_index = {name.upper(): i for i, name in enumerate(book.names)}
         self.done: dict[Key, Any] = {}
-        self.failed: set[Key] = set()
+        self.failed: dict[Key, str] = {}  # each cell not computed, and its warning's code
         self.errors: set[Key] = set()
         self.warnings: list[dict[str, str]] = []
         self.compiled: dict[str, _Compiled | None] = {}
         self.arithmetic: dict[str, Any] = {}
-        self.parsed: dict[Key, tuple[list[tuple[int, int, int, int, int]], str]] = {}
+        self.parsed: dict[Key, tuple[list[Ref], str, str]] = {}
+        # Ranges whose formula cells are all computed, and their values: a column of =B2/SUM($B$2:$B$999)
+        # reads the range once, not once a formula.
+        self.settled: set[Ref] = set()
+        self.range_values: dict[tuple[Ref, bool], Any] = {}
 
     # --- references ---
 
-    def _parse(self, formula: str, key: Key) -> tuple[list[tuple[int, int, int, int, int]], str]:
+    def _parse(self, formula: str, key: Key) -> tuple[list[Ref], str, str]:
         """The formula's references in order, each (sheet, first row, first column, last row, last
-        column), and its shape: the formula with its relative references as offsets from its cell, so one
-        compiled function serves a whole column of `=B2*C2`, `=B3*C3`, ..."""
+        column); its shape: the formula with its relative references as offsets from its cell, so one
+        compiled function serves a whole column of `=B2*C2`, `=B3*C3`, ...; and the formula as the engine
+        reads it, each reference past the sheet's cells cut to them."""
         if (known := self.parsed.get(key)) is not None:
             return known
-        refs = []
+        refs: list[Ref] = []
+        clipped = False
+        engine_refs: list[str] = []
 
         def reference(match: re.Match[str]) -> str:
+            nonlocal clipped
             sheet_name, area = match.group(1), match.group(2)
             sheet = key[0]
             if sheet_name:
@@ -159,26 +204,43 @@ class _Engine:
                 if name.startswith("'"):
                     name = name[1:-1].replace("''", "'")
                 if name.upper() not in self.sheet_index:
-                    raise _Unsupported(f"sheet {name!r} does not exist")
+                    raise _Invalid(f"the sheet {name!r} does not exist")
                 sheet = self.sheet_index[name.upper()]
-            first, _, last = area.partition(":")
-            (r1, c1, shape1), (r2, c2, shape2) = _cell(first, key), _cell(last or first, key)
-            refs.append((sheet, min(r1, r2), min(c1, c2), max(r1, r2), max(c1, c2)))
-            return f"{sheet}!{shape1}:{shape2}"
+            r1, c1, r2, c2, shape = _area(area, key)
+            # Past the sheet's last row and column every cell is empty: a whole column (B:B) or a range as
+            # large as the sheet (A1:XFD1048576) is read as far as the sheet has cells.
+            last_row, last_column = self.book.sizes[sheet]
+            cut = (max(r1, min(r2, last_row)), max(c1, min(c2, last_column)))
+            refs.append((sheet, r1, c1, *cut))
+            if cut == (r2, c2) and _CELL.match(area):
+                engine_refs.append(match.group(0))
+                return f"{sheet}!{shape}"
+            clipped = True
+            engine_refs.append(f"{sheet_name or ''}{get_column_letter(c1)}{r1}:{get_column_letter(cut[1])}{cut[0]}")
+            return f"{sheet}!R{r1}C{c1}:R{cut[0]}C{cut[1]}"
 
         strings: list[str] = []
 
         def keep(match: re.Match[str]) -> str:
             strings.append(match.group())
             return f"\0{len(strings) - 1}\0"
-        shaped = _REF.sub(reference, _STRING.sub(keep, formula))
-        if strings:
-            shaped = re.sub("\0(\\d+)\0", lambda m: strings[int(m.group(1))], shaped)
-        self.parsed[key] = (refs, shaped)
-        return refs, shaped
+        masked = _STRING.sub(keep, formula)
+        depth = _nesting(masked)
+        if depth > MAX_NESTING:
+            raise _Invalid(f"it is nested {depth} levels deep, and Excel takes at most {MAX_NESTING}")
+        shaped = _REF.sub(reference, masked)
+        if clipped and _SIZE_FUNCTIONS.search(masked):
+            raise _Unsupported("a range beyond the sheet's cells (a whole column or row) where its size counts")
+        parts = iter(engine_refs)
+        engine = _REF.sub(lambda _: next(parts), masked) if clipped else masked
+
+        def unmask(text: str) -> str:
+            return re.sub("\0(\\d+)\0", lambda m: strings[int(m.group(1))], text) if strings else text
+        self.parsed[key] = (refs, unmask(shaped), unmask(engine))
+        return self.parsed[key]
 
     def _compile(self, formula: str, key: Key) -> _Compiled:
-        shape = self._parse(formula, key)[1]
+        _, shape, formula = self._parse(formula, key)
         if shape in self.compiled:
             cached = self.compiled[shape]
             if cached is None:
@@ -186,16 +248,13 @@ class _Engine:
             return cached
         try:
             if self._parser is None:
-                try:
-                    import formulas
-                except ImportError:
-                    raise _Unsupported("only arithmetic, SUM, AVERAGE, MIN, MAX, COUNT, ROUND and ABS are "
-                                       "computed here") from None
+                loading = time.process_time()
+                import formulas
+
                 self._parser = formulas.Parser()
+                self._parser.ast("=IF(1,2,3)")[1].compile()  # loads the function tables
+                self.loading_s = time.process_time() - loading
             function = self._parser.ast("=" + formula)[1].compile()
-        except _Unsupported:
-            self.compiled[shape] = None
-            raise
         except Exception as exc:
             self.compiled[shape] = None
             raise _Unsupported(f"the formula cannot be read ({_short(exc)})") from None
@@ -204,6 +263,7 @@ class _Engine:
         for name in function.inputs:
             normal = _normal(name)
             if normal not in names:
+                self.compiled[shape] = None
                 raise _Unsupported(f"the reference {name} is not supported")
             inputs.append(names.index(normal))
         compiled = _Compiled(function, inputs)
@@ -214,37 +274,54 @@ class _Engine:
 
     def _value(self, key: Key) -> Any:
         if key in self.book.formulas:
-            if key in self.failed:
-                return None
             return self.done.get(key)
         value = self.book.values.get(key)
         return _empty() if value is None else value
 
-    def _input(self, ref: tuple[int, int, int, int, int], engine: bool = False) -> Any:
+    def _input(self, ref: Ref, engine: bool = False) -> Any:
         """A reference's value: a cell's, or a range's values (a numpy array for the engine, a list for the
-        arithmetic path, which imports no numpy: a process that forks after importing numpy has OpenBLAS's
-        threads rebuilt in every child, and code jobs are forked from a process that rendered a sample)."""
+        arithmetic path, which needs no numpy)."""
         sheet, r1, c1, r2, c2 = ref
         if (r1, c1) == (r2, c2):
             value = self._value((sheet, r1, c1))
             return _engine_empty() if engine and value is _EMPTY_CELL else value
+        if (cached := self.range_values.get((ref, engine))) is not None:
+            return cached
         rows = [[self._value((sheet, r, c)) for c in range(c1, c2 + 1)] for r in range(r1, r2 + 1)]
         if not engine:
-            return _Range([v for row in rows for v in row])
-        import numpy as np
+            value = _Range([v for row in rows for v in row])
+        else:
+            import numpy as np
 
-        return np.array([[_engine_empty() if v is _EMPTY_CELL else v for v in row] for row in rows], dtype=object)
+            empty = _engine_empty()
+            value = np.array([[empty if v is _EMPTY_CELL else v for v in row] for row in rows], dtype=object)
+        if ref in self.settled:
+            self.range_values[(ref, engine)] = value
+        return value
 
-    def _deps(self, refs: list[tuple[int, int, int, int, int]]) -> list[Key]:
+    def _deps(self, refs: list[Ref]) -> list[Key]:
+        """The formula cells the references take that are still to be computed; raises if one could not be."""
+        if sum((r2 - r1 + 1) * (c2 - c1 + 1) for _, r1, c1, r2, c2 in refs) > MAX_CELLS:
+            raise _Unsupported(f"it reads more than {MAX_CELLS:,} cells")
         deps = []
-        for sheet, r1, c1, r2, c2 in refs:
-            if (r2 - r1 + 1) * (c2 - c1 + 1) > 1_000_000:
-                raise _Unsupported("a range of more than a million cells")
+        for ref in refs:
+            if ref in self.settled:
+                continue
+            sheet, r1, c1, r2, c2 = ref
+            pending = []
+            formulas = self.book.formulas
             for r in range(r1, r2 + 1):
                 for c in range(c1, c2 + 1):
-                    if (sheet, r, c) in self.book.formulas and (sheet, r, c) not in self.done \
-                            and (sheet, r, c) not in self.failed:
-                        deps.append((sheet, r, c))
+                    cell = (sheet, r, c)
+                    if cell in formulas and cell not in self.done:
+                        if cell in self.failed:
+                            raise (_Invalid if self.failed[cell] == _Invalid.code else _Unsupported)(
+                                f"it takes {self._cell_name(cell)[:-1]}, which has no value")
+                        pending.append(cell)
+            if pending:
+                deps.extend(pending)
+            else:
+                self.settled.add(ref)
         return deps
 
     def evaluate(self, start: Key) -> None:
@@ -261,19 +338,20 @@ class _Engine:
                 refs = self._parse(formula, key)[0]
                 pending = self._deps(refs)
             except _Unsupported as exc:
-                self._fail(key, where, str(exc))
+                self._fail(key, where, str(exc), exc.code)
                 continue
             if not pending:
                 stack.pop()
                 on_stack.discard(key)
                 self._run(key, formula, where, refs)
             elif key in on_stack or any(dep in on_stack or dep == key for dep in pending):
-                self._fail(key, where, "a circular reference")
+                self._fail(key, where, "a circular reference: it takes its own value, through the cells it "
+                                       "refers to", _Invalid.code)
             else:
                 on_stack.add(key)
                 stack.extend(pending)
 
-    def _run(self, key: Key, formula: str, where: str, refs: list[tuple[int, int, int, int, int]]) -> None:
+    def _run(self, key: Key, formula: str, where: str, refs: list[Ref]) -> None:
         shape = self._parse(formula, key)[1]
         arithmetic = self.arithmetic.get(shape, _UNSEEN)
         if arithmetic is _UNSEEN:
@@ -283,13 +361,13 @@ class _Engine:
             self.done[key] = value
             if isinstance(value, str) and value in _ERROR_TEXTS:
                 self.errors.add(key)
-                self._warn("formula_error", where, f"{self._cell_name(key)} ={formula} computes to {value}")
+                self._warn("formula_error", where, f"{self._cell_name(key)} ={_shown(formula)} computes to {value}")
             return
         try:
             compiled = self._compile(formula, key)
             value = compiled.function(*(self._input(refs[i], engine=True) for i in compiled.inputs))
         except _Unsupported as exc:
-            self._fail(key, where, str(exc))
+            self._fail(key, where, str(exc), exc.code)
             return
         except Exception as exc:
             self._fail(key, where, _short(exc))
@@ -300,14 +378,14 @@ class _Engine:
         if isinstance(value, XlError):
             self.done[key] = str(value)
             self.errors.add(key)
-            self._warn("formula_error", where, f"{self._cell_name(key)} ={formula} computes to {value}")
+            self._warn("formula_error", where, f"{self._cell_name(key)} ={_shown(formula)} computes to {value}")
             return
         self.done[key] = value
 
-    def _fail(self, key: Key, where: str, why: str) -> None:
-        self.failed.add(key)
-        self._warn("formula_unsupported", where, f"{self._cell_name(key)} ={self.book.formulas[key][0]} was not "
-                                                 f"computed ({why}): the file holds no value for it")
+    def _fail(self, key: Key, where: str, why: str, code: str = _Unsupported.code) -> None:
+        self.failed[key] = code
+        self._warn(code, where, f"{self._cell_name(key)} ={_shown(self.book.formulas[key][0])} was not computed "
+                                f"({why}): the file holds no value for it")
 
     def _cell_name(self, key: Key) -> str:
         return f"cell {get_column_letter(key[2])}{key[1]} of sheet {self.book.names[key[0]]!r}:"
@@ -315,6 +393,23 @@ class _Engine:
     def _warn(self, code: str, where: str, message: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append({"code": code, "message": message[:300], "where": where})
+
+
+def _shown(formula: str) -> str:
+    """A formula as a warning quotes it: its start, when it is long."""
+    return formula if len(formula) <= 80 else formula[:77] + "..."
+
+
+def _nesting(masked: str) -> int:
+    """How deep the formula's parentheses go (its string literals masked)."""
+    depth = deepest = 0
+    for char in masked:
+        if char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
 
 
 _UNSEEN = object()
@@ -383,7 +478,7 @@ def _arithmetic(formula: str) -> Any:
             at += 1
     try:
         tree = ast.parse("".join(out), mode="eval")
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError):  # a chain of thousands of terms: the engine's then
         return None
     allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Subscript, ast.Load,
                ast.Call, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd)
@@ -394,7 +489,10 @@ def _arithmetic(formula: str) -> Any:
             return None
         if isinstance(node, ast.Call) and (node.keywords or not isinstance(node.func, ast.Name)):
             return None
-    return compile(tree, "<formula>", "eval")
+    try:
+        return compile(tree, "<formula>", "eval")
+    except (RecursionError, MemoryError):
+        return None
 
 
 class _Error(Exception):
@@ -495,6 +593,33 @@ def _run_arithmetic(code: Any, inputs: list[Any]) -> Any:
     return float(result)
 
 
+def _area(text: str, at: Key) -> tuple[int, int, int, int, str]:
+    """A reference's first and last row and column, and its shape relative to the cell at `at` (a whole
+    column spans every row of the sheet, a whole row every column)."""
+    first, _, last = text.partition(":")
+    last = last or first
+    if _CELL.fullmatch(first):
+        (r1, c1, shape1), (r2, c2, shape2) = _cell(first, at), _cell(last, at)
+    elif (m1 := _COLUMN.fullmatch(first)) and (m2 := _COLUMN.fullmatch(last)):
+        c1, shape1 = _axis(m1, at[2], "C", column_index_from_string)
+        c2, shape2 = _axis(m2, at[2], "C", column_index_from_string)
+        r1, r2 = 1, MAX_ROW
+    elif (m1 := _ROW.fullmatch(first)) and (m2 := _ROW.fullmatch(last)):
+        r1, shape1 = _axis(m1, at[1], "R", int)
+        r2, shape2 = _axis(m2, at[1], "R", int)
+        c1, c2 = 1, MAX_COLUMN
+    else:
+        raise _Unsupported(f"the reference {text} is not supported")
+    if not (1 <= min(r1, r2) and max(r1, r2) <= MAX_ROW and 1 <= min(c1, c2) and max(c1, c2) <= MAX_COLUMN):
+        raise _Invalid(f"the reference {text} is outside the sheet")
+    return min(r1, r2), min(c1, c2), max(r1, r2), max(c1, c2), f"{shape1}:{shape2}"
+
+
+def _axis(match: re.Match[str], at: int, letter: str, number: Callable[[str], int]) -> tuple[int, str]:
+    value = number(match.group(2).upper())
+    return value, f"{letter}{value}" if match.group(1) else f"{letter}[{value - at}]"
+
+
 def _cell(text: str, at: Key) -> tuple[int, int, str]:
     """A cell reference's row and column, and its shape relative to the cell at `at`."""
     m = _CELL.fullmatch(text)
@@ -580,6 +705,45 @@ def _fill(xml: str, values: dict[str, Any], errors: set[Key]) -> str:
         type_attr = "" if kind == "n" else f' t="{kind}"'
         return f'<c r="{ref}"{attrs}{type_attr}><f>{formula}</f><v>{text}</v></c>'
     return _FORMULA_CELL.sub(cell, xml)
+
+
+# Functions newer than the file format's first edition: a file stores each with its `_xlfn.` prefix, or
+# Excel and LibreOffice read an unknown name (#NAME?) when they recalculate it. (FILTER and SORT: below.)
+_NEWER = frozenset("""
+ACOT ACOTH ARABIC ARRAYTOTEXT BETA.DIST BETA.INV BINOM.DIST BINOM.DIST.RANGE BINOM.INV BITAND BITLSHIFT BITOR
+BITRSHIFT BITXOR BYCOL BYROW CEILING.MATH CEILING.PRECISE CHISQ.DIST CHISQ.DIST.RT CHISQ.INV CHISQ.INV.RT
+CHISQ.TEST CHOOSECOLS CHOOSEROWS CONCAT CONFIDENCE.NORM CONFIDENCE.T COT COTH COVARIANCE.P COVARIANCE.S CSC
+CSCH DAYS DECIMAL DROP ERF.PRECISE ERFC.PRECISE EXPAND EXPON.DIST F.DIST F.DIST.RT F.INV F.INV.RT F.TEST
+FLOOR.MATH FLOOR.PRECISE FORECAST.ETS FORECAST.ETS.CONFINT FORECAST.ETS.SEASONALITY FORECAST.ETS.STAT
+FORECAST.LINEAR GAMMA GAMMA.DIST GAMMA.INV GAMMALN.PRECISE GAUSS GROUPBY HSTACK HYPGEOM.DIST IFNA IFS IMCOSH
+IMCOT IMCSC IMCSCH IMSEC IMSECH IMSINH IMTAN ISFORMULA ISOWEEKNUM LAMBDA LET LOGNORM.DIST LOGNORM.INV
+MAKEARRAY MAP MAXIFS MINIFS MODE.MULT MODE.SNGL MUNIT NEGBINOM.DIST NORM.DIST NORM.INV NORM.S.DIST NORM.S.INV
+NUMBERVALUE PDURATION PERCENTILE.EXC PERCENTILE.INC PERCENTOF PERCENTRANK.EXC PERCENTRANK.INC PERMUTATIONA PHI
+PIVOTBY POISSON.DIST QUARTILE.EXC QUARTILE.INC RANDARRAY RANK.AVG RANK.EQ REDUCE REGEXEXTRACT REGEXREPLACE
+REGEXTEST RRI SCAN SEC SECH SEQUENCE SINGLE SKEW.P SORTBY STDEV.P STDEV.S SWITCH T.DIST T.DIST.2T T.DIST.RT
+T.INV T.INV.2T T.TEST TAKE TEXTAFTER TEXTBEFORE TEXTJOIN TEXTSPLIT TOCOL TOROW TRIMRANGE UNICHAR UNICODE
+UNIQUE VALUETOTEXT VAR.P VAR.S VSTACK WEIBULL.DIST WRAPCOLS WRAPROWS XLOOKUP XMATCH XOR Z.TEST
+""".split())
+_NEWER_WORKSHEET = frozenset({"FILTER", "SORT"})  # `_xlfn._xlws.`
+_FUNCTION = re.compile(r"(?<![\w.])([A-Za-z][\w.]*)(?=\s*\()")
+
+
+def excel_formula(formula: str) -> str:
+    """A spec's formula as the file stores it: with its "=", and each newer function prefixed."""
+    text = formula[1:] if formula.startswith("=") else formula
+    strings: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        strings.append(match.group())
+        return f"\0{len(strings) - 1}\0"
+
+    def prefix(match: re.Match[str]) -> str:
+        name = match.group(1).upper()
+        if name in _NEWER:
+            return "_xlfn." + match.group(1)
+        return "_xlfn._xlws." + match.group(1) if name in _NEWER_WORKSHEET else match.group(1)
+    stored = _FUNCTION.sub(prefix, _STRING.sub(keep, text))
+    return "=" + re.sub("\0(\\d+)\0", lambda m: strings[int(m.group(1))], stored)
 
 
 _ERROR_TEXTS = {"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A"}

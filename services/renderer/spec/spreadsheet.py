@@ -182,8 +182,7 @@ def _number_format(column: dict[str, Any]) -> str | None:
 
 def _set_value(cell: Any, value: Any, kind: str | None, where: str) -> None:
     if isinstance(value, dict):
-        formula = value["formula"]
-        cell.value = formula if formula.startswith("=") else "=" + formula
+        cell.value = calc.excel_formula(value["formula"])
         return
     if isinstance(value, str) and kind in ("date", "datetime") and value:
         try:
