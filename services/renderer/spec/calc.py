@@ -3,18 +3,18 @@
 openpyxl writes a formula without its value, so any reader of cached values (pandas, openpyxl's
 `data_only`, quick-look viewers, mail previews, our own preview) would see empty cells until Excel
 recalculates. Here the spec's formulas are computed over its own values: plain arithmetic and SUM,
-AVERAGE, MIN, MAX, COUNT, ROUND and ABS by the renderer itself, any other formula by the `formulas`
-package (Excel's functions in Python, compiled once per shape) where it is installed. It is not a
-dependency: it brings numpy, which openpyxl then imports in every render process, and a code job forked
-from a process holding numpy's OpenBLAS no longer meets its process limit cleanly (a fork bomb hangs
-to its deadline instead of failing at once). The values are written into the saved file's sheet XML,
-each (`<v>`, typed as a number, text, boolean or error) beside its formula. Excel and LibreOffice still
-recalculate on opening (openpyxl's `fullCalcOnLoad`).
+AVERAGE, MIN, MAX, COUNT, ROUND and ABS by the renderer itself (tens of microseconds a formula), any
+other formula by the `formulas` package (Excel's functions in Python, compiled once per shape; about a
+millisecond a formula). The values are written into the saved file's sheet XML, each (`<v>`, typed as a
+number, text, boolean or error) beside its formula. Excel and LibreOffice still recalculate on opening
+(openpyxl's `fullCalcOnLoad`); functions newer than the file format are stored with their `_xlfn.`
+prefix, or they would read them as unknown names (excel_formula).
 
-What cannot be computed is reported, not hidden: a formula whose value is an Excel error (`#DIV/0!`,
-`#REF!`, `#NAME?`, ...) is a `formula_error` warning, and one the engine cannot evaluate (a function it
-lacks, a circular reference) a `formula_unsupported` warning, each naming the cell and its place in the
-spec; such a cell is written without a value, as before.
+What cannot be computed is reported, not hidden: a formula that is wrong in the workbook (its value an
+Excel error such as `#DIV/0!` or `#N/A`, a circular reference, a sheet that does not exist) is a
+`formula_error` warning, and one the engine does not compute (a function it lacks, a formula reading more
+than a million cells, a workbook past the CPU budget) a `formula_unsupported` warning, each naming the
+cell and its place in the spec; a cell with no value is written without one.
 """
 
 from __future__ import annotations
