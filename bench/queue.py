@@ -107,7 +107,12 @@ async def latency(stub: pb_grpc.JobStoreAsyncStub, rounds: int) -> dict[str, lis
     job's created_at to its started_at (the jobstore's own share)."""
     samples: dict[str, list[float]] = {"call": [], "ack": [], "db": []}
     pushed: asyncio.Queue[pb.ClaimedJob] = asyncio.Queue()
-    work = WorkSession(stub, "idle", ["pdf"], 60_000, on_jobs=lambda jobs: [pushed.put_nowait(c) for c in jobs])
+
+    def take(jobs: list[pb.ClaimedJob]) -> None:
+        for claimed in jobs:
+            pushed.put_nowait(claimed)
+
+    work = WorkSession(stub, "idle", ["pdf"], 60_000, on_jobs=take)
     work.start()
     await work.connected.wait()
     for i in range(rounds):

@@ -295,7 +295,7 @@ async def test_a_bad_message_ends_its_stream_with_invalid_argument_and_hurts_nob
             async for _ in call:
                 pass
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert refused.value.details().startswith(f"{field}:"), refused.value.details()
+        assert (refused.value.details() or "").startswith(f"{field}:"), refused.value.details()
         # The other stream and the jobstore go on.
         job = await enqueue(stub, user_id=new_user())
         bystander.grant(1)
@@ -315,7 +315,7 @@ async def test_bytes_that_are_no_message_end_the_stream_with_invalid_argument(jo
         async for _ in call:
             pass
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "not a valid WorkRequest" in refused.value.details()
+    assert "not a valid WorkRequest" in (refused.value.details() or "")
 
 
 async def test_unknown_jobs_and_stale_attempts_are_answered_and_a_flood_is_held_back(stub) -> None:
@@ -372,7 +372,7 @@ async def test_a_stopping_jobstore_ends_its_sessions_with_unavailable_even_witho
             async for _ in idle:
                 pass
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "the jobstore is stopping" in ended.value.details()
+        assert "the jobstore is stopping" in (ended.value.details() or "")
         await stopping
     finally:
         await store.channel.close()
@@ -409,3 +409,76 @@ async def test_completions_asked_together_go_as_one_message_each_answered_as_com
             assert job.status == pb.JOB_STATUS_COMPLETED
     finally:
         await work.stop()
+
+
+async def _refusal(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        while await call.read() is not grpc.aio.EOF:
+            pass
+    return refused.value
+
+
+async def test_a_stream_that_never_reads_cannot_take_more_jobs_than_its_credit_bound(stub) -> None:
+    """grpc takes pushed jobs off the jobstore's hands whether or not the worker reads them: credit granted
+    again and again on an unread stream once took the whole queue, each job then costing an attempt when
+    its lease ran out. Jobs held unfinished count against the bound as credit does."""
+    for _ in range(2):
+        await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=[
+            pb.EnqueueRequest(job_type="pdf", user_id=f"flood-{i % 20}", payload_json='{"spec": {"blocks": []}}')
+            for i in range(1000)]))
+    call = stub.Work(None)
+    await call.write(hello(credit=MAX_CREDIT, worker_id="never-reads"))
+
+    async def all_credit_taken() -> bool:
+        return await processing(stub) >= MAX_CREDIT
+
+    await wait_until(all_credit_taken, timeout=60)
+    await call.write(pb.WorkRequest(credit=MAX_CREDIT))  # nothing read, nothing finished
+    refused = await _refusal(call)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.details() or "").startswith("credit:"), refused.details()
+    assert await processing(stub) <= MAX_CREDIT
+
+
+async def test_a_message_refused_for_its_credit_does_nothing_else_it_asked(stub) -> None:
+    """A complete riding with credit past the bound: the stream is refused, and the job is not completed
+    behind the worker's back (it was, before the credit was checked first)."""
+    job = await enqueue(stub, user_id=new_user(), job_type="pdf")
+    call = stub.Work(None)
+    await call.write(hello(credit=1))
+    pushed = await call.read()
+    assert isinstance(pushed, pb.WorkResponse)
+    [claimed] = pushed.jobs.jobs
+    assert claimed.job.id == job.id
+    await call.write(pb.WorkRequest(request_id=1, credit=MAX_CREDIT + 1, complete=pb.CompleteRequest(
+        job_id=job.id, lease_token=claimed.lease_token, result_json="{}")))
+    refused = await _refusal(call)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.details() or "").startswith("credit:"), refused.details()
+    assert (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_PROCESSING
+
+
+async def test_a_stream_cut_while_heartbeats_are_answered_leaves_no_session_behind(jobstore: RunningJobStore) -> None:
+    """Heartbeats answered after their stream ended registered the dead session again as the holder of
+    their jobs, where nothing but a cancel removed it (each kept a whole session alive)."""
+    stub = jobstore.stub
+    sessions = jobstore.server.sessions
+    for round_ in range(3):
+        for _ in range(20):
+            await enqueue(stub, user_id=new_user(), job_type="pdf")
+        call = stub.Work(None)
+        await call.write(hello(credit=20, worker_id=f"cut-{round_}"))
+        jobs: list[pb.ClaimedJob] = []
+        while len(jobs) < 20:
+            message = await call.read()
+            assert isinstance(message, pb.WorkResponse)
+            jobs.extend(message.jobs.jobs)
+        for n, claimed in enumerate(jobs, start=1):
+            await call.write(pb.WorkRequest(request_id=n, heartbeat=pb.HeartbeatRequest(
+                job_id=claimed.job.id, lease_token=claimed.lease_token)))
+        call.cancel()
+        await wait_until(lambda: sessions.open == 0)
+        for claimed in jobs:  # their worker finishes them by other means
+            await stub.Complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
+    # Every heartbeat taken in has been answered once its job could be completed (the row lock orders them).
+    assert not sessions.holding(), "jobs still name a session that has ended"

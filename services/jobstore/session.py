@@ -71,6 +71,10 @@ class Sessions:
         for session in self._open:
             session.wake()
 
+    def holding(self) -> int:
+        """How many jobs name a holder (for tests and metrics)."""
+        return len(self._by_job)
+
     def hold(self, job_id: str, session: WorkSession) -> None:
         self._by_job.setdefault(job_id, set()).add(session)
 
@@ -123,6 +127,8 @@ class WorkSession:
     held: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        self._closed = False  # the stream has ended: the session takes hold of no job again
+        self._finishing: set[str] = set()  # held jobs with a complete, fail or release being handled
         self._outbox: asyncio.Queue[_Out] = asyncio.Queue()
         self._credit_added = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -152,6 +158,7 @@ class WorkSession:
                         if item.artifact:
                             self._artifact_slots.release()
         finally:
+            self._closed = True
             self.sessions.closed(self)
             reader.cancel()
             await self._stop_pushing()
@@ -203,12 +210,21 @@ class WorkSession:
             self.settings)
         self._add_credit(request.credit)
 
-    def _add_credit(self, credit: int) -> None:
+    def _check_credit(self, credit: int, finishing: int = 0) -> None:
+        """A message's credit, refused before the message does anything else. Jobs granted and not yet
+        pushed, and jobs pushed that the worker has not finished, are at most MAX_CREDIT together: a worker
+        that never reads its stream (so grpc takes the pushes, and the credit comes back) cannot go on
+        taking the queue's jobs, each of which would cost an attempt when its lease ran out. `finishing`:
+        held jobs this very message completes, fails or releases."""
         if not 0 <= credit <= MAX_CREDIT:
             raise InvalidArgument("credit", f"must be between 0 and {MAX_CREDIT}")
-        if self.credit + credit > MAX_CREDIT:
-            raise InvalidArgument("credit", f"at most {MAX_CREDIT} jobs may be granted and not yet pushed "
-                                            f"(granted {self.credit + credit})")
+        holding = len(self.held) - len(self._finishing) - finishing
+        if credit and self.credit + credit + holding > MAX_CREDIT:
+            raise InvalidArgument("credit", f"at most {MAX_CREDIT} jobs may be granted or held unfinished "
+                                            f"(granted {self.credit + credit}, held {holding})")
+
+    def _add_credit(self, credit: int, finishing: int = 0) -> None:
+        self._check_credit(credit, finishing)
         if credit:
             self.credit += credit
             self._most_credit = max(self._most_credit, self.credit)
@@ -217,6 +233,8 @@ class WorkSession:
     async def _take(self, request: Any) -> None:
         _parsed(request)
         kind = request.WhichOneof("kind")
+        finishing = self._finishes(kind, request)
+        self._check_credit(request.credit, len(finishing))  # before anything the message asks is done
         if kind is None:
             if not request.credit:
                 raise InvalidArgument("kind", "an empty message: give credit or one request")
@@ -253,10 +271,22 @@ class WorkSession:
         if artifact:
             await self._artifact_slots.acquire()
         self._pending_ids.add(request_id)
+        self._finishing.update(finishing)
         task = asyncio.create_task(self._answer(request_id, kind, job_id, call, artifact))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+        task.add_done_callback(lambda _: self._finishing.difference_update(finishing))
         self._add_credit(request.credit)
+
+    def _finishes(self, kind: str | None, request: Any) -> set[str]:
+        """The held jobs a request finishes (its complete, fail or release): their slots are free."""
+        if kind == "complete_many":
+            ids = {item.job_id for item in request.complete_many.jobs}
+        elif kind in ("complete", "complete_with_artifact", "fail", "release"):
+            ids = {getattr(request, kind).job_id}
+        else:
+            return set()
+        return (ids & self.held) - self._finishing
 
     # --- requests ----------------------------------------------------------------------------------
 
@@ -357,7 +387,9 @@ class WorkSession:
             self.sessions.drop(job_id, self)
 
     def _hold(self, job_id: str) -> None:
-        if job_id not in self.held:
+        # A heartbeat answered after the stream ended must not register the session again: nothing
+        # would ever drop it, and it would be kept alive by the job's entry.
+        if not self._closed and job_id not in self.held:
             self.held.add(job_id)
             self.sessions.hold(job_id, self)
 
