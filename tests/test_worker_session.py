@@ -455,6 +455,10 @@ async def test_a_message_refused_for_its_credit_does_nothing_else_it_asked(stub)
     refused = await _refusal(call)
     assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (refused.details() or "").startswith("credit:"), refused.details()
+    # The jobstore runs in this process: once no request of a session is being handled, whatever the
+    # refused message might have started is done.
+    await wait_until(lambda: not any(getattr(task.get_coro(), "__qualname__", "") == "WorkSession._answer"
+                                     for task in asyncio.all_tasks()))
     assert (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_PROCESSING
 
 
