@@ -172,9 +172,7 @@ class CodeZygote:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 4096)
                 elif not self._read_control():
-                    for pid in self.boxes:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
+                    self.kill_boxes()
                     return
             self._reap()
 
@@ -302,6 +300,11 @@ class CodeZygote:
 
     def _send(self, message: dict[str, Any]) -> None:
         self.control.send(json.dumps(message).encode())
+
+    def kill_boxes(self) -> None:
+        for pid in self.boxes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     # --- one job's box ------------------------------------------------------------------------------
 
@@ -599,8 +602,11 @@ def main() -> None:
         fail_start(zygote.control, _oneline(exc))
     if problem is not None:
         fail_start(zygote.control, problem)
-    zygote._send({"ready": True})
-    zygote.run()
+    try:
+        zygote._send({"ready": True})
+        zygote.run()
+    except (BrokenPipeError, ConnectionResetError):  # the zygote went away mid-answer: nothing is owed
+        zygote.kill_boxes()
 
 
 if __name__ == "__main__":
