@@ -31,7 +31,9 @@ from .v1 import jobstore_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-MAX_CREDIT = 1000  # what the jobstore allows granted and not yet pushed
+# The jobstore allows this many jobs granted and not yet pushed, and held unfinished, together: a worker
+# grants only its free slots, so one with at most 1,000 slots stays within it.
+MAX_CREDIT = 1000
 REQUEST_TIMEOUT_S = 10.0
 MAX_COMPLETIONS = 500  # items of one complete_many (as CompleteMany)
 
