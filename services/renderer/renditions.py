@@ -219,6 +219,28 @@ class Converter:
         said = [t for t in self.stderr_tail if t]
         return said[-1] if said else "(nothing said)"  # a traceback's last line says what went wrong
 
+    async def ending(self) -> str:
+        """How a box whose output ended went: its exit status or signal, and its last words. Its stderr is
+        read to its end first: it can arrive after its stdout's end, and without it the reason is lost."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self.process.wait()
+        if self.stderr_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(2):
+                    await asyncio.shield(self.stderr_task)
+        code = self.process.returncode
+        if code is None:
+            status = "still running"
+        elif code < 0:
+            try:
+                status = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                status = f"killed by signal {-code}"
+        else:
+            status = f"exit status {code}"
+        return f"{status}: {self.said()}"
+
     async def _read_line(self) -> Any:
         assert self.process.stdout is not None
         try:
@@ -226,7 +248,7 @@ class Converter:
         except (ValueError, asyncio.LimitOverrunError):
             raise RuntimeError("the converter wrote an answer too long to be one") from None
         if not line:
-            raise RuntimeError(f"the converter stopped ({self.said()})")
+            raise RuntimeError(f"the converter stopped ({await self.ending()})")
         try:
             return json.loads(line)
         except ValueError:
