@@ -9,6 +9,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from .claims import CLAIM_QUERIES
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ PGBOSS_ROUND_ERRORS = Counter("docjobs_jobstore_pgboss_round_errors",
                               "pg-boss bridge rounds that failed (a database away, an error)", registry=REGISTRY)
 SCRAPE_ERRORS = Counter("docjobs_jobstore_stats_errors", "Statistics reads that failed at scrape time",
                         registry=REGISTRY)
+REGISTRY.register(CLAIM_QUERIES)
 
 REFRESH_S = 1.0
 

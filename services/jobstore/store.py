@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from .claims import ClaimWaiters
+from .claims import FOUND, FOUND_NONE, ClaimWaiters
 from .clock import Clock
 from .completer import Completer
 from .errors import DATABASE_ERRORS, FailedPrecondition, InvalidArgument, NotFound
@@ -256,6 +256,7 @@ class Store:
         deadline = loop.time() + wait_s
         while True:
             waiter = self._claims.register(job_types)
+            found = again = False
             try:
                 query = asyncio.ensure_future(self._claims_conn.claim(job_types, max_jobs, lease_ms, worker_id,
                                                                       self.clock.sql_now()))
@@ -267,16 +268,24 @@ class Store:
                     await asyncio.shield(self._release_after(query))
                     raise
                 if rows:
+                    FOUND.inc()
+                    found = True
                     self._committed()
                     return rows
+                FOUND_NONE.inc()
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self.shutting_down.is_set():
                     return []
                 next_due = await self._pool.fetchval(Q.next_due_in, job_types, self.clock.sql_now())
                 timeout = remaining if next_due is None else min(remaining, max(next_due, 0.0) + 0.001)
                 await waiter.wait(timeout)
+                again = True  # the next round's query takes the wake, if it was one
             finally:
                 self._claims.unregister(waiter)
+                if found or (waiter.woken and not again):
+                    # More may be claimable (found), or this waiter was woken and will not look: the
+                    # next waiter of these types looks instead (claims.py).
+                    self._claims.wake(job_types)
 
     async def _release_after(self, query: asyncio.Future[list[Row]]) -> None:
         try:

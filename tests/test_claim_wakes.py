@@ -1,0 +1,92 @@
+"""Waiting claims are woken one at a time, and no wake is lost (jobstore/claims.py).
+
+Before, a commit woke every waiting claim: with thirty idle workers one job cost thirty claim statements
+queued on the claim connection, and the job's own claim waited behind them. These tests hold the
+jobstore to waking one waiter per job type, passing the wake on while there is more to claim, and handing
+a wake on when its waiter cannot use it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from docjobs.v1 import jobstore_pb2 as pb
+from jobstore.claims import FOUND, FOUND_NONE
+from jobstore.store import NewJob
+
+from .conftest import wait_until
+from .helpers import claim, enqueue
+
+LONG_WAIT_MS = 60_000  # a waiter left asleep by a lost wake would still be waiting when the test gives up
+
+
+def count(child: Any) -> float:
+    return float(child._value.get())
+
+
+async def waiting_claims(jobstore: Any, n: int, types: tuple[str, ...] = ("pdf",)) -> list[asyncio.Task[list[pb.ClaimedJob]]]:
+    """n claims asleep: each has looked once, found nothing and waits."""
+    before, looked = len(jobstore.server.claims), count(FOUND_NONE)
+    tasks = [asyncio.create_task(claim(jobstore.stub, worker=f"w{i}", types=types, wait_ms=LONG_WAIT_MS))
+             for i in range(n)]
+    await wait_until(lambda: len(jobstore.server.claims) == before + n and count(FOUND_NONE) >= looked + n)
+    return tasks
+
+
+async def test_one_job_wakes_one_of_thirty_waiting_claims_not_all(jobstore) -> None:
+    tasks = await waiting_claims(jobstore, 30)
+    empty_before, found_before = count(FOUND_NONE), count(FOUND)
+    job = await enqueue(jobstore.stub, job_type="pdf")
+    winner = (await asyncio.wait_for(next(asyncio.as_completed(tasks)), 10))
+    assert [c.job.id for c in winner] == [job.id]
+    # Everybody else is back asleep: 29 waiting, none woken and not yet looking.
+    await wait_until(lambda: len(jobstore.server.claims) == 29
+                     and not any(w.woken for w in jobstore.server.claims._waiters))
+    assert count(FOUND) - found_before == 1
+    # The winner passed the wake on (there might have been more): one waiter looked and found nothing.
+    # Waking all of them cost 29 empty statements.
+    assert count(FOUND_NONE) - empty_before <= 2
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_batch_of_jobs_reaches_every_waiting_claim(jobstore) -> None:
+    tasks = await waiting_claims(jobstore, 25)
+    response = await jobstore.stub.EnqueueMany(pb.EnqueueManyRequest(jobs=[
+        pb.EnqueueRequest(job_type="pdf", user_id=f"user-{i}", payload_json='{"spec": {}}') for i in range(25)]))
+    got = await asyncio.wait_for(asyncio.gather(*tasks), 10)  # one wake for the batch, passed from claim to claim
+    claimed = [c.job.id for jobs in got for c in jobs]
+    assert sorted(claimed) == sorted(j.job.id for j in response.jobs)
+
+
+async def test_waiters_of_different_types_each_get_theirs(jobstore) -> None:
+    pdf_only = await waiting_claims(jobstore, 3, ("pdf",))
+    both = await waiting_claims(jobstore, 3, ("pdf", "spreadsheet"))
+    sheets_only = await waiting_claims(jobstore, 3, ("spreadsheet",))
+    # The oldest waiters take pdfs; the jobs of the other type must still find the ones that take them.
+    jobs = [await enqueue(jobstore.stub, job_type=t) for t in ("pdf",) * 4 + ("spreadsheet",) * 4]
+    await wait_until(lambda: sum(t.done() for t in pdf_only + both + sheets_only) == 8, timeout=10)
+    claimed = [c.job.id for t in pdf_only + both + sheets_only if t.done() for c in t.result()]
+    assert sorted(claimed) == sorted(j.id for j in jobs)
+    rest = [t for t in pdf_only + both + sheets_only if not t.done()]
+    for task in rest:
+        task.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
+
+
+async def test_a_woken_claim_whose_caller_left_hands_the_job_to_the_next(jobstore) -> None:
+    store = jobstore.server.store
+    first = asyncio.create_task(store.claim("first", ["pdf"], 1, 60.0, 30_000))
+    await wait_until(lambda: len(jobstore.server.claims) == 1)
+    second = asyncio.create_task(store.claim("second", ["pdf"], 1, 60.0, 30_000))
+    await wait_until(lambda: len(jobstore.server.claims) == 2)
+    row, _ = await store.enqueue(NewJob(job_type="pdf", payload_json="{}", title="t", user_id="u", session_id="",
+                                        message_id="", priority=0, max_retries=None, run_at=None, expires_at=None,
+                                        idempotency_key=None))
+    # The commit woke the oldest waiter; its caller goes away before it looks.
+    assert [w.woken for w in jobstore.server.claims._waiters] == [True, False]
+    first.cancel()
+    [got] = await asyncio.wait_for(second, 10)
+    assert got["id"] == row["id"]
+    assert first.cancelled()
