@@ -38,6 +38,8 @@ from jobstore.migrations import migrate
 from jobstore.server import JobStoreServer
 from jobstore.settings import Settings
 
+from .renderers import RendererProcess
+
 if TYPE_CHECKING:
     from .gateway_client import RunningGateway
 
@@ -177,6 +179,15 @@ async def jobstore(jobstore_factory: JobStoreFactory) -> RunningJobStore:
 @pytest.fixture
 def stub(jobstore: RunningJobStore) -> pb_grpc.JobStoreAsyncStub:
     return jobstore.stub
+
+
+@pytest.fixture
+async def renderer(jobstore: RunningJobStore, tmp_path: Path) -> AsyncIterator[RendererProcess]:
+    """A spec-mode renderer process on the test's jobstore. A test file that needs other settings (code
+    mode, short leases) defines its own."""
+    process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
+    yield process
+    await process.shutdown()
 
 
 @pytest.fixture

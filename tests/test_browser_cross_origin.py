@@ -84,13 +84,6 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
-@pytest.fixture
-async def renderer(jobstore, tmp_path):
-    process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
-    yield process
-    await process.shutdown()
-
-
 async def cross_origin(jobstore, browser: Browser, **gateway_options: Any) -> AsyncIterator[CrossOrigin]:
     page_port = free_port()
     gateway = await start_gateway(jobstore.address, cors_origins=(f"http://127.0.0.1:{page_port}",),

@@ -24,7 +24,10 @@ def count(child: Any) -> float:
     return float(child._value.get())
 
 
-async def waiting_claims(jobstore: Any, n: int, types: tuple[str, ...] = ("pdf",)) -> list[asyncio.Task[list[pb.ClaimedJob]]]:
+Waiting = list[asyncio.Task[list[pb.ClaimedJob]]]
+
+
+async def waiting_claims(jobstore: Any, n: int, types: tuple[str, ...] = ("pdf",)) -> Waiting:
     """n claims asleep: each has looked once, found nothing and waits."""
     before, looked = len(jobstore.server.claims), count(FOUND_NONE)
     tasks = [asyncio.create_task(claim(jobstore.stub, worker=f"w{i}", types=types, wait_ms=LONG_WAIT_MS))

@@ -25,7 +25,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from renderer.preview import preview as read_preview
 from renderer.spec import calc, render
 
-from .renderers import RendererProcess, example, submit, wait_finished
+from .renderers import example, submit, wait_finished
 
 
 def workbook(rows: list[list[Any]], columns: int = 4, **sheet: Any) -> dict[str, Any]:
@@ -309,13 +309,6 @@ def test_hostile_formulas_fail_or_warn_and_never_hang(tmp_path: Path) -> None:
     assert "Excel takes at most 64" in warned["sheets[0].rows[1][1]"][1]
     assert "more than 1,000,000 cells" in warned["sheets[0].rows[6][1]"][1]
     assert warned["sheets[0].rows[7][1]"][0] == "formula_error"
-
-
-@pytest.fixture
-async def renderer(jobstore, tmp_path):
-    process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
-    yield process
-    await process.shutdown()
 
 
 async def test_formula_warnings_reach_the_result(stub, renderer) -> None:

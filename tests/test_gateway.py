@@ -15,14 +15,7 @@ from gateway.app import HUB
 
 from .conftest import GRPC_TOKEN, wait_until
 from .gateway_client import SseStream, bearer, read_sse, sse_events, start_gateway, token
-from .renderers import RendererProcess, example
-
-
-@pytest.fixture
-async def renderer(jobstore, tmp_path):
-    process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
-    yield process
-    await process.shutdown()
+from .renderers import example
 
 
 async def post_job(http, gateway, body, user="alice", **headers):

@@ -290,13 +290,6 @@ def test_a_character_no_font_draws_is_a_warning_naming_its_place(job_type: str, 
     assert "U+1230" in preview["warnings"][0]["message"] and "U+1F600" not in preview["warnings"][0]["message"]
 
 
-@pytest.fixture
-async def renderer(jobstore, tmp_path):
-    process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
-    yield process
-    await process.shutdown()
-
-
 async def test_warnings_travel_in_the_result_to_the_api(stub, renderer) -> None:
     job = await submit(stub, "pdf", {"spec": {"blocks": [{"type": "heading", "text": "季度销售报告"},
                                                          {"type": "paragraph", "text": "selam \u1230\u120b\u121d"}]}})

@@ -13,19 +13,11 @@ import docx
 import openpyxl
 import pptx
 import pypdf
-import pytest
 from docx.text.paragraph import Paragraph
 
 from docjobs.v1 import jobstore_pb2 as pb
 
-from .renderers import RendererProcess, download, example, submit, wait_finished
-
-
-@pytest.fixture
-async def renderer(jobstore, tmp_path):
-    process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
-    yield process
-    await process.shutdown()
+from .renderers import download, example, submit, wait_finished
 
 
 def style_name(paragraph: Paragraph) -> str:

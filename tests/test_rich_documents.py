@@ -31,7 +31,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from renderer.spec import render
 
 from .gateway_client import bearer
-from .renderers import EXAMPLES, RendererProcess, submit, wait_finished
+from .renderers import EXAMPLES, submit, wait_finished
 
 HEADING, ACCENT = "#8B1A1A", "#2E8B57"
 CHART = {"type": "column", "title": "Revenue by quarter", "categories": ["Q1", "Q2", "Q3", "Q4"],
@@ -283,13 +283,6 @@ async def test_a_2_mb_image_fits_the_request_limit(http, gateway) -> None:
     body = {"documentType": "pdf", "title": "t", "spec": {"blocks": [image]}}
     async with post(http, gateway, body) as r:
         assert r.status == 202, await r.text()
-
-
-@pytest.fixture
-async def renderer(jobstore, tmp_path):
-    process = RendererProcess(jobstore.address, tmp_path / "renderer").start()
-    yield process
-    await process.shutdown()
 
 
 async def test_in_the_sandbox_the_example_renders_and_bad_images_fail_the_job(stub, renderer, tmp_path) -> None:
