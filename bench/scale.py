@@ -145,8 +145,7 @@ async def open_streams(session: aiohttp.ClientSession, gateways: list[GatewayPro
 
 def start_renderers(address: str, data: Path, count: int, first: int = 0) -> list[RendererProcess]:
     return [RendererProcess(address, data / f"r{first + n}", DOCJOBS_RENDER_CONCURRENCY="1",
-                            DOCJOBS_JOB_TYPES="pdf", DOCJOBS_CODE_EXECUTION="off", DOCJOBS_LOG_LEVEL="info",
-                            DOCJOBS_CLAIM_WAIT_MS="20000").start()
+                            DOCJOBS_JOB_TYPES="pdf", DOCJOBS_CODE_EXECUTION="off", DOCJOBS_LOG_LEVEL="info").start()
             for n in range(count)]
 
 

@@ -26,7 +26,7 @@ def example(job_type: str) -> dict[str, Any]:
 class RendererProcess:
     def __init__(self, address: str, data_dir: Path, **env: str) -> None:
         self.env = {**os.environ, "DOCJOBS_JOBSTORE_ADDRESS": address, "DOCJOBS_DATA_DIR": str(data_dir),
-                    "DOCJOBS_RENDER_CONCURRENCY": "2", "DOCJOBS_CLAIM_WAIT_MS": "2000", **env}
+                    "DOCJOBS_RENDER_CONCURRENCY": "2", **env}
         self.env.pop("DATABASE_URL", None)
         self.log_path = data_dir / f"renderer-{id(self)}.log"
         self.process: subprocess.Popen[bytes] | None = None

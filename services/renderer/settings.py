@@ -26,7 +26,6 @@ class Settings:
     code_execution: str = "off"  # off | sandbox
     lease_ms: int = 30_000
     heartbeat_s: float = 2.0
-    claim_wait_ms: int = 20_000
     grace_s: float = 30.0
     inline_artifact_bytes: int = 4 * 1024 * 1024  # files up to this size go with their completion
     data_dir: Path = Path(".docjobs")
@@ -52,7 +51,6 @@ class Settings:
             code_execution=env_choice(env, "DOCJOBS_CODE_EXECUTION", "off", ("off", "sandbox")),
             lease_ms=env_int(env, "DOCJOBS_LEASE_MS", 30_000, minimum=3_000, maximum=3_600_000),
             heartbeat_s=env_float(env, "DOCJOBS_HEARTBEAT_S", 2.0, minimum=0.1, maximum=600.0),
-            claim_wait_ms=env_int(env, "DOCJOBS_CLAIM_WAIT_MS", 20_000, minimum=0, maximum=60_000),
             grace_s=env_float(env, "DOCJOBS_RENDER_GRACE_S", 30.0, minimum=0.0, maximum=3600.0),
             inline_artifact_bytes=env_int(env, "DOCJOBS_INLINE_ARTIFACT_BYTES", 4 * 1024 * 1024, minimum=0,
                                           maximum=4 * 1024 * 1024),

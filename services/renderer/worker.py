@@ -53,12 +53,7 @@ EXIT_SANDBOX_LOST = 75
 not EXIT_DO_NOT_RESTART (sysexits' EX_TEMPFAIL: `docjobs up` and Kubernetes restart it)."""
 COMPLETE_TIMEOUT_S = 60.0  # a completion may carry a file of up to 4 MiB
 FIRST_REPORT_S = 0.25  # no heartbeat (no progress event) before a job has run this long
-GRPC_SERVICE_CONFIG = json.dumps({
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [{"name": [{"service": "docjobs.v1.JobStore", "method": "Heartbeat"}],
-                      "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s",
-                                      "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}],
-})
+GRPC_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 class CannotStart(Exception):
