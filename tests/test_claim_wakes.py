@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from docjobs.v1 import jobstore_pb2 as pb
 from jobstore.claims import FOUND, FOUND_NONE
 from jobstore.store import NewJob
@@ -80,10 +82,11 @@ async def test_waiters_of_different_types_each_get_theirs(jobstore) -> None:
 
 async def test_a_woken_claim_whose_caller_left_hands_the_job_to_the_next(jobstore) -> None:
     store = jobstore.server.store
+    looked = count(FOUND_NONE)
     first = asyncio.create_task(store.claim("first", ["pdf"], 1, 60.0, 30_000))
-    await wait_until(lambda: len(jobstore.server.claims) == 1)
+    await wait_until(lambda: len(jobstore.server.claims) == 1 and count(FOUND_NONE) == looked + 1)
     second = asyncio.create_task(store.claim("second", ["pdf"], 1, 60.0, 30_000))
-    await wait_until(lambda: len(jobstore.server.claims) == 2)
+    await wait_until(lambda: len(jobstore.server.claims) == 2 and count(FOUND_NONE) == looked + 2)
     row, _ = await store.enqueue(NewJob(job_type="pdf", payload_json="{}", title="t", user_id="u", session_id="",
                                         message_id="", priority=0, max_retries=None, run_at=None, expires_at=None,
                                         idempotency_key=None))
@@ -92,4 +95,5 @@ async def test_a_woken_claim_whose_caller_left_hands_the_job_to_the_next(jobstor
     first.cancel()
     [got] = await asyncio.wait_for(second, 10)
     assert got["id"] == row["id"]
-    assert first.cancelled()
+    with pytest.raises(asyncio.CancelledError):
+        await first

@@ -6,7 +6,7 @@ every replica, whatever the hosts' clocks say, so a jobstore on a host whose clo
 reap a lease early. A test passes a ManualClock: the decisions then happen at the time it says, so lease,
 backoff and expiry tests set the time instead of backdating rows or sleeping.
 
-One clock object per process, made by the server and passed to the store, the completer and maintenance.
+One clock object per process, made by the server and passed to the store, its batchers and maintenance.
 """
 
 from __future__ import annotations

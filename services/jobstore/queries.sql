@@ -436,31 +436,38 @@ SELECT extract(epoch FROM min(run_at) - coalesce($2::timestamptz, now()))::float
  WHERE status = 'pending' AND job_type = ANY($1::text[]);
 
 -- name: heartbeat
--- $1 job id, $2 lease token, $3 lease ms, $4 progress or NULL, $5 message or NULL, $6 now.
-WITH current AS (
-    SELECT id, progress, progress_message
-      FROM document_jobs
-     WHERE id = $1 AND lease_token = $2 AND status = 'processing'
-       FOR UPDATE
+-- Renews the leases of a batch of jobs in one statement (batching.py) and records their progress, with
+-- an event for each job whose progress or message changed. $1 job ids, $2 lease tokens, $3 lease ms,
+-- $4 progress (NULL: unchanged), $5 messages (NULL: unchanged), $6 now. A job whose token is stale or that
+-- is no longer processing is not returned.
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::text[])
+                  AS i(id, lease_token, lease_ms, progress, message)
+), current AS (
+    SELECT j.id, j.progress, j.progress_message, i.lease_ms, i.progress AS new_progress, i.message AS new_message
+      FROM document_jobs j JOIN input i ON i.id = j.id AND i.lease_token = j.lease_token
+     WHERE j.status = 'processing'
+     ORDER BY j.id
+       FOR UPDATE OF j
 ), renewed AS (
     UPDATE document_jobs j
-       SET lease_expires_at = coalesce($6::timestamptz, now()) + $3 * interval '1 millisecond',
-           progress = coalesce($4, j.progress),
-           progress_message = coalesce($5, j.progress_message),
+       SET lease_expires_at = coalesce($6::timestamptz, now()) + c.lease_ms * interval '1 millisecond',
+           progress = coalesce(c.new_progress, j.progress),
+           progress_message = coalesce(c.new_message, j.progress_message),
            updated_at = coalesce($6::timestamptz, now())
-      FROM current
-     WHERE j.id = current.id
-    RETURNING j.*, (j.progress, j.progress_message) IS DISTINCT FROM
-                   (current.progress, current.progress_message) AS progressed
+      FROM current c
+     WHERE j.id = c.id
+    RETURNING j.*, (j.progress, j.progress_message) IS DISTINCT FROM (c.progress, c.progress_message) AS progressed
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
     SELECT id, user_id, session_id, job_type, 'progress', 'processing', retry_count + 1,
            jsonb_build_object('progress', progress, 'message', progress_message)
       FROM renewed
      WHERE progressed
+     ORDER BY id
     RETURNING job_id, id
 )
-SELECT renewed.lease_expires_at, event.id AS event_id
+SELECT renewed.id, renewed.lease_expires_at, event.id AS event_id
   FROM renewed LEFT JOIN event ON event.job_id = renewed.id;
 
 -- name: lease_state

@@ -244,7 +244,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
     async def CompleteMany(self, request: pb.CompleteManyRequest,
                            context: Context) -> pb.CompleteManyResponse:
         items = validation.complete_many(request)
-        # Concurrent completions are gathered by the completer into one statement and one commit.
+        # Concurrent completions are gathered into one statement and one commit (batching.py).
         results = await asyncio.gather(*(self._store.complete(*item) for item in items), return_exceptions=True)
         outcomes = []
         for item, result in zip(request.jobs, results, strict=True):

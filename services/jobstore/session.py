@@ -8,7 +8,7 @@ same Store method, the same SQL); only the transport differs:
 * credit: the worker grants its free slots, and a push task claims (Store.claim, so the same fairness
   order, the same long wait woken by the doorbell) only while credit is left, at most 100 at a time;
 * answers: each request is handled in a task of its own and answered by request id, so a slow one does
-  not hold up the others, and completions arriving together share the completer's one statement. At most
+  not hold up the others, and completions (and heartbeats) arriving together share one statement (batching.py). At most
   MAX_IN_FLIGHT requests are being handled or answered at once; past that the stream is not read, and
   grpc's flow control holds the worker back (a flood costs the jobstore bounded memory);
 * cancels: a job the stream holds (pushed on it, or heartbeated through it) is pushed a cancel as soon
@@ -317,7 +317,7 @@ class WorkSession:
                 job_ids = [item.job_id for item in message.jobs]
 
                 async def complete_many() -> pb.WorkAck:
-                    # As CompleteMany: the completer gathers them (and those of other streams) into one statement.
+                    # As CompleteMany: the batcher gathers them (and those of other streams) into one statement.
                     results = await asyncio.gather(*(store.complete(*item) for item in items),
                                                    return_exceptions=True)
                     ack = pb.WorkAck()

@@ -11,16 +11,16 @@ import asyncio
 import hashlib
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from .batching import Batcher
 from .claims import FOUND, FOUND_NONE, ClaimWaiters
 from .clock import Clock
-from .completer import Completer
 from .errors import DATABASE_ERRORS, FailedPrecondition, InvalidArgument, NotFound
 from .queries import Q
 from .settings import Settings
@@ -133,10 +133,12 @@ class Store:
         self.clock = clock if clock is not None else Clock()
         self.shutting_down = asyncio.Event()
         self._claims_conn = ClaimConnection(settings.database_url)
-        self._completer = Completer(pool, self.clock)
+        self._completions = Batcher(self._complete_batch, "completions")
+        self._heartbeats = Batcher(self._heartbeat_batch, "heartbeats")
 
     async def close(self) -> None:
-        await self._completer.stop()
+        await self._completions.stop()
+        await self._heartbeats.stop()
         await self._claims_conn.close()
 
     def _committed(self, claimable_types: set[str] | None = None) -> None:
@@ -318,10 +320,17 @@ class Store:
         self._committed({row["job_type"]} if row["status"] == "pending" else None)
         return row
 
+    async def _heartbeat_batch(self, batch: Sequence[tuple[Any, ...]]) -> list[Row]:
+        ids, tokens, lease_ms, progress, messages = zip(*batch, strict=True)
+        return await self._pool.fetch(Q.heartbeat, ids, tokens, lease_ms, progress, messages, self.clock.sql_now())
+
+    async def _complete_batch(self, batch: Sequence[tuple[Any, ...]]) -> list[Row]:
+        ids, tokens, results, artifacts = zip(*batch, strict=True)
+        return await self._pool.fetch(Q.complete, ids, tokens, results, artifacts, self.clock.sql_now())
+
     async def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID, progress: int | None,
                         message: str | None, lease_ms: int) -> Heartbeat:
-        row = await self._pool.fetchrow(Q.heartbeat, job_id, token, lease_ms, progress, message,
-                                        self.clock.sql_now())
+        row = await self._heartbeats.submit(job_id, token, lease_ms, progress, message)
         if row is not None:
             if row["event_id"] is not None:
                 self._committed()
@@ -337,7 +346,7 @@ class Store:
             belongs = await self._pool.fetchval(Q.artifact_belongs_to_job, artifact_id, job_id)
             if not belongs:
                 raise InvalidArgument("artifact_id", "no stored artifact with this id for this job")
-        row = await self._completer.complete(job_id, token, result_json, artifact_id)
+        row = await self._completions.submit(job_id, token, result_json, artifact_id)
         if row is None:
             state = await self._lease_state(job_id, token)
             raise FailedPrecondition(f"lease on job {job_id} is no longer held (job is {state}); "
