@@ -1,0 +1,58 @@
+"""Heartbeats and completions arriving together share one statement (jobstore/batching.py), and each
+caller still gets its own answer: its lease renewed and its progress event, or its refusal."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from docjobs.v1 import jobstore_pb2 as pb
+
+from .helpers import claim, collect_events, enqueue
+
+
+async def test_concurrent_heartbeats_share_statements_and_each_gets_its_answer(jobstore) -> None:
+    stub = jobstore.stub
+    jobs = [await enqueue(stub, user_id=f"user-{i}", job_type="pdf") for i in range(40)]
+    claimed = await claim(stub, types=("pdf",), max_jobs=40, lease_ms=5_000)
+    assert len(claimed) == 40
+    before = jobstore.server.store._heartbeats.batches
+
+    async def beat(c: pb.ClaimedJob, progress: int) -> pb.HeartbeatResponse:
+        return await stub.Heartbeat(pb.HeartbeatRequest(job_id=c.job.id, lease_token=c.lease_token,
+                                                        progress=progress, message=f"step {progress}",
+                                                        lease_ms=60_000))
+
+    # Forty jobs at once, and a second beat for the first job in the same burst (a later batch takes it).
+    answers = await asyncio.gather(*(beat(c, 10 + i) for i, c in enumerate(claimed)), beat(claimed[0], 90))
+    assert all(a.lease_expires_at.seconds > 0 and not a.cancelled for a in answers)
+    assert jobstore.server.store._heartbeats.batches - before < 41  # some shared a statement
+
+    for i, c in enumerate(claimed):
+        job = await stub.GetJob(pb.GetJobRequest(job_id=c.job.id))
+        renewed = answers[i].lease_expires_at.ToDatetime() - c.lease_expires_at.ToDatetime()
+        assert renewed.total_seconds() > 50  # a 60 s lease asked where the claim's was 5 s
+        events = await collect_events(stub, pb.WatchRequest(job_id=c.job.id, history_only=True))
+        progress = [e.progress for e in events if e.kind == pb.EVENT_KIND_PROGRESS]
+        # One event per beat, and the job shows the last: the first job's two beats in either order.
+        assert sorted(progress) == ([10, 90] if i == 0 else [10 + i])
+        assert job.progress == progress[-1]
+    assert {j.id for j in jobs} == {c.job.id for c in claimed}
+
+
+async def test_a_stale_heartbeat_in_a_batch_is_refused_alone(jobstore) -> None:
+    stub = jobstore.stub
+    for i in range(10):
+        await enqueue(stub, user_id=f"user-{i}", job_type="pdf")
+    claimed = await claim(stub, types=("pdf",), max_jobs=10)
+    stale = pb.HeartbeatRequest(job_id=claimed[0].job.id, lease_token="00000000-0000-4000-8000-000000000000",
+                                progress=50)
+    results = await asyncio.gather(
+        stub.Heartbeat(stale),
+        *(stub.Heartbeat(pb.HeartbeatRequest(job_id=c.job.id, lease_token=c.lease_token, progress=50))
+          for c in claimed), return_exceptions=True)
+    refused, *accepted = results
+    assert isinstance(refused, grpc.aio.AioRpcError)
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert all(isinstance(a, pb.HeartbeatResponse) for a in accepted), accepted
