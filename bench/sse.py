@@ -6,7 +6,8 @@ Starts an embedded Postgres, a jobstore process and a gateway process (JWT auth)
   2. drives events: a worker claims every job (N "processing" events at once: the time until every
      client has its event is reported), then, once that burst has been delivered, reports progress on
      the jobs at about R events/s (default 2,000) for a few seconds; each event's delivery latency is
-     the time from the worker's Heartbeat returning (the event is committed) to the client reading it;
+     the time from the worker's heartbeat being answered (the event is committed) to the client reading it;
+     the heartbeats go on a work session (the Work RPC), as renderers send them;
   3. completes every job, so every stream ends by itself;
   4. POST-to-complete latency for a trivial job with an idle worker waiting in a long-poll claim.
 
@@ -39,6 +40,7 @@ from docjobs.channels import jobstore_channel  # noqa: E402
 from docjobs.pgserver import free_port  # noqa: E402
 from docjobs.v1 import jobstore_pb2 as pb  # noqa: E402
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc  # noqa: E402
+from docjobs.worksession import WorkSession  # noqa: E402
 from tests.processes import JobStoreProcess  # noqa: E402
 
 SECRET = "bench-secret-0123456789-0123456789-0123"
@@ -120,8 +122,11 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
         await asyncio.wait_for(all_statuses.wait(), 120)
         burst_ms = (time.perf_counter() - claimed_at) * 1000
         # Progress events at about args.rate per second, spread over the jobs, from paced senders: each waits
-        # for its Heartbeat's answer (the event is then committed), so one sender per 50 events/s keeps the
-        # rate when a commit takes up to 20 ms.
+        # for its heartbeat's answer (the event is then committed), so one sender per 50 events/s keeps the
+        # rate when a commit takes up to 20 ms. The heartbeats go on a work session, as renderers send them.
+        work = WorkSession(stub, "bench", ["pdf"], 600_000, on_jobs=lambda _jobs: None)
+        work.start()
+        await asyncio.wait_for(work.connected.wait(), 30)
         senders = max(8, int(args.rate // 50))
         counts = [0] * senders
 
@@ -134,7 +139,7 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
                 c = claimed[n % len(claimed)]
                 progress = 1 + (n // len(claimed)) % 98
                 sent[f"{c.job.id}:{progress}"] = time.perf_counter()
-                await stub.Heartbeat(pb.HeartbeatRequest(job_id=c.job.id, lease_token=c.lease_token,
+                await work.heartbeat(pb.HeartbeatRequest(job_id=c.job.id, lease_token=c.lease_token,
                                                          progress=progress))
                 counts[k] += 1
                 n += senders
@@ -145,6 +150,7 @@ async def run(args: argparse.Namespace, jobstore: str, gateway: str, gateway_pid
 
         await asyncio.gather(*(sender(k) for k in range(senders)))
         achieved = sum(counts) / args.seconds
+        await work.stop()
         await asyncio.sleep(1)
         for start in range(0, len(claimed), 100):
             await asyncio.gather(*(stub.Complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
