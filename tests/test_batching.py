@@ -4,7 +4,10 @@ caller still gets its own answer: its lease renewed and its progress event, or i
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Any
 
+import asyncpg
 import grpc
 
 from docjobs.v1 import jobstore_pb2 as pb
@@ -56,3 +59,31 @@ async def test_a_stale_heartbeat_in_a_batch_is_refused_alone(jobstore) -> None:
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert all(isinstance(a, pb.HeartbeatResponse) for a in accepted), accepted
+
+
+async def test_a_locked_job_holds_up_only_its_own_heartbeat(jobstore, database_url) -> None:
+    # The maintenance tick may hold a job's row locked for as long as its transaction runs; the other
+    # jobs' heartbeats, batched with it, must not wait for it.
+    stub = jobstore.stub
+    for i in range(8):
+        await enqueue(stub, user_id=f"user-{i}", job_type="pdf")
+    claimed = await claim(stub, types=("pdf",), max_jobs=8)
+    held, others = claimed[0], claimed[1:]
+    conn = await asyncpg.connect(database_url)
+    try:
+        locking = conn.transaction()
+        await locking.start()
+        await conn.execute("SELECT 1 FROM document_jobs WHERE id = $1 FOR UPDATE", uuid.UUID(held.job.id))
+
+        def beat(c: pb.ClaimedJob) -> Any:
+            return stub.Heartbeat(pb.HeartbeatRequest(job_id=c.job.id, lease_token=c.lease_token, progress=30))
+
+        waiting = asyncio.ensure_future(beat(held))
+        answers = await asyncio.wait_for(asyncio.gather(*(beat(c) for c in others)), 10)
+        assert all(not a.cancelled for a in answers)
+        assert not waiting.done()  # its row is still locked
+        await locking.rollback()
+        answer = await asyncio.wait_for(waiting, 10)  # then it is renewed like the others
+        assert not answer.cancelled and answer.lease_expires_at.seconds > 0
+    finally:
+        await conn.close()

@@ -8,6 +8,7 @@ a wake on when its waiter cannot use it."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -97,3 +98,21 @@ async def test_a_woken_claim_whose_caller_left_hands_the_job_to_the_next(jobstor
     assert got["id"] == row["id"]
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_a_claim_that_ends_knowing_of_a_job_due_later_tells_the_next(jobstore) -> None:
+    # Only the woken claim looked after the delayed job was made, so only it knows when the job is due;
+    # when its own wait ends first, the other claim would sleep through its whole wait unless told.
+    store = jobstore.server.store
+    looked = count(FOUND_NONE)
+    short = asyncio.create_task(store.claim("short", ["pdf"], 1, 2.0, 30_000))
+    await wait_until(lambda: len(jobstore.server.claims) == 1 and count(FOUND_NONE) == looked + 1)
+    long = asyncio.create_task(store.claim("long", ["pdf"], 1, 60.0, 30_000))
+    await wait_until(lambda: len(jobstore.server.claims) == 2 and count(FOUND_NONE) == looked + 2)
+    due = datetime.now(UTC) + timedelta(seconds=4)  # after the short claim's wait ends
+    row, _ = await store.enqueue(NewJob(job_type="pdf", payload_json="{}", title="t", user_id="u", session_id="",
+                                        message_id="", priority=0, max_retries=None, run_at=due, expires_at=None,
+                                        idempotency_key=None))
+    assert await asyncio.wait_for(short, 10) == []
+    [got] = await asyncio.wait_for(long, 10)
+    assert got["id"] == row["id"]

@@ -439,7 +439,9 @@ SELECT extract(epoch FROM min(run_at) - coalesce($2::timestamptz, now()))::float
 -- Renews the leases of a batch of jobs in one statement (batching.py) and records their progress, with
 -- an event for each job whose progress or message changed. $1 job ids, $2 lease tokens, $3 lease ms,
 -- $4 progress (NULL: unchanged), $5 messages (NULL: unchanged), $6 now. A job whose token is stale or that
--- is no longer processing is not returned.
+-- is no longer processing is not returned, nor is one whose row another transaction has locked (SKIP
+-- LOCKED: one job held by the maintenance tick must not hold up a whole batch; Store.heartbeat asks
+-- again for that job alone, waiting its turn: heartbeat_waiting).
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::text[])
                   AS i(id, lease_token, lease_ms, progress, message)
@@ -448,7 +450,7 @@ WITH input AS (
       FROM document_jobs j JOIN input i ON i.id = j.id AND i.lease_token = j.lease_token
      WHERE j.status = 'processing'
      ORDER BY j.id
-       FOR UPDATE OF j
+       FOR UPDATE OF j SKIP LOCKED
 ), renewed AS (
     UPDATE document_jobs j
        SET lease_expires_at = coalesce($6::timestamptz, now()) + c.lease_ms * interval '1 millisecond',

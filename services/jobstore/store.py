@@ -256,9 +256,11 @@ class Store:
                     lease_ms: int) -> list[Row]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        # The last look found a job due later: waiters that looked before it was made may not know of it.
+        knows_due = False
         while True:
             waiter = self._claims.register(job_types)
-            found = again = False
+            found = again = failed = False
             try:
                 query = asyncio.ensure_future(self._claims_conn.claim(job_types, max_jobs, lease_ms, worker_id,
                                                                       self.clock.sql_now()))
@@ -279,14 +281,19 @@ class Store:
                 if remaining <= 0 or self.shutting_down.is_set():
                     return []
                 next_due = await self._pool.fetchval(Q.next_due_in, job_types, self.clock.sql_now())
+                knows_due = next_due is not None
                 timeout = remaining if next_due is None else min(remaining, max(next_due, 0.0) + 0.001)
                 await waiter.wait(timeout)
                 again = True  # the next round's query takes the wake, if it was one
+            except BaseException:
+                failed = True  # cancelled (the caller left), or the claim connection failed
+                raise
             finally:
                 self._claims.unregister(waiter)
-                if found or (waiter.woken and not again):
-                    # More may be claimable (found), or this waiter was woken and will not look: the
-                    # next waiter of these types looks instead (claims.py).
+                if not again and (found or failed or waiter.woken or knows_due):
+                    # More may be claimable (found); or this claim ends without looking at what woke it
+                    # (a wake, or a job due later that it alone may know of): the next waiter of these
+                    # types looks instead (claims.py).
                     self._claims.wake(job_types)
 
     async def _release_after(self, query: asyncio.Future[list[Row]]) -> None:
@@ -331,6 +338,9 @@ class Store:
     async def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID, progress: int | None,
                         message: str | None, lease_ms: int) -> Heartbeat:
         row = await self._heartbeats.submit(job_id, token, lease_ms, progress, message)
+        if row is None:  # a stale lease, or a row another transaction held: this job alone, waiting its turn
+            row = await self._pool.fetchrow(Q.heartbeat_waiting, [job_id], [token], [lease_ms], [progress], [message],
+                                            self.clock.sql_now())
         if row is not None:
             if row["event_id"] is not None:
                 self._committed()
