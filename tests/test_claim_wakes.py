@@ -8,6 +8,7 @@ a wake on when its waiter cannot use it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,16 +82,29 @@ async def test_waiters_of_different_types_each_get_theirs(jobstore) -> None:
     await asyncio.gather(*rest, return_exceptions=True)
 
 
+async def store_claims_asleep(jobstore: Any, *waits: float) -> list[asyncio.Task[list[Any]]]:
+    """Store.claim calls for pdf jobs, one per wait (in seconds), registered in this order, each having
+    looked once and found nothing."""
+    store, tasks = jobstore.server.store, []
+    for n, wait in enumerate(waits):
+        asleep = (len(jobstore.server.claims) + 1, count(FOUND_NONE) + 1)
+        tasks.append(asyncio.create_task(store.claim(f"w{n}", ["pdf"], 1, wait, 30_000)))
+        await wait_until(functools.partial(is_asleep, jobstore, asleep))
+    return tasks
+
+
+def is_asleep(jobstore: Any, expected: tuple[int, float]) -> bool:
+    return (len(jobstore.server.claims), count(FOUND_NONE)) == expected
+
+
+def pdf_job(run_at: datetime | None = None) -> NewJob:
+    return NewJob(job_type="pdf", payload_json="{}", title="t", user_id="u", session_id="", message_id="",
+                  priority=0, max_retries=None, run_at=run_at, expires_at=None, idempotency_key=None)
+
+
 async def test_a_woken_claim_whose_caller_left_hands_the_job_to_the_next(jobstore) -> None:
-    store = jobstore.server.store
-    looked = count(FOUND_NONE)
-    first = asyncio.create_task(store.claim("first", ["pdf"], 1, 60.0, 30_000))
-    await wait_until(lambda: len(jobstore.server.claims) == 1 and count(FOUND_NONE) == looked + 1)
-    second = asyncio.create_task(store.claim("second", ["pdf"], 1, 60.0, 30_000))
-    await wait_until(lambda: len(jobstore.server.claims) == 2 and count(FOUND_NONE) == looked + 2)
-    row, _ = await store.enqueue(NewJob(job_type="pdf", payload_json="{}", title="t", user_id="u", session_id="",
-                                        message_id="", priority=0, max_retries=None, run_at=None, expires_at=None,
-                                        idempotency_key=None))
+    first, second = await store_claims_asleep(jobstore, 60.0, 60.0)
+    row, _ = await jobstore.server.store.enqueue(pdf_job())
     # The commit woke the oldest waiter; its caller goes away before it looks.
     assert [w.woken for w in jobstore.server.claims._waiters] == [True, False]
     first.cancel()
@@ -103,16 +117,9 @@ async def test_a_woken_claim_whose_caller_left_hands_the_job_to_the_next(jobstor
 async def test_a_claim_that_ends_knowing_of_a_job_due_later_tells_the_next(jobstore) -> None:
     # Only the woken claim looked after the delayed job was made, so only it knows when the job is due;
     # when its own wait ends first, the other claim would sleep through its whole wait unless told.
-    store = jobstore.server.store
-    looked = count(FOUND_NONE)
-    short = asyncio.create_task(store.claim("short", ["pdf"], 1, 2.0, 30_000))
-    await wait_until(lambda: len(jobstore.server.claims) == 1 and count(FOUND_NONE) == looked + 1)
-    long = asyncio.create_task(store.claim("long", ["pdf"], 1, 60.0, 30_000))
-    await wait_until(lambda: len(jobstore.server.claims) == 2 and count(FOUND_NONE) == looked + 2)
+    short, long = await store_claims_asleep(jobstore, 2.0, 60.0)
     due = datetime.now(UTC) + timedelta(seconds=4)  # after the short claim's wait ends
-    row, _ = await store.enqueue(NewJob(job_type="pdf", payload_json="{}", title="t", user_id="u", session_id="",
-                                        message_id="", priority=0, max_retries=None, run_at=due, expires_at=None,
-                                        idempotency_key=None))
+    row, _ = await jobstore.server.store.enqueue(pdf_job(due))
     assert await asyncio.wait_for(short, 10) == []
     [got] = await asyncio.wait_for(long, 10)
     assert got["id"] == row["id"]

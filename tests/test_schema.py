@@ -13,12 +13,16 @@ from jobstore.queries import Q
 from .test_pgboss import boss_command
 
 
+async def finished_jobs(conn: asyncpg.Connection, n: int) -> None:
+    """A table mostly of finished jobs, as a queue that has run for a while keeps them."""
+    await conn.execute("INSERT INTO document_jobs (id, user_id, job_type, payload, status, completed_at)"
+                       " SELECT gen_random_uuid(), 'u', 'pdf', '{}', 'completed', now() FROM generate_series(1, $1)", n)
+
+
 async def test_claim_uses_the_claimable_index_on_a_large_queue(database_url) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO document_jobs (id, user_id, job_type, payload, status, completed_at)"
-            " SELECT gen_random_uuid(), 'u', 'pdf', '{}', 'completed', now() FROM generate_series(1, 20000)")
+        await finished_jobs(conn, 20_000)
         await conn.execute(
             "INSERT INTO document_jobs (id, user_id, job_type, payload, priority)"
             " SELECT gen_random_uuid(), 'u', 'pdf', '{}', g % 3 FROM generate_series(1, 2000) g")
@@ -68,9 +72,7 @@ async def test_no_index_holds_a_column_a_heartbeat_changes(database_url) -> None
 async def test_the_lease_reaper_reads_only_processing_jobs_on_a_large_table(database_url) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO document_jobs (id, user_id, job_type, payload, status, completed_at)"
-            " SELECT gen_random_uuid(), 'u', 'pdf', '{}', 'completed', now() FROM generate_series(1, 20000)")
+        await finished_jobs(conn, 20_000)
         await conn.execute(
             "INSERT INTO document_jobs (id, user_id, job_type, payload, status, lease_token, lease_expires_at)"
             " SELECT gen_random_uuid(), 'u', 'pdf', '{}', 'processing', gen_random_uuid(),"
