@@ -80,12 +80,13 @@ class EventHub:
     def stream_count(self) -> int:
         return sum(len(s) for s in self._streams.values()) + len(self._listeners)
 
+    def _everyone(self) -> list[Subscriber]:
+        """Every open stream, at this moment: the job streams, then the listeners."""
+        return [stream for streams in self._streams.values() for stream in streams] + list(self._listeners)
+
     def _tell_all(self, marker: pb.JobEvent) -> None:
-        for streams in list(self._streams.values()):
-            for stream in streams:
-                stream.put(marker)
-        for listener in list(self._listeners):
-            listener.put(marker)
+        for stream in self._everyone():
+            stream.put(marker)
 
     def close_all(self) -> None:
         """Shutting down: every open stream ends (its browser reconnects elsewhere with Last-Event-ID)."""
@@ -97,16 +98,10 @@ class EventHub:
         thousand writes in one turn held every live event back by a few hundred milliseconds."""
         while True:
             await asyncio.sleep(self._heartbeat_s)
-            told = 0
-            for streams in list(self._streams.values()):
-                for stream in streams:
-                    stream.put(HEARTBEAT)
-                told += len(streams)
-                if told >= BEAT_CHUNK:
-                    told = 0
+            for told, stream in enumerate(self._everyone(), 1):
+                stream.put(HEARTBEAT)
+                if told % BEAT_CHUNK == 0:
                     await asyncio.sleep(0)  # these write now, between live events
-            for listener in list(self._listeners):
-                listener.put(HEARTBEAT)
 
     async def _run(self) -> None:
         failures = 0
