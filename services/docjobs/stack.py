@@ -23,7 +23,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -211,7 +210,10 @@ class Stack:
         self.units: list[Unit] = []  # in start order; stopped in reverse
         self._restarts: dict[str, Restarts] = {}
         self._due: dict[str, float] = {}  # name -> when its pending restart is due
-        self._stop = threading.Event()
+        # Set by request_stop, the signal handler. Not a threading.Event: a Python signal handler runs
+        # in the main thread between two bytecodes, perhaps while that thread holds the Event's lock
+        # inside Event.wait(), and Event.set() would then wait for that lock forever (a hung Ctrl-C).
+        self._stop_requested = False
         self.stop_reason = "a stop request"
 
     def database(self) -> str:
@@ -252,7 +254,7 @@ class Stack:
     def start(self) -> None:
         dsn = self.database()
         for service in self.plan(dsn):
-            if self._stop.is_set():
+            if self._stop_requested:
                 raise StopRequested
             self._start_service(service)
 
@@ -266,7 +268,7 @@ class Stack:
         self._watch(service)
         deadline = time.monotonic() + timeout
         while not service.ready():
-            if self._stop.is_set():
+            if self._stop_requested:
                 raise StopRequested
             status = service.exit_status()
             if status is not None:
@@ -279,12 +281,18 @@ class Stack:
     def supervise(self) -> int:
         """Restart what exits on its own, until a stop signal (0), a crash loop or a process that must
         not be restarted (1)."""
-        while not self._stop.wait(self.poll_s):
+        while not self._sleep_unless_stopped(self.poll_s):
             outcome = self.check()
             if outcome is not None:
                 return outcome
         log.info("stopping the stack: %s received", self.stop_reason)
         return 0
+
+    def _sleep_unless_stopped(self, seconds: float) -> bool:
+        """Sleep unless a stop was requested (a signal does not cut the sleep short); whether one was."""
+        if not self._stop_requested:
+            time.sleep(seconds)
+        return self._stop_requested
 
     def check(self) -> int | None:
         """One round: start what is due, judge what has exited. An exit status for the stack, or None."""
@@ -292,7 +300,7 @@ class Stack:
         for unit in self.units:
             due = self._due.get(unit.name)
             if due is not None:
-                if now >= due and not self._stop.is_set():
+                if now >= due and not self._stop_requested:
                     del self._due[unit.name]
                     self._restarts[unit.name].record()
                     try:
@@ -322,7 +330,7 @@ class Stack:
     def request_stop(self, signum: int = 0, *_: object) -> None:
         if signum:
             self.stop_reason = signal.Signals(signum).name + (" (Ctrl-C)" if signum == signal.SIGINT else "")
-        self._stop.set()
+        self._stop_requested = True  # only a flag: see __init__
 
     def stop(self, grace: float = 15.0) -> None:
         for unit in reversed(self.units):
