@@ -16,7 +16,7 @@ def _load() -> dict[str, str]:
         sql = "\n".join(line for line in body.strip().splitlines() if not line.lstrip().startswith("--"))
         queries[name] = sql.strip().rstrip(";")
     # The heartbeat of one job whose row was locked when its batch ran: the same statement, waiting its turn.
-    waiting = queries["heartbeat"].replace("FOR UPDATE OF j SKIP LOCKED", "FOR UPDATE OF j")
+    waiting = queries["heartbeat"].replace("FOR UPDATE OF d SKIP LOCKED", "FOR UPDATE OF d")
     assert waiting != queries["heartbeat"], "queries.sql: heartbeat no longer skips locked rows"
     queries["heartbeat_waiting"] = waiting
     return queries

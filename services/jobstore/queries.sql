@@ -343,12 +343,28 @@ SELECT claimed.*, event.id AS last_event_id
 -- name: release
 -- Claimed jobs whose claimer went away before it received them (its call was cancelled): back to
 -- pending as they were, with no retry counted. $1 job ids, $2 lease tokens.
-WITH released AS (
+-- Each job is looked up by its id alone and locked, in id order; its status and lease token are checked
+-- on the locked row. A lookup by id alone can only descend the primary key, once per job, whatever the
+-- plan's estimates: a plan made while the statistics counted few running jobs read every running job of
+-- the table through the reaper's index (as a join, or once per job when the lookup also named the status).
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS i(id, lease_token) ORDER BY id
+), current AS (
+    SELECT j.id
+      FROM input i
+      CROSS JOIN LATERAL (
+          SELECT d.id, d.lease_token, d.status
+            FROM document_jobs d
+           WHERE d.id = i.id
+           LIMIT 1  -- keeps the checks below out of the lookup (a qual is not pushed into a LIMIT)
+             FOR UPDATE OF d) j
+     WHERE j.lease_token = i.lease_token AND j.status = 'processing'
+), released AS (
     UPDATE document_jobs j
        SET status = 'pending', lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
            started_at = NULL, updated_at = now()
-      FROM unnest($1::uuid[], $2::uuid[]) AS i(id, lease_token)
-     WHERE j.id = i.id AND j.lease_token = i.lease_token AND j.status = 'processing'
+      FROM current c
+     WHERE j.id = c.id
     RETURNING j.*
 )
 INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
@@ -442,15 +458,24 @@ SELECT extract(epoch FROM min(run_at) - coalesce($2::timestamptz, now()))::float
 -- is no longer processing is not returned, nor is one whose row another transaction has locked (SKIP
 -- LOCKED: one job held by the maintenance tick must not hold up a whole batch; Store.heartbeat asks
 -- again for that job alone, waiting its turn: heartbeat_waiting).
+-- Each job is looked up by its id alone and locked, in id order; its status and lease token are checked
+-- on the locked row. A lookup by id alone can only descend the primary key, once per job, whatever the
+-- plan's estimates: a plan made while the statistics counted few running jobs read every running job of
+-- the table through the reaper's index (as a join, or once per job when the lookup also named the status).
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::text[])
                   AS i(id, lease_token, lease_ms, progress, message)
+     ORDER BY id
 ), current AS (
     SELECT j.id, j.progress, j.progress_message, i.lease_ms, i.progress AS new_progress, i.message AS new_message
-      FROM document_jobs j JOIN input i ON i.id = j.id AND i.lease_token = j.lease_token
-     WHERE j.status = 'processing'
-     ORDER BY j.id
-       FOR UPDATE OF j SKIP LOCKED
+      FROM input i
+      CROSS JOIN LATERAL (
+          SELECT d.id, d.lease_token, d.status, d.progress, d.progress_message
+            FROM document_jobs d
+           WHERE d.id = i.id
+           LIMIT 1  -- keeps the checks below out of the lookup (a qual is not pushed into a LIMIT)
+             FOR UPDATE OF d SKIP LOCKED) j
+     WHERE j.lease_token = i.lease_token AND j.status = 'processing'
 ), renewed AS (
     UPDATE document_jobs j
        SET lease_expires_at = coalesce($6::timestamptz, now()) + c.lease_ms * interval '1 millisecond',
@@ -481,15 +506,30 @@ SELECT status, lease_token = $2 AS token_matches
 -- name: complete
 -- Completes a batch of jobs in one statement: $1 job ids, $2 lease tokens, $3 results, $4 artifact ids
 -- (NULL for none), $5 now. A job whose token is stale or that is no longer processing is simply not returned.
+-- Each job is looked up by its id alone and locked, in id order; its status and lease token are checked
+-- on the locked row. A lookup by id alone can only descend the primary key, once per job, whatever the
+-- plan's estimates: a plan made while the statistics counted few running jobs read every running job of
+-- the table through the reaper's index (as a join, or once per job when the lookup also named the status).
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[]) AS i(id, lease_token, result, artifact_id)
+     ORDER BY id
+), current AS (
+    SELECT j.id, i.result, i.artifact_id
+      FROM input i
+      CROSS JOIN LATERAL (
+          SELECT d.id, d.lease_token, d.status
+            FROM document_jobs d
+           WHERE d.id = i.id
+           LIMIT 1  -- keeps the checks below out of the lookup (a qual is not pushed into a LIMIT)
+             FOR UPDATE OF d) j
+     WHERE j.lease_token = i.lease_token AND j.status = 'processing'
 ), completed AS (
     UPDATE document_jobs j
-       SET status = 'completed', result = i.result::jsonb, artifact_id = i.artifact_id, error = NULL,
+       SET status = 'completed', result = c.result::jsonb, artifact_id = c.artifact_id, error = NULL,
            progress = 100, completed_at = coalesce($5::timestamptz, now()),
            updated_at = coalesce($5::timestamptz, now()), lease_expires_at = NULL
-      FROM input i
-     WHERE j.id = i.id AND j.lease_token = i.lease_token AND j.status = 'processing'
+      FROM current c
+     WHERE j.id = c.id
     RETURNING j.*
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
