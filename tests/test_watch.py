@@ -197,3 +197,27 @@ async def test_concurrent_writers_on_two_replicas_every_watcher_sees_its_whole_h
         assert len(events) == 7
     scoped = await asyncio.wait_for(scope_watcher, 20)
     assert len({e.id for e in scoped}) == len(scoped) == 40 * 7
+
+
+async def test_the_all_jobs_watch_sends_events_committed_together_in_one_message(stub) -> None:
+    """A gateway's one stream of every job's events: SUBSCRIBED first, then each event once, in id order,
+    several to a message (one message per event cost a gateway half of its CPU under load)."""
+    user = new_user()
+    call = stub.WatchAllJobs(pb.WatchAllJobsRequest(), timeout=30)
+    messages = call.__aiter__()
+    first = await anext(messages)
+    assert [e.marker for e in first.events] == [pb.WATCH_MARKER_SUBSCRIBED]
+    reply = await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=[
+        pb.EnqueueRequest(job_type="pdf", user_id=user, payload_json="{}") for _ in range(120)]))
+    expected = sorted(j.job.last_event_id for j in reply.jobs)
+    received: list[pb.JobEvent] = []
+    batches = 0
+    async for batch in messages:
+        batches += 1
+        received += [e for e in batch.events if e.user_id == user]
+        if len(received) >= len(expected):
+            break
+    call.cancel()
+    assert [e.id for e in received] == expected  # each once, in order
+    assert all(e.status == pb.JOB_STATUS_PENDING for e in received)
+    assert batches <= 3, batches  # one statement's events: one dispatcher read, one message (or a few)

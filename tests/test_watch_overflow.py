@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
 
 import aiohttp
 import grpc
@@ -36,6 +37,16 @@ async def enqueue_expiring(stub, user: str, count: int, session_id: str = "") ->
     expires = pb.EnqueueRequest().expires_at
     expires.FromDatetime(dt.datetime.now(dt.UTC) + EXPIRES_IN)
     return [await enqueue(stub, user, session_id=session_id, expires_at=expires) for _ in range(count)]
+
+
+async def _events_of(call) -> AsyncIterator[pb.JobEvent]:
+    """The events of a Watch, or of a WatchAllJobs (several to a message)."""
+    async for message in call:
+        if isinstance(message, pb.JobEventBatch):
+            for event in message.events:
+                yield event
+        else:
+            yield message
 
 
 async def stored_events(stub, job_id: str) -> list[pb.JobEvent]:
@@ -69,15 +80,17 @@ async def test_a_scope_or_all_jobs_watch_that_falls_behind_ends_unavailable_and_
     running = await jobstore_factory(watch_buffer=2, all_jobs_watch_buffer=2)
     stub = running.stub
     user = new_user()
-    request = pb.WatchRequest(user_id=user) if kind == "scope" else pb.WatchRequest(all_jobs=True)
     before = overflows(kind)
     jobs = await enqueue_expiring(stub, user, 8)  # before the watch: 8 pending events in the table
     # ... and handed out already, so that they reach the watch from the table, not as live events.
     await wait_until(lambda: running.server.dispatcher.settled >= max(j.last_event_id for j in jobs))
-    call = stub.Watch(request, timeout=30)
+    if kind == "scope":
+        call = stub.Watch(pb.WatchRequest(user_id=user), timeout=30)
+    else:
+        call = stub.WatchAllJobs(pb.WatchAllJobsRequest(), timeout=30)
     received: list[pb.JobEvent] = []
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        async for event in call:  # (a watch gone silent ends with DEADLINE_EXCEEDED below)
+        async for event in _events_of(call):  # (a watch gone silent ends with DEADLINE_EXCEEDED below)
             if event.marker:
                 assert event.marker == pb.WATCH_MARKER_SUBSCRIBED and kind == "all_jobs"
                 continue

@@ -1,4 +1,5 @@
-"""One Watch stream per gateway process for every job's events, fanned out to the SSE streams in memory.
+"""One stream per gateway process for every job's events (WatchAllJobs: several events to a message),
+fanned out to the SSE streams in memory.
 
 Holding a gRPC call per open SSE stream costs tens of KiB each; here a stream is an entry in a dict. The
 hub's stream is live-only, so each SSE stream first reads its job's stored events (a short history-only
@@ -106,17 +107,18 @@ class EventHub:
     async def _run(self) -> None:
         failures = 0
         while True:
-            call = self._stub.Watch(pb.WatchRequest(all_jobs=True))
+            call = self._stub.WatchAllJobs(pb.WatchAllJobsRequest())
             try:
-                async for event in call:
-                    if event.marker == pb.WATCH_MARKER_SUBSCRIBED:
-                        self.connections += 1
-                        failures = 0
-                        self.live.set()
-                        self._tell_all(RESYNC)  # whatever was committed before, the streams read themselves
-                        continue
-                    for stream in self._streams.get(event.job_id, ()):
-                        stream.put(event)
+                async for batch in call:
+                    for event in batch.events:
+                        if event.marker == pb.WATCH_MARKER_SUBSCRIBED:
+                            self.connections += 1
+                            failures = 0
+                            self.live.set()
+                            self._tell_all(RESYNC)  # whatever was committed before, the streams read themselves
+                            continue
+                        for stream in self._streams.get(event.job_id, ()):
+                            stream.put(event)
             except grpc.aio.AioRpcError as exc:
                 if failures == 0:
                     log.warning("event stream from the jobstore lost (%s: %s); reconnecting", exc.code().name,

@@ -8,7 +8,7 @@ wait their turn here, before any call object exists (a waiting opening holds no 
 burst of 5,000 openings, 19 KiB per open stream against 21 KiB with an interceptor, which creates the
 call and a task first, then waits).
 
-The gateway's one live event stream (the hub's Watch of all jobs) uses the channel's plain stub: it
+The gateway's one live event stream (the hub's WatchAllJobs) uses the channel's plain stub: it
 lasts as long as the process and is not counted.
 """
 

@@ -325,9 +325,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
     async def Watch(self, request: pb.WatchRequest,
                     context: Context) -> AsyncGenerator[pb.JobEvent, None]:
         job_id, user_id, session_id, after_id = validation.watch(request)
-        if request.all_jobs:
-            events = self._watches.all_jobs()
-        elif job_id is None:
+        if job_id is None:
             # A scope may be quiet for long: its caller learns at once that the call was taken (a gateway
             # holds a slot of its own bound on calls until then).
             await context.send_initial_metadata(())
@@ -339,6 +337,13 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
+
+    @streaming
+    async def WatchAllJobs(self, request: pb.WatchAllJobsRequest,
+                           context: Context) -> AsyncGenerator[pb.JobEventBatch, None]:
+        async with contextlib.aclosing(self._watches.all_jobs()) as batches:
+            async for batch in batches:
+                yield batch
 
     @unary
     async def ClaimDeliveries(self, request: pb.ClaimDeliveriesRequest,

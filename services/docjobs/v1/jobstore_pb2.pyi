@@ -533,20 +533,28 @@ class DownloadArtifactResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[Artifact, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("job_id", "user_id", "session_id", "after_event_id", "all_jobs", "history_only")
+    __slots__ = ("job_id", "user_id", "session_id", "after_event_id", "history_only")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
-    ALL_JOBS_FIELD_NUMBER: _ClassVar[int]
     HISTORY_ONLY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     user_id: str
     session_id: str
     after_event_id: int
-    all_jobs: bool
     history_only: bool
-    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., after_event_id: _Optional[int] = ..., all_jobs: _Optional[bool] = ..., history_only: _Optional[bool] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., after_event_id: _Optional[int] = ..., history_only: _Optional[bool] = ...) -> None: ...
+
+class WatchAllJobsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JobEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("id", "job_id", "kind", "status", "progress", "message", "result_json", "error", "created_at", "job_type", "user_id", "session_id", "attempt", "retry_at", "marker", "retried")

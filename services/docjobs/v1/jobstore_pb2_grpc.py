@@ -134,6 +134,11 @@ class JobStoreStub:
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.WatchRequest.SerializeToString,
                 response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.WatchAllJobs = channel.unary_stream(
+                '/docjobs.v1.JobStore/WatchAllJobs',
+                request_serializer=docjobs_dot_v1_dot_jobstore__pb2.WatchAllJobsRequest.SerializeToString,
+                response_deserializer=docjobs_dot_v1_dot_jobstore__pb2.JobEventBatch.FromString,
+                _registered_method=True)
         self.ClaimDeliveries = channel.unary_unary(
                 '/docjobs.v1.JobStore/ClaimDeliveries',
                 request_serializer=docjobs_dot_v1_dot_jobstore__pb2.ClaimDeliveriesRequest.SerializeToString,
@@ -328,6 +333,17 @@ class JobStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAllJobs(self, request, context):
+        """Every job's events, live only, from now on, without end: for a gateway that fans one stream out to
+        many clients. Several events to a message (those read together, up to 500), so a busy stream costs a
+        fraction of a message per event. The first message holds the marker WATCH_MARKER_SUBSCRIBED alone:
+        events committed after it are all delivered. A watcher that falls behind (its buffer on the jobstore,
+        DOCJOBS_ALL_JOBS_WATCH_BUFFER events, fills) gets UNAVAILABLE and watches again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ClaimDeliveries(self, request, context):
         """Webhooks (a job enqueued with webhook_url): a delivery is stored with each end of the job (completed
         or failed), in the transaction that ends it. A sender (the gateway) claims due deliveries, each leased
@@ -454,6 +470,11 @@ def add_JobStoreServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.WatchRequest.FromString,
                     response_serializer=docjobs_dot_v1_dot_jobstore__pb2.JobEvent.SerializeToString,
+            ),
+            'WatchAllJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAllJobs,
+                    request_deserializer=docjobs_dot_v1_dot_jobstore__pb2.WatchAllJobsRequest.FromString,
+                    response_serializer=docjobs_dot_v1_dot_jobstore__pb2.JobEventBatch.SerializeToString,
             ),
             'ClaimDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ClaimDeliveries,
@@ -1011,6 +1032,33 @@ class JobStore:
             '/docjobs.v1.JobStore/Watch',
             docjobs_dot_v1_dot_jobstore__pb2.WatchRequest.SerializeToString,
             docjobs_dot_v1_dot_jobstore__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAllJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/docjobs.v1.JobStore/WatchAllJobs',
+            docjobs_dot_v1_dot_jobstore__pb2.WatchAllJobsRequest.SerializeToString,
+            docjobs_dot_v1_dot_jobstore__pb2.JobEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

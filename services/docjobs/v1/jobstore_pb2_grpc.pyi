@@ -126,6 +126,13 @@ class JobStoreStub:
     then live ones. A one-job stream ends after the job's terminal event: the last one it has (a
     retried job's earlier terminal events are followed by its new attempt's events).
     """
+    WatchAllJobs: _grpc.UnaryStreamMultiCallable[_jobstore_pb2.WatchAllJobsRequest, _jobstore_pb2.JobEventBatch]
+    """Every job's events, live only, from now on, without end: for a gateway that fans one stream out to
+    many clients. Several events to a message (those read together, up to 500), so a busy stream costs a
+    fraction of a message per event. The first message holds the marker WATCH_MARKER_SUBSCRIBED alone:
+    events committed after it are all delivered. A watcher that falls behind (its buffer on the jobstore,
+    DOCJOBS_ALL_JOBS_WATCH_BUFFER events, fills) gets UNAVAILABLE and watches again.
+    """
     ClaimDeliveries: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimDeliveriesRequest, _jobstore_pb2.ClaimDeliveriesResponse]
     """Webhooks (a job enqueued with webhook_url): a delivery is stored with each end of the job (completed
     or failed), in the transaction that ends it. A sender (the gateway) claims due deliveries, each leased
@@ -225,6 +232,13 @@ class JobStoreAsyncStub(JobStoreStub):
     """Events of one job, or of a user's or session's jobs: stored events after after_event_id first,
     then live ones. A one-job stream ends after the job's terminal event: the last one it has (a
     retried job's earlier terminal events are followed by its new attempt's events).
+    """
+    WatchAllJobs: _aio.UnaryStreamMultiCallable[_jobstore_pb2.WatchAllJobsRequest, _jobstore_pb2.JobEventBatch]  # type: ignore[assignment]
+    """Every job's events, live only, from now on, without end: for a gateway that fans one stream out to
+    many clients. Several events to a message (those read together, up to 500), so a busy stream costs a
+    fraction of a message per event. The first message holds the marker WATCH_MARKER_SUBSCRIBED alone:
+    events committed after it are all delivered. A watcher that falls behind (its buffer on the jobstore,
+    DOCJOBS_ALL_JOBS_WATCH_BUFFER events, fills) gets UNAVAILABLE and watches again.
     """
     ClaimDeliveries: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.ClaimDeliveriesRequest, _jobstore_pb2.ClaimDeliveriesResponse]  # type: ignore[assignment]
     """Webhooks (a job enqueued with webhook_url): a delivery is stored with each end of the job (completed
@@ -442,6 +456,19 @@ class JobStoreServicer(metaclass=_abc_1.ABCMeta):
         """Events of one job, or of a user's or session's jobs: stored events after after_event_id first,
         then live ones. A one-job stream ends after the job's terminal event: the last one it has (a
         retried job's earlier terminal events are followed by its new attempt's events).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchAllJobs(
+        self,
+        request: _jobstore_pb2.WatchAllJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobstore_pb2.JobEventBatch], _abc.AsyncIterator[_jobstore_pb2.JobEventBatch]]:
+        """Every job's events, live only, from now on, without end: for a gateway that fans one stream out to
+        many clients. Several events to a message (those read together, up to 500), so a busy stream costs a
+        fraction of a message per event. The first message holds the marker WATCH_MARKER_SUBSCRIBED alone:
+        events committed after it are all delivered. A watcher that falls behind (its buffer on the jobstore,
+        DOCJOBS_ALL_JOBS_WATCH_BUFFER events, fills) gets UNAVAILABLE and watches again.
         """
 
     @_abc_1.abstractmethod
