@@ -4,6 +4,7 @@ real jobstore and Postgres; a renderer process on it across a jobstore restart; 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -486,3 +487,50 @@ async def test_a_stream_cut_while_heartbeats_are_answered_leaves_no_session_behi
             await stub.Complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
     # Every heartbeat taken in has been answered once its job could be completed (the row lock orders them).
     assert not sessions.holding(), "jobs still name a session that has ended"
+
+
+async def test_a_request_cancelled_while_it_is_written_leaves_the_session_working(stub) -> None:
+    """A job's heartbeat task is stopped as its job ends, maybe in the middle of writing a heartbeat; grpc
+    answers a write cancelled mid-way by cancelling the whole call. The session's one stream then died
+    without a word and every later request of the renderer waited out its timeout (its jobs' leases ran
+    out; seen under load in tests/faults). The write now finishes whoever stops waiting for it."""
+    held = Held()
+    work = session(stub, held)
+    try:
+        job = await enqueue(stub)
+        work.grant(1)
+        await wait_until(lambda: held.jobs)
+        [claimed] = held.jobs
+        connects = work.connects
+        for attempt in range(60):
+            beat = asyncio.ensure_future(work.heartbeat(pb.HeartbeatRequest(
+                job_id=job.id, lease_token=claimed.lease_token, progress=1 + attempt % 90)))
+            for _ in range(attempt % 3):  # cancelled at different points of its way out
+                await asyncio.sleep(0)
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SessionError):
+                await beat
+        answer = await work.heartbeat(pb.HeartbeatRequest(job_id=job.id, lease_token=claimed.lease_token,
+                                                          progress=95), timeout=5)
+        assert answer.lease_expires_at.seconds > 0
+        assert work.connects == connects  # the same stream all along: nothing broke it
+    finally:
+        await work.stop()
+
+
+async def test_a_session_whose_call_is_cancelled_under_it_opens_another(stub) -> None:
+    """Whatever ends the session's call, a CancelledError from grpc included, the session opens a new
+    stream: it never ends by itself while its worker runs."""
+    held = Held()
+    work = session(stub, held)
+    try:
+        await wait_until(lambda: work.connected.is_set())
+        connects = work.connects
+        work._call.cancel()  # what grpc does to a call whose write was cancelled
+        await wait_until(lambda: work.connects > connects and work.connected.is_set())
+        job = await enqueue(stub)
+        work.grant(1)
+        await wait_until(lambda: held.jobs)
+        assert held.jobs[0].job.id == job.id
+    finally:
+        await work.stop()

@@ -45,7 +45,7 @@ class SessionError(grpc.aio.AioRpcError):
         super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
-def _retrieved(future: asyncio.Future[pb.WorkAck]) -> None:
+def _retrieved(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
@@ -226,6 +226,17 @@ class WorkSession:
         return ack
 
     async def _send(self, request: pb.WorkRequest) -> None:
+        # Shielded: a caller cancelled during the write (a request's timeout, a job's heartbeat task
+        # stopped as its job ends) must not cancel the write itself, because grpc answers a write
+        # cancelled mid-way by cancelling the whole call: the session's stream, for every request.
+        write = asyncio.ensure_future(self._write(request))
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            write.add_done_callback(_retrieved)  # its failure, if any, went to nobody: not logged as lost
+            raise
+
+    async def _write(self, request: pb.WorkRequest) -> None:
         async with self._write_lock:
             call = self._call
             self._credit_flush = False
@@ -270,7 +281,16 @@ class WorkSession:
                 status = exc.code(), exc.details() or exc.code().name
             except asyncio.CancelledError:
                 call.cancel()
-                raise
+                current = asyncio.current_task()
+                if self._closing or (current is not None and current.cancelling()):
+                    raise  # stop(): this task was cancelled
+                # The call was cancelled under us (grpc cancels a call whose write was cancelled), not
+                # this task: a stream like any broken one, opened again.
+                status = grpc.StatusCode.CANCELLED, "the work session's call was cancelled"
+            except Exception as exc:  # never a silent end: without this task no request is ever answered
+                log.exception("work session: unexpected error; opening another")
+                call.cancel()
+                status = grpc.StatusCode.UNKNOWN, f"unexpected error: {exc!r}"
             finally:
                 self.connected.clear()
                 self._call = None
