@@ -458,10 +458,7 @@ SELECT extract(epoch FROM min(run_at) - coalesce($2::timestamptz, now()))::float
 -- is no longer processing is not returned, nor is one whose row another transaction has locked (SKIP
 -- LOCKED: one job held by the maintenance tick must not hold up a whole batch; Store.heartbeat asks
 -- again for that job alone, waiting its turn: heartbeat_waiting).
--- Each job is looked up by its id alone and locked, in id order; its status and lease token are checked
--- on the locked row. A lookup by id alone can only descend the primary key, once per job, whatever the
--- plan's estimates: a plan made while the statistics counted few running jobs read every running job of
--- the table through the reaper's index (as a join, or once per job when the lookup also named the status).
+-- Each job is looked up by its id alone and locked, as in `release` (which says why).
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::text[])
                   AS i(id, lease_token, lease_ms, progress, message)
@@ -506,10 +503,7 @@ SELECT status, lease_token = $2 AS token_matches
 -- name: complete
 -- Completes a batch of jobs in one statement: $1 job ids, $2 lease tokens, $3 results, $4 artifact ids
 -- (NULL for none), $5 now. A job whose token is stale or that is no longer processing is simply not returned.
--- Each job is looked up by its id alone and locked, in id order; its status and lease token are checked
--- on the locked row. A lookup by id alone can only descend the primary key, once per job, whatever the
--- plan's estimates: a plan made while the statistics counted few running jobs read every running job of
--- the table through the reaper's index (as a join, or once per job when the lookup also named the status).
+-- Each job is looked up by its id alone and locked, as in `release` (which says why).
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[]) AS i(id, lease_token, result, artifact_id)
      ORDER BY id
