@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import asyncpg
 
@@ -86,7 +87,7 @@ async def test_the_lease_reaper_reads_only_processing_jobs_on_a_large_table(data
     assert "document_jobs_processing" in plan and "Seq Scan on document_jobs" not in plan, plan
 
 
-def _rows_read(plan: dict, table: str) -> int:
+def _rows_read(plan: dict[str, Any], table: str) -> int:
     """Rows the plan's scans of `table` returned, over all their loops (EXPLAIN ANALYZE, JSON)."""
     found = 0
     if plan.get("Relation Name") == table and "Scan" in plan["Node Type"]:
@@ -114,18 +115,18 @@ async def test_a_batch_of_a_worker_reads_only_its_own_jobs_whatever_the_statisti
         groups = [jobs[k * batch:(k + 1) * batch] for k in range(7)]
         ids = [[j["id"] for j in group] for group in groups]
         tokens = [[j["lease_token"] for j in group] for group in groups]
-        statements = {
-            "heartbeat": (Q.heartbeat, ids[0], tokens[0], [60_000] * batch, [50] * batch, ["half"] * batch, None),
-            "heartbeat_waiting": (Q.heartbeat_waiting, ids[1][:1], tokens[1][:1], [60_000], [50], ["half"], None),
-            "complete": (Q.complete, ids[2], tokens[2], ["{}"] * batch, [None] * batch, None),
-            "release": (Q.release, ids[3], tokens[3]),
-            "fail": (Q.fail, ids[4][0], tokens[4][0], "boom", "it broke", True, 100, 1000, 0.5, None),
-            "release_job": (Q.release_job, ids[5][0], tokens[5][0], "shutdown", "stopping", 3, 100, 1000, 0.5, None),
-            "complete_with_artifact": (Q.complete_with_artifact, ids[6][0], tokens[6][0], "{}", uuid.uuid4(), "a.pdf",
-                                       "application/pdf", 3, "0" * 64, [b"pdf"], None),
+        statements: dict[str, tuple[str, list[Any]]] = {
+            "heartbeat": (Q.heartbeat, [ids[0], tokens[0], [60_000] * batch, [50] * batch, ["half"] * batch, None]),
+            "heartbeat_waiting": (Q.heartbeat_waiting, [ids[1][:1], tokens[1][:1], [60_000], [50], ["half"], None]),
+            "complete": (Q.complete, [ids[2], tokens[2], ["{}"] * batch, [None] * batch, None]),
+            "release": (Q.release, [ids[3], tokens[3]]),
+            "fail": (Q.fail, [ids[4][0], tokens[4][0], "boom", "it broke", True, 100, 1000, 0.5, None]),
+            "release_job": (Q.release_job, [ids[5][0], tokens[5][0], "shutdown", "stopping", 3, 100, 1000, 0.5, None]),
+            "complete_with_artifact": (Q.complete_with_artifact, [ids[6][0], tokens[6][0], "{}", uuid.uuid4(), "a.pdf",
+                                       "application/pdf", 3, "0" * 64, [b"pdf"], None]),
         }
         read = {}
-        for name, (query, *args) in statements.items():
+        for name, (query, args) in statements.items():
             explained = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + query, *args)
             read[name] = _rows_read(json.loads(explained)[0]["Plan"], "document_jobs")
     finally:

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import grpc
@@ -20,6 +21,7 @@ import pytest
 from docjobs.v1 import jobstore_pb2 as pb
 from gateway.app import HUB
 from jobstore import metrics
+from jobstore.service import JobStoreService
 
 from .conftest import new_user, wait_until
 from .gateway_client import bearer, read_sse, start_gateway
@@ -74,31 +76,34 @@ async def test_a_job_watch_that_falls_behind_rereads_the_table_and_loses_nothing
     assert overflows("job") == before + 1
 
 
-@pytest.mark.parametrize("kind", ["scope", "all_jobs"])
+@pytest.mark.parametrize("kind", ["scope", "all_jobs", "all_jobs_one_by_one"])
 async def test_a_scope_or_all_jobs_watch_that_falls_behind_ends_unavailable_and_resumes(jobstore_factory,
                                                                                          kind: str) -> None:
     running = await jobstore_factory(watch_buffer=2, all_jobs_watch_buffer=2)
     stub = running.stub
     user = new_user()
-    before = overflows(kind)
+    label = "all_jobs" if kind.startswith("all_jobs") else kind
+    before = overflows(label)
     jobs = await enqueue_expiring(stub, user, 8)  # before the watch: 8 pending events in the table
     # ... and handed out already, so that they reach the watch from the table, not as live events.
     await wait_until(lambda: running.server.dispatcher.settled >= max(j.last_event_id for j in jobs))
     if kind == "scope":
         call = stub.Watch(pb.WatchRequest(user_id=user), timeout=30)
-    else:
+    elif kind == "all_jobs":
         call = stub.WatchAllJobs(pb.WatchAllJobsRequest(), timeout=30)
+    else:  # the one-by-one form, for gateways older than WatchAllJobs
+        call = stub.Watch(pb.WatchRequest(all_jobs=True), timeout=30)
     received: list[pb.JobEvent] = []
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         async for event in _events_of(call):  # (a watch gone silent ends with DEADLINE_EXCEEDED below)
             if event.marker:
-                assert event.marker == pb.WATCH_MARKER_SUBSCRIBED and kind == "all_jobs"
+                assert event.marker == pb.WATCH_MARKER_SUBSCRIBED and kind.startswith("all_jobs")
                 continue
             received.append(event)
     # 8 failed events at once for a buffer of 2: the stream ended, saying how to go on.
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "watch again from the last event id received" in (failure.value.details() or "")
-    assert overflows(kind) == before + 1
+    assert overflows(label) == before + 1
     if kind == "scope":  # the client resumes where it was and gets the rest, each event once
         assert [e.status for e in received] == [pb.JOB_STATUS_PENDING] * 8
         resumed = stub.Watch(pb.WatchRequest(user_id=user, after_event_id=received[-1].id))
@@ -133,5 +138,35 @@ async def test_sse_clients_get_every_event_once_when_the_gateways_own_watch_fall
             assert [e.id for e in stream.events] == [e.id for e in await stored_events(running.stub, job.id)]
         assert overflows("all_jobs") >= before + 1  # the path under test was taken
         assert hub.connections > connections  # ... and the hub watched again
+    finally:
+        await gateway.stop()
+
+
+async def test_a_gateway_on_a_jobstore_older_than_watch_all_jobs_falls_back_to_one_event_a_message(
+        jobstore_factory, monkeypatch) -> None:
+    """A jobstore without WatchAllJobs (not upgraded yet, or rolled back): the gateway's hub watches with
+    Watch(all_jobs) instead, and its streams get their events live."""
+    async def unimplemented(self: Any, request: Any, context: Any) -> AsyncIterator[pb.JobEventBatch]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield pb.JobEventBatch()  # never reached: an async generator, as the real handler is
+
+    monkeypatch.setattr(JobStoreService, "WatchAllJobs", unimplemented)
+    running = await jobstore_factory()
+    gateway = await start_gateway(running.address)
+    try:
+        hub = gateway.runner.app[HUB]
+        await wait_until(lambda: hub.live.is_set())  # set only by a SUBSCRIBED marker: the fallback's
+        user = new_user()
+        job = await enqueue(running.stub, user)
+        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+            reader = asyncio.create_task(read_sse(http, f"{gateway.base}/api/jobs/{job.id}/events",
+                                                  headers=bearer(user)))
+            [claimed] = await claim(running.stub)
+            await running.stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=claimed.lease_token,
+                                                           result_json="{}"))
+            stream = await reader
+        assert [e.name for e in stream.events][-1] == "job-complete"
+        assert [e.id for e in stream.events] == [e.id for e in await stored_events(running.stub, job.id)]
+        assert hub.connections == 1  # one watch, never broken
     finally:
         await gateway.stop()

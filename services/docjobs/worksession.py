@@ -253,6 +253,13 @@ class WorkSession:
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
                 # Its credit is in `outstanding`, which the next stream's hello grants again.
                 raise SessionError(grpc.StatusCode.UNAVAILABLE, f"the work session broke ({exc})") from None
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                # Nobody cancels this write: grpc raises CancelledError for a call cancelled under it (the
+                # session's own _run does so when the stream ends). For the caller, a broken session.
+                raise SessionError(grpc.StatusCode.UNAVAILABLE, "the work session's call was cancelled") from None
 
     # --- the stream ----------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -106,11 +106,13 @@ class EventHub:
 
     async def _run(self) -> None:
         failures = 0
+        batched = True  # WatchAllJobs; a jobstore older than it has only Watch(all_jobs), one event a message
         while True:
-            call = self._stub.WatchAllJobs(pb.WatchAllJobsRequest())
+            call: Any = (self._stub.WatchAllJobs(pb.WatchAllJobsRequest()) if batched
+                         else self._stub.Watch(pb.WatchRequest(all_jobs=True)))
             try:
-                async for batch in call:
-                    for event in batch.events:
+                async for message in call:
+                    for event in (message.events if batched else (message,)):
                         if event.marker == pb.WATCH_MARKER_SUBSCRIBED:
                             self.connections += 1
                             failures = 0
@@ -120,6 +122,11 @@ class EventHub:
                         for stream in self._streams.get(event.job_id, ()):
                             stream.put(event)
             except grpc.aio.AioRpcError as exc:
+                if batched and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    log.info("the jobstore has no WatchAllJobs (it is older than this gateway): watching every "
+                             "job's events one to a message")
+                    batched = False
+                    continue
                 if failures == 0:
                     log.warning("event stream from the jobstore lost (%s: %s); reconnecting", exc.code().name,
                                 exc.details())
@@ -128,5 +135,6 @@ class EventHub:
             finally:
                 call.cancel()
             self.live.clear()
+            batched = True  # the jobstore may have been upgraded meanwhile
             failures += 1
             await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))

@@ -325,7 +325,9 @@ class JobStoreService(pb_grpc.JobStoreServicer):
     async def Watch(self, request: pb.WatchRequest,
                     context: Context) -> AsyncGenerator[pb.JobEvent, None]:
         job_id, user_id, session_id, after_id = validation.watch(request)
-        if job_id is None:
+        if request.all_jobs:
+            events = self._watches.all_jobs_one_by_one()
+        elif job_id is None:
             # A scope may be quiet for long: its caller learns at once that the call was taken (a gateway
             # holds a slot of its own bound on calls until then).
             await context.send_initial_metadata(())

@@ -338,8 +338,12 @@ def download(req: pb.DownloadArtifactRequest) -> tuple[uuid.UUID, str | None]:
 def watch(req: pb.WatchRequest) -> tuple[uuid.UUID | None, str | None, str | None, int]:
     if req.after_event_id < 0:
         raise InvalidArgument("after_event_id", "must not be negative")
+    if req.all_jobs and (req.job_id or req.user_id or req.session_id or req.after_event_id or req.history_only):
+        raise InvalidArgument("all_jobs", "excludes job_id, user_id, session_id, after_event_id and history_only")
     if req.history_only and not req.job_id:
         raise InvalidArgument("history_only", "goes with job_id")
+    if req.all_jobs:
+        return None, None, None, 0
     user_id = _optional_user(req.user_id)
     session_id = _text(req.session_id, "session_id") or None
     if req.job_id:

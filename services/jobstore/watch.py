@@ -43,7 +43,10 @@ from .store import Row, Store
 log = logging.getLogger(__name__)
 
 HISTORY_PAGE = 500
-ALL_JOBS_BATCH = 500  # events in one message of WatchAllJobs
+# One message of WatchAllJobs: at most this many events, and no more bytes than this once one is in (an
+# event's result may hold up to 1 MiB, and the channels take messages of up to 16 MiB).
+ALL_JOBS_BATCH = 500
+ALL_JOBS_BATCH_BYTES = 1 << 20
 TERMINAL_EVENT_KINDS = frozenset({pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED})
 SUBSCRIBED = pb.JobEvent(marker=pb.WATCH_MARKER_SUBSCRIBED)
 FINISHED = pb.JobEvent(marker=pb.WATCH_MARKER_FINISHED)
@@ -158,8 +161,8 @@ class Watches:
 
     async def all_jobs(self) -> AsyncGenerator[pb.JobEventBatch, None]:
         """Every job's events from now on: SUBSCRIBED first, then every event committed after it, in
-        batches of what the dispatcher delivered together (up to ALL_JOBS_BATCH: a gRPC message stays far
-        below its 4 MiB limit). One message per event cost a gateway half of its CPU at 900 events/s."""
+        batches of what the dispatcher delivered together (_batches: bounded in events and bytes). One
+        message per event cost a gateway half of its CPU at 900 events/s."""
         with self._subscribed("all_jobs", limit=self._all_jobs_buffer) as sub:
             yield pb.JobEventBatch(events=[SUBSCRIBED])
             while True:
@@ -173,8 +176,15 @@ class Watches:
                     log.warning("an all-jobs watch fell behind (%d events buffered); it must watch again",
                                 self._all_jobs_buffer)
                     raise Unavailable(FELL_BEHIND) from None
-                for start in range(0, len(events), ALL_JOBS_BATCH):
-                    yield pb.JobEventBatch(events=events[start:start + ALL_JOBS_BATCH])
+                for batch in _batches(events):
+                    yield batch
+
+    async def all_jobs_one_by_one(self) -> AsyncGenerator[pb.JobEvent, None]:
+        """all_jobs one event at a time: Watch(all_jobs), as gateways older than WatchAllJobs ask."""
+        async with contextlib.aclosing(self.all_jobs()) as batches:
+            async for batch in batches:
+                for event in batch.events:
+                    yield event
 
     async def _stored(self, job_id: uuid.UUID, after_id: int) -> AsyncIterator[pb.JobEvent]:
         """A job's stored events after after_id, page by page."""
@@ -206,6 +216,21 @@ def _finished_by(job: Row, after_id: int) -> bool:
     after_id. Its status and newest event id are read together: a retry that commits after the read
     adds events above after_id, which the caller then reads."""
     return job["status"] in convert.TERMINAL_STATUSES and (job["last_event_id"] or 0) <= after_id
+
+
+def _batches(events: list[pb.JobEvent]) -> Iterator[pb.JobEventBatch]:
+    """The events in order, as messages of at most ALL_JOBS_BATCH events, each closed once it holds
+    ALL_JOBS_BATCH_BYTES (so a message is at most that plus one event)."""
+    batch: list[pb.JobEvent] = []
+    size = 0
+    for event in events:
+        batch.append(event)
+        size += event.ByteSize()
+        if len(batch) >= ALL_JOBS_BATCH or size >= ALL_JOBS_BATCH_BYTES:
+            yield pb.JobEventBatch(events=batch)
+            batch, size = [], 0
+    if batch:
+        yield pb.JobEventBatch(events=batch)
 
 
 async def _next(sub: Subscription) -> pb.JobEvent:

@@ -158,7 +158,9 @@ def test_watch_requests() -> None:
     job = uuid.UUID(JOB_ID)
     assert validation.watch(pb.WatchRequest(job_id=JOB_ID, after_event_id=7)) == (job, None, None, 7)
     assert validation.watch(pb.WatchRequest(session_id="s")) == (None, None, "s", 0)
+    assert validation.watch(pb.WatchRequest(all_jobs=True)) == (None, None, None, 0)
     for request, field in [(pb.WatchRequest(), "job_id"), (pb.WatchRequest(job_id=JOB_ID, after_event_id=-1),
                                                             "after_event_id"),
+                           (pb.WatchRequest(all_jobs=True, job_id=JOB_ID), "all_jobs"),
                            (pb.WatchRequest(user_id="u", history_only=True), "history_only")]:
         assert field_of(validation.watch, request) == field

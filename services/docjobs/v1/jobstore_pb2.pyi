@@ -533,18 +533,20 @@ class DownloadArtifactResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[Artifact, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("job_id", "user_id", "session_id", "after_event_id", "history_only")
+    __slots__ = ("job_id", "user_id", "session_id", "after_event_id", "all_jobs", "history_only")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ALL_JOBS_FIELD_NUMBER: _ClassVar[int]
     HISTORY_ONLY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     user_id: str
     session_id: str
     after_event_id: int
+    all_jobs: bool
     history_only: bool
-    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., after_event_id: _Optional[int] = ..., history_only: _Optional[bool] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., after_event_id: _Optional[int] = ..., all_jobs: _Optional[bool] = ..., history_only: _Optional[bool] = ...) -> None: ...
 
 class WatchAllJobsRequest(_message.Message):
     __slots__ = ()
