@@ -14,6 +14,7 @@ Tiers (markers registered in pyproject.toml, applied here at collection, so none
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import itertools
@@ -174,6 +175,19 @@ async def jobstore_factory(database_url: str) -> AsyncIterator[JobStoreFactory]:
 @pytest.fixture
 async def jobstore(jobstore_factory: JobStoreFactory) -> RunningJobStore:
     return await jobstore_factory()
+
+
+@contextlib.asynccontextmanager
+async def module_jobstore(pg: EmbeddedPostgres, template_db: str) -> AsyncIterator[RunningJobStore]:
+    """A jobstore on a database of its own, for a test module that shares one renderer process among its
+    tests (a renderer's start, with its sandbox's warm processes, is most of a small test's time). Such a
+    module overrides `jobstore` with a module-scoped fixture that enters this."""
+    running = await start_jobstore(jobstore_settings(await create_database(pg, template_db)))
+    try:
+        yield running
+    finally:
+        await running.channel.close()
+        await running.server.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import openpyxl
@@ -18,7 +19,7 @@ from docjobs.v1 import jobstore_pb2 as pb
 from renderer.sandbox.codezygote import SPARE_NAME
 from renderer.sandbox.zygote import UID_BASE
 
-from .conftest import wait_until
+from .conftest import RunningJobStore, module_jobstore, wait_until
 from .renderers import RendererProcess, download, submit, wait_finished
 
 LIMITS = {"DOCJOBS_CODE_EXECUTION": "sandbox", "DOCJOBS_SANDBOX_TIMEOUT_S": "8", "DOCJOBS_SANDBOX_CPU_S": "3",
@@ -44,22 +45,33 @@ def listener():
     server.close()
 
 
-@pytest.fixture
-async def code_renderer(jobstore, tmp_path):
-    process = RendererProcess(jobstore.address, tmp_path / "renderer", **LIMITS).start()
+# One jobstore and one code-mode renderer for the whole module: every test also checks that the renderer
+# keeps serving after its attempt (and escapes leave nothing behind), so sharing them is part of what is
+# tested, and a code-mode renderer's start (its zygotes and warm boxes) is most of a small test's time.
+@pytest.fixture(scope="module")
+async def jobstore(pg, template_db) -> AsyncIterator[RunningJobStore]:
+    async with module_jobstore(pg, template_db) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def code_renderer(jobstore, tmp_path_factory) -> AsyncIterator[RendererProcess]:
+    process = RendererProcess(jobstore.address, tmp_path_factory.mktemp("code-renderer"), **LIMITS).start()
     yield process
+    await process.shutdown()
     await process.shutdown()
 
 
 def sandbox_processes() -> list[psutil.Process]:
     """Live processes running as a sandbox uid (a zombie or one exiting right now has stopped running)."""
     found = []
-    for proc in psutil.process_iter(["uids", "status"]):
+    # Every attribute read by process_iter, which skips a process that ends while it is read.
+    for proc in psutil.process_iter(["uids", "status", "name"]):
         uids = proc.info["uids"]
         if uids is None or not UID_BASE <= uids.real < UID_BASE + 2**21 * 64:
             continue
         if (proc.info["status"] not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and proc.is_running()
-                and proc.name() != SPARE_NAME):  # a spare box waiting for its job has run nothing
+                and proc.info["name"] != SPARE_NAME):  # a spare box waiting for its job has run nothing
             found.append(proc)
     return found
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,28 @@ import docx
 import openpyxl
 import pptx
 import pypdf
+import pytest
 from docx.text.paragraph import Paragraph
 
 from docjobs.v1 import jobstore_pb2 as pb
 
-from .renderers import download, example, submit, wait_finished
+from .conftest import RunningJobStore, module_jobstore
+from .renderers import RendererProcess, download, example, submit, wait_finished
+
+
+# One jobstore and one spec-mode renderer for the module: each test renders on the renderer the ones
+# before it used.
+@pytest.fixture(scope="module")
+async def jobstore(pg, template_db) -> AsyncIterator[RunningJobStore]:
+    async with module_jobstore(pg, template_db) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def renderer(jobstore, tmp_path_factory) -> AsyncIterator[RendererProcess]:
+    process = RendererProcess(jobstore.address, tmp_path_factory.mktemp("renderer")).start()
+    yield process
+    await process.shutdown()
 
 
 def style_name(paragraph: Paragraph) -> str:

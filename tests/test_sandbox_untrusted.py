@@ -35,7 +35,7 @@ from renderer.sandbox.client import RenderError, Sandbox
 from renderer.sandbox.codebox import UID_BASE
 from renderer.sandbox.codezygote import SPARE_NAME
 
-from .conftest import wait_until
+from .conftest import RunningJobStore, module_jobstore, wait_until
 from .renderers import RendererProcess, download, submit, wait_finished
 
 SPEC_LIMITS = {"timeout_s": 60.0, "cpu_s": 30, "memory_mb": 1024, "file_mb": 100, "processes": 16}
@@ -268,12 +268,19 @@ async def test_zip_bomb_fails_its_job_and_the_checker_and_zygote_go_on(box: Sand
 POISON = "poisoned\x00 text\x01 with\x1b[31m escapes, a lone surrogate \ud800, DEL\x7f and C1\x9b"
 
 
-@pytest.fixture
-async def renderer(jobstore, tmp_path):
+# One jobstore and renderer for the module's tests through a renderer (each checks that it goes on).
+@pytest.fixture(scope="module")
+async def jobstore(pg, template_db) -> AsyncIterator[RunningJobStore]:
+    async with module_jobstore(pg, template_db) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def renderer(jobstore, tmp_path_factory) -> AsyncIterator[RendererProcess]:
     # A short lease, heard often: a lease lapses within 3 s unless a heartbeat lands.
-    process = RendererProcess(jobstore.address, tmp_path / "renderer", DOCJOBS_CODE_EXECUTION="sandbox",
-                              DOCJOBS_LEASE_MS="3000", DOCJOBS_HEARTBEAT_S="0.5", DOCJOBS_SANDBOX_TIMEOUT_S="40",
-                              DOCJOBS_SANDBOX_CPU_S="20").start()
+    process = RendererProcess(jobstore.address, tmp_path_factory.mktemp("renderer"),
+                              DOCJOBS_CODE_EXECUTION="sandbox", DOCJOBS_LEASE_MS="3000", DOCJOBS_HEARTBEAT_S="0.5",
+                              DOCJOBS_SANDBOX_TIMEOUT_S="40", DOCJOBS_SANDBOX_CPU_S="20").start()
     yield process
     await process.shutdown()
 
