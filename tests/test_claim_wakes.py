@@ -43,7 +43,9 @@ async def waiting_claims(jobstore: Any, n: int, types: tuple[str, ...] = ("pdf",
 async def test_one_job_wakes_one_of_thirty_waiting_claims_not_all(jobstore) -> None:
     tasks = await waiting_claims(jobstore, 30)
     empty_before, found_before = count(FOUND_NONE), count(FOUND)
-    job = await enqueue(jobstore.stub, job_type="pdf")
+    # A batch of one: a single Enqueue would hand the job to the oldest waiter (tests/test_handoff.py).
+    [job] = [j.job for j in (await jobstore.stub.EnqueueMany(pb.EnqueueManyRequest(jobs=[
+        pb.EnqueueRequest(job_type="pdf", user_id="user-1", payload_json="{}")]))).jobs]
     winner = (await asyncio.wait_for(next(asyncio.as_completed(tasks)), 10))
     assert [c.job.id for c in winner] == [job.id]
     # Everybody else is back asleep: 29 waiting, none woken and not yet looking.
@@ -104,7 +106,8 @@ def pdf_job(run_at: datetime | None = None) -> NewJob:
 
 async def test_a_woken_claim_whose_caller_left_hands_the_job_to_the_next(jobstore) -> None:
     first, second = await store_claims_asleep(jobstore, 60.0, 60.0)
-    row, _ = await jobstore.server.store.enqueue(pdf_job())
+    # enqueue_many: a single enqueue would hand the job to the oldest waiter (tests/test_handoff.py).
+    [(row, _)] = await jobstore.server.store.enqueue_many([pdf_job()])
     # The commit woke the oldest waiter; its caller goes away before it looks.
     assert [w.woken for w in jobstore.server.claims._waiters] == [True, False]
     first.cancel()

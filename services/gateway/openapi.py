@@ -130,7 +130,11 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                                                       "address (422 otherwise). 422 when webhooks are off"},
                     }},
                 "Accepted": {"type": "object", "required": ["jobId", "status", "eventsUrl", "statusUrl"],
-                             "properties": {"jobId": {"type": "string"}, "status": {"const": "pending"},
+                             "properties": {"jobId": {"type": "string"}, "status": {
+                                 "enum": ["pending", "processing", "completed", "failed", "cancelled"],
+                                 "description": "the job as stored: pending, or processing when a renderer "
+                                                "waiting for work took it at once; an idempotent repeat "
+                                                "answers with the job it names, in whatever state"},
                                             "created": {"type": "boolean"}, "eventsUrl": {"type": "string"},
                                             "statusUrl": {"type": "string"}, "downloadUrl": {"type": "string"},
                                             "sessionEventsUrl": {

@@ -7,12 +7,19 @@ passes the wake on (`Store.claim`): there may be more where its jobs came from, 
 those types looks too, and the chain ends at the first one that finds nothing. A waiter that was woken
 and cannot look (its caller went away, its wait ran out, the jobstore stops) passes its wake on too, so
 no wake is lost.
+
+A job enqueued while a waiter of its type sleeps goes to that waiter directly (`Store.enqueue`, "hand-off"):
+the enqueue statement stores it claimed by the waiter's worker, and the waiter returns it without a claim
+statement of its own. Only when nothing of the type can be waiting to be claimed here: every waiter of the
+type asleep (each looked after the commits that could have woken it, and none was woken since) and none
+mid-query.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -22,27 +29,49 @@ CLAIM_QUERIES = Counter("docjobs_jobstore_claim_queries",
                         "are polling or being woken for nothing", ["found"], registry=None)
 FOUND = CLAIM_QUERIES.labels(found="true")
 FOUND_NONE = CLAIM_QUERIES.labels(found="false")
+HANDOFFS = Counter("docjobs_jobstore_handoffs",
+                   "Jobs stored claimed by a worker that waited for work, with no claim statement of their own",
+                   registry=None)
+
+
+class Handoff:
+    """What a waiter's worker claims with, and, once the enqueue statement has run, the job it was handed
+    (None when the statement stored nothing claimed: an idempotency key already taken, or it failed)."""
+
+    __slots__ = ("lease_ms", "result", "worker_id")
+
+    def __init__(self, worker_id: str, lease_ms: int) -> None:
+        self.worker_id = worker_id
+        self.lease_ms = lease_ms
+        self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
 
 class ClaimWaiter:
-    __slots__ = ("event", "job_types")
+    __slots__ = ("asleep", "event", "handoff", "job_types", "lease_ms", "worker_id")
 
-    def __init__(self, job_types: frozenset[str]) -> None:
+    def __init__(self, job_types: frozenset[str], worker_id: str, lease_ms: int) -> None:
         self.job_types = job_types
+        self.worker_id = worker_id
+        self.lease_ms = lease_ms
         self.event = asyncio.Event()
+        self.asleep = False  # in its wait, having looked and found nothing
+        self.handoff: Handoff | None = None
 
     @property
     def woken(self) -> bool:
         return self.event.is_set()
 
     async def wait(self, timeout: float) -> bool:
-        """True when woken, False when the timeout ran out."""
+        """True when woken (or handed a job), False when the timeout ran out."""
+        self.asleep = True
         try:
             async with asyncio.timeout(timeout):
                 await self.event.wait()
             return True
         except TimeoutError:
             return False
+        finally:
+            self.asleep = False
 
 
 class ClaimWaiters:
@@ -58,10 +87,27 @@ class ClaimWaiters:
     def __len__(self) -> int:
         return len(self._waiters)
 
-    def register(self, job_types: Iterable[str]) -> ClaimWaiter:
-        waiter = ClaimWaiter(frozenset(job_types))
+    def register(self, job_types: Iterable[str], worker_id: str = "", lease_ms: int = 0) -> ClaimWaiter:
+        waiter = ClaimWaiter(frozenset(job_types), worker_id, lease_ms)
         self._waiters[waiter] = None
         return waiter
+
+    def hand_off(self, job_type: str) -> Handoff | None:
+        """Reserve the longest-asleep waiter of job_type for a job about to be enqueued, if every waiter of
+        that type is asleep (none woken, none looking, none reserved already); None otherwise. The caller
+        then settles the Handoff: `handed(handoff, row_or_None)`."""
+        chosen = None
+        for waiter in self._waiters:
+            if job_type in waiter.job_types:
+                if not waiter.asleep or waiter.woken or waiter.handoff is not None:
+                    return None
+                if chosen is None:
+                    chosen = waiter
+        if chosen is None:
+            return None
+        chosen.handoff = Handoff(chosen.worker_id, chosen.lease_ms)
+        chosen.event.set()  # it wakes to wait for the handoff's result, and no other wake picks it
+        return chosen.handoff
 
     def unregister(self, waiter: ClaimWaiter) -> None:
         self._waiters.pop(waiter, None)
@@ -79,6 +125,8 @@ class ClaimWaiters:
             for waiter in self._waiters:
                 if job_type in waiter.job_types:
                     if waiter.woken:
+                        if waiter.handoff is not None:
+                            continue  # woken to take the job handed to it: it will not look for more
                         break
                     if first_asleep is None:
                         first_asleep = waiter

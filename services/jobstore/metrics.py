@@ -9,7 +9,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .claims import CLAIM_QUERIES
+from .claims import CLAIM_QUERIES, HANDOFFS
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ PGBOSS_ROUND_ERRORS = Counter("docjobs_jobstore_pgboss_round_errors",
 SCRAPE_ERRORS = Counter("docjobs_jobstore_stats_errors", "Statistics reads that failed at scrape time",
                         registry=REGISTRY)
 REGISTRY.register(CLAIM_QUERIES)
+REGISTRY.register(HANDOFFS)
 
 REFRESH_S = 1.0
 

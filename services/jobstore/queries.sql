@@ -33,6 +33,33 @@ WITH inserted AS (
 SELECT inserted.*, event.id AS last_event_id
   FROM inserted JOIN event ON event.job_id = inserted.id;
 
+-- name: enqueue_claimed
+-- `enqueue` of a job handed to a worker that waits for work (claims.py): stored claimed by $15 (worker id)
+-- with a lease of $16 ms, as `claim` would leave it, and both its events, pending then processing (the
+-- ORDER BY gives them their ids in that order). Only for a job due now: $10 is NULL.
+WITH inserted AS (
+    INSERT INTO document_jobs (id, user_id, session_id, message_id, job_type, title, payload, priority,
+                               max_retries, run_at, expires_at, idempotency_key, status, lease_token,
+                               lease_expires_at, worker_id, started_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, coalesce($10, $13::timestamptz, now()), $11, $12,
+            'processing', gen_random_uuid(), coalesce($13::timestamptz, now()) + $16 * interval '1 millisecond',
+            $15, coalesce($13::timestamptz, now()))
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), event AS (
+    INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
+    SELECT i.id, i.user_id, i.session_id, i.job_type, 'status', e.status, 1, e.data
+      FROM inserted i
+     CROSS JOIN (VALUES (1, 'pending', '{}'::jsonb),
+                        (2, 'processing', jsonb_build_object('worker_id', $15::text))) AS e(n, status, data)
+     ORDER BY e.n
+    RETURNING job_id, id
+), webhook AS (
+    INSERT INTO job_webhooks (job_id, url) SELECT id, $14::text FROM inserted WHERE $14::text IS NOT NULL
+)
+SELECT inserted.*, (SELECT max(event.id) FROM event) AS last_event_id
+  FROM inserted;
+
 -- name: enqueue_many
 -- Several jobs in one statement, each stored as `enqueue` stores one. $1..$13 are arrays of equal length
 -- (a NULL element where a job has no value), $14 now. A job whose (user, idempotency key) is taken, by a

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from .batching import Batcher
-from .claims import FOUND, FOUND_NONE, ClaimWaiters
+from .claims import FOUND, FOUND_NONE, HANDOFFS, ClaimWaiters, Handoff
 from .clock import Clock
 from .errors import DATABASE_ERRORS, FailedPrecondition, InvalidArgument, NotFound
 from .queries import Q
@@ -147,13 +147,15 @@ class Store:
     # --- clients -------------------------------------------------------------------------------
 
     async def enqueue(self, job: NewJob) -> tuple[Row, bool]:
-        max_retries = job.max_retries if job.max_retries is not None else self._settings.default_max_retries
-        row = await self._pool.fetchrow(
-            Q.enqueue, uuid.uuid4(), job.user_id, job.session_id, job.message_id, job.job_type, job.title,
-            job.payload_json, job.priority, max_retries, job.run_at, job.expires_at, job.idempotency_key,
-            self.clock.sql_now(), job.webhook_url)
+        # Due now, with a worker of its type waiting here: stored claimed by that worker (claims.py).
+        handoff = self._claims.hand_off(job.job_type) if job.run_at is None else None
+        if handoff is None:
+            row = await self._store_new(job, None)
+        else:
+            # Shielded: once the waiter is reserved, its answer must come whatever this call's caller does.
+            row = await asyncio.shield(asyncio.ensure_future(self._store_new(job, handoff)))
         if row is not None:
-            self._committed({job.job_type})
+            self._committed({job.job_type} if row["status"] == "pending" else None)
             return row, True
         # The idempotency key matched a job that exists (or is being committed by a racing call, whose
         # unique-index entry made this insert wait until it committed).
@@ -161,6 +163,24 @@ class Store:
         if existing is None:  # pragma: no cover - the conflicting job was deleted in between
             raise FailedPrecondition("idempotency key conflict; retry the call")
         return existing, False
+
+    async def _store_new(self, job: NewJob, handoff: Handoff | None) -> Row | None:
+        """The enqueue statement: the job stored pending, or, with a handoff, claimed by its worker (and the
+        handoff settled, whatever happens). None: its idempotency key is taken."""
+        max_retries = job.max_retries if job.max_retries is not None else self._settings.default_max_retries
+        arguments = (uuid.uuid4(), job.user_id, job.session_id, job.message_id, job.job_type, job.title,
+                     job.payload_json, job.priority, max_retries, job.run_at, job.expires_at, job.idempotency_key,
+                     self.clock.sql_now(), job.webhook_url)
+        if handoff is None:
+            row: Row | None = await self._pool.fetchrow(Q.enqueue, *arguments)
+            return row
+        handed = None
+        try:
+            row = await self._pool.fetchrow(Q.enqueue_claimed, *arguments, handoff.worker_id, handoff.lease_ms)
+            handed = row
+            return row
+        finally:
+            handoff.result.set_result(handed)
 
     async def enqueue_many(self, jobs: list[NewJob]) -> list[tuple[Row, bool]]:
         """Store jobs in one statement; (row, created) for each, in order. A job whose idempotency key is
@@ -259,8 +279,8 @@ class Store:
         # The last look found a job due later: waiters that looked before it was made may not know of it.
         knows_due = False
         while True:
-            waiter = self._claims.register(job_types)
-            found = again = failed = False
+            waiter = self._claims.register(job_types, worker_id, lease_ms)
+            found = again = failed = handed_off = False
             try:
                 query = asyncio.ensure_future(self._claims_conn.claim(job_types, max_jobs, lease_ms, worker_id,
                                                                       self.clock.sql_now()))
@@ -284,17 +304,39 @@ class Store:
                 knows_due = next_due is not None
                 timeout = remaining if next_due is None else min(remaining, max(next_due, 0.0) + 0.001)
                 await waiter.wait(timeout)
+                if waiter.handoff is not None:
+                    handed = await asyncio.shield(waiter.handoff.result)
+                    if handed is not None:
+                        HANDOFFS.inc()
+                        handed_off = True
+                        return [handed]
                 again = True  # the next round's query takes the wake, if it was one
             except BaseException:
                 failed = True  # cancelled (the caller left), or the claim connection failed
+                if waiter.handoff is not None:  # a job handed to a caller that left goes back to the queue
+                    await asyncio.shield(self._release_handed(waiter.handoff.result))
                 raise
             finally:
                 self._claims.unregister(waiter)
-                if not again and (found or failed or waiter.woken or knows_due):
+                if handed_off:
+                    # The job came from its enqueue, with nothing more where it came from (and wakes pass
+                    # a reserved waiter by): only a job due later that it alone may know of is passed on.
+                    passes_on = knows_due
+                else:
                     # More may be claimable (found); or this claim ends without looking at what woke it
                     # (a wake, or a job due later that it alone may know of): the next waiter of these
                     # types looks instead (claims.py).
+                    passes_on = not again and (found or failed or waiter.woken or knows_due)
+                if passes_on:
                     self._claims.wake(job_types)
+
+    async def _release_handed(self, handed: asyncio.Future[Row | None]) -> None:
+        try:
+            row = await handed
+        except Exception:
+            return
+        if row is not None:
+            await self.release([row])
 
     async def _release_after(self, query: asyncio.Future[list[Row]]) -> None:
         try:

@@ -1,0 +1,109 @@
+"""A job enqueued while a worker of its type waits for work is handed to that worker by the enqueue
+statement itself: stored claimed, with its pending and processing events, and no claim statement of its
+own (jobstore/claims.py). What must hold: the worker gets it; nothing is lost when the worker's caller
+leaves or the enqueue stores nothing; a job for later, or one with other waiters still looking, takes
+the ordinary path."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from docjobs.v1 import jobstore_pb2 as pb
+from jobstore.claims import FOUND, FOUND_NONE, HANDOFFS, ClaimWaiters
+
+from .conftest import wait_until
+from .helpers import claim, collect_events, enqueue
+from .test_claim_wakes import count, pdf_job, store_claims_asleep, waiting_claims
+
+
+async def test_a_job_enqueued_while_a_worker_waits_is_handed_to_it_without_a_claim_statement(jobstore) -> None:
+    [waiting] = await waiting_claims(jobstore, 1)
+    found, empty, handed = count(FOUND), count(FOUND_NONE), count(HANDOFFS)
+    job = await enqueue(jobstore.stub, job_type="pdf")
+    [claimed] = await asyncio.wait_for(waiting, 10)
+    assert claimed.job.id == job.id and claimed.attempt == 1
+    assert (count(FOUND), count(FOUND_NONE), count(HANDOFFS)) == (found, empty, handed + 1)
+    # The enqueue's answer is the job as stored: already processing, its last event the claim's.
+    assert job.status == pb.JOB_STATUS_PROCESSING and job.worker_id == "w0"
+    events = await collect_events(jobstore.stub, pb.WatchRequest(job_id=job.id), count=2)
+    assert [(e.status, e.attempt) for e in events] == [(pb.JOB_STATUS_PENDING, 1), (pb.JOB_STATUS_PROCESSING, 1)]
+    assert events[0].id < events[1].id == job.last_event_id
+    # The lease is the worker's, as a claim gives it.
+    done = await jobstore.stub.Complete(pb.CompleteRequest(job_id=job.id, lease_token=claimed.lease_token,
+                                                           result_json="{}"))
+    assert done.status == pb.JOB_STATUS_COMPLETED
+
+
+async def test_a_job_handed_to_a_claim_whose_caller_left_goes_to_the_next_at_once(jobstore) -> None:
+    first, second = await store_claims_asleep(jobstore, 60.0, 60.0)
+    enqueued = asyncio.create_task(jobstore.server.store.enqueue(pdf_job()))
+    await asyncio.sleep(0)  # the enqueue has reserved the oldest claim and sent its statement
+    assert [w.handoff is not None for w in jobstore.server.claims._waiters] == [True, False]
+    first.cancel()  # its caller goes away while its job is being stored for it
+    row, created = await enqueued
+    assert created and row["status"] == "processing" and row["worker_id"] == "w0"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # Given back at once (not after its 30 s lease), with no retry counted, and taken by the other claim.
+    [got] = await asyncio.wait_for(second, 10)
+    assert got["id"] == row["id"] and got["worker_id"] == "w1" and got["retry_count"] == 0
+
+
+async def test_an_enqueue_that_stores_nothing_leaves_the_worker_waiting_for_the_next_job(jobstore) -> None:
+    key = uuid.uuid4().hex
+    # A job holding the key, due in an hour: nobody can claim it now.
+    later = await enqueue(jobstore.stub, job_type="pdf", idempotency_key=key, delay_ms=3_600_000)
+    [waiting] = await waiting_claims(jobstore, 1)
+    again = await jobstore.stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id="user-1", payload_json="{}",
+                                                          idempotency_key=key))
+    assert not again.created and again.job.id == later.id and again.job.status == pb.JOB_STATUS_PENDING
+    # The reserved worker looked again and waits on; the next job goes to it.
+    await wait_until(lambda: [w.asleep for w in jobstore.server.claims._waiters] == [True])
+    assert not waiting.done()
+    job = await enqueue(jobstore.stub, job_type="pdf")
+    [claimed] = await asyncio.wait_for(waiting, 10)
+    assert claimed.job.id == job.id
+
+
+async def test_a_job_for_later_is_stored_pending_and_wakes_nobody(jobstore) -> None:
+    [waiting] = await waiting_claims(jobstore, 1)
+    job = await enqueue(jobstore.stub, job_type="pdf", delay_ms=3_600_000)
+    assert job.status == pb.JOB_STATUS_PENDING
+    assert [w.handoff for w in jobstore.server.claims._waiters] == [None]
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+
+
+async def test_a_worker_of_another_type_is_not_handed_the_job(jobstore) -> None:
+    [sheets] = await waiting_claims(jobstore, 1, ("spreadsheet",))
+    job = await enqueue(jobstore.stub, job_type="pdf")
+    assert job.status == pb.JOB_STATUS_PENDING
+    [claimed] = await claim(jobstore.stub, worker="pdf-worker", types=("pdf",))
+    assert claimed.job.id == job.id
+    sheets.cancel()
+    await asyncio.gather(sheets, return_exceptions=True)
+
+
+def asleep(waiters: ClaimWaiters, *job_types: str) -> Any:
+    waiter = waiters.register(job_types, "w", 1000)
+    waiter.asleep = True  # as ClaimWaiter.wait() marks it
+    return waiter
+
+
+async def test_no_handoff_while_a_waiter_of_the_type_is_looking_or_woken() -> None:
+    waiters = ClaimWaiters()
+    oldest, other = asleep(waiters, "pdf"), asleep(waiters, "pdf", "docx")
+    looking = waiters.register(["docx"], "w", 1000)  # registered, its claim statement running
+    # A worker mid-look may be about to take an older pdf job: a new one must queue behind it.
+    assert waiters.hand_off("docx") is None
+    handoff = waiters.hand_off("pdf")
+    assert handoff is not None and oldest.handoff is handoff and oldest.woken
+    assert waiters.hand_off("pdf") is None  # one hand-off at a time per waiter set of the type
+    # A wake passes the reserved waiter by: the next asleep one of the type looks.
+    waiters.wake({"pdf"})
+    assert other.woken
+    waiters.unregister(looking)
