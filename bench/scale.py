@@ -8,8 +8,10 @@ One embedded Postgres and one jobstore process, then two phases:
      gateway processes holding S SSE streams between them (default 2,000, on pending jobs of a type no
      renderer takes, so the streams stay open): the same R jobs again.
 A job's claim latency is read from the database, on its clock: the time from the job's row (the enqueue's
-transaction) to its `processing` event (the claim's transaction). Targets: claim latency p99 in phase 2
-within 1.2x of phase 1's, and the jobstore's Postgres connections at most processes x (pool + 1) in both
+transaction) to its `processing` event (the claim's transaction); a job handed to a waiting renderer at its
+enqueue (docs/architecture.md, Hand-off) has both in one transaction, 0 ms. Its time end to end is read by
+this client: Enqueue sent -> its completed event. Targets: end-to-end p99 in phase 2 within 1.2x of
+phase 1's, and the jobstore's Postgres connections at most processes x (pool + 1) in both
 (sampled every 50 ms from pg_stat_activity; this benchmark's own sampling connection is not counted).
 
 Usage: python bench/scale.py [--renderers N] [--streams S] [--jobs R] [--json FILE]
@@ -86,17 +88,20 @@ class ConnectionSampler:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def run_jobs(stub: pb_grpc.JobStoreAsyncStub, jobs: int, label: str) -> list[str]:
-    """Enqueue `jobs` pdf jobs one at a time, each once the last has finished; their ids."""
-    ids = []
+async def run_jobs(stub: pb_grpc.JobStoreAsyncStub, jobs: int, label: str) -> tuple[list[str], list[float]]:
+    """Enqueue `jobs` pdf jobs one at a time, each once the last has finished; their ids, and each one's
+    time end to end (ms: Enqueue sent -> its completed event received)."""
+    ids, times = [], []
     for n in range(jobs):
+        started = time.perf_counter()
         job = (await stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id=f"scale-{n % 7}", title=label,
                                                     payload_json=json.dumps({"spec": PDF})))).job
         async for event in stub.Watch(pb.WatchRequest(job_id=job.id)):  # to the job's end
             if event.status in TERMINAL and event.status != pb.JOB_STATUS_COMPLETED:
                 raise SystemExit(f"job {job.id} ended {pb.JobStatus.Name(event.status)}: {event.error.message}")
+        times.append((time.perf_counter() - started) * 1000)
         ids.append(job.id)
-    return ids
+    return ids, times
 
 
 async def claim_latencies(dsn: str, ids: list[str]) -> list[float]:
@@ -177,7 +182,7 @@ async def run(args: argparse.Namespace, dsn: str, data: Path) -> None:
             await wait_ready(renderers)
             await run_jobs(stub, 5, "warm-up")
             async with ConnectionSampler(dsn) as one_sampler:
-                one_ids = await run_jobs(stub, args.jobs, "one renderer")
+                one_ids, one_total = await run_jobs(stub, args.jobs, "one renderer")
             one = await claim_latencies(dsn, one_ids)
             # In waves: fifty renderers loading their libraries and sandboxes at once on two cores overrun the
             # sandbox's start-up bound; the benchmark is about them idle, not starting.
@@ -196,7 +201,7 @@ async def run(args: argparse.Namespace, dsn: str, data: Path) -> None:
                 await all_open.wait()
             await run_jobs(stub, 5, "warm-up")
             async with ConnectionSampler(dsn) as many_sampler:
-                many_ids = await run_jobs(stub, args.jobs, "many renderers")
+                many_ids, many_total = await run_jobs(stub, args.jobs, "many renderers")
             many = await claim_latencies(dsn, many_ids)
     finally:
         for task in streams:
@@ -205,19 +210,29 @@ async def run(args: argparse.Namespace, dsn: str, data: Path) -> None:
         await asyncio.gather(*(r.shutdown() for r in renderers), *(asyncio.to_thread(g.stop) for g in gateways))
         store.terminate()
     p99_one, p99_many = percentile(one, 99), percentile(many, 99)
+    e2e_one, e2e_many = percentile(one_total, 99), percentile(many_total, 99)
     print(f"docjobs scale-out: 1 jobstore (pool {POOL_SIZE}), {os.cpu_count()} cores, {args.jobs} jobs a phase")
-    print(f"  1 renderer                      claim p50 {statistics.median(one):6.1f} ms  p99 {p99_one:6.1f} ms  "
-          f"Postgres connections {one_sampler.peak} (allowed {allowed})")
-    print(f"  {args.renderers} renderers, 2 gateways, {args.streams} streams  claim p50 "
-          f"{statistics.median(many):6.1f} ms  p99 {p99_many:6.1f} ms  Postgres connections {many_sampler.peak} "
-          f"(allowed {allowed})")
-    print(f"  claim p99, many against one     {p99_many / p99_one:6.2f}x  (target < 1.20)")
+    for label, claims, totals, peak in ((f"{'1 renderer':30s}", one, one_total, one_sampler.peak),
+                                        (f"{args.renderers} renderers, 2 gateways, {args.streams} streams",
+                                         many, many_total, many_sampler.peak)):
+        print(f"  {label}  claim p50 {statistics.median(claims):6.1f} ms  p99 {percentile(claims, 99):6.1f} ms "
+              f"(handed off at enqueue: {sum(c == 0 for c in claims)} of {len(claims)})  end to end p50 "
+              f"{statistics.median(totals):6.1f} ms  p99 {percentile(totals, 99):6.1f} ms  Postgres connections "
+              f"{peak} (allowed {allowed})")
+    # A job handed to a waiting renderer is claimed in its enqueue's own transaction: its claim latency is
+    # 0 on the database's clock, whatever the number of renderers. What a user waits for is end to end.
+    print(f"  end to end p99, many against one  {e2e_many / e2e_one:6.2f}x  (target < 1.20)")
+    if p99_one > 0:
+        print(f"  claim p99, many against one       {p99_many / p99_one:6.2f}x")
     write_json(args.json, "scale", {
         "renderers": args.renderers, "streams": args.streams, "pool_size": POOL_SIZE,
         "connections_allowed": allowed, "connections_one": one_sampler.peak, "connections_many": many_sampler.peak,
         "claim_p50_ms_one": statistics.median(one), "claim_p99_ms_one": p99_one,
         "claim_p50_ms_many": statistics.median(many), "claim_p99_ms_many": p99_many,
-        "claim_p99_ratio": p99_many / p99_one}, args)
+        "claim_p99_ratio": p99_many / p99_one if p99_one > 0 else None,
+        "end_to_end_p50_ms_one": statistics.median(one_total), "end_to_end_p99_ms_one": e2e_one,
+        "end_to_end_p50_ms_many": statistics.median(many_total), "end_to_end_p99_ms_many": e2e_many,
+        "end_to_end_p99_ratio": e2e_many / e2e_one}, args)
 
 
 def main() -> None:

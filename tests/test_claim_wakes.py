@@ -36,8 +36,14 @@ async def waiting_claims(jobstore: Any, n: int, types: tuple[str, ...] = ("pdf",
     before, looked = len(jobstore.server.claims), count(FOUND_NONE)
     tasks = [asyncio.create_task(claim(jobstore.stub, worker=f"w{i}", types=types, wait_ms=LONG_WAIT_MS))
              for i in range(n)]
-    await wait_until(lambda: len(jobstore.server.claims) == before + n and count(FOUND_NONE) >= looked + n)
+    await wait_until(lambda: len(jobstore.server.claims) == before + n and count(FOUND_NONE) >= looked + n
+                     and all_asleep(jobstore))
     return tasks
+
+
+def all_asleep(jobstore: Any) -> bool:
+    """Every registered claim is in its wait (it looked, found nothing and asked when a job is due)."""
+    return all(w.asleep for w in jobstore.server.claims._waiters)
 
 
 async def test_one_job_wakes_one_of_thirty_waiting_claims_not_all(jobstore) -> None:
@@ -96,7 +102,7 @@ async def store_claims_asleep(jobstore: Any, *waits: float) -> list[asyncio.Task
 
 
 def is_asleep(jobstore: Any, expected: tuple[int, float]) -> bool:
-    return (len(jobstore.server.claims), count(FOUND_NONE)) == expected
+    return (len(jobstore.server.claims), count(FOUND_NONE)) == expected and all_asleep(jobstore)
 
 
 def pdf_job(run_at: datetime | None = None) -> NewJob:

@@ -41,16 +41,16 @@ async def test_a_job_enqueued_while_a_worker_waits_is_handed_to_it_without_a_cla
 async def test_a_job_handed_to_a_claim_whose_caller_left_goes_to_the_next_at_once(jobstore) -> None:
     first, second = await store_claims_asleep(jobstore, 60.0, 60.0)
     enqueued = asyncio.create_task(jobstore.server.store.enqueue(pdf_job()))
-    await asyncio.sleep(0)  # the enqueue has reserved the oldest claim and sent its statement
-    assert [w.handoff is not None for w in jobstore.server.claims._waiters] == [True, False]
-    first.cancel()  # its caller goes away while its job is being stored for it
+    await asyncio.sleep(0)  # the enqueue has reserved the newest claim and sent its statement
+    assert [w.handoff is not None for w in jobstore.server.claims._waiters] == [False, True]
+    second.cancel()  # its caller goes away while its job is being stored for it
     row, created = await enqueued
-    assert created and row["status"] == "processing" and row["worker_id"] == "w0"
+    assert created and row["status"] == "processing" and row["worker_id"] == "w1"
     with pytest.raises(asyncio.CancelledError):
-        await first
+        await second
     # Given back at once (not after its 30 s lease), with no retry counted, and taken by the other claim.
-    [got] = await asyncio.wait_for(second, 10)
-    assert got["id"] == row["id"] and got["worker_id"] == "w1" and got["retry_count"] == 0
+    [got] = await asyncio.wait_for(first, 10)
+    assert got["id"] == row["id"] and got["worker_id"] == "w0" and got["retry_count"] == 0
 
 
 async def test_an_enqueue_that_stores_nothing_leaves_the_worker_waiting_for_the_next_job(jobstore) -> None:
@@ -94,16 +94,18 @@ def asleep(waiters: ClaimWaiters, *job_types: str) -> Any:
     return waiter
 
 
-async def test_no_handoff_while_a_waiter_of_the_type_is_looking_or_woken() -> None:
+async def test_the_handoff_goes_to_the_newest_of_the_waiters_taking_fewest_types_and_never_past_a_looker() -> None:
     waiters = ClaimWaiters()
-    oldest, other = asleep(waiters, "pdf"), asleep(waiters, "pdf", "docx")
+    first, versatile, newest = asleep(waiters, "pdf"), asleep(waiters, "pdf", "docx"), asleep(waiters, "pdf")
     looking = waiters.register(["docx"], "w", 1000)  # registered, its claim statement running
-    # A worker mid-look may be about to take an older pdf job: a new one must queue behind it.
+    # A worker mid-look may be about to take an older docx job: a new one must queue behind it.
     assert waiters.hand_off("docx") is None
+    # The newest pdf-only waiter (the warmest worker; the versatile one is kept for docx jobs).
     handoff = waiters.hand_off("pdf")
-    assert handoff is not None and oldest.handoff is handoff and oldest.woken
-    assert waiters.hand_off("pdf") is None  # one hand-off at a time per waiter set of the type
-    # A wake passes the reserved waiter by: the next asleep one of the type looks.
+    assert handoff is not None and newest.handoff is handoff and newest.woken
+    assert not first.woken and not versatile.woken
+    assert waiters.hand_off("pdf") is None  # a waiter of the type is reserved: the next job takes the usual path
+    # A wake passes the reserved waiter by: the longest-waiting other one looks.
     waiters.wake({"pdf"})
-    assert other.woken
+    assert first.woken and not versatile.woken
     waiters.unregister(looking)

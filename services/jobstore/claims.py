@@ -93,15 +93,20 @@ class ClaimWaiters:
         return waiter
 
     def hand_off(self, job_type: str) -> Handoff | None:
-        """Reserve the longest-asleep waiter of job_type for a job about to be enqueued, if every waiter of
-        that type is asleep (none woken, none looking, none reserved already); None otherwise. The caller
-        then settles the Handoff: `handed(handoff, row_or_None)`."""
+        """Reserve a waiter of job_type for a job about to be enqueued, if every waiter of that type is
+        asleep (none woken, none looking, none reserved already); None otherwise. The enqueue settles the
+        Handoff's result with the job it stored claimed, or None.
+
+        Of those that take the fewest job types (a worker that takes others too is kept for them), the one
+        that came last, unlike a wake's: a worker that has just finished a job is the warmest (its
+        processes' pages and caches are in use), and with fifty idle renderers, handing each job to the
+        one idle longest made every job start on a cold one (bench/scale.py)."""
         chosen = None
         for waiter in self._waiters:
             if job_type in waiter.job_types:
                 if not waiter.asleep or waiter.woken or waiter.handoff is not None:
                     return None
-                if chosen is None:
+                if chosen is None or len(waiter.job_types) <= len(chosen.job_types):
                     chosen = waiter
         if chosen is None:
             return None
