@@ -69,6 +69,43 @@ async def test_an_enqueue_that_stores_nothing_leaves_the_worker_waiting_for_the_
     assert claimed.job.id == job.id
 
 
+async def test_a_handed_off_job_wakes_no_other_claim_through_its_events(jobstore) -> None:
+    # A watcher makes the event dispatcher read every event. The job's pending event comes in the same
+    # read as its claim's (one transaction), so it is no claimable job for the other waiting claim.
+    watch = jobstore.stub.Watch(pb.WatchRequest(all_jobs=True))
+
+    async def first_job_event() -> pb.JobEvent:
+        while not (event := await watch.read()).job_id:  # messages that carry no event come first
+            pass
+        return event
+
+    first_event = asyncio.ensure_future(first_job_event())
+    await wait_until(lambda: jobstore.server.dispatcher.subscriber_count == 1)
+    tasks = await waiting_claims(jobstore, 2)
+    other = jobstore.server.claims._waiters.copy()
+    empty, found = count(FOUND_NONE), count(FOUND)
+    job = await enqueue(jobstore.stub, job_type="pdf")
+    [claimed] = await asyncio.wait_for(next(asyncio.as_completed(tasks)), 10)
+    assert claimed.job.id == job.id
+    # The read that delivered the events has woken whatever it was going to wake (in the same step).
+    assert (await asyncio.wait_for(first_event, 10)).job_id == job.id
+    [left] = jobstore.server.claims._waiters
+    assert left in other and not left.woken  # the same claim, never woken, never looked again
+    assert (count(FOUND_NONE), count(FOUND)) == (empty, found)
+    watch.cancel()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_job_about_to_expire_is_not_handed_off(jobstore) -> None:
+    [waiting] = await waiting_claims(jobstore, 1)
+    job = await enqueue(jobstore.stub, job_type="pdf", ttl_ms=900)
+    assert job.status == pb.JOB_STATUS_PENDING  # stored pending; the waiting claim is woken and takes it
+    [claimed] = await asyncio.wait_for(waiting, 10)
+    assert claimed.job.id == job.id
+
+
 async def test_a_job_for_later_is_stored_pending_and_wakes_nobody(jobstore) -> None:
     [waiting] = await waiting_claims(jobstore, 1)
     job = await enqueue(jobstore.stub, job_type="pdf", delay_ms=3_600_000)
@@ -107,5 +144,16 @@ async def test_the_handoff_goes_to_the_newest_of_the_waiters_taking_fewest_types
     assert waiters.hand_off("pdf") is None  # a waiter of the type is reserved: the next job takes the usual path
     # A wake passes the reserved waiter by: the longest-waiting other one looks.
     waiters.wake({"pdf"})
-    assert first.woken and not versatile.woken
+    assert first.woken and not versatile.woken and not handoff.wake_owed
     waiters.unregister(looking)
+
+
+async def test_a_wake_that_finds_only_a_reserved_waiter_is_passed_on_by_it() -> None:
+    waiters = ClaimWaiters()
+    only = asleep(waiters, "pdf")
+    handoff = waiters.hand_off("pdf")
+    assert handoff is not None and only.handoff is handoff
+    # Another job of the type committed meanwhile (elsewhere): nobody else can look, so the reserved
+    # waiter's claim owes the wake (Store.claim passes it on once it has returned its job).
+    waiters.wake({"pdf"})
+    assert handoff.wake_owed

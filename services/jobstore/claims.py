@@ -30,7 +30,8 @@ CLAIM_QUERIES = Counter("docjobs_jobstore_claim_queries",
 FOUND = CLAIM_QUERIES.labels(found="true")
 FOUND_NONE = CLAIM_QUERIES.labels(found="false")
 HANDOFFS = Counter("docjobs_jobstore_handoffs",
-                   "Jobs stored claimed by a worker that waited for work, with no claim statement of their own",
+                   "Jobs handed at their enqueue to a claim that waited for work, with no claim statement of "
+                   "their own",
                    registry=None)
 
 
@@ -38,12 +39,13 @@ class Handoff:
     """What a waiter's worker claims with, and, once the enqueue statement has run, the job it was handed
     (None when the statement stored nothing claimed: an idempotency key already taken, or it failed)."""
 
-    __slots__ = ("lease_ms", "result", "worker_id")
+    __slots__ = ("lease_ms", "result", "wake_owed", "worker_id")
 
     def __init__(self, worker_id: str, lease_ms: int) -> None:
         self.worker_id = worker_id
         self.lease_ms = lease_ms
         self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.wake_owed = False  # a wake came for its types and found no other waiter: its claim passes it on
 
 
 class ClaimWaiter:
@@ -93,7 +95,7 @@ class ClaimWaiters:
         return waiter
 
     def hand_off(self, job_type: str) -> Handoff | None:
-        """Reserve a waiter of job_type for a job about to be enqueued, if every waiter of that type is
+        """Reserve a waiter of job_type for a job about to be enqueued, if every waiter of that type here is
         asleep (none woken, none looking, none reserved already); None otherwise. The enqueue settles the
         Handoff's result with the job it stored claimed, or None.
 
@@ -126,15 +128,18 @@ class ClaimWaiters:
                 waiter.event.set()
             return
         for job_type in types:
-            first_asleep = None
+            first_asleep = reserved = None
             for waiter in self._waiters:
                 if job_type in waiter.job_types:
                     if waiter.woken:
                         if waiter.handoff is not None:
-                            continue  # woken to take the job handed to it: it will not look for more
+                            reserved = waiter  # woken to take the job handed to it: it will not look for more
+                            continue
                         break
                     if first_asleep is None:
                         first_asleep = waiter
             else:
                 if first_asleep is not None:
                     first_asleep.event.set()
+                elif reserved is not None and reserved.handoff is not None:
+                    reserved.handoff.wake_owed = True

@@ -304,7 +304,9 @@ class EventDispatcher:
                 rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH, list(self._delivered))
             assert mark is not None  # one row, always
             position, horizon, xmin = mark["position"], mark["horizon"], rows[0]["xmin"]
-            claimable: set[str] = set()
+            # The jobs left pending by this batch's events, and their types: a job whose pending event is
+            # followed by its claim in the same batch (a hand-off at enqueue writes both) wakes nobody.
+            pending: dict[object, str] = {}
             last_read = self._cursor
             count = 0
             for row in rows:
@@ -314,15 +316,18 @@ class EventDispatcher:
                 count += 1
                 last_read = event_id
                 self._delivered.add(event_id)
-                if row["kind"] == "status" and row["status"] == "pending":
-                    claimable.add(row["job_type"])
+                if row["kind"] == "status":
+                    if row["status"] == "pending":
+                        pending[row["job_id"]] = row["job_type"]
+                    else:
+                        pending.pop(row["job_id"], None)
                 self._deliver(convert.event(row))
             full = count >= READ_BATCH
             # A full batch may have left events unread above last_read: settle no further than that.
             self._checkpoints.append((min(position, last_read) if full else position, horizon))
             self._settle(xmin)
-            if claimable:
-                self._on_claimable(claimable)
+            if pending:
+                self._on_claimable(set(pending.values()))
             if not full:
                 return
 

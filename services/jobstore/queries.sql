@@ -35,14 +35,14 @@ SELECT inserted.*, event.id AS last_event_id
 
 -- name: enqueue_claimed
 -- `enqueue` of a job handed to a worker that waits for work (claims.py): stored claimed by $15 (worker id)
--- with a lease of $16 ms, as `claim` would leave it, and both its events, pending then processing (the
--- ORDER BY gives them their ids in that order). Only for a job due now: $10 is NULL.
+-- with a lease of $16 ms and the lease token $17, as `claim` would leave it, and both its events, pending
+-- then processing (the ORDER BY gives them their ids in that order). Only for a job due now: $10 is NULL.
 WITH inserted AS (
     INSERT INTO document_jobs (id, user_id, session_id, message_id, job_type, title, payload, priority,
                                max_retries, run_at, expires_at, idempotency_key, status, lease_token,
                                lease_expires_at, worker_id, started_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, coalesce($10, $13::timestamptz, now()), $11, $12,
-            'processing', gen_random_uuid(), coalesce($13::timestamptz, now()) + $16 * interval '1 millisecond',
+            'processing', $17, coalesce($13::timestamptz, now()) + $16 * interval '1 millisecond',
             $15, coalesce($13::timestamptz, now()))
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *

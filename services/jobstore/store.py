@@ -8,12 +8,13 @@ the doorbell (other replicas), pokes the local event dispatcher and wakes local 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -119,6 +120,18 @@ class ClaimConnection:
                 self._conn = None
 
 
+# A job that expires sooner is not handed off: a claim would not take it either, and a worker would start
+# what the expiry is about to fail.
+HANDOFF_MIN_TIME_TO_LIVE = timedelta(seconds=1)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Read a shielded task's outcome, so an error nobody awaits any more is not reported as unretrieved
+    (the caller that awaited it left; the error reached the waiting claim as no job)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Store:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, claims: ClaimWaiters, *,
                  on_commit: Callable[[set[str]], None] = lambda _types: None,
@@ -147,15 +160,22 @@ class Store:
     # --- clients -------------------------------------------------------------------------------
 
     async def enqueue(self, job: NewJob) -> tuple[Row, bool]:
-        # Due now, with a worker of its type waiting here: stored claimed by that worker (claims.py).
-        handoff = self._claims.hand_off(job.job_type) if job.run_at is None else None
+        # Due now (and not about to expire), with a worker of its type waiting here: stored claimed by that
+        # worker (claims.py).
+        handoff = None
+        if job.run_at is None and (job.expires_at is None
+                                   or job.expires_at - self.clock.now() > HANDOFF_MIN_TIME_TO_LIVE):
+            handoff = self._claims.hand_off(job.job_type)
         if handoff is None:
             row = await self._store_new(job, None)
         else:
             # Shielded: once the waiter is reserved, its answer must come whatever this call's caller does.
-            row = await asyncio.shield(asyncio.ensure_future(self._store_new(job, handoff)))
+            stored = asyncio.ensure_future(self._store_new(job, handoff))
+            stored.add_done_callback(_retrieve)
+            row = await asyncio.shield(stored)
         if row is not None:
-            self._committed({job.job_type} if row["status"] == "pending" else None)
+            if row["status"] == "pending":
+                self._committed({job.job_type})
             return row, True
         # The idempotency key matched a job that exists (or is being committed by a racing call, whose
         # unique-index entry made this insert wait until it committed).
@@ -175,10 +195,20 @@ class Store:
             row: Row | None = await self._pool.fetchrow(Q.enqueue, *arguments)
             return row
         handed = None
+        token = uuid.uuid4()  # chosen here: should the statement's outcome be unknown, its claim is given back
         try:
-            row = await self._pool.fetchrow(Q.enqueue_claimed, *arguments, handoff.worker_id, handoff.lease_ms)
+            row = await self._pool.fetchrow(Q.enqueue_claimed, *arguments, handoff.worker_id, handoff.lease_ms,
+                                            token)
             handed = row
+            if row is not None:
+                self._committed()  # here, not in enqueue(): its caller may have gone
             return row
+        except BaseException:
+            # It may have committed (a connection lost after COMMIT): the job must not wait out a lease
+            # for a worker that will never hear of it, nor count an attempt for it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._give_back([arguments[0]], [token]))
+            raise
         finally:
             handoff.result.set_result(handed)
 
@@ -319,9 +349,10 @@ class Store:
             finally:
                 self._claims.unregister(waiter)
                 if handed_off:
-                    # The job came from its enqueue, with nothing more where it came from (and wakes pass
-                    # a reserved waiter by): only a job due later that it alone may know of is passed on.
-                    passes_on = knows_due
+                    # The job came from its enqueue, with nothing more where it came from: only a job due
+                    # later that it alone may know of, or a wake that found no other waiter while this one
+                    # was reserved (wakes pass a reserved waiter by), is passed on.
+                    passes_on = knows_due or (waiter.handoff is not None and waiter.handoff.wake_owed)
                 else:
                     # More may be claimable (found); or this claim ends without looking at what woke it
                     # (a wake, or a job due later that it alone may know of): the next waiter of these
@@ -348,8 +379,11 @@ class Store:
     async def release(self, rows: list[Row]) -> None:
         """Give claimed jobs back (pending, due now, no retry counted): their claim never reached its worker."""
         if rows:
-            released = await self._pool.fetch(Q.release, [r["id"] for r in rows], [r["lease_token"] for r in rows])
-            self._committed({r["job_type"] for r in released})
+            await self._give_back([r["id"] for r in rows], [r["lease_token"] for r in rows])
+
+    async def _give_back(self, ids: list[uuid.UUID], tokens: list[uuid.UUID]) -> None:
+        released = await self._pool.fetch(Q.release, ids, tokens)
+        self._committed({r["job_type"] for r in released})
 
     async def release_worker(self, worker_id: str, keep: list[uuid.UUID]) -> list[uuid.UUID]:
         released = await self._pool.fetch(Q.release_worker, worker_id, keep)
