@@ -160,8 +160,10 @@ class JobStoreServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Enqueue(self, request, context):
-        """Accept a job. Answers at once with the stored job (status PENDING). With an idempotency key, the
-        same (user_id, idempotency_key) always answers with the same job, also under concurrent calls.
+        """Accept a job. Answers at once with the stored job: PENDING, or PROCESSING when a worker's claim that
+        waited for work on this jobstore took it in the same statement (the hand-off, docs/architecture.md).
+        With an idempotency key, the same (user_id, idempotency_key) always answers with the same job (in
+        whatever state it is), also under concurrent calls.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

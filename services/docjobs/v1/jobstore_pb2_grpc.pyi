@@ -41,8 +41,10 @@ class JobStoreStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> JobStoreAsyncStub: ...
     Enqueue: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.EnqueueRequest, _jobstore_pb2.EnqueueResponse]
-    """Accept a job. Answers at once with the stored job (status PENDING). With an idempotency key, the
-    same (user_id, idempotency_key) always answers with the same job, also under concurrent calls.
+    """Accept a job. Answers at once with the stored job: PENDING, or PROCESSING when a worker's claim that
+    waited for work on this jobstore took it in the same statement (the hand-off, docs/architecture.md).
+    With an idempotency key, the same (user_id, idempotency_key) always answers with the same job (in
+    whatever state it is), also under concurrent calls.
     """
     EnqueueMany: _grpc.UnaryUnaryMultiCallable[_jobstore_pb2.EnqueueManyRequest, _jobstore_pb2.EnqueueManyResponse]
     """Accept up to 1,000 jobs in one call and one statement: each as Enqueue would, idempotency keys
@@ -148,8 +150,10 @@ class JobStoreStub:
 class JobStoreAsyncStub(JobStoreStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enqueue: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.EnqueueRequest, _jobstore_pb2.EnqueueResponse]  # type: ignore[assignment]
-    """Accept a job. Answers at once with the stored job (status PENDING). With an idempotency key, the
-    same (user_id, idempotency_key) always answers with the same job, also under concurrent calls.
+    """Accept a job. Answers at once with the stored job: PENDING, or PROCESSING when a worker's claim that
+    waited for work on this jobstore took it in the same statement (the hand-off, docs/architecture.md).
+    With an idempotency key, the same (user_id, idempotency_key) always answers with the same job (in
+    whatever state it is), also under concurrent calls.
     """
     EnqueueMany: _aio.UnaryUnaryMultiCallable[_jobstore_pb2.EnqueueManyRequest, _jobstore_pb2.EnqueueManyResponse]  # type: ignore[assignment]
     """Accept up to 1,000 jobs in one call and one statement: each as Enqueue would, idempotency keys
@@ -258,8 +262,10 @@ class JobStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _jobstore_pb2.EnqueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobstore_pb2.EnqueueResponse, _abc.Awaitable[_jobstore_pb2.EnqueueResponse]]:
-        """Accept a job. Answers at once with the stored job (status PENDING). With an idempotency key, the
-        same (user_id, idempotency_key) always answers with the same job, also under concurrent calls.
+        """Accept a job. Answers at once with the stored job: PENDING, or PROCESSING when a worker's claim that
+        waited for work on this jobstore took it in the same statement (the hand-off, docs/architecture.md).
+        With an idempotency key, the same (user_id, idempotency_key) always answers with the same job (in
+        whatever state it is), also under concurrent calls.
         """
 
     @_abc_1.abstractmethod
