@@ -26,9 +26,10 @@ started.
 Spare boxes: building a box and a library's first use in a fresh process (which copies the pages it
 touches, shared with this process until then) cost a job tens of milliseconds before its code does
 anything. So once the box of a job or check of a kind (start or check, and the job type) has ended, the
-next box of that kind is built and warms up on a small document of our own of that type (a render, or
-a check), while no job is in it; the next job of that kind is handed the waiting box. Not earlier: on
-two cores, a spare warming up beside the job it replaces takes the job's CPU. A spare
+next box of that kind is built and warms up on a small document of our own of that type (made with the
+library as model-written code makes one, or a check), while no job is in it; the next job of that kind
+is handed the waiting box. Not earlier: on two cores, a spare warming up beside the job it replaces
+takes the job's CPU. A spare
 holds no job's data (it is forked from this pristine process and has only ever run our sample), and it
 is used once. Its process is named "docjobs spare" while it waits ("docjobs job" or "docjobs check"
 once it has its job). A kind never asked for has no spare; at most one waits per kind.
@@ -549,11 +550,13 @@ def _gone(sync: socket.socket) -> bool:
 
 
 def _warm_up(kind: tuple[str, str]) -> None:
-    """A spare box, before its job exists, does once what that job would do first: render a small
-    document of the job's type (or check one, for a check), with our own renderer and our own sample.
-    The first use of a library in a fresh process touches, and so copies, many pages it shares with
-    this zygote and fills the libraries' caches: done here, the job does not wait for it. Only our
-    sample passes through, and whatever it left in the scratch directory is removed."""
+    """A spare box, before its job exists, does once what that job would do first: make a small
+    document of the job's type with the library itself, as model-written code does (or check one, for
+    a check). The first use of a library in a fresh process touches, and so copies, many pages it shares
+    with this zygote and fills the libraries' caches: done here, the job does not wait for it. Only our
+    sample passes through, and whatever it left in the scratch directory is removed. (Our spec renderer's
+    sample was the warm-up before: it also warmed what code jobs never use, and took about 12 ms of CPU
+    more, which a job sent right after the one before waited for; docs/performance.md.)"""
     import shutil
     from pathlib import Path
 
@@ -564,11 +567,7 @@ def _warm_up(kind: tuple[str, str]) -> None:
 
             warm_check(kind[1])
         else:
-            from ..spec import render
-            from .zygote import SAMPLE_SPECS
-
-            render(kind[1], SAMPLE_SPECS[kind[1]], "warm-up", Path(f"/tmp/warm-up.{EXTENSIONS[kind[1]]}"),
-                   lambda _p, _m: None)
+            _library_warm_up(kind[1], Path(f"/tmp/warm-up.{EXTENSIONS[kind[1]]}"))
     for name in set(os.listdir("/tmp")) - before:
         path = os.path.join("/tmp", name)
         if os.path.isdir(path) and not os.path.islink(path):
@@ -576,6 +575,37 @@ def _warm_up(kind: tuple[str, str]) -> None:
         else:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def _library_warm_up(job_type: str, path: Any) -> None:
+    """What model-written code of the type does first, with the library itself."""
+    if job_type == "spreadsheet":
+        from openpyxl import Workbook
+
+        book = Workbook()
+        sheet = book.create_sheet("S")
+        sheet.append(["a", 1.5])
+        sheet["B2"] = "=SUM(B1:B1)"
+        book.save(path)
+    elif job_type == "document":
+        from docx import Document
+
+        document = Document()
+        document.add_heading("h")
+        document.add_paragraph("p")
+        document.save(path)
+    elif job_type == "pdf":
+        from reportlab.pdfgen.canvas import Canvas
+
+        canvas = Canvas(str(path))
+        canvas.drawString(72, 720, "p")
+        canvas.save()
+    elif job_type == "presentation":
+        from pptx import Presentation
+
+        deck = Presentation()
+        deck.slides.add_slide(deck.slide_layouts[0]).shapes.title.text = "t"
+        deck.save(path)
 
 
 def fail_start(control: socket.socket, reason: str) -> NoReturn:
