@@ -36,15 +36,16 @@ HANDOFFS = Counter("docjobs_jobstore_handoffs",
 
 
 class Handoff:
-    """What a waiter's worker claims with, and, once the enqueue statement has run, the job it was handed
-    (None when the statement stored nothing claimed: an idempotency key already taken, or it failed)."""
+    """What a waiter's worker claims with, and, once the enqueue statement has run, the jobs it was handed
+    as a claim returns them: the one job, or none when the statement stored nothing claimed (an
+    idempotency key already taken, or it failed)."""
 
     __slots__ = ("lease_ms", "result", "wake_owed", "worker_id")
 
     def __init__(self, worker_id: str, lease_ms: int) -> None:
         self.worker_id = worker_id
         self.lease_ms = lease_ms
-        self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.result: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.wake_owed = False  # a wake came for its types and found no other waiter: its claim passes it on
 
 
@@ -97,7 +98,7 @@ class ClaimWaiters:
     def hand_off(self, job_type: str) -> Handoff | None:
         """Reserve a waiter of job_type for a job about to be enqueued, if every waiter of that type here is
         asleep (none woken, none looking, none reserved already); None otherwise. The enqueue settles the
-        Handoff's result with the job it stored claimed, or None.
+        Handoff's result with the job it stored claimed, or with none.
 
         Of those that take the fewest job types (a worker that takes others too is kept for them), the one
         that came last, unlike a wake's: a worker that has just finished a job is the warmest (its

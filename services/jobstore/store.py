@@ -210,7 +210,7 @@ class Store:
                 await asyncio.shield(self._give_back([arguments[0]], [token]))
             raise
         finally:
-            handoff.result.set_result(handed)
+            handoff.result.set_result([handed] if handed is not None else [])
 
     async def enqueue_many(self, jobs: list[NewJob]) -> list[tuple[Row, bool]]:
         """Store jobs in one statement; (row, created) for each, in order. A job whose idempotency key is
@@ -335,16 +335,16 @@ class Store:
                 timeout = remaining if next_due is None else min(remaining, max(next_due, 0.0) + 0.001)
                 await waiter.wait(timeout)
                 if waiter.handoff is not None:
-                    handed = await asyncio.shield(waiter.handoff.result)
-                    if handed is not None:
+                    handed: list[Row] = await asyncio.shield(waiter.handoff.result)
+                    if handed:
                         HANDOFFS.inc()
                         handed_off = True
-                        return [handed]
+                        return handed
                 again = True  # the next round's query takes the wake, if it was one
             except BaseException:
                 failed = True  # cancelled (the caller left), or the claim connection failed
                 if waiter.handoff is not None:  # a job handed to a caller that left goes back to the queue
-                    await asyncio.shield(self._release_handed(waiter.handoff.result))
+                    await asyncio.shield(self._release_after(waiter.handoff.result))
                 raise
             finally:
                 self._claims.unregister(waiter)
@@ -360,14 +360,6 @@ class Store:
                     passes_on = not again and (found or failed or waiter.woken or knows_due)
                 if passes_on:
                     self._claims.wake(job_types)
-
-    async def _release_handed(self, handed: asyncio.Future[Row | None]) -> None:
-        try:
-            row = await handed
-        except Exception:
-            return
-        if row is not None:
-            await self.release([row])
 
     async def _release_after(self, query: asyncio.Future[list[Row]]) -> None:
         try:
