@@ -81,6 +81,53 @@ def shared_formulas() -> bytes:
     return saved(workbook)
 
 
+def number_formats() -> bytes:
+    """Numbers the file's own formats show as dates and durations, in a workbook on the 1904 calendar."""
+    workbook = Workbook()
+    workbook.epoch = datetime.datetime(1904, 1, 1)  # openpyxl's CALENDAR_MAC_1904
+    sheet = workbook.active
+    assert sheet is not None
+    formats = ["dd/mm/yyyy hh:mm", "[h]:mm:ss", "mm:ss.0", '#,##0.00 "kg"', "yyyy", "0.00%", "General", "d-mmm"]
+    for column, number_format in enumerate(formats, start=1):
+        for row in (1, 2):
+            cell = sheet.cell(row=row, column=column, value=40000.25 + row + column)
+            cell.number_format = number_format
+    sheet["A3"] = datetime.datetime(2026, 3, 4, 5, 6)
+    return saved(workbook)
+
+
+def without_styles() -> bytes:
+    """A workbook whose package has no styles part (a writer may leave it out): numbers stay numbers."""
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(saved(mixed_small())))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "xl/styles.xml":
+                continue
+            if item.filename in ("[Content_Types].xml", "xl/_rels/workbook.xml.rels"):
+                data = _without_styles_entries(data)
+            target.writestr(item, data)
+    return buffer.getvalue()
+
+
+def _without_styles_entries(xml: bytes) -> bytes:
+    import re
+
+    return re.sub(rb"<(Override|Relationship)[^>]*styles[^>]*/>", b"", xml)
+
+
+def mixed_small() -> Workbook:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["a", 45000, 1.5])
+    sheet["B1"].number_format = "yyyy-mm-dd"
+    return workbook
+
+
 def the_example(directory: Path) -> bytes:
     import json
 
@@ -89,8 +136,9 @@ def the_example(directory: Path) -> bytes:
     return (directory / "example.xlsx").read_bytes()
 
 
-@pytest.mark.parametrize("make", [mixed, gaps, shared_formulas, the_example],
-                         ids=["mixed types and sheets", "missing rows", "many rows", "the example"])
+@pytest.mark.parametrize("make", [mixed, gaps, shared_formulas, number_formats, without_styles, the_example],
+                         ids=["mixed types and sheets", "missing rows", "many rows", "date and duration formats",
+                              "no styles part", "the example"])
 def test_the_preview_shows_what_openpyxl_reads(make: Any, tmp_path: Path) -> None:
     data = make(tmp_path) if make is the_example else make()
     shown = preview.preview("spreadsheet", io.BytesIO(data))

@@ -28,8 +28,10 @@ touches, shared with this process until then) cost a job tens of milliseconds be
 anything. So once the box of a job or check of a kind (start or check, and the job type) has ended, the
 next box of that kind is built and warms up on a small document of our own of that type (made with the
 library as model-written code makes one, or a check), while no job is in it; the next job of that kind
-is handed the waiting box. Not earlier: on two cores, a spare warming up beside the job it replaces
-takes the job's CPU. A spare
+is handed the waiting box, even before its warm-up is over: the job's arrival interrupts the warm-up
+(_warm_up). Not earlier: on two cores, a spare warming up beside the job it replaces takes the job's
+CPU. An output check's box is done with once its verdict is in (the zygote kills it), and its spare
+is made then (_kill), not when the kernel has taken the box down. A spare
 holds no job's data (it is forked from this pristine process and has only ever run our sample), and it
 is used once. Its process is named "docjobs spare" while it waits ("docjobs job" or "docjobs check"
 once it has its job). A kind never asked for has no spare; at most one waits per kind.
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import gc
 import json
 import os
@@ -192,10 +195,7 @@ class CodeZygote:
             message = json.loads(data)
             slot = int(message["slot"])
             if message["op"] == "kill":
-                pid = self.by_slot.get(slot)
-                if pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                self._kill(slot)
             elif message["op"] == "end":
                 self._end(slot)
             elif len(fds) != 3:
@@ -247,6 +247,23 @@ class CodeZygote:
         box.slot = None
         self._send({"slot": slot, "status": 0, "setup_failed": False, "ended": True})
         if box.replace:  # its replacement starts now, while the kernel takes the box down
+            box.replace = False
+            self._new_spare(box.kind)
+
+    def _kill(self, slot: int) -> None:
+        """Kill a box. An output check's box is killed once its verdict is in (or no longer wanted): when
+        nothing of it can run any more (as at a job's end, _end), its replacement is made at once, not
+        when the kernel has taken it down, tens of milliseconds later, often just when the next job's
+        start arrives and waits for the clone. (Its end is still told when it is reaped.)"""
+        pid = self.by_slot.get(slot)
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        box = self.boxes[pid]
+        if box.kind[0] == "check" and box.replace and _alone(pid):
             box.replace = False
             self._new_spare(box.kind)
 
@@ -399,7 +416,7 @@ class CodeZygote:
 
         tempfile.tempdir = "/tmp"
         if warm:
-            _warm_up(kind)
+            _warm_up(kind, sync if kind[0] == "start" else None)
         # The job: its descriptors, the first and only thing this process is ever sent.
         try:
             message, fds, _, _ = socket.recv_fds(sync, 16, 3)
@@ -423,11 +440,11 @@ class CodeZygote:
             os.close(job_fd)
             run_code(request, message_fd)
         except BaseException as exc:
-            from ..specs import SpecError
+            # Nothing is imported here that the zygote has not imported already: this may run out of
+            # memory (a memory bomb), when an import would fail the box instead of telling the job why.
             from .zygote import _child_send, _describe
 
-            _child_send(message_fd, {"error": _describe(exc),
-                                     "code": "invalid_spec" if isinstance(exc, SpecError) else None})
+            _child_send(message_fd, {"error": _describe(exc), "code": None})
             return 1
         return 0
 
@@ -541,6 +558,17 @@ def _name_process(name: str) -> None:
         comm.write(name)
 
 
+def _waiting(sync: socket.socket) -> bool:
+    """Whether something (the job's descriptors, or the zygote's end) waits on a box's sync socket."""
+    try:
+        sync.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _gone(sync: socket.socket) -> bool:
     """Whether the code zygote has closed its end (our parent died before the death signal was set)."""
     try:
@@ -549,25 +577,56 @@ def _gone(sync: socket.socket) -> bool:
         return False
 
 
-def _warm_up(kind: tuple[str, str]) -> None:
+class _JobArrived(BaseException):
+    """Raised in a spare's warm-up when its job has arrived."""
+
+
+def _warm_up(kind: tuple[str, str], sync: socket.socket | None) -> None:
     """A spare box, before its job exists, does once what that job would do first: make a small
     document of the job's type with the library itself, as model-written code does (or check one, for
     a check). The first use of a library in a fresh process touches, and so copies, many pages it shares
     with this zygote and fills the libraries' caches: done here, the job does not wait for it. Only our
     sample passes through, and whatever it left in the scratch directory is removed. (Our spec renderer's
     sample was the warm-up before: it also warmed what code jobs never use, and took about 12 ms of CPU
-    more, which a job sent right after the one before waited for; docs/performance.md.)"""
+    more, which a job sent right after the one before waited for; docs/performance.md.)
+
+    With `sync` (a job's spare), the job never waits for the warm-up: its arrival on the sync socket
+    (SIGIO) ends the warm-up where it is, and the job goes on from there, as warm as the spare got. Jobs
+    sent back to back find their spare still warming up; the job waited for all of it, then did the rest
+    of that work again in its own code. A check's spare warms up whole: its job's code runs meanwhile."""
     import shutil
     from pathlib import Path
 
     before = set(os.listdir("/tmp"))  # the runtime's directories, when it lives under /tmp
-    with contextlib.suppress(Exception):
-        if kind[0] == "check":
-            from .checker import warm_up as warm_check
+    armed = sync is not None
 
-            warm_check(kind[1])
-        else:
-            _library_warm_up(kind[1], Path(f"/tmp/warm-up.{EXTENSIONS[kind[1]]}"))
+    def arrived(_signum: int, _frame: Any) -> None:
+        nonlocal armed
+        if armed:  # at most once, and never once the warm-up is over
+            armed = False
+            raise _JobArrived
+
+    if sync is not None:
+        signal.signal(signal.SIGIO, arrived)
+        fcntl.fcntl(sync.fileno(), fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(sync.fileno(), fcntl.F_SETFL, fcntl.fcntl(sync.fileno(), fcntl.F_GETFL) | os.O_ASYNC)
+    try:
+        try:
+            if sync is None or not _waiting(sync):  # a job that came before the signal was set up
+                with contextlib.suppress(Exception):
+                    if kind[0] == "check":
+                        from .checker import warm_up as warm_check
+
+                        warm_check(kind[1])
+                    else:
+                        _library_warm_up(kind[1], Path(f"/tmp/warm-up.{EXTENSIONS[kind[1]]}"))
+        finally:
+            armed = False
+    except _JobArrived:
+        gc.collect()  # what the warm-up left open (its sample file) is closed before it is removed
+    if sync is not None:
+        fcntl.fcntl(sync.fileno(), fcntl.F_SETFL, fcntl.fcntl(sync.fileno(), fcntl.F_GETFL) & ~os.O_ASYNC)
+        signal.signal(signal.SIGIO, signal.SIG_DFL)
     for name in set(os.listdir("/tmp")) - before:
         path = os.path.join("/tmp", name)
         if os.path.isdir(path) and not os.path.islink(path):
@@ -577,14 +636,44 @@ def _warm_up(kind: tuple[str, str]) -> None:
                 os.unlink(path)
 
 
+def warm() -> None:
+    """Once, before any box: import the document libraries, register the renderer's fonts with reportlab
+    (model code draws with them by name: docs/renderer.md), and make and check a small document of each
+    type with the libraries (their lazy imports and caches; the output checks' samples). Not our spec
+    renderer's warm-up: code jobs never use it, and every page this process holds is a page table entry
+    each box's clone copies (docs/performance.md)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..fonts import coverage
+    from ..preview import preview
+    from . import checker
+    from .zygote import import_libraries
+
+    import_libraries()
+    coverage()
+    with tempfile.TemporaryDirectory(prefix="docjobs-warm-") as tmp:
+        for job_type, ext in EXTENSIONS.items():
+            path = Path(tmp) / f"warm.{ext}"
+            _library_warm_up(job_type, path)
+            if path.exists():
+                preview(job_type, path)
+                checker.SAMPLES[job_type] = path.read_bytes()  # an output check warms up on it while it waits
+
+
 def _library_warm_up(job_type: str, path: Any) -> None:
     """What model-written code of the type does first, with the library itself."""
     if job_type == "spreadsheet":
+        import datetime
+
         from openpyxl import Workbook
+        from openpyxl.styles import Font
 
         book = Workbook()
-        sheet = book.create_sheet("S")
-        sheet.append(["a", 1.5])
+        sheet = book.create_sheet("S", 0)
+        sheet.append(["a", 1.5, datetime.date(2026, 1, 1)])
+        sheet["A1"].font = Font(bold=True)
+        sheet["B1"].number_format = "#,##0.00"
         sheet["B2"] = "=SUM(B1:B1)"
         book.save(path)
     elif job_type == "document":
@@ -619,9 +708,11 @@ def main() -> None:
     zygote = CodeZygote(config)
     try:
         zygote.prepare()
-        from .zygote import warm
-
         warm()
+        # What the warm-up left as garbage, collected and its pages given back: each box's clone copies
+        # the page table of every page this process holds (10 MB less of its heap).
+        gc.collect()
+        linux.malloc_trim()
         # Shared with every job's process copy-on-write; without it the first full collection in a job
         # touches every object and copies every page.
         gc.freeze()

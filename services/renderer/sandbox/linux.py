@@ -78,6 +78,13 @@ def reaped() -> Iterator[tuple[int, int]]:
         yield pid, status
 
 
+def malloc_trim() -> None:
+    """Give the C heap's free pages back to the kernel (glibc; elsewhere nothing happens)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 

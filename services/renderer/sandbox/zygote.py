@@ -174,7 +174,16 @@ SAMPLE_SPECS: dict[str, dict[str, Any]] = {
 
 
 def warm() -> None:
-    """Import what renders need (and what model-written code usually imports) once, before forking."""
+    """Import what spec renders need once, before forking, and render one document of each type."""
+    import_libraries()
+    from ..spec import document, pdf, presentation, spreadsheet  # noqa: F401
+
+    warm_renders()
+
+
+def import_libraries() -> None:
+    """Import the document libraries (what model-written code usually imports, and what the output check
+    reads documents with) and the standard modules such code uses."""
     import importlib
 
     for name in WARM_STDLIB:
@@ -193,9 +202,6 @@ def warm() -> None:
     import reportlab.platypus  # noqa: F401
 
     from .. import preview  # noqa: F401
-    from ..spec import document, pdf, presentation, spreadsheet  # noqa: F401
-
-    warm_renders()
 
 
 def warm_renders() -> None:
