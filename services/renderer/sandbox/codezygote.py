@@ -233,16 +233,9 @@ class CodeZygote:
         exists), its end is told at once; the exit itself (the unmapping of a heap shared with this
         process, the namespaces' teardown) takes milliseconds that its output check need not wait for.
         Where the box has other processes, its end is told when it is reaped, as any other."""
-        pid = self.by_slot.get(slot)
-        if pid is None:
+        box = self._kill_box(slot)
+        if box is None or not _alone(box.pid):
             return
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        if not _alone(pid):
-            return
-        box = self.boxes[pid]
         del self.by_slot[slot]
         box.slot = None
         self._send({"slot": slot, "status": 0, "setup_failed": False, "ended": True})
@@ -255,17 +248,21 @@ class CodeZygote:
         nothing of it can run any more (as at a job's end, _end), its replacement is made at once, not
         when the kernel has taken it down, tens of milliseconds later, often just when the next job's
         start arrives and waits for the clone. (Its end is still told when it is reaped.)"""
+        box = self._kill_box(slot)
+        if box is not None and box.kind[0] == "check" and box.replace and _alone(box.pid):
+            box.replace = False
+            self._new_spare(box.kind)
+
+    def _kill_box(self, slot: int) -> Box | None:
+        """SIGKILL the box of a slot; the box, or None if there is none (or it is gone already)."""
         pid = self.by_slot.get(slot)
         if pid is None:
-            return
+            return None
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            return
-        box = self.boxes[pid]
-        if box.kind[0] == "check" and box.replace and _alone(pid):
-            box.replace = False
-            self._new_spare(box.kind)
+            return None
+        return self.boxes[pid]
 
     def _new_spare(self, kind: tuple[str, str]) -> None:
         if kind in self.spares:
