@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from .futures import retrieve
 from .v1 import jobstore_pb2 as pb
 from .v1 import jobstore_pb2_grpc as pb_grpc
 
@@ -43,11 +44,6 @@ class SessionError(grpc.aio.AioRpcError):
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def _code(name: str) -> grpc.StatusCode:
@@ -141,7 +137,7 @@ class WorkSession:
         """Completions asked for in one turn of the event loop go as one message (complete_many) with one
         answer: a busy worker's per-message cost is paid once per batch, not per job."""
         future: asyncio.Future[pb.WorkAck] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieved)  # its caller may have given up waiting (a timeout)
+        future.add_done_callback(retrieve)  # its caller may have given up waiting (a timeout)
         self._completions.append((request, future))
         if len(self._completions) == 1:
             asyncio.get_running_loop().call_soon(self._send_completions, timeout)
@@ -233,7 +229,7 @@ class WorkSession:
         try:
             await asyncio.shield(write)
         except asyncio.CancelledError:
-            write.add_done_callback(_retrieved)  # its failure, if any, went to nobody: not logged as lost
+            write.add_done_callback(retrieve)  # its failure, if any, went to nobody: not logged as lost
             raise
 
     async def _write(self, request: pb.WorkRequest) -> None:

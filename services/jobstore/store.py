@@ -19,6 +19,8 @@ from typing import Any
 
 import asyncpg
 
+from docjobs.futures import retrieve
+
 from .batching import Batcher
 from .claims import FOUND, FOUND_NONE, HANDOFFS, ClaimWaiters, Handoff
 from .clock import Clock
@@ -125,13 +127,6 @@ class ClaimConnection:
 HANDOFF_MIN_TIME_TO_LIVE = timedelta(seconds=1)
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Read a shielded task's outcome, so an error nobody awaits any more is not reported as unretrieved
-    (the caller that awaited it left; the error reached the waiting claim as no job)."""
-    if not task.cancelled():
-        task.exception()
-
-
 class Store:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, claims: ClaimWaiters, *,
                  on_commit: Callable[[set[str]], None] = lambda _types: None,
@@ -171,7 +166,7 @@ class Store:
         else:
             # Shielded: once the waiter is reserved, its answer must come whatever this call's caller does.
             stored = asyncio.ensure_future(self._store_new(job, handoff))
-            stored.add_done_callback(_retrieve)
+            stored.add_done_callback(retrieve)  # its error reached the waiting claim as no job
             row = await asyncio.shield(stored)
         if row is not None:
             if row["status"] == "pending":
