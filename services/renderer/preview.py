@@ -98,23 +98,29 @@ def _spreadsheet(path: Source) -> dict[str, Any]:
 
 def _number_styles(archive: Any) -> tuple[set[int], set[int]]:
     """The cell styles (their indexes) whose number format shows a date, and those that show a duration,
-    as openpyxl's Stylesheet finds them: a style's numFmtId names one of the file's own formats, else a
-    built-in one. (No styles part, or no cell styles: none, as openpyxl's defaults.)"""
-    from openpyxl.styles.numbers import builtin_format_code, is_date_format, is_timedelta_format
-    from openpyxl.xml.constants import ARC_STYLE, SHEET_MAIN_NS
-    from openpyxl.xml.functions import fromstring
+    as openpyxl's Stylesheet finds them: its own readers of the number formats and the cell styles (the
+    last of each, by local name, as it takes them; their values checked as it checks them), a style's
+    numFmtId naming one of the file's formats, else a built-in one. Fonts, fills and borders are not
+    read, so a styles part wrong only there still opens here (Excel may repair it; the preview does not
+    need it). (No styles part, or no cell styles: none, as openpyxl's defaults.)"""
+    from openpyxl.styles.cell_style import CellStyleList
+    from openpyxl.styles.numbers import NumberFormatList, builtin_format_code, is_date_format, is_timedelta_format
+    from openpyxl.xml.constants import ARC_STYLE
+    from openpyxl.xml.functions import fromstring, localname
 
     try:
-        styles = fromstring(archive.read(ARC_STYLE))
+        styles: Any = fromstring(archive.read(ARC_STYLE))
     except KeyError:
         return set(), set()
-    ns = f"{{{SHEET_MAIN_NS}}}"
-    custom = {int(item.get("numFmtId", "")): item.get("formatCode", "")
-              for item in styles.iterfind(f"{ns}numFmts/{ns}numFmt")}
+    parts: dict[str, Any] = {localname(child): child for child in styles}  # the last of each name
+    formats: Any = NumberFormatList.from_tree(parts["numFmts"]) if "numFmts" in parts else None
+    custom = {item.numFmtId: item.formatCode for item in formats.numFmt} if formats is not None else {}
     dates: set[int] = set()
     durations: set[int] = set()
-    for index, style in enumerate(styles.iterfind(f"{ns}cellXfs/{ns}xf")):
-        number = int(style.get("numFmtId", "0"))
+    listed: Any = CellStyleList.from_tree(parts["cellXfs"]) if "cellXfs" in parts else None
+    cell_styles = listed.xf if listed is not None else []
+    for index, style in enumerate(cell_styles):
+        number = style.numFmtId or 0
         code = custom[number] if number in custom else builtin_format_code(number)
         if is_date_format(code):
             dates.add(index)

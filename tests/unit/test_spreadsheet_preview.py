@@ -113,6 +113,25 @@ def without_styles() -> bytes:
     return buffer.getvalue()
 
 
+def two_cell_style_lists() -> bytes:
+    """A styles part with a second list of cell styles, all plain numbers: openpyxl takes the last."""
+    import re
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(number_formats()))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "xl/styles.xml":
+                found = re.search(rb"<cellXfs.*?</cellXfs>", data, re.S)
+                assert found is not None
+                plain = re.sub(rb'numFmtId="\d+"', b'numFmtId="0"', found.group(0))
+                data = data.replace(found.group(0), found.group(0) + plain)
+            target.writestr(item, data)
+    return buffer.getvalue()
+
+
 def _without_styles_entries(xml: bytes) -> bytes:
     import re
 
@@ -136,9 +155,10 @@ def the_example(directory: Path) -> bytes:
     return (directory / "example.xlsx").read_bytes()
 
 
-@pytest.mark.parametrize("make", [mixed, gaps, shared_formulas, number_formats, without_styles, the_example],
+@pytest.mark.parametrize("make", [mixed, gaps, shared_formulas, number_formats, without_styles,
+                                  two_cell_style_lists, the_example],
                          ids=["mixed types and sheets", "missing rows", "many rows", "date and duration formats",
-                              "no styles part", "the example"])
+                              "no styles part", "two lists of cell styles", "the example"])
 def test_the_preview_shows_what_openpyxl_reads(make: Any, tmp_path: Path) -> None:
     data = make(tmp_path) if make is the_example else make()
     shown = preview.preview("spreadsheet", io.BytesIO(data))

@@ -47,7 +47,7 @@ KIND = {"spreadsheet": "an Excel workbook", "document": "a Word document", "pdf"
         "presentation": "a PowerPoint presentation"}
 
 
-SAMPLES: dict[str, bytes] = {}  # job type: a small document of that type, made by warm_renders
+SAMPLES: dict[str, bytes] = {}  # job type: a small document of that type, made by the code zygote's warm-up
 
 
 class InvalidOutput(Exception):

@@ -603,12 +603,13 @@ def _warm_up(kind: tuple[str, str], sync: socket.socket | None) -> None:
             armed = False
             raise _JobArrived
 
-    if sync is not None:
-        signal.signal(signal.SIGIO, arrived)
-        fcntl.fcntl(sync.fileno(), fcntl.F_SETOWN, os.getpid())
-        fcntl.fcntl(sync.fileno(), fcntl.F_SETFL, fcntl.fcntl(sync.fileno(), fcntl.F_GETFL) | os.O_ASYNC)
+    interrupted = False
     try:
         try:
+            if sync is not None:  # armed inside the try: a job may arrive as soon as O_ASYNC is on
+                signal.signal(signal.SIGIO, arrived)
+                fcntl.fcntl(sync.fileno(), fcntl.F_SETOWN, os.getpid())
+                fcntl.fcntl(sync.fileno(), fcntl.F_SETFL, fcntl.fcntl(sync.fileno(), fcntl.F_GETFL) | os.O_ASYNC)
             if sync is None or not _waiting(sync):  # a job that came before the signal was set up
                 with contextlib.suppress(Exception):
                     if kind[0] == "check":
@@ -620,7 +621,9 @@ def _warm_up(kind: tuple[str, str], sync: socket.socket | None) -> None:
         finally:
             armed = False
     except _JobArrived:
-        gc.collect()  # what the warm-up left open (its sample file) is closed before it is removed
+        interrupted = True
+    if interrupted:  # after the except block, whose exception still holds the interrupted frames
+        gc.collect()  # what the warm-up left open (its sample's files) is closed before they are removed
     if sync is not None:
         fcntl.fcntl(sync.fileno(), fcntl.F_SETFL, fcntl.fcntl(sync.fileno(), fcntl.F_GETFL) & ~os.O_ASYNC)
         signal.signal(signal.SIGIO, signal.SIG_DFL)

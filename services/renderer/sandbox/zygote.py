@@ -205,13 +205,13 @@ def import_libraries() -> None:
 
 
 def warm_renders() -> None:
-    """Render and read back one small document of each type: the libraries import much of themselves
-    lazily (writers, XML and zip machinery) and fill caches on first use. Done once here, every child
-    starts warm instead of paying ~25 ms each."""
+    """Render one small document of each type: the libraries import much of themselves lazily (writers,
+    XML and zip machinery) and fill caches on first use. Done once here, every spec worker starts warm
+    instead of paying ~25 ms each. (Nothing here reads a document back: only code jobs' output checks
+    do, and the code zygote warms those up itself.)"""
     import tempfile
 
     from .. import specs
-    from ..preview import preview
     from ..spec import render
 
     with tempfile.TemporaryDirectory(prefix="docjobs-warm-") as tmp:
@@ -219,8 +219,6 @@ def warm_renders() -> None:
             specs.validate(job_type, spec)
             path = Path(tmp) / f"warm.{EXTENSIONS[job_type]}"
             render(job_type, spec, "warm-up", path, lambda _p, _m: None)
-            preview(job_type, path)
-            checker.SAMPLES[job_type] = path.read_bytes()  # an output check warms up on it while it waits
 
 
 class Zygote:
