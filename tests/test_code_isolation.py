@@ -422,7 +422,7 @@ async def test_a_job_filling_its_scratch_space_fails_only_itself(box: Sandbox) -
     assert first_cell(result.path) == str(40 * 2**20)
     with pytest.raises(RenderError, match="No space left on device") as failed:
         await filling
-    assert not failed.value.retryable
+    assert not failed.value.given_back
 
 
 # --- where the box cannot be built, and as an ordinary user ----------------------------------------------

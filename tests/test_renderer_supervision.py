@@ -32,19 +32,33 @@ book.save(output_path)
 """
 
 
-def zygote_of(renderer: RendererProcess) -> psutil.Process | None:
+def zygote_of(renderer: RendererProcess, module: str = "renderer.sandbox.zygote") -> psutil.Process | None:
+    """The renderer's render zygote (a child of it), or with module="renderer.sandbox.codezygote" its code
+    zygote (inside bubblewrap, under the render zygote)."""
     assert renderer.process is not None
     try:
-        children = psutil.Process(renderer.process.pid).children()
+        processes = psutil.Process(renderer.process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return None
-    for child in children:
+    for process in processes:
         try:
-            if "renderer.sandbox.zygote" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
-                return child
+            if module in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
+                return process
         except psutil.NoSuchProcess:
             continue
     return None
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of processes still running (a zombie has ended: only its parent's wait is left)."""
+    running = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return running
 
 
 async def _job(stub: pb_grpc.JobStoreAsyncStub, job_id: str) -> pb.Job:
@@ -59,9 +73,13 @@ async def _healthz(port: int) -> int | None:
         return None
 
 
-@pytest.mark.parametrize("mode", ["code", "spec"])
+@pytest.mark.parametrize(("mode", "killed"), [("code", "renderer.sandbox.zygote"),
+                                              ("code", "renderer.sandbox.codezygote"),
+                                              ("spec", "renderer.sandbox.zygote")],
+                         ids=["code job, render zygote killed", "code job, code zygote killed",
+                              "spec job, render zygote killed"])
 async def test_a_zygote_killed_under_a_job_gives_it_back_and_it_completes_on_the_restarted_one(
-        stub, jobstore, tmp_path, mode) -> None:
+        stub, jobstore, tmp_path, mode, killed) -> None:
     renderer = RendererProcess(jobstore.address, tmp_path / "r", DOCJOBS_CODE_EXECUTION="sandbox").start()
     try:
         if mode == "code":
@@ -81,8 +99,14 @@ async def test_a_zygote_killed_under_a_job_gives_it_back_and_it_completes_on_the
 
         await wait_until(rendering, timeout=60)
         first = zygote_of(renderer)
-        assert first is not None, renderer.log
-        first.send_signal(signal.SIGKILL)
+        target = zygote_of(renderer, killed)
+        assert first is not None and target is not None, renderer.log
+        # Every process of the sandbox as it stands: the zygotes, their boxes, the job's own.
+        doomed = [first, *first.children(recursive=True)]
+        assert len(doomed) >= (4 if mode == "code" else 2), doomed
+        target.send_signal(signal.SIGKILL)
+        # Nothing of the old sandbox outlives it, wherever it was reparented to.
+        await wait_until(lambda: not alive(doomed), timeout=30)
         final, events = await wait_finished(stub, job.id, timeout=120)
         assert final.status == pb.JOB_STATUS_COMPLETED, (final.error, renderer.log)
         assert final.retry_count == 0 and final.release_count == 1

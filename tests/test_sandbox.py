@@ -60,7 +60,7 @@ async def test_a_refused_spec_keeps_its_worker_and_a_cancelled_one_is_replaced(s
     standing = workers(sandbox)
     with pytest.raises(RenderError) as refused:
         await render(sandbox, {"sheets": [{"name": "x", "rows": "not rows"}]})
-    assert refused.value.code == "invalid_spec" and not refused.value.retryable
+    assert refused.value.code == "invalid_spec" and not refused.value.given_back
     assert workers(sandbox) == standing  # a validation error is an answer, not a reason to replace the worker
 
     render_id = sandbox.new_render_id()

@@ -134,7 +134,7 @@ async def test_untrusted_message_a_malformed_line_fails_its_own_job_only(box: Sa
     with pytest.raises(RenderError) as refused:
         await render_code(box, writes(MALFORMED[name]))
     assert "malformed message" in str(refused.value), str(refused.value)
-    assert not refused.value.retryable and not refused.value.cancelled
+    assert not refused.value.given_back and not refused.value.cancelled
     # The other jobs, code and spec, complete; the zygote is the same process, never restarted.
     assert openpyxl.load_workbook(await innocent)["Fine"]["A2"].value == "Coffee"
     assert docx.Document(str((await spec).path)).paragraphs[-1].text == "innocent"
@@ -158,7 +158,7 @@ async def test_forged_done_over_garbage_fails_the_job_as_invalid_output(box: San
     render_id = box.new_render_id()
     with pytest.raises(RenderError) as refused:
         await box.render(render_id, "spreadsheet", "code", code, "t", noop)
-    assert refused.value.code == "invalid_output" and not refused.value.retryable
+    assert refused.value.code == "invalid_output" and not refused.value.given_back
     assert "is not an Excel workbook: it is no zip archive" in str(refused.value)
     assert not (box.out_dir / f"{render_id}.xlsx").exists()  # nothing was delivered
 
@@ -253,7 +253,7 @@ async def test_zip_bomb_fails_its_job_and_the_checker_and_zygote_go_on(box: Sand
             + writes(FORGED_DONE, "os._exit(0)"))
     with pytest.raises(RenderError) as refused:
         await render_code(box, code, job_type)
-    assert refused.value.code == "invalid_output" and not refused.value.retryable, str(refused.value)
+    assert refused.value.code == "invalid_output" and not refused.value.given_back, str(refused.value)
     assert any(text in str(refused.value) for text in expected), str(refused.value)
     assert box.pid == zygote and box.restarts == 0
     assert zygote is not None

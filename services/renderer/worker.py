@@ -5,8 +5,9 @@ jobs pushed within the credit of its free slots, heartbeats, completions, cancel
 UploadArtifact for large files; the rendering happens in
 children of the zygote, up to DOCJOBS_RENDER_CONCURRENCY at a time. Errors in the job itself (an
 invalid spec, failing code, code mode switched off) fail it for good; a jobstore that went away mid-upload
-fails it as retryable. A job hurt by a fault that is not its own (the zygote died under it, the renderer is
-stopping) is given back with Release: pending again at once, no attempt counted. While the zygote is being
+fails it as retryable. A job hurt by a fault that is not its own (the zygote died under it, a box of the
+sandbox could not be built for it, the renderer is stopping) is given back with Release: pending again at
+once, no attempt counted. While the zygote is being
 restarted nothing is claimed and /healthz answers 503; a zygote that cannot be restarted makes the renderer
 exit with EXIT_SANDBOX_LOST, for its supervisor to start it afresh. On SIGTERM the worker stops claiming,
 lets running jobs finish within DOCJOBS_RENDER_GRACE_S, and gives back the rest.
@@ -363,9 +364,11 @@ class Worker:
                 await self._paused_for_outage()
                 await self._release(job, token, "sandbox_restarted", str(exc))
                 return
-            code = exc.code or ("sandbox_unavailable" if exc.retryable else
-                                ("code_failed" if mode == "code" else "render_failed"))
-            await self._fail(job, token, code, str(exc), exc.retryable)
+            if exc.given_back:
+                await self._release(job, token, "sandbox_unavailable", str(exc))
+                return
+            await self._fail(job, token, exc.code or ("code_failed" if mode == "code" else "render_failed"),
+                             str(exc), False)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                 log.info("job %s: %s", job.id, exc.details())  # cancelled or re-claimed meanwhile

@@ -180,7 +180,7 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
                            max_leaves=8)
 KEYS = st.sampled_from(["progress", "message", "done", "preview", "error", "code", "checked", "id", "ok", "file",
-                        "retryable", "cancelled", "ready", "isolation", "pid", "kind", "sheets"])
+                        "given_back", "cancelled", "ready", "isolation", "pid", "kind", "sheets"])
 
 
 @given(st.dictionaries(KEYS, JSON_VALUES, max_size=5))
@@ -208,8 +208,8 @@ def test_the_zygotes_messages() -> None:
     assert parse_zygote(b'{"id": "ab12", "progress": 7, "message": "m"}') == JobProgress("ab12", 7, "m")
     assert parse_zygote(line({"id": "ab12", "ok": True, "file": "ab12.xlsx", "preview": SHEET_PREVIEW})) == \
         Rendered("ab12", "ab12.xlsx", SHEET_PREVIEW)
-    assert parse_zygote(b'{"id": "ab12", "ok": false, "error": "x", "retryable": true, "code": null}') == \
-        RenderFailed("ab12", "x", retryable=True)
+    assert parse_zygote(b'{"id": "ab12", "ok": false, "error": "x", "given_back": true, "code": null}') == \
+        RenderFailed("ab12", "x", given_back=True)
     assert parse_zygote(b'{"id": "ab12", "ok": false, "error": "cancelled", "cancelled": true}') == \
         RenderFailed("ab12", "cancelled", cancelled=True)
 
@@ -221,7 +221,7 @@ ZYGOTE_MALFORMED = {
                                             "file must be a plain file name"),
     "a file up a directory": (line({"id": "a", "ok": True, "file": "../x.xlsx", "preview": {}}),
                               "file must be a plain file name"),
-    "retryable as text": (b'{"id": "a", "ok": false, "error": "x", "retryable": "yes"}', "retryable must be true"),
+    "given_back as text": (b'{"id": "a", "ok": false, "error": "x", "given_back": "yes"}', "given_back must be true"),
     "ok that is no boolean": (b'{"id": "a", "ok": 1, "error": "x"}', "no known message"),
     "a pid as text": (b'{"ready": true, "isolation": {}, "pid": "1"}', "pid must be an integer"),
     "a number": (b"5", "not a JSON object"),

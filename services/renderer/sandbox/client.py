@@ -40,13 +40,15 @@ START_TIMEOUT_S = 60.0
 
 
 class RenderError(Exception):
-    """A render that did not succeed. sandbox_lost: not the job's doing (the zygote died or is restarting,
-    the renderer is stopping): the job is to be given back, not failed."""
+    """A render that did not succeed. Two kinds are not the job's doing, and the job is to be given back,
+    not failed: sandbox_lost (the zygote died or is restarting, the renderer is stopping: the renderer
+    pauses until it is back) and given_back (the zygote, still running, could not run this job or check its
+    output: a box that could not be built, a code box that refused it)."""
 
-    def __init__(self, message: str, *, retryable: bool, cancelled: bool = False, code: str | None = None,
-                 sandbox_lost: bool = False) -> None:
+    def __init__(self, message: str, *, given_back: bool = False, cancelled: bool = False,
+                 code: str | None = None, sandbox_lost: bool = False) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.given_back = given_back
         self.cancelled = cancelled
         self.code = code
         self.sandbox_lost = sandbox_lost
@@ -216,18 +218,18 @@ class Sandbox:
         finally:
             self._pending.pop(render_id, None)
         if isinstance(answer, RenderFailed):
-            raise RenderError(answer.error, retryable=answer.retryable, cancelled=answer.cancelled, code=answer.code)
+            raise RenderError(answer.error, given_back=answer.given_back, cancelled=answer.cancelled,
+                              code=answer.code)
         return RenderResult(self.out_dir / answer.file, answer.preview, answer.phases)
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._process is None or self._process.returncode is not None or self._process.stdin is None:
-            raise RenderError("the render sandbox is not running", retryable=True, sandbox_lost=True)
+            raise RenderError("the render sandbox is not running", sandbox_lost=True)
         try:
             self._process.stdin.write((json.dumps(message) + "\n").encode())
             await self._process.stdin.drain()
         except ConnectionError as exc:  # it died and we have not heard yet
-            raise RenderError(f"the render sandbox is not running ({exc})", retryable=True,
-                              sandbox_lost=True) from None
+            raise RenderError(f"the render sandbox is not running ({exc})", sandbox_lost=True) from None
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -241,7 +243,7 @@ class Sandbox:
                     raise BadMessage("a second ready message")
             except (BadMessage, ValueError) as exc:  # ValueError: a line over the stream's limit
                 # The zygote runs our code only, so this is a fault of ours; its state is not to be
-                # trusted: it is ended like a crash (what it held fails as retryable) and started again.
+                # trusted: it is ended like a crash (what it held is given back) and started again.
                 log.error("render zygote sent a malformed message (%s); ending it", exc)
                 process.kill()
                 break
@@ -258,7 +260,7 @@ class Sandbox:
     def _fail_pending(self, reason: str) -> None:
         for pending in self._pending.values():
             if not pending.future.done():
-                pending.future.set_exception(RenderError(reason, retryable=True, sandbox_lost=True))
+                pending.future.set_exception(RenderError(reason, sandbox_lost=True))
 
     async def cancel(self, render_id: str) -> None:
         with contextlib.suppress(RenderError):

@@ -195,7 +195,9 @@ class Rendered:
 class RenderFailed:
     id: str
     error: str
-    retryable: bool = False
+    # Not the job's doing: the sandbox could not run it or check its output (a box that could not be built,
+    # a code box that refused it): the job is to be given back, no attempt counted.
+    given_back: bool = False
     code: str | None = None
     cancelled: bool = False
 
@@ -237,12 +239,12 @@ def zygote_message(data: dict[str, Any]) -> ZygoteMessage:
             raise BadMessage(f"file must be a plain file name, not {_shown(file)}")
         return Rendered(job_id, file, parse_preview(data["preview"]), _phases(data.get("phases", {})))
     if ok is False:
-        _keys(data, {"id", "ok", "error"}, {"retryable", "code", "cancelled"})
+        _keys(data, {"id", "ok", "error"}, {"given_back", "code", "cancelled"})
         code = data.get("code")
         if code is not None and (not isinstance(code, str) or not CODE.fullmatch(code)):
             raise BadMessage(f"code must be an error code, not {_shown(code)}")
         return RenderFailed(job_id, _text(data["error"], "error", MAX_ERROR_CHARS, newlines=True),
-                            _flag(data, "retryable"), code, _flag(data, "cancelled"))
+                            _flag(data, "given_back"), code, _flag(data, "cancelled"))
     raise BadMessage("no known message: neither progress nor an answer (ok true or false)")
 
 
@@ -361,9 +363,9 @@ def encode(message: ChildMessage | ZygoteMessage) -> bytes:
             data = {"id": job_id, "ok": True, "file": file, "preview": preview}
             if phases:
                 data["phases"] = phases
-        case RenderFailed(job_id, error, retryable, code, cancelled):
+        case RenderFailed(job_id, error, given_back, code, cancelled):
             data = {"id": job_id, "ok": False, "error": clean_text(error, MAX_ERROR_CHARS, newlines=True),
-                    "retryable": retryable, "code": code, "cancelled": cancelled}
+                    "given_back": given_back, "code": code, "cancelled": cancelled}
         case _:
             raise TypeError(f"not a message: {message!r}")
     return (json.dumps(data, ensure_ascii=False) + "\n").encode()

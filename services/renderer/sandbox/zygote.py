@@ -30,7 +30,8 @@ Answers:
   {"ready": true, "isolation": {...}} or {"ready": false, "error": ...}
   {"id": ..., "progress": 0-100, "message": ...}
   {"id": ..., "ok": true, "file": <a file name in the output directory>, "preview": {...}}
-  {"id": ..., "ok": false, "error": ..., "retryable": false, "code": "invalid_spec" | "invalid_output" | null}
+  {"id": ..., "ok": false, "error": ..., "given_back": false, "code": "invalid_spec" | "invalid_output" | null}
+  (given_back: the sandbox, not the job, is at fault: the renderer releases the job, no attempt counted)
 Every line the zygote writes, and every line a child writes to it, is one of the typed messages of
 messages.py, and is read strictly: a child's bad line fails its job, never the zygote.
 """
@@ -384,7 +385,7 @@ class Zygote:
                 os.close(fd)
             ours.close()
             theirs.close()
-            self._finish(job, error="the code box is not running", retryable=True)
+            self._finish(job, error="the code box is not running", given_back=True)
             return
         finally:
             os.close(memfd)  # the code box has its own copy of it, or none
@@ -426,15 +427,14 @@ class Zygote:
             if "refused" in event:
                 job.pid = 0
                 self._close_pipe(job)
-                self._finish(job, error=str(event["refused"]), retryable=True)
+                self._finish(job, error=str(event["refused"]), given_back=True)
                 continue
             self._code_ended(job, int(event["status"]), bool(event.get("setup_failed")), event.get("error"))
         if not alive:
-            # The code zygote is gone, and every job with it: the zygote ends too, and the renderer
-            # fails what it held as retryable and starts a new one.
+            # The code zygote is gone, and every code job with it: this zygote ends too, unanswered, as
+            # if it had died itself (what it held is given back by the renderer, which pauses, starts a
+            # new one and goes on).
             sys.stderr.write("render zygote: the code box ended; stopping\n")
-            for job in list(self.by_slot.values()):
-                self._finish(job, error="the code box ended", retryable=True)
             self._shutdown()
             raise SystemExit(1)
 
@@ -448,10 +448,10 @@ class Zygote:
         job.pid = 0
         if setup_failed and job.killed_for is None:  # its box was never built: the job did not run
             reason = messages.clean_text(error, 500) if isinstance(error, str) and error else ""
-            self._finish(job, error=reason or "the code job's sandbox could not be set up", retryable=True)
+            self._finish(job, error=reason or "the code job's sandbox could not be set up", given_back=True)
             return
         if job.directory is None and job.killed_for is None:
-            self._finish(job, error="the code job's sandbox sent no scratch directory", retryable=True)
+            self._finish(job, error="the code job's sandbox sent no scratch directory", given_back=True)
             return
         self._after_stage(job, status)
 
@@ -744,7 +744,7 @@ class Zygote:
         output check. Its verdict, on its pipe, decides; the end of that pipe is the end of the check."""
         assert job.directory is not None and job.file is not None
         if job.check_document is None:
-            return self._finish(job, error="the output check could not be started", retryable=True)
+            return self._finish(job, error="the output check could not be started", given_back=True)
         try:
             source = os.open(os.path.join(job.directory, job.file), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
@@ -765,7 +765,7 @@ class Zygote:
         try:
             socket.send_fds(job.check_document, [b"d"], [readonly])
         except OSError:  # the check is gone (its box refused, or died waiting)
-            return self._finish(job, error="the output check could not be started", retryable=True)
+            return self._finish(job, error="the output check could not be started", given_back=True)
         finally:
             os.close(readonly)
         os.set_blocking(job.check_pipe, False)
@@ -788,7 +788,7 @@ class Zygote:
         if isinstance(verdict, Failed) and verdict.code == INVALID_OUTPUT:
             return self._finish(job, error=verdict.error, code=INVALID_OUTPUT)
         if isinstance(verdict, Failed):  # its box could not be built: not the job's doing
-            return self._finish(job, error=verdict.error, retryable=True)
+            return self._finish(job, error=verdict.error, given_back=True)
         return self._finish(job, error=f"the saved document could not be checked: the check ended without an "
                             f"answer (it may need more than {checker.CHECK_MEMORY_MB} MB of memory or "
                             f"{checker.CHECK_CPU_S} s of CPU time)", code=INVALID_OUTPUT)
@@ -806,7 +806,7 @@ class Zygote:
         return names[0]
 
     def _finish(self, job: Job, error: str | None = None, preview: dict[str, Any] | None = None,
-                code: str | None = None, retryable: bool = False) -> None:
+                code: str | None = None, given_back: bool = False) -> None:
         answer: ZygoteMessage
         if error is None:
             try:
@@ -819,7 +819,7 @@ class Zygote:
         elif job.killed_for == "cancelled":
             answer = RenderFailed(job.id, "cancelled", cancelled=True)
         else:
-            answer = RenderFailed(job.id, error, retryable=retryable, code=code)
+            answer = RenderFailed(job.id, error, given_back=given_back, code=code)
         if job.check_slot and self.code_box is not None:
             self.code_box.kill(job.check_slot)  # done, or no longer needed (it may still be waiting)
         for channel in (job.check_document, job.check_channel):
@@ -1017,7 +1017,7 @@ def _zygote_message(data: dict[str, Any]) -> ZygoteMessage:
         return JobProgress(str(data["id"]), int(data["progress"]), str(data.get("message", "")))
     if data.get("ok"):
         return Rendered(str(data["id"]), str(data["file"]), dict(data.get("preview") or {}))
-    return RenderFailed(str(data["id"]), str(data.get("error", "")), retryable=bool(data.get("retryable")),
+    return RenderFailed(str(data["id"]), str(data.get("error", "")), given_back=bool(data.get("given_back")),
                         code=data.get("code"), cancelled=bool(data.get("cancelled")))
 
 
