@@ -261,3 +261,86 @@ def traffic_allowed(policies: list[dict[str, Any]], source: Endpoint, target: En
                    for p in selecting for rule in p["spec"].get(key, []))
 
     return side_allows(source, "Egress", target) and side_allows(target, "Ingress", source)
+
+
+# --- Pod Security Standards (https://kubernetes.io/docs/concepts/security/pod-security-standards/) -----
+# The controls of the baseline and restricted levels as Pod Security admission checks them, for the pod
+# templates of this repository's workloads. Versions matter for one control only: from Kubernetes 1.35,
+# baseline admits any procMount for a pod with hostUsers: false (restricted never does).
+
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                         "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                "net.ipv4.tcp_keepalive_probes"}
+
+
+def pod_security_violations(spec: Mapping[str, Any], level: str, version: tuple[int, int]) -> list[str]:
+    """The controls of `level` ("baseline" or "restricted") that a pod spec breaks, by their check ids."""
+    assert level in ("baseline", "restricted")
+    broken: list[str] = []
+    pod_context = spec.get("securityContext") or {}
+    containers = [*spec.get("containers", []), *spec.get("initContainers", []),
+                  *spec.get("ephemeralContainers", [])]
+    contexts = [c.get("securityContext") or {} for c in containers]
+    user_namespace = spec.get("hostUsers") is False
+    # baseline
+    if any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")):
+        broken.append("hostNamespaces")
+    if any(c.get("privileged") for c in contexts):
+        broken.append("privileged")
+    if any(set(c.get("capabilities", {}).get("add", [])) - BASELINE_CAPABILITIES for c in contexts):
+        broken.append("capabilities_baseline")
+    if any("hostPath" in v for v in spec.get("volumes", [])):
+        broken.append("hostPathVolumes")
+    if any(p.get("hostPort") for c in containers for p in c.get("ports", [])):
+        broken.append("hostPorts")
+    if any((c.get("appArmorProfile") or {}).get("type") == "Unconfined" for c in [pod_context, *contexts]):
+        broken.append("appArmorProfile")
+    if any((c.get("seccompProfile") or {}).get("type") == "Unconfined" for c in [pod_context, *contexts]):
+        broken.append("seccompProfile_baseline")
+    if any(s.get("name") not in SAFE_SYSCTLS for s in pod_context.get("sysctls", [])):
+        broken.append("sysctls")
+    unmasked = any(c.get("procMount", "Default") != "Default" for c in contexts)
+    if unmasked and (level == "restricted" or version < (1, 35) or not user_namespace):
+        broken.append("procMount")
+    if level == "baseline":
+        return broken
+    # restricted
+    if any(set(v) - {"name"} - RESTRICTED_VOLUMES for v in spec.get("volumes", [])):
+        broken.append("restrictedVolumes")
+    if any(c.get("allowPrivilegeEscalation") is not False for c in contexts):
+        broken.append("allowPrivilegeEscalation")
+    if not all(c.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True for c in contexts):
+        broken.append("runAsNonRoot")
+    if any(c.get("runAsUser") == 0 for c in [pod_context, *contexts]):
+        broken.append("runAsUser")
+    if not all((c.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+               in ("RuntimeDefault", "Localhost") for c in contexts):
+        broken.append("seccompProfile_restricted")
+    if not all("ALL" in c.get("capabilities", {}).get("drop", [])
+               and set(c.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"} for c in contexts):
+        broken.append("capabilities_restricted")
+    return broken
+
+
+def pod_templates(docs: tuple[dict[str, Any], ...]) -> dict[str, dict[str, Any]]:
+    """kind/name -> the pod spec of every workload (Deployment, StatefulSet, DaemonSet, Job)."""
+    return {f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]["spec"] for d in docs
+            if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")}
+
+
+def admitted(docs: tuple[dict[str, Any], ...]) -> dict[str, list[str]]:
+    """Each workload's pod against its namespace's Pod Security labels, as the admission controller of the
+    newest Kubernetes would judge it: kind/name -> the enforced controls it breaks (none: admitted)."""
+    [namespace] = of_kind(docs, "Namespace")
+    labels = namespace["metadata"].get("labels", {})
+    level = labels.get("pod-security.kubernetes.io/enforce", "privileged")
+    written = labels.get("pod-security.kubernetes.io/enforce-version", "latest")
+    major, minor = (99, 0) if written == "latest" else map(int, written.lstrip("v").split(".")[:2])
+    if level == "privileged":
+        return {name: [] for name in pod_templates(docs)}
+    return {name: pod_security_violations(spec, level, (major, minor)) for name, spec in pod_templates(docs).items()}

@@ -131,6 +131,9 @@ def test_every_deployment_is_locked_down_and_drains(overlay: str) -> None:
         volumes = {v["name"]: v for v in pod["volumes"]}
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert "emptyDir" in volumes[mounts["/tmp"]], f"{name}: /tmp must be a writable emptyDir"
+    [namespace] = d.of_kind(docs, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert d.admitted(docs) == {f"Deployment/{name}": [] for name in SERVICES}  # Pod Security admits them all
     for name in ("jobstore", "gateway"):
         assert deployments[name]["spec"]["replicas"] >= 2, name
         assert deployments[name]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
@@ -538,8 +541,8 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_private(
 
 def test_the_code_sandbox_component_grants_exactly_what_the_sandbox_needs(tmp_path: Path) -> None:
     """components/code-sandbox on top of prod, as an operator would compose it: code mode as an ordinary
-    user with no capability, in a namespace that stays `restricted`; only what blocks user namespaces is
-    lifted, through profiles of our own."""
+    user with no capability, in a namespace whose Pod Security admits it; only what blocks user namespaces
+    is lifted, through profiles of our own."""
     d.require_tools()
     overlay = tmp_path / "prod-code"
     overlay.mkdir()
@@ -568,8 +571,19 @@ def test_the_code_sandbox_component_grants_exactly_what_the_sandbox_needs(tmp_pa
     assert security["capabilities"] == {"drop": ["ALL"]} and "privileged" not in security
     assert security["procMount"] == "Unmasked"
     assert security["appArmorProfile"] == {"type": "Localhost", "localhostProfile": "docjobs-renderer"}
+    # Pod Security: restricted refuses procMount: Unmasked in every version, baseline admits it from 1.35
+    # for a pod with hostUsers: false. The namespace is enforced at baseline and warned at restricted,
+    # and every pod keeps every restricted control but that one.
     [namespace] = d.of_kind(docs, "Namespace")
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
+    assert d.admitted(docs) and not any(d.admitted(docs).values()), d.admitted(docs)
+    beyond_restricted = {name: d.pod_security_violations(spec, "restricted", (1, 35))
+                         for name, spec in d.pod_templates(docs).items()}
+    assert beyond_restricted.pop("Deployment/renderer") == ["procMount"]
+    assert not any(beyond_restricted.values()), beyond_restricted
+    assert d.pod_security_violations(pod, "baseline", (1, 34)) == ["procMount"]  # older clusters refuse it
     # The profiles it names are shipped beside it: the seccomp one refuses the kernel surfaces no renderer
     # needs and lets bubblewrap make namespaces and mounts; the AppArmor one allows mount and userns.
     profiles = k8s / "components" / "code-sandbox" / "profiles"
