@@ -387,8 +387,9 @@ async def test_project_files_the_data_directory_and_logs_are_not_visible(probe: 
 
 async def test_new_namespaces_mounts_ptrace_and_kernel_surfaces_are_refused(probe: dict[str, Any]) -> None:
     """Attack 7: unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET) succeeded (full capabilities in a new
-    user namespace). Each call is refused by the seccomp filter (clone3 says ENOSYS, so the C library
-    falls back to clone, whose flags are checked)."""
+    user namespace). Each call is refused inside a job (clone3 says ENOSYS, so the C library falls back to
+    clone, whose flags are checked), and the filter is loaded. That each refusal is the filter's own, not
+    only the missing capabilities', is tests/test_seccomp.py's part."""
     calls = probe["calls"]
     assert calls.pop("clone3") == "ENOSYS"
     assert calls == dict.fromkeys(calls, "EPERM"), calls

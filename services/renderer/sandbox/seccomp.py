@@ -33,13 +33,14 @@ REFUSED = (
 )
 
 
-def code_job_filter() -> bytes:
-    """The filter as BPF instructions, ready for linux.load_seccomp."""
+def code_job_filter(refusal: int = errno.EPERM) -> bytes:
+    """The filter as BPF instructions, ready for linux.load_seccomp. `refusal` is the errno a refused call
+    gets (a test asks for one no call would give of itself, to tell the filter's answer from the kernel's)."""
     rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for name in REFUSED:
-        rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
+        rules.add_rule(pyseccomp.ERRNO(refusal), name)
     for flag in linux.NAMESPACE_FLAGS:
-        rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, flag, flag))
+        rules.add_rule(pyseccomp.ERRNO(refusal), "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, flag, flag))
     rules.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
     fd = os.memfd_create("seccomp", os.MFD_CLOEXEC)
     try:
