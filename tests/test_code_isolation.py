@@ -141,7 +141,11 @@ async def probe(box: Sandbox, pg: EmbeddedPostgres) -> dict[str, Any]:
     """One job's view of the world (run once: every test below reads its part)."""
     listener = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
+    # In a checkout (an editable install) the box lends services/docjobs and services/renderer, the
+    # packages it runs: nothing else of services/ or of the checkout is there.
     paths = [str(p) for p in (ROOT / "pyproject.toml", ROOT / "Makefile", ROOT / "tests", ROOT / "deploy",
+                              ROOT / ".git", ROOT / ".docjobs", ROOT / "services" / "jobstore",
+                              ROOT / "services" / "gateway", ROOT / "services" / "renderer" / ".." / "jobstore",
                               box.base_dir, box.out_dir, pg.log_path, pg.base_dir, Path("/home"),
                               Path("/etc/passwd"), Path("/etc/shadow"), Path("/var/lib/docjobs"), Path("/run"),
                               Path("/sys"))]
