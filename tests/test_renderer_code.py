@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
+from renderer.sandbox.codebox import UID_BASE, UID_END
 from renderer.sandbox.codezygote import SPARE_NAME
-from renderer.sandbox.zygote import UID_BASE
 
 from .conftest import RunningJobStore, module_jobstore, wait_until
 from .renderers import RendererProcess, download, submit, wait_finished
@@ -68,7 +68,7 @@ def sandbox_processes() -> list[psutil.Process]:
     # Every attribute read by process_iter, which skips a process that ends while it is read.
     for proc in psutil.process_iter(["uids", "status", "name"]):
         uids = proc.info["uids"]
-        if uids is None or not UID_BASE <= uids.real < UID_BASE + 2**21 * 64:
+        if uids is None or not UID_BASE <= uids.real < UID_END:
             continue
         if (proc.info["status"] not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and proc.is_running()
                 and proc.info["name"] != SPARE_NAME):  # a spare box waiting for its job has run nothing

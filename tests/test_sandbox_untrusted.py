@@ -32,7 +32,7 @@ import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
 from renderer.sandbox.client import RenderError, Sandbox
-from renderer.sandbox.codebox import UID_BASE
+from renderer.sandbox.codebox import UID_BASE, UID_END
 from renderer.sandbox.codezygote import SPARE_NAME
 
 from .conftest import RunningJobStore, module_jobstore, wait_until
@@ -82,7 +82,7 @@ def sandbox_processes(below: int) -> list[psutil.Process]:
     found = []
     for proc in tree:
         try:
-            if (UID_BASE <= proc.uids().real < UID_BASE + 2**21 * 64
+            if (UID_BASE <= proc.uids().real < UID_END
                     and proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
                     and proc.name() != SPARE_NAME):  # a spare box waiting for its job has run nothing
                 found.append(proc)

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .sandbox.codebox import UID_END
+
 log = logging.getLogger(__name__)
 
 KINDS = ("pdf", "thumbnail")
@@ -47,7 +49,7 @@ INSTALL_OFFICE = ("LibreOffice is not installed on this renderer: install it (De
 MAX_USES = 50  # a warm box is replaced after this many documents (its CPU limit counts them all)
 START_TIMEOUT_S = 90.0
 ANSWER_BYTES = 64 * 1024
-UID_BASE = 2_134_217_728  # just above the code box's block (codebox.UID_BASE + 2**21 * 64), below 2**31
+UID_BASE = UID_END  # just above the code boxes' uids; a block of its own per renderer, from its pid
 UIDS_PER_RENDERER = 16
 MIN_THUMBNAIL_WIDTH = 400
 MIN_PROCESSES = 64
@@ -404,7 +406,7 @@ class Renditions:
     def _uid(self) -> int | None:
         if os.geteuid() != 0:
             return None
-        return UID_BASE + (os.getpid() % 2**19) * UIDS_PER_RENDERER + next(self._uids)
+        return UID_BASE + os.getpid() * UIDS_PER_RENDERER + next(self._uids)
 
     async def _new(self, limits: dict[str, Any]) -> Converter:
         # LibreOffice alone runs a few dozen threads, which count as processes: a code render's limit

@@ -37,6 +37,8 @@ from . import linux
 
 UID_BASE = 2_000_000_000  # far above any account
 UIDS_PER_RENDERER = 64  # each zygote takes a block of its own, from its pid, so two never share a uid
+PID_LIMIT = 2**22  # the kernel's PID_MAX_LIMIT on 64-bit: every pid is below it, so every block is distinct
+UID_END = UID_BASE + PID_LIMIT * UIDS_PER_RENDERER  # 2,268,435,456: the code boxes' uids lie below it
 CAP_SYS_ADMIN = 21
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
@@ -145,7 +147,7 @@ class CodeBox:
                                   "seccomp": base64.b64encode(code_job_filter()).decode(),
                                   "under_tmp": [p for p in runtime_paths() if p.startswith("/tmp/")]}
         if root:
-            config.update(first_uid=UID_BASE + (os.getpid() % 2**21) * UIDS_PER_RENDERER, uids=UIDS_PER_RENDERER)
+            config.update(first_uid=UID_BASE + os.getpid() * UIDS_PER_RENDERER, uids=UIDS_PER_RENDERER)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
         try:
             process = subprocess.Popen(bwrap_command(config, privileged=root), stdin=subprocess.DEVNULL,
