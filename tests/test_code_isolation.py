@@ -34,7 +34,7 @@ import pytest
 from docjobs.exits import EXIT_DO_NOT_RESTART
 from docjobs.pgserver import EmbeddedPostgres
 from renderer.sandbox.client import RenderError, RenderResult, Sandbox
-from renderer.sandbox.codebox import runtime_paths
+from renderer.sandbox.codebox import MAX_JOBS_AS_ROOT, runtime_paths
 from renderer.sandbox.codezygote import SPARE_NAME
 
 from .conftest import wait_until
@@ -531,3 +531,19 @@ def test_a_renderer_that_cannot_isolate_code_refuses_to_start(where: str, open_d
     reasons = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert len(reasons) == 1 and "code jobs cannot be isolated here" in reasons[0], result.stderr[-3000:]
     assert re.search(r"CAP_SYS_ADMIN|namespace|bwrap|bubblewrap", reasons[0]), reasons[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uids of a root renderer's block are what runs out")
+def test_a_root_renderer_asked_for_more_code_jobs_than_its_uids_refuses_to_start(open_directory: Path) -> None:
+    """As root each code job takes two uids of the renderer's block (its box, its output check's box):
+    with more jobs at once than fit, every job past them was refused at run time, a fault that is not
+    theirs. The renderer says so at start instead, in one line, and is not restarted."""
+    too_many = MAX_JOBS_AS_ROOT + 1
+    env = {"PATH": os.environ["PATH"], "DOCJOBS_CODE_EXECUTION": "sandbox", "DOCJOBS_DATA_DIR": str(open_directory),
+           "DOCJOBS_JOBSTORE_ADDRESS": "127.0.0.1:9", "DOCJOBS_RENDER_CONCURRENCY": str(too_many),
+           "DOCJOBS_GRPC_TOKEN": "t" * 32}
+    result = subprocess.run([sys.executable, "-m", "renderer.worker"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == EXIT_DO_NOT_RESTART, result.stderr[-3000:]
+    reasons = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(reasons) == 1 and f"DOCJOBS_RENDER_CONCURRENCY={too_many}" in reasons[0], result.stderr[-3000:]

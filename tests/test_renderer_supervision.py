@@ -5,8 +5,12 @@ the renderer stop claiming, report not ready, and exit with a status its supervi
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import psutil
@@ -16,6 +20,7 @@ from docjobs.exits import EXIT_DO_NOT_RESTART
 from docjobs.pgserver import free_port
 from docjobs.v1 import jobstore_pb2 as pb
 from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
+from jobstore.store import FREE_RELEASES
 from renderer.worker import EXIT_SANDBOX_LOST
 
 from .conftest import wait_until
@@ -152,3 +157,51 @@ async def test_a_zygote_that_cannot_restart_stops_claims_reports_not_ready_and_e
 
 async def _healthz_is(port: int, status: int) -> bool:
     return await _healthz(port) == status
+
+
+# A document of about 1.2 MB (random hexadecimal compresses to half), more than the renderer's disk holds.
+BIG_DOCUMENT = """
+import os
+from docx import Document
+document = Document()
+document.add_paragraph(os.urandom(1_200_000).hex())
+document.save(output_path)
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a tmpfs of 1 MiB of its own."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts a small tmpfs as the renderer's data directory")
+    data_dir = tmp_path / "small-disk"
+    data_dir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "docjobs-test", str(data_dir)], check=True)
+    try:
+        yield data_dir
+    finally:
+        subprocess.run(["umount", "--lazy", str(data_dir)], check=True)
+
+
+async def test_a_job_the_renderers_full_disk_cannot_hold_is_given_back_not_failed(stub, jobstore,
+                                                                                   small_disk: Path) -> None:
+    """The renderer's own disk is full: the job did nothing wrong, so it is given back (no attempt
+    counted, another renderer may have room), and this renderer backs off before it takes jobs again.
+    Given back more than FREE_RELEASES times, each further release counts an attempt: with no retry
+    allowed the job then fails, with the reason, rather than going round for ever. Before, the job failed
+    at once as `code_failed`, its code blamed for the host's disk."""
+    renderer = RendererProcess(jobstore.address, small_disk, DOCJOBS_CODE_EXECUTION="sandbox").start()
+    try:
+        job = await submit(stub, "document", {"code": BIG_DOCUMENT}, max_retries=0)
+        final, events = await wait_finished(stub, job.id, timeout=180)
+    finally:
+        renderer.kill()
+        log = renderer.log
+    assert final.status == pb.JOB_STATUS_FAILED and final.error.code == "sandbox_unavailable", (final, log)
+    assert "No space left on device" in final.error.message
+    assert final.release_count == FREE_RELEASES + 1
+    released = [e for e in events if e.kind == pb.EVENT_KIND_STATUS and e.status == pb.JOB_STATUS_PENDING
+                and e.message.startswith("released:")]
+    assert len(released) == FREE_RELEASES and not any(e.error.code for e in released), events
+    assert all("cannot be copied out: No space left on device" in e.message for e in released), released
+    assert log.count("given back (sandbox_unavailable)") == FREE_RELEASES + 1, log

@@ -49,6 +49,8 @@ log = logging.getLogger("renderer")
 
 UPLOAD_CHUNK = 256 * 1024
 GIVE_BACK_TIMEOUT_S = 5.0
+FAULT_BACKOFF_S = 0.5  # a slot rests this long after the sandbox could not run its job, doubling in a row
+FAULT_BACKOFF_MAX_S = 15.0
 EXIT_SANDBOX_LOST = 75
 """The render sandbox died and could not be started again: a fresh renderer may well succeed, so this is
 not EXIT_DO_NOT_RESTART (sysexits' EX_TEMPFAIL: `docjobs up` and Kubernetes restart it)."""
@@ -113,6 +115,7 @@ class Worker:
         self._cancel_hooks: dict[str, Callable[[], None]] = {}  # per job in hand: what a pushed cancel does
         self._background: set[asyncio.Future[None]] = set()
         self._outage_pause: asyncio.Future[None] | None = None  # the pause of the zygote's current outage
+        self._sandbox_faults = 0  # jobs given back in a row because the sandbox could not run them
         self.session: WorkSession
         self._channel: grpc.aio.Channel | None = None
         self._metrics: MetricsServer | None = None
@@ -309,10 +312,16 @@ class Worker:
             started = time.perf_counter()
             mode, content = parse_payload(job, self.settings.code_execution)
             kinds = self._renditions_asked(job)
+            faulted = False
             try:
                 result = await self.sandbox.render(render_id, job.job_type, mode, content, job.title, on_progress)
+            except RenderError as exc:
+                faulted = exc.given_back  # its slot stays taken while the renderer backs off (below)
+                raise
             finally:
-                release_slot()
+                if not faulted:
+                    release_slot()
+            self._sandbox_faults = 0
             rendered = time.perf_counter()
             metrics.RENDER_SECONDS.labels(job.job_type, mode).observe(rendered - started)
             output = result.path
@@ -366,6 +375,7 @@ class Worker:
                 return
             if exc.given_back:
                 await self._release(job, token, "sandbox_unavailable", str(exc))
+                await self._back_off_after_fault()
                 return
             await self._fail(job, token, exc.code or ("code_failed" if mode == "code" else "render_failed"),
                              str(exc), False)
@@ -410,6 +420,17 @@ class Worker:
         with path.open("rb") as f:
             while chunk := f.read(UPLOAD_CHUNK):
                 yield pb.UploadArtifactRequest(chunk=chunk)
+
+    async def _back_off_after_fault(self) -> None:
+        """After the sandbox could not run a job for a reason of its own, keep that job's slot taken a while,
+        longer each time in a row (FAULT_BACKOFF_S, doubling, up to FAULT_BACKOFF_MAX_S; a render that
+        succeeds starts it afresh): another renderer takes the job meanwhile, and a fault that lasts does
+        not bounce jobs through this one until their free releases are spent."""
+        self._sandbox_faults += 1
+        delay = min(FAULT_BACKOFF_S * 2 ** (self._sandbox_faults - 1), FAULT_BACKOFF_MAX_S)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self.stopping.wait()
 
     async def _release(self, job: pb.Job, token: str, code: str, message: str) -> None:
         """Give the job back through no fault of its own: pending at once, no attempt counted (the jobstore

@@ -37,6 +37,8 @@ from . import linux
 
 UID_BASE = 2_000_000_000  # far above any account
 UIDS_PER_RENDERER = 64  # each zygote takes a block of its own, from its pid, so two never share a uid
+SPARE_UIDS = 8  # a warm spare box per job type for jobs and for checks (codezygote.py)
+MAX_JOBS_AS_ROOT = (UIDS_PER_RENDERER - SPARE_UIDS) // 2  # 28 code jobs at once, each with its check's box
 PID_LIMIT = 2**22  # the kernel's PID_MAX_LIMIT on 64-bit: every pid is below it, so every block is distinct
 UID_END = UID_BASE + PID_LIMIT * UIDS_PER_RENDERER  # 2,268,435,456: the code boxes' uids lie below it
 CAP_SYS_ADMIN = 21
@@ -134,8 +136,13 @@ class CodeBox:
         self.description = ""
 
     @classmethod
-    def launch(cls, limits: dict[str, Any]) -> CodeBox:
+    def launch(cls, limits: dict[str, Any], jobs: int = 1) -> CodeBox:
+        """The code zygote, for up to `jobs` code jobs at once (the renderer's concurrency)."""
         root = os.geteuid() == 0
+        if root and jobs > MAX_JOBS_AS_ROOT:
+            raise BoxError(f"as root each code job takes two uids of the renderer's {UIDS_PER_RENDERER} (its box and "
+                           f"its output check's) and the spare boxes {SPARE_UIDS}: DOCJOBS_RENDER_CONCURRENCY={jobs} "
+                           f"is more than the {MAX_JOBS_AS_ROOT} that fit; lower it, or run more renderers")
         if root and not linux.effective_capabilities() & (1 << CAP_SYS_ADMIN):
             raise BoxError("running as root without CAP_SYS_ADMIN, code jobs cannot get uids of their own: run "
                            "the renderer as an ordinary user (with unprivileged user namespaces) or give it "

@@ -562,7 +562,7 @@ class Zygote:
             worker.job, job.worker, job.pid = job, worker, worker.pid
             job.deadline = time.monotonic() + self.spec_limits.timeout_s
             return
-        self._finish(job, error="the spec worker could not be started")
+        self._finish(job, error="the spec worker could not be started", given_back=True)
 
     def _retire(self, worker: SpecWorker) -> None:
         """No more jobs for this worker: it reads the end of its requests and exits (or is already dead)."""
@@ -758,7 +758,8 @@ class Zygote:
             fcntl.fcntl(job.document, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
                         | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
         except OSError as exc:
-            return self._finish(job, error=f"the saved document cannot be read: {exc.strerror}")
+            return self._finish(job, error=f"the saved document cannot be read: {exc.strerror}",
+                                given_back=_host_fault(exc))
         finally:
             os.close(source)
         readonly = os.open(f"/proc/self/fd/{job.document}", os.O_RDONLY | os.O_CLOEXEC)
@@ -814,8 +815,9 @@ class Zygote:
                 if job.marks is not None:
                     _mark(job, "answered")
                     answer = Rendered(answer.id, answer.file, answer.preview, _phases(job.marks))
-            except OSError as exc:
-                answer = RenderFailed(job.id, f"the saved document cannot be read: {exc.strerror}")
+            except OSError as exc:  # the host's doing (its disk full) or the document's (not a file)
+                answer = RenderFailed(job.id, f"the saved document cannot be copied out: {exc.strerror}",
+                                      given_back=_host_fault(exc))
         elif job.killed_for == "cancelled":
             answer = RenderFailed(job.id, "cancelled", cancelled=True)
         else:
@@ -893,6 +895,14 @@ class Zygote:
             self._kill(job)
         if self.code_box is not None:
             self.code_box.close()
+
+
+# Errors that say the host ran out of something (memory, descriptors, disk), not that the job did wrong.
+HOST_FAULTS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT})
+
+
+def _host_fault(exc: OSError) -> bool:
+    return exc.errno in HOST_FAULTS
 
 
 def _read_messages(fd: int, buffer: bytes) -> tuple[bytes, list[bytes], str | None]:
@@ -1032,7 +1042,8 @@ def main() -> None:
     code_box = None
     if config.get("code"):
         try:
-            code_box = CodeBox.launch(config.get("code_limits", {}))  # it warms up while we do
+            code_box = CodeBox.launch(config.get("code_limits", {}),  # it warms up while we do
+                                      jobs=int(config.get("spec_workers", 1)))
         except BoxError as exc:
             refuse(str(exc))
     warm()
