@@ -129,6 +129,14 @@ def compose_schema() -> dict[str, Any]:
     return dict(json.loads(COMPOSE_SCHEMA.read_text()))
 
 
+def quantity_bytes(text: str) -> int:
+    """A Kubernetes memory quantity (`4Gi`, `512Mi`, `1G`, `1000`) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(text))
+    assert match, f"not a memory quantity: {text!r}"
+    return int(match[1]) * units.get(match[2] or "", 1)
+
+
 def duration_s(text: str) -> float:
     """A Compose duration such as 45s, 1m30s."""
     total, units = 0.0, {"h": 3600, "m": 60, "s": 1, "ms": 0.001}

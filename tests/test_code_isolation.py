@@ -76,6 +76,7 @@ report["tcp to the host"] = connect(("127.0.0.1", PORT))
 report["tcp out"] = connect(("1.1.1.1", 53))
 report["visible"] = {path: os.path.exists(path) for path in PATHS}
 report["root"] = sorted(os.listdir("/"))
+report["oom_score_adj"] = open("/proc/self/oom_score_adj").read().strip()
 def outcome(result):
     if result == 0 or result > 0:
         return "allowed"
@@ -400,6 +401,12 @@ async def test_new_namespaces_mounts_ptrace_and_kernel_surfaces_are_refused(prob
     status = probe["status"]
     assert status["CapEff"] == status["CapPrm"] == status["CapBnd"] == "0000000000000000", status
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2", status
+
+
+async def test_a_job_is_the_first_the_oom_killer_takes(probe: dict[str, Any]) -> None:
+    """When a container's memory runs out, the kernel kills the process of highest score: a job's, never
+    the renderer or a zygote that all jobs of the renderer depend on."""
+    assert probe["oom_score_adj"] == "1000"
 
 
 async def test_each_job_has_a_uid_of_its_own(probe: dict[str, Any]) -> None:

@@ -562,6 +562,11 @@ def test_the_code_sandbox_component_grants_exactly_what_the_sandbox_needs(tmp_pa
     assert settings.code_execution == "sandbox"
     pod = renderer["spec"]["template"]["spec"]
     assert pod["hostUsers"] is False  # a user namespace of its own: /proc may be unmasked for it
+    # The pod's memory holds every code job at its limits at once (a job's tmpfs is memory too), beside
+    # the renderer, its zygotes and spare boxes: or one job's use could have the kernel kill another's.
+    limit = d.quantity_bytes(pod["containers"][0]["resources"]["limits"]["memory"])
+    per_job = (settings.code_limits["memory_mb"] + settings.code_limits["tmpfs_mb"]) * 2**20
+    assert limit >= settings.concurrency * per_job + 2**30, (limit, settings.concurrency, per_job)
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "Localhost",
                                                         "localhostProfile": "docjobs-renderer.json"}

@@ -456,6 +456,10 @@ class CodeZygote:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
         resource.setrlimit(resource.RLIMIT_NPROC, (config.processes, config.processes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # The first the kernel's OOM killer takes, should the renderer's memory (a container's limit) run
+        # out: a job's process, never the renderer or a zygote (raising one's own score needs no privilege).
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
 
 
 def run_code(request: dict[str, Any], out: int) -> None:
