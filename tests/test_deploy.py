@@ -593,6 +593,8 @@ def test_the_code_sandbox_component_grants_exactly_what_the_sandbox_needs(tmp_pa
     # needs and lets bubblewrap make namespaces and mounts; the AppArmor one allows mount and userns.
     profiles = k8s / "components" / "code-sandbox" / "profiles"
     seccomp = json.loads((profiles / "docjobs-renderer.json").read_text())
+    # The native ABIs only: a call through the 32-bit ones (int 0x80, x32) is refused whole, whatever its name.
+    assert seccomp["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"]
     refused = {name for rule in seccomp["syscalls"] if rule["action"] == "SCMP_ACT_ERRNO" for name in rule["names"]}
     assert {"keyctl", "bpf", "perf_event_open", "io_uring_setup", "init_module", "kexec_load", "reboot",
             "ptrace"} <= refused
