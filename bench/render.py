@@ -267,8 +267,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--renditions-only", action="store_true",
                         help="only the renditions' own cost (renderer/renditions.py), in this process")
+    parser.add_argument("--sandbox-only", action="store_true",
+                        help="only a code job at the sandbox, in this process: runs as an ordinary user too (the "
+                             "non-root path: the box in user namespaces only)")
     add_json_option(parser)
     args = parser.parse_args()
+    if args.sandbox_only:
+        code_sandbox, sandbox_direct, phases = asyncio.run(sandbox_code_seconds(args.rounds))
+        added = (code_sandbox - sandbox_direct) * 1000
+        who = "root" if os.geteuid() == 0 else "an ordinary user"
+        print(f"docjobs code job at the sandbox, as {who}: median of {args.rounds} rounds, {os.cpu_count()} cores")
+        print(f"  at the sandbox {code_sandbox * 1000:7.1f} ms, added {added:6.1f} ms over exec "
+              f"({sandbox_direct * 1000:.1f} ms; target: <= {CODE_TARGET_MS:.0f} ms end to end)")
+        print("  its phases, as the zygote timed them: "
+              + ", ".join(f"{name} {ms:.1f} ms" for name, ms in phases.items()))
+        write_json(args.json, "render", {"code_at_sandbox": {"as": who, "sandbox_ms": code_sandbox * 1000,
+                                                             "added_ms": added, "phases_ms": phases}}, args)
+        return
     if args.renditions_only:
         renditions = asyncio.run(renditions_seconds(args.rounds))
         print_renditions(renditions, None)
