@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,13 +19,32 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TERMINAL = (pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED)
 
 
+def as_nobody(command: list[str]) -> list[str]:
+    """`command` as the user nobody, in a mount namespace where the interpreter is reachable: it may live
+    in a private home (pyenv under /root); each directory above it is lent through a bind mount of it,
+    nothing else of that home."""
+    prefix = os.path.realpath(sys.base_prefix)
+    closed = [p for p in Path(prefix).parents if not p.stat().st_mode & 0o001]
+    script = ""
+    if closed:
+        home = str(closed[0])
+        script = (f"mkdir -p /tmp/.docjobs-lend && mount --bind {prefix} /tmp/.docjobs-lend && "
+                  f"mount -t tmpfs -o mode=0755 tmpfs {home} && mkdir -p {prefix} && "
+                  f"mount --bind /tmp/.docjobs-lend {prefix} && ")
+    quoted = " ".join(shlex.quote(part) for part in command)
+    script += f"exec setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all --bounding-set=-all {quoted}"
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+
 def example(job_type: str) -> dict[str, Any]:
     spec: dict[str, Any] = json.loads((EXAMPLES / f"{job_type}.json").read_text())
     return spec
 
 
 class RendererProcess:
-    def __init__(self, address: str, data_dir: Path, **env: str) -> None:
+    def __init__(self, address: str, data_dir: Path, as_user: str | None = None, **env: str) -> None:
+        """as_user="nobody": the renderer runs as that ordinary user (tests run as root), as deployed."""
+        self.as_user = as_user
         self.env = {**os.environ, "DOCJOBS_JOBSTORE_ADDRESS": address, "DOCJOBS_DATA_DIR": str(data_dir),
                     "DOCJOBS_RENDER_CONCURRENCY": "2", **env}
         self.env.pop("DATABASE_URL", None)
@@ -34,8 +54,12 @@ class RendererProcess:
     def start(self) -> RendererProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "renderer.worker"], env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            command = [sys.executable, "-m", "renderer.worker"]
+            if self.as_user is not None:
+                assert self.as_user == "nobody", self.as_user
+                command = as_nobody(command)
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         return self
 
     @property

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from renderer.sandbox.codebox import MAX_JOBS_AS_ROOT, runtime_paths
 from renderer.sandbox.codezygote import SPARE_NAME
 
 from .conftest import wait_until
+from .renderers import as_nobody
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the probes use x86_64 syscall numbers")
 
@@ -460,23 +460,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def as_nobody(command: list[str]) -> list[str]:
-    """`command` as the user nobody, in a mount namespace where the interpreter is reachable: it may live
-    in a private home (pyenv under /root); each directory above it is lent through a bind mount of it,
-    nothing else of that home."""
-    prefix = os.path.realpath(sys.base_prefix)
-    closed = [p for p in Path(prefix).parents if not p.stat().st_mode & 0o001]
-    script = ""
-    if closed:
-        home = str(closed[0])
-        script = (f"mkdir -p /tmp/.docjobs-lend && mount --bind {prefix} /tmp/.docjobs-lend && "
-                  f"mount -t tmpfs -o mode=0755 tmpfs {home} && mkdir -p {prefix} && "
-                  f"mount --bind /tmp/.docjobs-lend {prefix} && ")
-    quoted = " ".join(shlex.quote(part) for part in command)
-    script += f"exec setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all --bounding-set=-all {quoted}"
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
 
 
 @pytest.fixture

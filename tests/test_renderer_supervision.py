@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,14 +80,32 @@ async def _healthz(port: int) -> int | None:
         return None
 
 
-@pytest.mark.parametrize(("mode", "killed"), [("code", "renderer.sandbox.zygote"),
-                                              ("code", "renderer.sandbox.codezygote"),
-                                              ("spec", "renderer.sandbox.zygote")],
+@pytest.fixture
+def nobodys_directory() -> Iterator[Path]:
+    """A directory the user nobody may write, outside pytest's temporary directories (private themselves)."""
+    directory = Path(tempfile.mkdtemp(prefix="docjobs-nonroot-"))
+    directory.chmod(0o755)
+    shutil.chown(directory, "nobody", "nogroup")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("mode", "killed", "user"), [("code", "renderer.sandbox.zygote", None),
+                                                      ("code", "renderer.sandbox.codezygote", None),
+                                                      ("code", "renderer.sandbox.codezygote", "nobody"),
+                                                      ("spec", "renderer.sandbox.zygote", None)],
                          ids=["code job, render zygote killed", "code job, code zygote killed",
+                              "code job, code zygote killed, renderer an ordinary user",
                               "spec job, render zygote killed"])
 async def test_a_zygote_killed_under_a_job_gives_it_back_and_it_completes_on_the_restarted_one(
-        stub, jobstore, tmp_path, mode, killed) -> None:
-    renderer = RendererProcess(jobstore.address, tmp_path / "r", DOCJOBS_CODE_EXECUTION="sandbox").start()
+        stub, jobstore, tmp_path, nobodys_directory, mode, killed, user) -> None:
+    """user: None, the renderer runs as the tests' user (root here: the box without a user namespace of
+    its own); "nobody", as an ordinary user, the box in user namespaces only, as Compose and Kubernetes
+    run it."""
+    if user is not None and (os.geteuid() != 0 or shutil.which("setpriv") is None):
+        pytest.skip("needs root to start the renderer as another user")
+    data_dir = tmp_path / "r" if user is None else nobodys_directory
+    renderer = RendererProcess(jobstore.address, data_dir, as_user=user, DOCJOBS_CODE_EXECUTION="sandbox").start()
     try:
         if mode == "code":
             payload: dict[str, object] = {"code": SLOW_CODE}
@@ -106,6 +126,8 @@ async def test_a_zygote_killed_under_a_job_gives_it_back_and_it_completes_on_the
         first = zygote_of(renderer)
         target = zygote_of(renderer, killed)
         assert first is not None and target is not None, renderer.log
+        if user is not None:  # the sandbox is the ordinary user's, as seen from the host
+            assert {first.uids().real, target.uids().real} == {pwd.getpwnam(user).pw_uid}
         # Every process of the sandbox as it stands: the zygotes, their boxes, the job's own.
         doomed = [first, *first.children(recursive=True)]
         assert len(doomed) >= (4 if mode == "code" else 2), doomed
