@@ -467,8 +467,11 @@ def test_compose_runs_the_services_with_their_own_settings() -> None:
     assert sandbox["environment"]["DOCJOBS_CODE_EXECUTION"] == "sandbox"
     assert sandbox["cap_drop"] == ["ALL"] and "cap_add" not in sandbox
     assert "user" not in sandbox and "privileged" not in sandbox
-    assert set(sandbox["security_opt"]) == {"no-new-privileges:true", "seccomp=unconfined", "apparmor=unconfined",
+    profile = "../k8s/components/code-sandbox/profiles/docjobs-renderer.json"
+    assert set(sandbox["security_opt"]) == {"no-new-privileges:true", f"seccomp={profile}", "apparmor=unconfined",
                                             "systempaths=unconfined"}
+    # Compose reads the seccomp profile relative to the project directory (the first file's): it is there.
+    assert json.loads((d.DEPLOY / "compose" / profile).read_text())["defaultAction"] == "SCMP_ACT_ALLOW"
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------------
