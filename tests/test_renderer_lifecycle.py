@@ -52,11 +52,15 @@ async def _running(stub: pb_grpc.JobStoreAsyncStub, job_id: str) -> bool:
 async def test_a_claim_cut_short_by_a_stop_is_given_back_at_once(stub, jobstore, tmp_path) -> None:
     """SIGTERM while a claim is on its way back: whether the answer arrived or not, no job is left
     leased to a renderer that is gone (given back at once, not after its 30 s lease)."""
+    # A spreadsheet that takes seconds to render: it is still rendering when the renderer stops.
+    columns = [{"header": f"c{i}", "format": "decimal"} for i in range(8)]
+    slow = {"sheets": [{"name": "Big", "columns": columns, "rows": [[r * 1.5 + c for c in range(8)]
+                                                                    for r in range(40_000)]}]}
     for attempt in range(5):
-        renderer = RendererProcess(jobstore.address, tmp_path / f"r{attempt}", DOCJOBS_CODE_EXECUTION="sandbox",
-                                   DOCJOBS_WORKER_ID=f"cut-{attempt}", DOCJOBS_RENDER_GRACE_S="0").start()
+        renderer = RendererProcess(jobstore.address, tmp_path / f"r{attempt}", DOCJOBS_WORKER_ID=f"cut-{attempt}",
+                                   DOCJOBS_RENDER_GRACE_S="0").start()
         try:
-            job = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"}, max_retries=3)
+            job = await submit(stub, "spreadsheet", {"spec": slow}, max_retries=3)
             await wait_until(functools.partial(_status, stub, job.id, pb.JOB_STATUS_PROCESSING), timeout=30)
             assert await renderer.shutdown() == 0, renderer.log
         finally:
