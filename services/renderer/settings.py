@@ -42,13 +42,21 @@ class Settings:
         unknown = [t for t in types if t not in JOB_TYPES]
         if unknown or not types:
             raise SettingsError(f"DOCJOBS_JOB_TYPES must list some of {', '.join(JOB_TYPES)}, got {unknown or types}")
+        code_execution = env_choice(env, "DOCJOBS_CODE_EXECUTION", "off", ("off", "sandbox"))
+        concurrency = max(1, os.cpu_count() or 1)
+        if code_execution == "sandbox" and os.geteuid() == 0:
+            # As root each code job takes uids of the renderer's block: by default no more than it holds
+            # (a setting above it refuses to start, sandbox.codebox).
+            from .sandbox.codebox import MAX_JOBS_AS_ROOT
+
+            concurrency = min(concurrency, MAX_JOBS_AS_ROOT)
         return cls(
             jobstore_address=env_str(env, "DOCJOBS_JOBSTORE_ADDRESS", f"127.0.0.1:{port}"),
             grpc_token=grpc_token(env),
             worker_id=env_str(env, "DOCJOBS_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
             job_types=types,
-            concurrency=env_int(env, "DOCJOBS_RENDER_CONCURRENCY", max(1, os.cpu_count() or 1), minimum=1, maximum=64),
-            code_execution=env_choice(env, "DOCJOBS_CODE_EXECUTION", "off", ("off", "sandbox")),
+            concurrency=env_int(env, "DOCJOBS_RENDER_CONCURRENCY", concurrency, minimum=1, maximum=64),
+            code_execution=code_execution,
             lease_ms=env_int(env, "DOCJOBS_LEASE_MS", 30_000, minimum=3_000, maximum=3_600_000),
             heartbeat_s=env_float(env, "DOCJOBS_HEARTBEAT_S", 2.0, minimum=0.1, maximum=600.0),
             grace_s=env_float(env, "DOCJOBS_RENDER_GRACE_S", 30.0, minimum=0.0, maximum=3600.0),

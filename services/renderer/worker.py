@@ -116,6 +116,7 @@ class Worker:
         self._background: set[asyncio.Future[None]] = set()
         self._outage_pause: asyncio.Future[None] | None = None  # the pause of the zygote's current outage
         self._sandbox_faults = 0  # jobs given back in a row because the sandbox could not run them
+        self._resting = 0  # slots that grant no credit for now, after such a fault (_rest_a_slot)
         self.session: WorkSession
         self._channel: grpc.aio.Channel | None = None
         self._metrics: MetricsServer | None = None
@@ -222,7 +223,8 @@ class Worker:
                 continue
             self._outage_pause = None
             self._slot_freed.clear()
-            free = min(self.settings.concurrency - self.rendering, 2 * self.settings.concurrency - len(self.active))
+            free = min(self.settings.concurrency - self.rendering - self._resting,
+                       2 * self.settings.concurrency - len(self.active) - self._resting)
             self.session.grant(free - self.session.outstanding)
             await self._until_either(self._slot_freed, self.stopping, self.sandbox.down)
 
@@ -266,8 +268,9 @@ class Worker:
             for wait in waits:
                 wait.cancel()
 
-    def _done(self, job_id: str, _task: asyncio.Task[None]) -> None:
-        self.active.pop(job_id, None)
+    def _done(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self.active.get(job_id) is task:  # a job given back may be pushed here again, as a new task
+            del self.active[job_id]
         self._slot_freed.set()
 
     async def _sleep(self, seconds: float) -> None:
@@ -312,15 +315,14 @@ class Worker:
             started = time.perf_counter()
             mode, content = parse_payload(job, self.settings.code_execution)
             kinds = self._renditions_asked(job)
-            faulted = False
             try:
                 result = await self.sandbox.render(render_id, job.job_type, mode, content, job.title, on_progress)
             except RenderError as exc:
-                faulted = exc.given_back  # its slot stays taken while the renderer backs off (below)
+                if not exc.given_back:
+                    self._sandbox_faults = 0  # the sandbox answered: it works
                 raise
             finally:
-                if not faulted:
-                    release_slot()
+                release_slot()
             self._sandbox_faults = 0
             rendered = time.perf_counter()
             metrics.RENDER_SECONDS.labels(job.job_type, mode).observe(rendered - started)
@@ -374,8 +376,8 @@ class Worker:
                 await self._release(job, token, "sandbox_restarted", str(exc))
                 return
             if exc.given_back:
+                self._rest_a_slot()
                 await self._release(job, token, "sandbox_unavailable", str(exc))
-                await self._back_off_after_fault()
                 return
             await self._fail(job, token, exc.code or ("code_failed" if mode == "code" else "render_failed"),
                              str(exc), False)
@@ -392,7 +394,8 @@ class Worker:
                               f"renderer {self.settings.worker_id} stopped before finishing")))
             raise
         finally:
-            self._cancel_hooks.pop(job.id, None)
+            if self._cancel_hooks.get(job.id) is cancelled:
+                del self._cancel_hooks[job.id]
             metrics.IN_FLIGHT.dec()
             release_slot()
             beats.cancel()
@@ -421,16 +424,21 @@ class Worker:
             while chunk := f.read(UPLOAD_CHUNK):
                 yield pb.UploadArtifactRequest(chunk=chunk)
 
-    async def _back_off_after_fault(self) -> None:
-        """After the sandbox could not run a job for a reason of its own, keep that job's slot taken a while,
-        longer each time in a row (FAULT_BACKOFF_S, doubling, up to FAULT_BACKOFF_MAX_S; a render that
-        succeeds starts it afresh): another renderer takes the job meanwhile, and a fault that lasts does
-        not bounce jobs through this one until their free releases are spent."""
+    def _rest_a_slot(self) -> None:
+        """After the sandbox could not run a job for a reason of its own, one slot grants no credit for a
+        while, longer each time in a row (FAULT_BACKOFF_S, doubling, up to FAULT_BACKOFF_MAX_S; any answer
+        of the sandbox that is not such a fault starts it afresh): another renderer takes the job
+        meanwhile, and a fault that lasts does not bounce jobs through this one until their free releases
+        are spent. (Credit granted already stands: the job may come back once to another free slot here.)"""
         self._sandbox_faults += 1
         delay = min(FAULT_BACKOFF_S * 2 ** (self._sandbox_faults - 1), FAULT_BACKOFF_MAX_S)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self.stopping.wait()
+        self._resting += 1
+
+        def rested() -> None:
+            self._resting -= 1
+            self._slot_freed.set()
+
+        asyncio.get_running_loop().call_later(delay, rested)
 
     async def _release(self, job: pb.Job, token: str, code: str, message: str) -> None:
         """Give the job back through no fault of its own: pending at once, no attempt counted (the jobstore

@@ -38,7 +38,8 @@ from . import linux
 UID_BASE = 2_000_000_000  # far above any account
 UIDS_PER_RENDERER = 64  # each zygote takes a block of its own, from its pid, so two never share a uid
 SPARE_UIDS = 8  # a warm spare box per job type for jobs and for checks (codezygote.py)
-MAX_JOBS_AS_ROOT = (UIDS_PER_RENDERER - SPARE_UIDS) // 2  # 28 code jobs at once, each with its check's box
+ENDING_UIDS = 8  # boxes killed but not reaped yet keep their uids a moment, while their spares are made
+MAX_JOBS_AS_ROOT = (UIDS_PER_RENDERER - SPARE_UIDS - ENDING_UIDS) // 2  # 24 code jobs at once, each with a check
 PID_LIMIT = 2**22  # the kernel's PID_MAX_LIMIT on 64-bit: every pid is below it, so every block is distinct
 UID_END = UID_BASE + PID_LIMIT * UIDS_PER_RENDERER  # 2,268,435,456: the code boxes' uids lie below it
 CAP_SYS_ADMIN = 21

@@ -854,6 +854,9 @@ class Zygote:
             target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=self.out_fd)
             try:
                 _send_file(source, target, info.st_size)
+            except OSError:  # a part written (the disk full): nothing of it stays to fill the disk
+                os.unlink(name, dir_fd=self.out_fd)
+                raise
             finally:
                 os.close(target)
         finally:
