@@ -19,6 +19,8 @@ import gc
 import inspect
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import replace
@@ -335,3 +337,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[0])
+
+
+@pytest.fixture
+def open_directory() -> Iterator[Path]:
+    """A directory the user nobody may write, outside pytest's temporary directories (private themselves)."""
+    directory = Path(tempfile.mkdtemp(prefix="docjobs-nonroot-"))
+    directory.chmod(0o755)
+    shutil.chown(directory, "nobody", "nogroup")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)

@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -460,16 +459,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture
-def open_directory() -> Any:
-    """A directory nobody may use, outside pytest's temporary directories (private themselves)."""
-    directory = Path(tempfile.mkdtemp(prefix="docjobs-nonroot-"))
-    directory.chmod(0o755)
-    shutil.chown(directory, "nobody", "nogroup")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None or shutil.which("unshare") is None,

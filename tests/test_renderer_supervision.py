@@ -10,7 +10,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,16 +81,6 @@ async def _healthz(port: int) -> int | None:
         return None
 
 
-@pytest.fixture
-def nobodys_directory() -> Iterator[Path]:
-    """A directory the user nobody may write, outside pytest's temporary directories (private themselves)."""
-    directory = Path(tempfile.mkdtemp(prefix="docjobs-nonroot-"))
-    directory.chmod(0o755)
-    shutil.chown(directory, "nobody", "nogroup")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 @pytest.mark.parametrize(("mode", "killed", "user"), [("code", "renderer.sandbox.zygote", None),
                                                       ("code", "renderer.sandbox.codezygote", "nobody"),
                                                       ("spec", "renderer.sandbox.zygote", None)],
@@ -99,13 +88,13 @@ def nobodys_directory() -> Iterator[Path]:
                               "code job, code zygote killed, renderer an ordinary user",
                               "spec job, render zygote killed"])
 async def test_a_zygote_killed_under_a_job_gives_it_back_and_it_completes_on_the_restarted_one(
-        stub, jobstore, tmp_path, nobodys_directory, mode, killed, user) -> None:
+        stub, jobstore, tmp_path, open_directory, mode, killed, user) -> None:
     """user: None, the renderer runs as the tests' user (root here: the box without a user namespace of
     its own); "nobody", as an ordinary user, the box in user namespaces only, as Compose and Kubernetes
     run it."""
     if user is not None and (os.geteuid() != 0 or shutil.which("setpriv") is None):
         pytest.skip("needs root to start the renderer as another user")
-    data_dir = tmp_path / "r" if user is None else nobodys_directory
+    data_dir = tmp_path / "r" if user is None else open_directory
     renderer = RendererProcess(jobstore.address, data_dir, as_user=user, DOCJOBS_CODE_EXECUTION="sandbox").start()
     try:
         if mode == "code":
