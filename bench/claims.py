@@ -72,7 +72,7 @@ async def measure(dsn: str, shape: str, batch: int) -> str:
             cpu_before = backend_cpu_s(pid)
             while len(walls) < most:
                 started = time.perf_counter()
-                rows = await claim.fetch(TYPES, batch, 60_000, "bench", None, last_user)
+                rows = await claim.fetch(TYPES, batch, 60_000, ["bench"] * batch, None, last_user)
                 walls.append(time.perf_counter() - started)
                 if not rows:
                     break

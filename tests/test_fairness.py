@@ -242,7 +242,7 @@ async def test_the_claim_reads_no_users_backlog_on_100k_pending_jobs(database_ur
         await conn.execute("ANALYZE document_jobs")
         # Prepared, so that the plan checked is the one the claim connection runs: a generic plan, which
         # knows neither the types nor max_jobs.
-        await conn.execute("PREPARE fair_claim (text[], integer, integer, text, timestamptz, text) AS " + Q.claim)
+        await conn.execute("PREPARE fair_claim (text[], integer, integer, text[], timestamptz, text) AS " + Q.claim)
         claimed_types = [t for t in TYPES if t != "spreadsheet"]
         types = "'{" + ",".join(claimed_types) + "}'"
         for max_jobs, after in ((1, ""), (10, ""), (1, "backlog"), (10, "backlog")):
@@ -250,8 +250,8 @@ async def test_the_claim_reads_no_users_backlog_on_100k_pending_jobs(database_ur
             await transaction.start()
             try:
                 [plan] = json.loads(await conn.fetchval(
-                    f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE fair_claim({types}, {max_jobs}, 30000, 'w', NULL,"
-                    f" '{after}')"))
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE fair_claim({types}, {max_jobs}, 30000,"
+                    f" array_fill('w'::text, ARRAY[{max_jobs}]), NULL, '{after}')"))
             finally:
                 await transaction.rollback()
             read = rows_read(plan["Plan"])
@@ -261,7 +261,7 @@ async def test_the_claim_reads_no_users_backlog_on_100k_pending_jobs(database_ur
             transaction = conn.transaction()
             await transaction.start()
             try:
-                claimed = await conn.fetch(Q.claim, claimed_types, max_jobs, 30_000, "w", None, after)
+                claimed = await conn.fetch(Q.claim, claimed_types, max_jobs, 30_000, ["w"] * max_jobs, None, after)
             finally:
                 await transaction.rollback()
             # Round robin from the first user: 1 claim of 1 is the backlog's; 10 are 6 users' first

@@ -31,7 +31,7 @@ async def test_claim_uses_the_claimable_index_on_a_large_queue(database_url) -> 
             " SELECT gen_random_uuid(), 'u', 'pdf', '{}', g % 3 FROM generate_series(1, 2000) g")
         await conn.execute("ANALYZE document_jobs")
         plan = "\n".join(r[0] for r in await conn.fetch(
-            "EXPLAIN " + Q.claim, ["pdf"], 10, 30000, "w", None, ""))
+            "EXPLAIN " + Q.claim, ["pdf"], 10, 30000, ["w"] * 10, None, ""))
     finally:
         await conn.close()
     assert "document_jobs_claimable_by_user" in plan, plan

@@ -25,8 +25,11 @@ from prometheus_client import Counter
 
 # Registered by metrics.py (which imports the store, and so this module).
 CLAIM_QUERIES = Counter("docjobs_jobstore_claim_queries",
-                        "Claim statements run, by whether they found jobs: many that find none mean workers "
-                        "are polling or being woken for nothing", ["found"], registry=None)
+                        "Claims looked up for workers, by whether they found jobs: many that find none mean "
+                        "workers are polling or being woken for nothing", ["found"], registry=None)
+CLAIM_STATEMENTS = Counter("docjobs_jobstore_claim_statements",
+                           "Claim statements run: claims that wait together for the claim connection share one",
+                           registry=None)
 FOUND = CLAIM_QUERIES.labels(found="true")
 FOUND_NONE = CLAIM_QUERIES.labels(found="false")
 HANDOFFS = Counter("docjobs_jobstore_handoffs",

@@ -9,7 +9,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .claims import CLAIM_QUERIES, HANDOFFS
+from .claims import CLAIM_QUERIES, CLAIM_STATEMENTS, HANDOFFS
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ SCRAPE_ERRORS = Counter("docjobs_jobstore_stats_errors", "Statistics reads that 
                         registry=REGISTRY)
 REGISTRY.register(CLAIM_QUERIES)
 REGISTRY.register(HANDOFFS)
+REGISTRY.register(CLAIM_STATEMENTS)
 
 REFRESH_S = 1.0
 

@@ -253,8 +253,11 @@ SELECT coalesce(s.attempt, e.ended) AS attempt, s.started_at, s.worker_id, e.end
 -- take turns in the order of their ids, starting after the user the process's previous claim ended with
 -- and wrapping around; each user's k-th job of a claim comes in round k, and a user's own jobs go by
 -- priority (high first), then age. Every step is an index descent per user served or a short ordered
--- walk of one user's jobs: no backlog is read. $1 job types, $2 max jobs, $3 lease ms, $4 worker id,
--- $5 now, $6 the user the previous claim ended with ('' at first).
+-- walk of one user's jobs: no backlog is read. $1 job types, $2 max jobs, $3 lease ms, $4 the worker id
+-- of each place in claim order ($2 of them), $5 now, $6 the user the previous claim ended with ('' at
+-- first). One statement claims for several workers when their claims wait together (store.py,
+-- ClaimConnection): the jobs are taken in one fair order and the k-th goes to the worker $4[k] names (the
+-- first worker's share first); `claim_place` is a job's place in that order (1, 2, ...).
 WITH RECURSIVE after_cursor AS (
     -- Up to $2 users with a claimable job after $6, one index descent each (a loose index scan, by
     -- user, job type and run_at: a user's jobs that are not due, or not of these types, are skipped).
@@ -344,18 +347,21 @@ WITH RECURSIVE after_cursor AS (
            LIMIT s.share
              FOR UPDATE SKIP LOCKED) l
      LIMIT $2
+), taken AS (
+    SELECT id, row_number() OVER (ORDER BY round, place) AS claim_place FROM picked
 ), claimed AS (
     UPDATE document_jobs j
        SET status = 'processing', lease_token = gen_random_uuid(),
-           lease_expires_at = coalesce($5::timestamptz, now()) + $3 * interval '1 millisecond', worker_id = $4,
+           lease_expires_at = coalesce($5::timestamptz, now()) + $3 * interval '1 millisecond',
+           worker_id = ($4::text[])[taken.claim_place],
            started_at = coalesce($5::timestamptz, now()), updated_at = coalesce($5::timestamptz, now()),
            progress = 0, progress_message = ''
-      FROM picked
-     WHERE j.id = picked.id
+      FROM taken
+     WHERE j.id = taken.id
        -- Probes of the primary key whatever the plan guesses of picked's size: a generic plan takes
        -- LIMIT $2 for a tenth of the table and would hash-join a scan of all of it.
        AND j.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING j.*, picked.round, picked.place
+    RETURNING j.*, taken.claim_place
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
     SELECT id, user_id, session_id, job_type, 'status', 'processing', retry_count + 1,
@@ -365,7 +371,7 @@ WITH RECURSIVE after_cursor AS (
 )
 SELECT claimed.*, event.id AS last_event_id
   FROM claimed JOIN event ON event.job_id = claimed.id
- ORDER BY claimed.round, claimed.place;
+ ORDER BY claimed.claim_place;
 
 -- name: release
 -- Claimed jobs whose claimer went away before it received them (its call was cancelled): back to
