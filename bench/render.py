@@ -333,14 +333,14 @@ def main() -> None:
           + ", ".join(f"{name} {ms:.1f} ms" for name, ms in phases.items()))
     print("  end to end: Enqueue sent -> completed event; renderer holds: claimed -> completed (database clock)")
     spec_targets = spec_mode_targets(direct, results[1])
-    print("  spec-mode targets: a small document (under 25 ms in-process) at most +8 ms end to end; a larger "
-          "one held by the renderer at most 1.15x its in-process time")
+    print("  spec-mode targets: the small examples (spreadsheet, pdf) at most +8 ms end to end; the larger "
+          "ones held by the renderer at most 1.15x their in-process time")
     for name, target in spec_targets.items():
         verdict = "met" if target["met"] else "NOT MET"
         if target["kind"] == "small":
             print(f"    {name:18s} end to end +{target['figure']:.1f} ms over in-process (target <= +8 ms: {verdict})")
         else:
-            print(f"    {name:18s} renderer holds {target['figure']:.2f}x in-process (target <= 1.15: {verdict})")
+            print(f"    {name:18s} renderer holds {target['figure']:.3f}x in-process (target <= 1.15: {verdict})")
     renditions = asyncio.run(renditions_seconds(args.rounds))
     print_renditions(renditions, results[1])
     documents = {name: {"in_process_ms": direct[name] * 1000, "end_to_end_ms": results[1][name][0] * 1000,
@@ -357,16 +357,18 @@ def main() -> None:
                                      "renditions": renditions_figures(renditions, results[1])}, args)
 
 
-SMALL_DOCUMENT_S = 0.025  # in-process render time below which a document's target is +8 ms end to end
+# The small documents of the speed issue's target: 6-8 ms in-process on a quiet machine (named, not judged
+# by time: on a slow hour the same example takes 35 ms).
+SMALL_DOCUMENTS = ("spreadsheet", "pdf")
 
 
 def spec_mode_targets(direct: dict[str, float], system: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each spec document against its target: under 25 ms in-process, end to end adds at most 8 ms (median);
-    larger, the renderer's hold is at most 1.15x the in-process render."""
+    """Each spec document against its target: the small examples add at most 8 ms end to end (median);
+    larger ones are held by the renderer at most 1.15x their in-process render."""
     targets: dict[str, dict[str, Any]] = {}
     for name, in_process in direct.items():
         total, held, _ = system[name]
-        if in_process < SMALL_DOCUMENT_S:
+        if name in SMALL_DOCUMENTS:
             added_ms = (total - in_process) * 1000
             targets[name] = {"kind": "small", "figure": added_ms, "target": "<= +8 ms", "met": added_ms <= 8}
         else:
