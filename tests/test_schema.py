@@ -134,3 +134,38 @@ async def test_a_batch_of_a_worker_reads_only_its_own_jobs_whatever_the_statisti
     # Each job is read where it is locked and where it is changed, at most.
     assert read == {name: min(read[name], 2 * batch) for name in read}, read
     assert read["heartbeat"] >= batch, read  # the batch was found
+
+
+async def test_enqueues_and_completions_answer_every_column_of_the_job_but_its_payload(database_url) -> None:
+    """A payload can be 4 MiB: the statements whose answers never show it (the enqueues: the caller sent it;
+    the completions) leave it in the database, and leave out no other column (the lists are written out)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        columns = {r["column_name"] for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'document_jobs'")}
+        expected = columns - {"payload"} | {"last_event_id"}
+        big = json.dumps({"spec": "x" * 100_000})
+        one = await conn.fetchrow(Q.enqueue, uuid.uuid4(), "u", "", "", "pdf", "", big, 0, 3, None, None, None,
+                                  None, None)
+        many = await conn.fetch(Q.enqueue_many, [uuid.uuid4()], ["u"], [""], [""], ["pdf"], [""], [big], [0], [3],
+                                [None], [None], [None], [None], None)
+        assert one is not None
+        answers = {"enqueue": one, "enqueue_many": many[0]}
+        for row in (one, many[0]):
+            token = uuid.uuid4()
+            await conn.execute("UPDATE document_jobs SET status = 'processing', lease_token = $2,"
+                               " lease_expires_at = now() + interval '1 minute' WHERE id = $1", row["id"], token)
+            if row is one:
+                [answers["complete"]] = await conn.fetch(Q.complete, [row["id"]], [token], ["{}"], [None], None)
+            else:
+                answers["complete_with_artifact"] = await conn.fetchrow(
+                    Q.complete_with_artifact, row["id"], token, "{}", uuid.uuid4(), "a.pdf", "application/pdf", 1,
+                    "0" * 64, [b"x"], None)
+        for name, answer in answers.items():
+            assert answer is not None, name
+            assert set(answer.keys()) == expected, (name, set(answer.keys()) ^ expected)
+        # The payloads themselves were stored whole.
+        assert await conn.fetchval("SELECT count(*) FROM document_jobs WHERE payload::text = $1::jsonb::text",
+                                   big) == 2
+    finally:
+        await conn.close()

@@ -19,7 +19,11 @@ WITH inserted AS (
                                max_retries, run_at, expires_at, idempotency_key)
     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, coalesce($10, $13::timestamptz, now()), $11, $12)
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING *
+    -- Every column but the payload (up to 4 MiB, and its caller has it): not sent back.
+    RETURNING id, user_id, session_id, message_id, job_type, status, title, result, error, priority, retry_count,
+              max_retries, created_at, run_at, started_at, completed_at, expires_at, updated_at, lease_token,
+              lease_expires_at, worker_id, progress, progress_message, idempotency_key, artifact_id,
+              release_count, retry_allowance
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
     SELECT id, user_id, session_id, job_type, 'status', 'pending', 1,
@@ -78,7 +82,11 @@ WITH input AS (
       FROM input
      ORDER BY position
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING *
+    -- Every column but the payload (up to 4 MiB, and its caller has it): not sent back.
+    RETURNING id, user_id, session_id, message_id, job_type, status, title, result, error, priority, retry_count,
+              max_retries, created_at, run_at, started_at, completed_at, expires_at, updated_at, lease_token,
+              lease_expires_at, worker_id, progress, progress_message, idempotency_key, artifact_id,
+              release_count, retry_allowance
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
     SELECT id, user_id, session_id, job_type, 'status', 'pending', 1,
@@ -557,7 +565,11 @@ WITH input AS (
            updated_at = coalesce($5::timestamptz, now()), lease_expires_at = NULL
       FROM current c
      WHERE j.id = c.id
-    RETURNING j.*
+    -- Every column but the payload (up to 4 MiB; the completion's answer never shows it): not sent back.
+    RETURNING j.id, j.user_id, j.session_id, j.message_id, j.job_type, j.status, j.title, j.result, j.error,
+              j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.started_at, j.completed_at,
+              j.expires_at, j.updated_at, j.lease_token, j.lease_expires_at, j.worker_id, j.progress,
+              j.progress_message, j.idempotency_key, j.artifact_id, j.release_count, j.retry_allowance
 ), event AS (
     INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)
     SELECT id, user_id, session_id, job_type, 'completed', 'completed', retry_count + 1,
@@ -785,7 +797,11 @@ WITH completed AS (
            result = $3::jsonb || jsonb_build_object('artifact_id', $4::uuid::text, 'size_bytes', $7::bigint,
                                                     'sha256', $8::text)
      WHERE j.id = $1 AND j.lease_token = $2 AND j.status = 'processing'
-    RETURNING j.*
+    -- Every column but the payload (as `complete`).
+    RETURNING j.id, j.user_id, j.session_id, j.message_id, j.job_type, j.status, j.title, j.result, j.error,
+              j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.started_at, j.completed_at,
+              j.expires_at, j.updated_at, j.lease_token, j.lease_expires_at, j.worker_id, j.progress,
+              j.progress_message, j.idempotency_key, j.artifact_id, j.release_count, j.retry_allowance
 ), artifact AS (
     INSERT INTO artifacts (id, job_id, state, filename, content_type, size_bytes, sha256, chunk_count, created_at)
     SELECT $4, id, 'stored', $5, $6, $7, $8, cardinality($9::bytea[]), coalesce($10::timestamptz, now())
