@@ -150,7 +150,7 @@ async def test_enqueues_and_completions_answer_every_column_of_the_job_but_its_p
         many = await conn.fetch(Q.enqueue_many, [uuid.uuid4()], ["u"], [""], [""], ["pdf"], [""], [big], [0], [3],
                                 [None], [None], [None], [None], None)
         assert one is not None
-        answers = {"enqueue": one, "enqueue_many": many[0]}
+        answers: dict[str, asyncpg.Record | None] = {"enqueue": one, "enqueue_many": many[0]}
         for row in (one, many[0]):
             token = uuid.uuid4()
             await conn.execute("UPDATE document_jobs SET status = 'processing', lease_token = $2,"
