@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 
 from jobstore.claims import CLAIM_STATEMENTS
 from jobstore.store import ClaimConnection
@@ -22,6 +24,20 @@ from .conftest import wait_until
 
 def statements() -> float:
     return float(CLAIM_STATEMENTS._value.get())
+
+
+@pytest.fixture
+async def conn(database_url) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def claims(database_url) -> AsyncIterator[ClaimConnection]:
+    claim_connection = ClaimConnection(database_url)
+    yield claim_connection
+    await claim_connection.close()
 
 
 async def fill(conn: asyncpg.Connection, users: int, per_user: int, job_type: str = "pdf") -> None:
@@ -41,71 +57,53 @@ async def together(claims: ClaimConnection, asks: list[tuple[list[str], int, str
     return await asyncio.gather(*tasks)
 
 
-async def test_claims_waiting_together_share_one_statement_each_with_its_share(database_url) -> None:
-    conn = await asyncpg.connect(database_url)
-    claims = ClaimConnection(database_url)
-    try:
-        await fill(conn, users=10, per_user=3)
-        before = statements()
-        got = await together(claims, [(["pdf"], 4, "w-a"), (["pdf"], 3, "w-b"), (["pdf"], 5, "w-c")])
-        assert statements() - before == 1
-        assert [len(rows) for rows in got] == [4, 3, 5]
-        for rows, worker in zip(got, ["w-a", "w-b", "w-c"], strict=True):
-            assert {r["worker_id"] for r in rows} == {worker}
-        # One fair order, handed out along it: the first ten jobs are the ten users' first ones.
-        in_order = [r for rows in got for r in rows]
-        assert [r["claim_place"] for r in in_order] == list(range(1, 13))
-        assert len({r["user_id"] for r in in_order[:10]}) == 10
-        # As stored: each job leased to its own worker, and its processing event says so.
-        stored = {r["id"]: r for r in await conn.fetch(
-            "SELECT j.id, j.worker_id, j.status, e.data FROM document_jobs j"
-            " JOIN job_events e ON e.job_id = j.id AND e.status = 'processing'")}
-        assert len(stored) == 12
-        for r in in_order:
-            assert stored[r["id"]]["status"] == "processing"
-            assert stored[r["id"]]["worker_id"] == r["worker_id"]
-            assert json.loads(stored[r["id"]]["data"])["worker_id"] == r["worker_id"]
-    finally:
-        await claims.close()
-        await conn.close()
+async def test_claims_waiting_together_share_one_statement_each_with_its_share(conn, claims) -> None:
+    await fill(conn, users=10, per_user=3)
+    before = statements()
+    got = await together(claims, [(["pdf"], 4, "w-a"), (["pdf"], 3, "w-b"), (["pdf"], 5, "w-c")])
+    assert statements() - before == 1
+    assert [len(rows) for rows in got] == [4, 3, 5]
+    for rows, worker in zip(got, ["w-a", "w-b", "w-c"], strict=True):
+        assert {r["worker_id"] for r in rows} == {worker}
+    # One fair order, handed out along it: the first ten jobs are the ten users' first ones.
+    in_order = [r for rows in got for r in rows]
+    assert [r["claim_place"] for r in in_order] == list(range(1, 13))
+    assert len({r["user_id"] for r in in_order[:10]}) == 10
+    # As stored: each job leased to its own worker, and its processing event says so.
+    stored = {r["id"]: r for r in await conn.fetch(
+        "SELECT j.id, j.worker_id, j.status, e.data FROM document_jobs j"
+        " JOIN job_events e ON e.job_id = j.id AND e.status = 'processing'")}
+    assert len(stored) == 12
+    for r in in_order:
+        assert stored[r["id"]]["status"] == "processing"
+        assert stored[r["id"]]["worker_id"] == r["worker_id"]
+        assert json.loads(stored[r["id"]]["data"])["worker_id"] == r["worker_id"]
 
 
-async def test_when_jobs_run_short_the_earlier_claims_are_served_first(database_url) -> None:
-    conn = await asyncpg.connect(database_url)
-    claims = ClaimConnection(database_url)
-    try:
-        await fill(conn, users=2, per_user=3)
-        got = await together(claims, [(["pdf"], 4, "w-a"), (["pdf"], 4, "w-b"), (["pdf"], 4, "w-c")])
-        assert [len(rows) for rows in got] == [4, 2, 0]
-        # Nothing claimed for nobody: six jobs, each held by the worker that got it.
-        assert await conn.fetchval("SELECT count(*) FROM document_jobs WHERE status = 'processing'") == 6
-    finally:
-        await claims.close()
-        await conn.close()
+async def test_when_jobs_run_short_the_earlier_claims_are_served_first(conn, claims) -> None:
+    await fill(conn, users=2, per_user=3)
+    got = await together(claims, [(["pdf"], 4, "w-a"), (["pdf"], 4, "w-b"), (["pdf"], 4, "w-c")])
+    assert [len(rows) for rows in got] == [4, 2, 0]
+    # Nothing claimed for nobody: six jobs, each held by the worker that got it.
+    assert await conn.fetchval("SELECT count(*) FROM document_jobs WHERE status = 'processing'") == 6
 
 
-async def test_claims_of_other_types_or_leases_get_statements_of_their_own(database_url) -> None:
-    conn = await asyncpg.connect(database_url)
-    claims = ClaimConnection(database_url)
-    try:
-        await fill(conn, users=3, per_user=2, job_type="pdf")
-        await fill(conn, users=3, per_user=2, job_type="spreadsheet")
-        before = statements()
-        async with claims._lock:
-            tasks = [asyncio.create_task(claims.claim(["pdf"], 2, 30_000, "w-pdf", None)),
-                     asyncio.create_task(claims.claim(["spreadsheet"], 2, 30_000, "w-sheet", None)),
-                     asyncio.create_task(claims.claim(["pdf"], 2, 60_000, "w-long", None)),
-                     asyncio.create_task(claims.claim(["pdf"], 2, 30_000, "w-pdf-2", None))]
-            await wait_until(lambda: len(claims._waiting) == 4)
-        pdf, sheet, long_lease, pdf_2 = await asyncio.gather(*tasks)
-        # pdf with a 30 s lease together; spreadsheet apart; pdf with a 60 s lease apart.
-        assert statements() - before == 3
-        assert {r["job_type"] for r in pdf + pdf_2 + long_lease} == {"pdf"}
-        assert {r["job_type"] for r in sheet} == {"spreadsheet"}
-        assert [len(pdf), len(sheet), len(long_lease), len(pdf_2)] == [2, 2, 2, 2]
-        leases = {r["worker_id"]: r["lease_expires_at"] - r["started_at"] for r in pdf + pdf_2 + long_lease}
-        for worker, lease in leases.items():
-            assert round(lease.total_seconds()) == (60 if worker == "w-long" else 30), (worker, lease)
-    finally:
-        await claims.close()
-        await conn.close()
+async def test_claims_of_other_types_or_leases_get_statements_of_their_own(conn, claims) -> None:
+    await fill(conn, users=3, per_user=2, job_type="pdf")
+    await fill(conn, users=3, per_user=2, job_type="spreadsheet")
+    before = statements()
+    async with claims._lock:
+        tasks = [asyncio.create_task(claims.claim(["pdf"], 2, 30_000, "w-pdf", None)),
+                 asyncio.create_task(claims.claim(["spreadsheet"], 2, 30_000, "w-sheet", None)),
+                 asyncio.create_task(claims.claim(["pdf"], 2, 60_000, "w-long", None)),
+                 asyncio.create_task(claims.claim(["pdf"], 2, 30_000, "w-pdf-2", None))]
+        await wait_until(lambda: len(claims._waiting) == 4)
+    pdf, sheet, long_lease, pdf_2 = await asyncio.gather(*tasks)
+    # pdf with a 30 s lease together; spreadsheet apart; pdf with a 60 s lease apart.
+    assert statements() - before == 3
+    assert {r["job_type"] for r in pdf + pdf_2 + long_lease} == {"pdf"}
+    assert {r["job_type"] for r in sheet} == {"spreadsheet"}
+    assert [len(pdf), len(sheet), len(long_lease), len(pdf_2)] == [2, 2, 2, 2]
+    leases = {r["worker_id"]: r["lease_expires_at"] - r["started_at"] for r in pdf + pdf_2 + long_lease}
+    for worker, lease in leases.items():
+        assert round(lease.total_seconds()) == (60 if worker == "w-long" else 30), (worker, lease)
