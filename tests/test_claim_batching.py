@@ -9,6 +9,7 @@ own share, its own worker id and lease, in the one fair order; and to keeping cl
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +18,7 @@ import asyncpg
 import pytest
 
 from jobstore.claims import CLAIM_STATEMENTS
-from jobstore.store import ClaimConnection
+from jobstore.store import CarrierFailed, ClaimConnection
 
 from .conftest import wait_until
 
@@ -107,3 +108,60 @@ async def test_claims_of_other_types_or_leases_get_statements_of_their_own(conn,
     leases = {r["worker_id"]: r["lease_expires_at"] - r["started_at"] for r in pdf + pdf_2 + long_lease}
     for worker, lease in leases.items():
         assert round(lease.total_seconds()) == (60 if worker == "w-long" else 30), (worker, lease)
+
+
+async def test_one_workers_two_claims_in_one_statement_get_different_jobs(conn, claims) -> None:
+    """The unary Claim may be called twice at once by one worker id: each call gets its own share."""
+    await fill(conn, users=4, per_user=2)
+    first, second = await together(claims, [(["pdf"], 3, "same"), (["pdf"], 4, "same")])
+    assert [len(first), len(second)] == [3, 4]
+    assert not {r["id"] for r in first} & {r["id"] for r in second}
+
+
+async def test_a_statement_takes_no_more_jobs_than_one_claim_may(conn, claims) -> None:
+    """Counting each user's share costs users x (jobs - users + 1) index entries: a batch stays within what
+    one claim may ask for (100), the rest wait for the next statement."""
+    await fill(conn, users=60, per_user=4)
+    before = statements()
+    got = await together(claims, [(["pdf"], 60, "w-a"), (["pdf"], 30, "w-b"), (["pdf"], 20, "w-c"),
+                                  (["pdf"], 10, "w-d")])
+    assert [len(rows) for rows in got] == [60, 30, 20, 10]
+    assert statements() - before == 2  # 60 + 30 + 10, then 20
+
+
+async def test_a_carried_claim_returns_without_waiting_for_the_statements_after_it(conn, claims) -> None:
+    await fill(conn, users=3, per_user=2, job_type="pdf")
+    await fill(conn, users=3, per_user=2, job_type="spreadsheet")
+    ended: list[str] = []
+    async with claims._lock:
+        tasks = {name: asyncio.create_task(claims.claim([job_type], 1, 30_000, name, None))
+                 for name, job_type in (("a", "pdf"), ("x", "spreadsheet"), ("b", "pdf"))}
+        for name, task in tasks.items():
+            task.add_done_callback(functools.partial(lambda name, _task: ended.append(name), name))
+        await wait_until(lambda: len(claims._waiting) == 3)
+    await asyncio.gather(*tasks.values())
+    # a's statement carried b: b has its job when a does, before x's statement (after a's) has answered.
+    assert ended.index("b") < ended.index("x"), ended
+
+
+async def test_a_failed_statement_fails_its_holder_and_lets_the_claims_it_carried_look_again(
+        conn, claims, database_url) -> None:
+    await fill(conn, users=3, per_user=2)
+    async with claims._lock:
+        tasks = [asyncio.create_task(claims.claim(["pdf"], 1, 30_000, f"w-{i}", None)) for i in range(3)]
+        await wait_until(lambda: len(claims._waiting) == 3)
+        # The claim connection's next statement is cancelled by the server as it starts.
+        await conn.execute("CREATE FUNCTION cancel_claims() RETURNS trigger LANGUAGE plpgsql AS $$"
+                           " BEGIN RAISE EXCEPTION 'refused for the test' USING ERRCODE = 'query_canceled'; END $$")
+        await conn.execute("CREATE TRIGGER cancel_claims BEFORE UPDATE ON document_jobs"
+                           " FOR EACH ROW EXECUTE FUNCTION cancel_claims()")
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    held = [r for r in results if isinstance(r, asyncpg.QueryCanceledError)]
+    carried = [r for r in results if isinstance(r, CarrierFailed)]
+    assert len(held) == 1 and len(carried) == 2, results
+    assert isinstance(carried[0], ConnectionError) and carried[0] is not carried[1]  # retried as a hiccup
+    assert await conn.fetchval("SELECT count(*) FROM document_jobs WHERE status <> 'pending'") == 0
+    await conn.execute("DROP TRIGGER cancel_claims ON document_jobs")
+    # The claims look again, and the connection works.
+    again = await together(claims, [(["pdf"], 1, f"w-{i}") for i in range(3)])
+    assert [len(rows) for rows in again] == [1, 1, 1]

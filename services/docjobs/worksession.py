@@ -76,6 +76,7 @@ class WorkSession:
         self._credit_tasks: set[asyncio.Future[None]] = set()
         self._credit_flush = False  # a credit message is on its way to the write lock
         self._completions: list[tuple[pb.CompleteRequest, asyncio.Future[pb.WorkAck]]] = []
+        self._completions_unwritten: set[int] = set()  # id() of completion messages on their way to the stream
         self.connects = 0
 
     def start(self) -> None:
@@ -112,11 +113,11 @@ class WorkSession:
 
     # --- credit and requests -----------------------------------------------------------------------
 
-    def grant(self, slots: int) -> None:
-        """Let the jobstore push this many more jobs."""
-        if slots <= 0:
+    def grant(self, slots: int, *, flush: bool = False) -> None:
+        """Let the jobstore push this many more jobs (flush: send what was granted and is still unsent)."""
+        if slots <= 0 and not flush:
             return
-        slots = min(slots, MAX_CREDIT - self.outstanding)
+        slots = max(0, min(slots, MAX_CREDIT - self.outstanding))
         self.outstanding += slots
         self._unsent_credit += slots
         if self.connected.is_set() and not self._credit_flush:
@@ -151,18 +152,33 @@ class WorkSession:
         batch, self._completions = self._completions[:MAX_COMPLETIONS], self._completions[MAX_COMPLETIONS:]
         if self._completions:
             asyncio.get_running_loop().call_soon(self._send_completions, timeout)
-        task = asyncio.ensure_future(self._complete_batch(batch, timeout))
+        if len(batch) == 1:
+            message = pb.WorkRequest(complete=batch[0][0])
+        else:
+            message = pb.WorkRequest(complete_many=pb.CompleteManyRequest(jobs=[request for request, _ in batch]))
+        # Credit granted meanwhile goes with it, not in a message of its own (see _write).
+        key = id(message)
+        self._completions_unwritten.add(key)
+        task = asyncio.ensure_future(self._complete_batch(message, batch, timeout))
         self._credit_tasks.add(task)
         task.add_done_callback(self._credit_tasks.discard)
+        task.add_done_callback(lambda _: self._completion_ended(key))
 
-    async def _complete_batch(self, batch: list[tuple[pb.CompleteRequest, asyncio.Future[pb.WorkAck]]],
+    def _completion_ended(self, key: int) -> None:
+        """A completion message is answered, or was never written (its task failed or was cancelled first):
+        credit held back for it is flushed now (it is still unsent only in the second case)."""
+        self._completions_unwritten.discard(key)
+        if self._unsent_credit and not self._completions_unwritten and not self._credit_flush:
+            self.grant(0, flush=True)
+
+    async def _complete_batch(self, message: pb.WorkRequest,
+                              batch: list[tuple[pb.CompleteRequest, asyncio.Future[pb.WorkAck]]],
                               timeout: float) -> None:
         try:
+            ack = await self._request(message, timeout)
             if len(batch) == 1:
-                acks = [await self._request(pb.WorkRequest(complete=batch[0][0]), timeout)]
+                acks = [ack]
             else:
-                ack = await self._request(pb.WorkRequest(complete_many=pb.CompleteManyRequest(
-                    jobs=[request for request, _ in batch])), timeout)
                 acks = [pb.WorkAck(code="" if o.completed else o.error_code, message=o.error_message)
                         for o in ack.outcomes]
         except Exception as exc:
@@ -240,6 +256,9 @@ class WorkSession:
                 if request.request_id:
                     raise SessionError(grpc.StatusCode.UNAVAILABLE, "the work session is not connected")
                 return  # bare credit: it goes with the next hello
+            if not request.request_id and (self._completions_unwritten or self._completions):
+                return  # a completion is on its way to the stream: the credit goes with it
+            self._completions_unwritten.discard(id(request))  # written now, with the credit so far
             request.credit = self._unsent_credit
             if not request.request_id and not request.credit:
                 return  # its credit went with another message

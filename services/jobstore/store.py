@@ -80,6 +80,11 @@ class _Claim:
         return (self.ring, self.lease_ms, self.now) == (other.ring, other.lease_ms, other.now)
 
 
+class CarrierFailed(ConnectionError):
+    """The claim statement that carried this claim (another worker's, shared) failed: nothing was claimed
+    for it, and it may simply look again (an OSError, so callers retry it as a database hiccup)."""
+
+
 class ClaimConnection:
     """The one connection a jobstore process claims on, one statement at a time.
 
@@ -95,7 +100,10 @@ class ClaimConnection:
     job types with the same lease (up to MAX_JOBS_PER_STATEMENT jobs): one statement and one commit for
     all, each worker given its share in claim order. Under load, when several workers' slots free up
     during one claim, this is what keeps one connection from making them wait in line (a statement of
-    forty jobs costs the database about what one of ten does); at low load a statement is one claim.
+    forty jobs costs the database about what one of ten does); at low load a statement is one claim. A
+    claim carried by another's statement returns as soon as that statement has answered, whatever else
+    then waits for the connection. If the statement fails, its holder gets the error and each claim it
+    carried a CarrierFailed of its own (nothing was claimed for it; it looks again).
 
     Users take turns (round robin, docs/architecture.md "Claim order"); the ring's position is the user
     the previous claim of the same job types ended with: one ring per set of types, since pools that claim
@@ -105,7 +113,10 @@ class ClaimConnection:
     """
 
     RINGS = 256  # sets of job types remembered; beyond, the longest unused starts again from the first user
-    MAX_JOBS_PER_STATEMENT = 500
+    # What one claim may ask for (validation.claim): the statement reads up to users x (jobs - users + 1)
+    # index entries to count each user's share, so a statement of 500 cost more than 50 of 10 (282 ms,
+    # 64,500 entries, at 250 users); a batch is never a claim larger than one worker's could be.
+    MAX_JOBS_PER_STATEMENT = 100
 
     SETTINGS = {"enable_sort": "off", "plan_cache_mode": "force_generic_plan"}
 
@@ -120,22 +131,46 @@ class ClaimConnection:
                     now: datetime | None) -> list[Row]:
         request = _Claim(tuple(sorted(set(job_types))), lease_ms, now, max_jobs, worker_id,
                          asyncio.get_running_loop().create_future())
+        request.future.add_done_callback(retrieve)  # a carried claim's caller may be gone (loop teardown)
         self._waiting.append(request)
         try:
-            async with self._lock:
-                if not request.future.done():  # else an earlier statement carried it
-                    await self._run(request, self._take(request))
+            # The connection, or an earlier statement that carries this claim, whichever comes first: a
+            # carried claim does not then wait for the statements queued behind it.
+            acquiring = asyncio.ensure_future(self._lock.acquire())
+            try:
+                await asyncio.wait((acquiring, request.future), return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                self._give_up(acquiring)
+                raise
+            if not acquiring.done() or acquiring.cancelled():
+                self._give_up(acquiring)  # carried: the answer is in
+            else:
+                try:
+                    if not request.future.done():
+                        await self._run(request, self._take(request))
+                finally:
+                    self._lock.release()
         finally:
             if request in self._waiting:  # cancelled while it waited for the connection
                 self._waiting.remove(request)
         return await request.future
 
+    def _give_up(self, acquiring: asyncio.Future[Any]) -> None:
+        """No statement to run: the lock, if the acquire got it, goes back; a pending acquire is cancelled
+        (Lock.acquire then passes the lock to the next waiter)."""
+        if acquiring.done() and not acquiring.cancelled():
+            self._lock.release()
+        else:
+            acquiring.cancel()
+
     def _take(self, first: _Claim) -> list[_Claim]:
         """`first` and the claims waiting that can share its statement, in the order they came."""
-        batch, left, jobs = [], [], 0
+        batch, left, jobs = [], [], first.max_jobs
         for request in self._waiting:
-            if request is first or (request.joins(first) and jobs + request.max_jobs <= self.MAX_JOBS_PER_STATEMENT
-                                    and not request.future.done()):
+            if request is first:
+                batch.append(request)
+            elif (request.joins(first) and not request.future.done()
+                  and jobs + request.max_jobs <= self.MAX_JOBS_PER_STATEMENT):
                 batch.append(request)
                 jobs += request.max_jobs
             else:
@@ -159,10 +194,10 @@ class ClaimConnection:
                 # A claim that may or may not have committed is safe: its jobs' leases run out.
                 self._conn.terminate()
                 self._conn = None
-            carried = exc if isinstance(exc, Exception) else ConnectionResetError("the claim was cut short")
             for request in batch:
                 if request is not holder and not request.future.done():
-                    request.future.set_exception(carried)
+                    request.future.set_exception(CarrierFailed(
+                        f"the claim statement this claim shared failed ({type(exc).__name__}: {exc})"))
             raise
         finally:
             self._last_user[holder.ring] = after
