@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -76,7 +77,9 @@ class WorkSession:
         self._credit_tasks: set[asyncio.Future[None]] = set()
         self._credit_flush = False  # a credit message is on its way to the write lock
         self._completions: list[tuple[pb.CompleteRequest, asyncio.Future[pb.WorkAck]]] = []
-        self._completions_unwritten: set[int] = set()  # id() of completion messages on their way to the stream
+        # Completion messages on their way to the stream, by a number of their own: credit waits for them.
+        self._completions_unwritten: dict[int, pb.WorkRequest] = {}
+        self._completion_numbers = itertools.count()
         self.connects = 0
 
     def start(self) -> None:
@@ -156,18 +159,18 @@ class WorkSession:
             message = pb.WorkRequest(complete=batch[0][0])
         else:
             message = pb.WorkRequest(complete_many=pb.CompleteManyRequest(jobs=[request for request, _ in batch]))
-        # Credit granted meanwhile goes with it, not in a message of its own (see _write).
-        key = id(message)
-        self._completions_unwritten.add(key)
+        # Credit granted until it is written goes with it, not in a message of its own (see _write).
+        key = next(self._completion_numbers)
+        self._completions_unwritten[key] = message
         task = asyncio.ensure_future(self._complete_batch(message, batch, timeout))
         self._credit_tasks.add(task)
         task.add_done_callback(self._credit_tasks.discard)
         task.add_done_callback(lambda _: self._completion_ended(key))
 
     def _completion_ended(self, key: int) -> None:
-        """A completion message is answered, or was never written (its task failed or was cancelled first):
-        credit held back for it is flushed now (it is still unsent only in the second case)."""
-        self._completions_unwritten.discard(key)
+        """A completion's task has ended. If its message was never written (the task failed or was cancelled
+        first), credit held back for it is still unsent: it is flushed now."""
+        self._completions_unwritten.pop(key, None)
         if self._unsent_credit and not self._completions_unwritten and not self._credit_flush:
             self.grant(0, flush=True)
 
@@ -258,7 +261,9 @@ class WorkSession:
                 return  # bare credit: it goes with the next hello
             if not request.request_id and (self._completions_unwritten or self._completions):
                 return  # a completion is on its way to the stream: the credit goes with it
-            self._completions_unwritten.discard(id(request))  # written now, with the credit so far
+            for key, message in list(self._completions_unwritten.items()):
+                if message is request:  # written now, with the credit so far
+                    del self._completions_unwritten[key]
             request.credit = self._unsent_credit
             if not request.request_id and not request.credit:
                 return  # its credit went with another message
