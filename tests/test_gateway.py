@@ -11,6 +11,7 @@ import pytest
 
 from docjobs.channels import jobstore_channel
 from docjobs.v1 import jobstore_pb2 as pb
+from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 from gateway.app import HUB
 
 from .conftest import GRPC_TOKEN, wait_until
@@ -318,6 +319,53 @@ async def test_calls_beyond_the_bound_wait_and_are_counted(http, jobstore) -> No
         await gateway.stop()
 
 
+async def test_downloads_to_clients_that_never_read_hold_no_call_slot(http, jobstore) -> None:
+    """With DOCJOBS_JOBSTORE_MAX_INFLIGHT at 2, two downloads of a 40 MB document to clients that read
+    nothing but the status line stall on their sockets; the gateway still answers other calls at once,
+    and each download, read at last, arrives whole. (When a download held its slot until it ended, two
+    slow readers stalled every call of the gateway.)"""
+    from .helpers import claim
+
+    gateway = await start_gateway(jobstore.address, jobstore_max_inflight=2)
+    stalled: list[asyncio.StreamWriter] = []
+    try:
+        _, created = await post_job(http, gateway, example("pdf"))
+        stub = pb_grpc.JobStoreStub(jobstore.channel)
+        [job] = await claim(stub, types=("pdf",))
+        size = 40 * 1024 * 1024
+        chunk = bytes(range(256)) * 4096  # 1 MiB
+
+        async def parts():
+            yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(
+                job_id=job.job.id, lease_token=job.lease_token, filename="big.pdf", content_type="application/pdf"))
+            for _ in range(size // len(chunk)):
+                yield pb.UploadArtifactRequest(chunk=chunk)
+
+        artifact = await stub.UploadArtifact(parts())
+        await stub.Complete(pb.CompleteRequest(job_id=job.job.id, lease_token=job.lease_token,
+                                               artifact_id=artifact.id))
+        async with http.get(gateway.base + created["statusUrl"], headers=bearer("alice")) as r:
+            url = (await r.json())["result"]["downloadUrl"]
+        readers = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", int(gateway.base.rsplit(":", 1)[1]))
+            writer.write(f"GET {url} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+            stalled.append(writer)
+            readers.append(reader)
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        async with asyncio.timeout(10):  # a free slot: no wait for the stalled downloads
+            async with http.get(gateway.base + f"/api/jobs/{created['jobId']}", headers=bearer("alice")) as r:
+                assert r.status == 200
+        for reader in readers:
+            headers = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            assert f"content-length: {size}" in headers
+            assert len(await reader.readexactly(size)) == size
+    finally:
+        for writer in stalled:
+            writer.close()
+        await gateway.stop()
+
+
 async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:
     from gateway.app import create_app
     from gateway.settings import Settings
@@ -417,7 +465,7 @@ async def test_streams_opened_all_at_once_all_start(jobstore) -> None:
     """2,000 EventSources opening in the same moment (a gateway restart makes every browser reconnect at
     once) all get their stream. Each opening is a call to the jobstore; beyond about a thousand started at
     once on one connection, gRPC's transport refuses some (CANCELLED), which was a 502, and an EventSource
-    that gets a 502 never retries. The gateway queues its calls beyond DOCJOBS_JOBSTORE_MAX_INFLIGHT (512).
+    that gets a 502 never retries. The gateway queues its calls beyond DOCJOBS_JOBSTORE_MAX_INFLIGHT (64).
     (With the bound lifted, this test saw 2 of 2,000 fail in-process; the benchmark's separate processes,
     1,353 of 5,000.)"""
     users, per_user = 100, 20

@@ -342,7 +342,7 @@ async def _send_artifact(request: web.Request, artifact_id: str, user_id: str,
                          disposition: Callable[[str], str]) -> web.StreamResponse:
     stub = request.app[STUB]
     call = await stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=artifact_id, user_id=user_id))
-    try:  # the call ends here whatever happens: it holds one of the gateway's calls in flight
+    try:  # the call ends here whatever happens (it holds a slot in flight only until the jobstore took it)
         first = await call.read()  # a message or grpc.aio.EOF, which the stubs type as object: isinstance tells
         if not isinstance(first, pb.DownloadArtifactResponse) or first.WhichOneof("part") != "info":
             raise ApiError(502, "upstream_error", "the document could not be read")

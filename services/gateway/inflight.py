@@ -28,8 +28,9 @@ Response = TypeVar("Response")
 
 
 class BoundedStub:
-    """The JobStore calls the gateway makes, each awaited; Watch and DownloadArtifact return the call,
-    whose slot is given back when it ends (read to the end, failed or cancelled)."""
+    """The JobStore calls the gateway makes, each awaited. Watch returns the call, whose slot is given back
+    when it ends (read to the end, failed or cancelled: a history read, short); open_watch and
+    DownloadArtifact return theirs once the jobstore has taken it."""
 
     def __init__(self, stub: pb_grpc.JobStoreAsyncStub, limit: int, *, in_flight: Gauge, waiting: Gauge,
                  queued: Counter) -> None:
@@ -105,12 +106,19 @@ class BoundedStub:
         return await self._stream(self._stub.Watch, request)
 
     async def open_watch(self, request: pb.WatchRequest) -> grpc.aio.UnaryStreamCall[pb.WatchRequest, pb.JobEvent]:
-        """A Watch that may stay open as long as its client (a session's stream): its slot is held while
-        the call opens, until the jobstore has taken it (its initial metadata arrived, or it ended), so a
-        burst of openings waits its turn as every call does, and open streams hold no slot."""
+        """A Watch that may stay open as long as its client (a session's stream): counted while it opens."""
+        return await self._opened(self._stub.Watch, request)
+
+    async def _opened(self, method: grpc.aio.UnaryStreamMultiCallable[Request, Response],
+                      request: Request) -> grpc.aio.UnaryStreamCall[Request, Response]:
+        """A server stream that may last as long as its client reads (an open session stream, a download to
+        a slow reader): its slot is held while the call opens, until the jobstore has taken it (its
+        initial metadata arrived, or it ended), so a burst of openings waits its turn as every call does,
+        and streams already open hold no slot: a few hundred clients that never read cannot stall the
+        gateway's other calls."""
         await self._acquire()
         try:
-            call = self._stub.Watch(request)
+            call = method(request)
             try:
                 await call.initial_metadata()
             except BaseException:
@@ -122,4 +130,4 @@ class BoundedStub:
 
     async def DownloadArtifact(self, request: pb.DownloadArtifactRequest
                                ) -> grpc.aio.UnaryStreamCall[pb.DownloadArtifactRequest, pb.DownloadArtifactResponse]:
-        return await self._stream(self._stub.DownloadArtifact, request)
+        return await self._opened(self._stub.DownloadArtifact, request)
