@@ -319,14 +319,15 @@ async def test_calls_beyond_the_bound_wait_and_are_counted(http, jobstore) -> No
         await gateway.stop()
 
 
-async def test_downloads_to_clients_that_never_read_hold_no_call_slot(http, jobstore) -> None:
+async def test_stalled_downloads_hold_no_call_slot_and_are_bounded_per_user(http, jobstore) -> None:
     """With DOCJOBS_JOBSTORE_MAX_INFLIGHT at 2, two downloads of a 40 MB document to clients that read
-    nothing but the status line stall on their sockets; the gateway still answers other calls at once,
-    and each download, read at last, arrives whole. (When a download held its slot until it ended, two
-    slow readers stalled every call of the gateway.)"""
+    nothing but the status line stall on their sockets; the gateway still answers other calls at once
+    (when a download held its slot until it ended, two slow readers stalled every call of the gateway).
+    Each holds memory until it is read, so with DOCJOBS_DOWNLOADS_PER_USER at 2 the user's third gets a
+    429; each stalled download, read at last, arrives whole, and then the user may download again."""
     from .helpers import claim
 
-    gateway = await start_gateway(jobstore.address, jobstore_max_inflight=2)
+    gateway = await start_gateway(jobstore.address, jobstore_max_inflight=2, downloads_per_user=2)
     stalled: list[asyncio.StreamWriter] = []
     try:
         _, created = await post_job(http, gateway, example("pdf"))
@@ -356,10 +357,14 @@ async def test_downloads_to_clients_that_never_read_hold_no_call_slot(http, jobs
         async with asyncio.timeout(10):  # a free slot: no wait for the stalled downloads
             async with http.get(gateway.base + f"/api/jobs/{created['jobId']}", headers=bearer("alice")) as r:
                 assert r.status == 200
+        async with http.get(gateway.base + url) as r:
+            assert r.status == 429 and (await r.json())["error"]["field"] == "download"
         for reader in readers:
             headers = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
             assert f"content-length: {size}" in headers
             assert len(await reader.readexactly(size)) == size
+        async with http.get(gateway.base + url) as r:  # the user's downloads are done: one more may start
+            assert r.status == 200 and len(await r.read()) == size
     finally:
         for writer in stalled:
             writer.close()

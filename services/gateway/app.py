@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import json
@@ -64,6 +65,8 @@ CHANNEL = web.AppKey("channel", grpc.aio.Channel)
 STREAMS = web.AppKey("streams", Streams)
 METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", EventHub)
+# Downloads (documents and renditions) being sent now, by user: at most DOCJOBS_DOWNLOADS_PER_USER each.
+DOWNLOADS = web.AppKey("downloads", collections.Counter)
 
 GRPC_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
 # A client that disconnects cancels its handler at once. An open event stream is released then (not at
@@ -340,6 +343,26 @@ async def rendition(request: web.Request) -> web.StreamResponse:
 
 async def _send_artifact(request: web.Request, artifact_id: str, user_id: str,
                          disposition: Callable[[str], str]) -> web.StreamResponse:
+    """Stream an artifact to the client. A download holds no call slot once the jobstore has taken it, but
+    it holds memory until its client has read it (what gRPC's flow control lets in ahead of a client that
+    reads slowly, ~10 MiB for a large file), so a user has at most DOCJOBS_DOWNLOADS_PER_USER at once:
+    one more gets 429."""
+    downloads = request.app[DOWNLOADS]
+    limit = request.app[SETTINGS].downloads_per_user
+    if downloads[user_id] >= limit:
+        raise ApiError(429, "too_many_downloads", f"at most {limit} downloads at once per user; wait for one to "
+                       "finish", "download")
+    downloads[user_id] += 1
+    try:
+        return await _stream_artifact(request, artifact_id, user_id, disposition)
+    finally:
+        downloads[user_id] -= 1
+        if not downloads[user_id]:
+            del downloads[user_id]
+
+
+async def _stream_artifact(request: web.Request, artifact_id: str, user_id: str,
+                           disposition: Callable[[str], str]) -> web.StreamResponse:
     stub = request.app[STUB]
     call = await stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=artifact_id, user_id=user_id))
     try:  # the call ends here whatever happens (it holds a slot in flight only until the jobstore took it)
@@ -488,6 +511,7 @@ def create_app(settings: Settings) -> web.Application:
                           handler_args={"access_log_class": AccessLog, "logger": ServerLog()})
     registry = CollectorRegistry()
     app[SETTINGS] = settings
+    app[DOWNLOADS] = collections.Counter()
     app[AUTH] = Auth(settings)
     app[METRICS] = Metrics(
         registry=registry,

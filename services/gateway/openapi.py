@@ -300,13 +300,15 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                 "responses": {"200": {"description": "The PDF or the PNG",
                                       "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}},
                                                   "image/png": {"schema": {"type": "string", "format": "binary"}}}},
-                              "304": {"description": "Not modified (If-None-Match)"}, "401": ERROR, "404": ERROR}}},
+                              "304": {"description": "Not modified (If-None-Match)"}, "401": ERROR, "404": ERROR,
+                              "429": ERROR}}},
             "/api/jobs/{jobId}/artifact": {"get": {
                 "summary": "Download the finished document", "parameters": [JOB_ID, URL_TOKEN],
                 "responses": {"200": {"description": "The document",
                                       "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                           "format": "binary"}}}},
-                              "304": {"description": "Not modified (If-None-Match)"}, "401": ERROR, "404": ERROR}}},
+                              "304": {"description": "Not modified (If-None-Match)"}, "401": ERROR, "404": ERROR,
+                              "429": ERROR}}},
             "/api/stats": {"get": {"summary": "Queue statistics",
                                    "responses": {"200": _json({"type": "object"}, "Statistics"), "401": ERROR}}},
             "/api/examples/{documentType}": {"get": {

@@ -31,6 +31,7 @@ class Settings:
     max_body_bytes: int = 5 * 1024 * 1024
     body_timeout_s: float = 10.0
     sse_streams_per_user: int = 16
+    downloads_per_user: int = 8
     jobstore_max_inflight: int = 64
     log_level: str = "INFO"
     max_expires_in_s: int = 7 * 86400
@@ -80,6 +81,7 @@ class Settings:
                                    maximum=64 * 1024 * 1024),
             body_timeout_s=env_float(env, "DOCJOBS_BODY_TIMEOUT_S", 10.0, minimum=0.1, maximum=600.0),
             sse_streams_per_user=env_int(env, "DOCJOBS_SSE_STREAMS_PER_USER", 16, minimum=1, maximum=10_000),
+            downloads_per_user=env_int(env, "DOCJOBS_DOWNLOADS_PER_USER", 8, minimum=1, maximum=10_000),
             jobstore_max_inflight=env_int(env, "DOCJOBS_JOBSTORE_MAX_INFLIGHT", 64, minimum=1, maximum=100_000),
             log_level=env_choice(env, "DOCJOBS_LOG_LEVEL", "info", LOG_LEVELS).upper(),
             # The jobstore's own bounds are wider (ten years, a year, 100): these are what the public API allows.
