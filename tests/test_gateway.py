@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
 import aiohttp
 import openpyxl
@@ -369,6 +371,41 @@ async def test_stalled_downloads_hold_no_call_slot_and_are_bounded_per_user(http
         for writer in stalled:
             writer.close()
         await gateway.stop()
+
+
+async def test_a_jobstore_that_stops_answering_costs_a_504_not_a_hang(http, database_url, tmp_path) -> None:
+    """A jobstore process that stops answering (SIGSTOP: its connection stays open, nothing is refused):
+    a call to it ends at its deadline, DOCJOBS_JOBSTORE_CALL_TIMEOUT_S, as a 504 JSON error, and its slot
+    is free again (the bound is one call); so does an event stream's opening (its history read), and a
+    session stream's Watch that the jobstore does not take gives its slot back and tries again; once the
+    jobstore goes on, so does the gateway."""
+    from .processes import JobStoreProcess
+
+    store = JobStoreProcess(database_url, log_path=tmp_path / "jobstore.log").start()
+    gateway = None
+    try:
+        await asyncio.to_thread(store.wait_healthy)
+        gateway = await start_gateway(store.address, jobstore_call_timeout_s=1.0, jobstore_max_inflight=1)
+        _, created = await post_job(http, gateway, example("pdf"))
+        url = gateway.base + f"/api/jobs/{created['jobId']}"
+        assert store.process is not None
+        os.kill(store.process.pid, signal.SIGSTOP)
+        session = await http.get(gateway.base + "/api/events?sessionId=s-stopped", headers=bearer("alice"))
+        try:
+            assert session.status == 200  # started; its Watch waits for the one slot, then for the jobstore
+            async with asyncio.timeout(15):  # without a deadline: for as long as the connection looks open
+                for target, headers in ((url, bearer("alice")), (gateway.base + created["eventsUrl"], {})):
+                    async with http.get(target, headers=headers) as r:  # the second waits for the one slot
+                        assert r.status == 504 and (await r.json())["error"]["code"] == "timeout"
+        finally:
+            os.kill(store.process.pid, signal.SIGCONT)
+            session.close()
+        async with http.get(url, headers=bearer("alice")) as r:
+            assert r.status == 200
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        store.terminate()
 
 
 async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:

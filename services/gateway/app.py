@@ -478,7 +478,8 @@ async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
     plain = pb_grpc.JobStoreStub(channel)
     metrics = app[METRICS]
     app[STUB] = BoundedStub(plain, app[SETTINGS].jobstore_max_inflight, in_flight=metrics["calls_in_flight"],
-                            waiting=metrics["calls_waiting"], queued=metrics["calls_queued"])
+                            waiting=metrics["calls_waiting"], queued=metrics["calls_queued"],
+                            timeout_s=app[SETTINGS].jobstore_call_timeout_s)
     app[HUB] = EventHub(plain, app[SETTINGS].sse_heartbeat_s)
     app[HUB].start()
     app[STREAMS] = Streams(app[STUB], app[HUB], app[AUTH], app[SETTINGS].sse_streams_per_user,

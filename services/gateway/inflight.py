@@ -33,9 +33,13 @@ class BoundedStub:
     DownloadArtifact return theirs once the jobstore has taken it."""
 
     def __init__(self, stub: pb_grpc.JobStoreAsyncStub, limit: int, *, in_flight: Gauge, waiting: Gauge,
-                 queued: Counter) -> None:
+                 queued: Counter, timeout_s: float = 30.0) -> None:
         self._stub = stub
         self.limit = limit
+        # A unary call's deadline: a jobstore that stops answering (a hung process, a network that drops
+        # packets without a reset) costs a caller a 504 after this long, and frees its slot, instead of
+        # holding both for as long as the connection looks open.
+        self.timeout_s = timeout_s
         self._slots = asyncio.Semaphore(limit)
         self._in_flight = in_flight  # calls holding a slot
         self._waiting = waiting  # calls waiting for one now
@@ -60,7 +64,7 @@ class BoundedStub:
     async def _unary(self, method: grpc.aio.UnaryUnaryMultiCallable[Request, Response], request: Request) -> Response:
         await self._acquire()
         try:
-            return await method(request)
+            return await method(request, timeout=self.timeout_s)
         finally:
             self._release()
 
@@ -68,7 +72,7 @@ class BoundedStub:
                       request: Request) -> grpc.aio.UnaryStreamCall[Request, Response]:
         await self._acquire()
         try:
-            call = method(request)
+            call = method(request, timeout=self.timeout_s)  # a history read: short, whole within the deadline
         except BaseException:
             self._release()
             raise
@@ -120,7 +124,12 @@ class BoundedStub:
         try:
             call = method(request)
             try:
-                await call.initial_metadata()
+                async with asyncio.timeout(self.timeout_s):  # the call itself has no deadline: it may last
+                    await call.initial_metadata()
+            except TimeoutError:
+                call.cancel()
+                raise grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                           f"the jobstore did not take the call within {self.timeout_s:g} s") from None
             except BaseException:
                 call.cancel()
                 raise
