@@ -325,30 +325,37 @@ async def test_stalled_downloads_hold_no_call_slot_and_are_bounded_per_user(http
     """With DOCJOBS_JOBSTORE_MAX_INFLIGHT at 2, two downloads of a 40 MB document to clients that read
     nothing but the status line stall on their sockets; the gateway still answers other calls at once
     (when a download held its slot until it ended, two slow readers stalled every call of the gateway).
-    Each holds memory until it is read, so with DOCJOBS_DOWNLOADS_PER_USER at 2 the user's third gets a
-    429; each stalled download, read at last, arrives whole, and then the user may download again."""
+    Each holds memory until it is read, so with DOCJOBS_DOWNLOADS_PER_USER at 2 the user's third large
+    download gets a 429, while a small one (a thumbnail, most documents: up to 1 MiB) is not counted; each
+    stalled download, read at last, arrives whole, and then the user may download again."""
     from .helpers import claim
 
     gateway = await start_gateway(jobstore.address, jobstore_max_inflight=2, downloads_per_user=2)
     stalled: list[asyncio.StreamWriter] = []
     try:
-        _, created = await post_job(http, gateway, example("pdf"))
         stub = pb_grpc.JobStoreStub(jobstore.channel)
-        [job] = await claim(stub, types=("pdf",))
         size = 40 * 1024 * 1024
         chunk = bytes(range(256)) * 4096  # 1 MiB
 
-        async def parts():
-            yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(
-                job_id=job.job.id, lease_token=job.lease_token, filename="big.pdf", content_type="application/pdf"))
-            for _ in range(size // len(chunk)):
-                yield pb.UploadArtifactRequest(chunk=chunk)
+        async def finished(megabytes: int) -> str:
+            """A job of alice's done with a document of that size; its download link."""
+            _, created = await post_job(http, gateway, example("pdf"))
+            [job] = await claim(stub, types=("pdf",))
 
-        artifact = await stub.UploadArtifact(parts())
-        await stub.Complete(pb.CompleteRequest(job_id=job.job.id, lease_token=job.lease_token,
-                                               artifact_id=artifact.id))
-        async with http.get(gateway.base + created["statusUrl"], headers=bearer("alice")) as r:
-            url = (await r.json())["result"]["downloadUrl"]
+            async def parts():
+                yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(
+                    job_id=job.job.id, lease_token=job.lease_token, filename="big.pdf", content_type="application/pdf"))
+                for _ in range(megabytes):
+                    yield pb.UploadArtifactRequest(chunk=chunk)
+
+            artifact = await stub.UploadArtifact(parts())
+            await stub.Complete(pb.CompleteRequest(job_id=job.job.id, lease_token=job.lease_token,
+                                                   artifact_id=artifact.id))
+            async with http.get(gateway.base + created["statusUrl"], headers=bearer("alice")) as r:
+                return str((await r.json())["result"]["downloadUrl"])
+
+        url = await finished(size // len(chunk))
+        small_url = await finished(1)
         readers = []
         for _ in range(2):
             reader, writer = await asyncio.open_connection("127.0.0.1", int(gateway.base.rsplit(":", 1)[1]))
@@ -357,10 +364,12 @@ async def test_stalled_downloads_hold_no_call_slot_and_are_bounded_per_user(http
             readers.append(reader)
             assert (await reader.readline()).startswith(b"HTTP/1.1 200")
         async with asyncio.timeout(10):  # a free slot: no wait for the stalled downloads
-            async with http.get(gateway.base + f"/api/jobs/{created['jobId']}", headers=bearer("alice")) as r:
+            async with http.get(gateway.base + "/api/stats", headers=bearer("alice")) as r:
                 assert r.status == 200
         async with http.get(gateway.base + url) as r:
             assert r.status == 429 and (await r.json())["error"]["field"] == "download"
+        async with http.get(gateway.base + small_url) as r:
+            assert r.status == 200 and len(await r.read()) == len(chunk)
         for reader in readers:
             headers = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
             assert f"content-length: {size}" in headers
@@ -377,7 +386,9 @@ async def test_a_jobstore_that_stops_answering_costs_a_504_not_a_hang(http, data
     """A jobstore process that stops answering (SIGSTOP: its connection stays open, nothing is refused):
     a call to it ends at its deadline, DOCJOBS_JOBSTORE_CALL_TIMEOUT_S, as a 504 JSON error, and its slot
     is free again (the bound is one call); so does an event stream's opening (its history read), and a
-    session stream's Watch that the jobstore does not take gives its slot back and tries again; once the
+    session stream's Watch that the jobstore does not take gives its slot back and tries again. Twelve
+    session streams doing that keep the one slot busy, and the wait for it has the deadline too: each
+    call gets its 504 within twice the deadline, not after every session stream's turn. Once the
     jobstore goes on, so does the gateway."""
     from .processes import JobStoreProcess
 
@@ -390,16 +401,21 @@ async def test_a_jobstore_that_stops_answering_costs_a_504_not_a_hang(http, data
         url = gateway.base + f"/api/jobs/{created['jobId']}"
         assert store.process is not None
         os.kill(store.process.pid, signal.SIGSTOP)
-        session = await http.get(gateway.base + "/api/events?sessionId=s-stopped", headers=bearer("alice"))
+        sessions = [await http.get(gateway.base + f"/api/events?sessionId=s-{n}", headers=bearer(user))
+                    for n in range(6) for user in ("bob", "carol")]
         try:
-            assert session.status == 200  # started; its Watch waits for the one slot, then for the jobstore
-            async with asyncio.timeout(15):  # without a deadline: for as long as the connection looks open
-                for target, headers in ((url, bearer("alice")), (gateway.base + created["eventsUrl"], {})):
-                    async with http.get(target, headers=headers) as r:  # the second waits for the one slot
+            # Started; each session's Watch waits for the one slot, then for the jobstore, and again.
+            assert [s.status for s in sessions] == [200] * 12
+            for target, headers in ((url, bearer("alice")), (gateway.base + created["eventsUrl"], {})):
+                # Without deadlines: for as long as the connection looks open; without one on the wait
+                # for a slot: behind every session stream's turn of a second.
+                async with asyncio.timeout(5):
+                    async with http.get(target, headers=headers) as r:
                         assert r.status == 504 and (await r.json())["error"]["code"] == "timeout"
         finally:
             os.kill(store.process.pid, signal.SIGCONT)
-            session.close()
+            for session in sessions:
+                session.close()
         async with http.get(url, headers=bearer("alice")) as r:
             assert r.status == 200
     finally:

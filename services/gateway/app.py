@@ -9,7 +9,7 @@ import gc
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypedDict
@@ -67,6 +67,7 @@ METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", EventHub)
 # Downloads (documents and renditions) being sent now, by user: at most DOCJOBS_DOWNLOADS_PER_USER each.
 DOWNLOADS = web.AppKey("downloads", collections.Counter)
+LARGE_DOWNLOAD_BYTES = 1024 * 1024  # larger downloads count against DOCJOBS_DOWNLOADS_PER_USER
 
 GRPC_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
 # A client that disconnects cancels its handler at once. An open event stream is released then (not at
@@ -344,25 +345,11 @@ async def rendition(request: web.Request) -> web.StreamResponse:
 async def _send_artifact(request: web.Request, artifact_id: str, user_id: str,
                          disposition: Callable[[str], str]) -> web.StreamResponse:
     """Stream an artifact to the client. A download holds no call slot once the jobstore has taken it, but
-    it holds memory until its client has read it (what gRPC's flow control lets in ahead of a client that
-    reads slowly, ~10 MiB for a large file), so a user has at most DOCJOBS_DOWNLOADS_PER_USER at once:
-    one more gets 429."""
-    downloads = request.app[DOWNLOADS]
-    limit = request.app[SETTINGS].downloads_per_user
-    if downloads[user_id] >= limit:
-        raise ApiError(429, "too_many_downloads", f"at most {limit} downloads at once per user; wait for one to "
-                       "finish", "download")
-    downloads[user_id] += 1
-    try:
-        return await _stream_artifact(request, artifact_id, user_id, disposition)
-    finally:
-        downloads[user_id] -= 1
-        if not downloads[user_id]:
-            del downloads[user_id]
-
-
-async def _stream_artifact(request: web.Request, artifact_id: str, user_id: str,
-                           disposition: Callable[[str], str]) -> web.StreamResponse:
+    a large one holds memory until its client has read it (what gRPC's flow control lets in ahead of a
+    client that reads slowly, ~10 MiB at the gateway), so a user has at most DOCJOBS_DOWNLOADS_PER_USER
+    large downloads at once in a gateway process: one more gets 429. One up to LARGE_DOWNLOAD_BYTES
+    (every thumbnail, most documents) fits in the socket's buffers and is not counted: a page that
+    shows a chat's thumbnails asks for them all at once, and an <img> does not retry."""
     stub = request.app[STUB]
     call = await stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=artifact_id, user_id=user_id))
     try:  # the call ends here whatever happens (it holds a slot in flight only until the jobstore took it)
@@ -373,17 +360,38 @@ async def _stream_artifact(request: web.Request, artifact_id: str, user_id: str,
         etag = f'"{info.sha256}"'
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers={"ETag": etag})
-        response = web.StreamResponse(headers={
-            "Content-Type": info.content_type, "Content-Length": str(info.size_bytes), "ETag": etag,
-            "Content-Disposition": disposition(info.filename), "Cache-Control": "private, max-age=0"})
-        await response.prepare(request)
-        # read() only: grpc.aio forbids mixing it with iteration.
-        while isinstance(part := await call.read(), pb.DownloadArtifactResponse):
-            await response.write(part.chunk)
-        await response.write_eof()
-        return response
+        with _counted_download(request, user_id, info.size_bytes > LARGE_DOWNLOAD_BYTES):
+            response = web.StreamResponse(headers={
+                "Content-Type": info.content_type, "Content-Length": str(info.size_bytes), "ETag": etag,
+                "Content-Disposition": disposition(info.filename), "Cache-Control": "private, max-age=0"})
+            await response.prepare(request)
+            # read() only: grpc.aio forbids mixing it with iteration.
+            while isinstance(part := await call.read(), pb.DownloadArtifactResponse):
+                await response.write(part.chunk)
+            await response.write_eof()
+            return response
     finally:
         call.cancel()
+
+
+@contextlib.contextmanager
+def _counted_download(request: web.Request, user_id: str, large: bool) -> Iterator[None]:
+    """A large download counts against its user's DOCJOBS_DOWNLOADS_PER_USER while it is sent."""
+    if not large:
+        yield
+        return
+    downloads = request.app[DOWNLOADS]
+    limit = request.app[SETTINGS].downloads_per_user
+    if downloads[user_id] >= limit:
+        raise ApiError(429, "too_many_downloads", f"at most {limit} large downloads at once per user; wait "
+                       "for one to finish", "download")
+    downloads[user_id] += 1
+    try:
+        yield
+    finally:
+        downloads[user_id] -= 1
+        if not downloads[user_id]:
+            del downloads[user_id]
 
 
 def content_disposition(filename: str, kind: str = "attachment") -> str:

@@ -27,6 +27,11 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 
 
+def deadline_exceeded(details: str) -> grpc.aio.AioRpcError:
+    """The error a call past its deadline ends with, for a deadline kept here rather than by gRPC."""
+    return grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
 class BoundedStub:
     """The JobStore calls the gateway makes, each awaited. Watch returns the call, whose slot is given back
     when it ends (read to the end, failed or cancelled: a history read, short); open_watch and
@@ -46,11 +51,18 @@ class BoundedStub:
         self._queued = queued  # calls that had to wait, ever: the bound was reached
 
     async def _acquire(self) -> None:
+        """Take a slot; the wait for one has the calls' deadline too (when the jobstore hangs, the slots
+        can be held by calls that are themselves waiting out theirs: a caller gets its 504 within twice
+        the deadline, however many wait)."""
         if self._slots.locked():
             self._queued.inc()
             self._waiting.inc()
             try:
-                await self._slots.acquire()
+                async with asyncio.timeout(self.timeout_s):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise deadline_exceeded(f"no call to the jobstore could start within {self.timeout_s:g} s "
+                                        "(every slot was taken)") from None
             finally:
                 self._waiting.dec()
         else:
@@ -128,8 +140,7 @@ class BoundedStub:
                     await call.initial_metadata()
             except TimeoutError:
                 call.cancel()
-                raise grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                           f"the jobstore did not take the call within {self.timeout_s:g} s") from None
+                raise deadline_exceeded(f"the jobstore did not take the call within {self.timeout_s:g} s") from None
             except BaseException:
                 call.cancel()
                 raise
