@@ -424,6 +424,42 @@ async def test_a_jobstore_that_stops_answering_costs_a_504_not_a_hang(http, data
         store.terminate()
 
 
+async def test_the_event_hub_leaves_a_jobstore_connection_that_stopped_answering(http, database_url,
+                                                                                tmp_path) -> None:
+    """The gateway pings its jobstore connection (DOCJOBS_JOBSTORE_KEEPALIVE_S): a jobstore that stops
+    answering without closing it (SIGSTOP) is found out and the hub's live stream ends, to be opened again
+    (without the ping it waited on that connection for good: a dead host sends no reset; with gRPC's own
+    60 s wait for a ping's answer, a minute); once the jobstore goes on, the hub is live again and a new
+    job's events reach a browser."""
+    from .processes import JobStoreProcess
+
+    store = JobStoreProcess(database_url, log_path=tmp_path / "jobstore.log").start()
+    gateway = None
+    try:
+        await asyncio.to_thread(store.wait_healthy)
+        gateway = await start_gateway(store.address, jobstore_keepalive_s=6.0)
+        hub = gateway.runner.app[HUB]
+        await wait_until(hub.live.is_set, timeout=10)
+        connections = hub.connections
+        assert store.process is not None
+        os.kill(store.process.pid, signal.SIGSTOP)
+        try:
+            await wait_until(lambda: not hub.live.is_set(), timeout=30)  # a ping within 6 s, 3 s for its answer
+        finally:
+            os.kill(store.process.pid, signal.SIGCONT)
+        await wait_until(lambda: hub.live.is_set() and hub.connections > connections, timeout=30)
+        _, created = await post_job(http, gateway, example("pdf"))
+        stream = await http.get(gateway.base + created["eventsUrl"])
+        try:
+            assert (await anext(sse_events(stream))).data["status"] == "pending"
+        finally:
+            stream.close()
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        store.terminate()
+
+
 async def test_the_openapi_document_matches_the_routes(http, gateway) -> None:
     from gateway.app import create_app
     from gateway.settings import Settings

@@ -478,10 +478,21 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+def _keepalive(interval_s: float) -> list[tuple[str, int]]:
+    """The channel pings the jobstore every interval_s, and a ping unanswered within half of it closes the
+    connection: a jobstore host gone without a reset, a network that drops packets or a hung process is
+    found out, and the hub's stream and the open session streams reconnect, where they would wait on that
+    connection for good. (gRPC waits for a ping's answer for `ping_timeout_ms`, 60 s unless set.)"""
+    interval_ms, timeout_ms = int(interval_s * 1000), int(interval_s * 500)
+    return [("grpc.keepalive_time_ms", interval_ms), ("grpc.keepalive_timeout_ms", timeout_ms),
+            ("grpc.http2.ping_timeout_ms", timeout_ms), ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0)]
+
+
 async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
     channel = jobstore_channel(app[SETTINGS].jobstore_address, app[SETTINGS].grpc_token, options=[
         ("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-        ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+        ("grpc.max_send_message_length", 16 * 1024 * 1024), *_keepalive(app[SETTINGS].jobstore_keepalive_s)])
     app[CHANNEL] = channel
     plain = pb_grpc.JobStoreStub(channel)
     metrics = app[METRICS]

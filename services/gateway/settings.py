@@ -33,6 +33,7 @@ class Settings:
     sse_streams_per_user: int = 16
     downloads_per_user: int = 8
     jobstore_call_timeout_s: float = 30.0
+    jobstore_keepalive_s: float = 20.0
     jobstore_max_inflight: int = 64
     log_level: str = "INFO"
     max_expires_in_s: int = 7 * 86400
@@ -85,6 +86,8 @@ class Settings:
             downloads_per_user=env_int(env, "DOCJOBS_DOWNLOADS_PER_USER", 8, minimum=1, maximum=10_000),
             jobstore_call_timeout_s=env_float(env, "DOCJOBS_JOBSTORE_CALL_TIMEOUT_S", 30.0, minimum=1.0,
                                               maximum=3600.0),
+            # At least 6 s: the jobstore refuses pings more often than every 5 s (jobstore/server.py).
+            jobstore_keepalive_s=env_float(env, "DOCJOBS_JOBSTORE_KEEPALIVE_S", 20.0, minimum=6.0, maximum=3600.0),
             jobstore_max_inflight=env_int(env, "DOCJOBS_JOBSTORE_MAX_INFLIGHT", 64, minimum=1, maximum=100_000),
             log_level=env_choice(env, "DOCJOBS_LOG_LEVEL", "info", LOG_LEVELS).upper(),
             # The jobstore's own bounds are wider (ten years, a year, 100): these are what the public API allows.
