@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import gc
 import json
@@ -36,6 +35,7 @@ from .errors import ApiError, error_response, errors_middleware, from_grpc
 from .hub import EventHub
 from .inflight import BoundedStub
 from .logs import AccessLog, ServerLog
+from .peruser import PerUserCount
 from .session import open_session
 from .settings import Settings
 from .sse import Streams, last_event_id
@@ -65,8 +65,8 @@ CHANNEL = web.AppKey("channel", grpc.aio.Channel)
 STREAMS = web.AppKey("streams", Streams)
 METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", EventHub)
-# Downloads (documents and renditions) being sent now, by user: at most DOCJOBS_DOWNLOADS_PER_USER each.
-DOWNLOADS = web.AppKey("downloads", collections.Counter)
+# Large downloads (documents and renditions) being sent now, by user: at most DOCJOBS_DOWNLOADS_PER_USER each.
+DOWNLOADS = web.AppKey("downloads", PerUserCount)
 LARGE_DOWNLOAD_BYTES = 1024 * 1024  # larger downloads count against DOCJOBS_DOWNLOADS_PER_USER
 
 GRPC_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
@@ -381,17 +381,13 @@ def _counted_download(request: web.Request, user_id: str, large: bool) -> Iterat
         yield
         return
     downloads = request.app[DOWNLOADS]
-    limit = request.app[SETTINGS].downloads_per_user
-    if downloads[user_id] >= limit:
-        raise ApiError(429, "too_many_downloads", f"at most {limit} large downloads at once per user; wait "
-                       "for one to finish", "download")
-    downloads[user_id] += 1
+    if not downloads.admit(user_id):
+        raise ApiError(429, "too_many_downloads", f"at most {downloads.limit} large downloads at once per user; "
+                       "wait for one to finish", "download")
     try:
         yield
     finally:
-        downloads[user_id] -= 1
-        if not downloads[user_id]:
-            del downloads[user_id]
+        downloads.release(user_id)
 
 
 def content_disposition(filename: str, kind: str = "attachment") -> str:
@@ -531,7 +527,7 @@ def create_app(settings: Settings) -> web.Application:
                           handler_args={"access_log_class": AccessLog, "logger": ServerLog()})
     registry = CollectorRegistry()
     app[SETTINGS] = settings
-    app[DOWNLOADS] = collections.Counter()
+    app[DOWNLOADS] = PerUserCount(settings.downloads_per_user)
     app[AUTH] = Auth(settings)
     app[METRICS] = Metrics(
         registry=registry,

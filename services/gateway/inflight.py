@@ -41,9 +41,9 @@ class BoundedStub:
                  queued: Counter, timeout_s: float = 30.0) -> None:
         self._stub = stub
         self.limit = limit
-        # A unary call's deadline: a jobstore that stops answering (a hung process, a network that drops
-        # packets without a reset) costs a caller a 504 after this long, and frees its slot, instead of
-        # holding both for as long as the connection looks open.
+        # The deadline of a unary call, of a history read, of the wait for a slot and of a long call's
+        # opening: a jobstore that stops answering (a hung process) costs a caller a 504, and frees its
+        # slot, instead of holding both for as long as the connection looks open.
         self.timeout_s = timeout_s
         self._slots = asyncio.Semaphore(limit)
         self._in_flight = in_flight  # calls holding a slot

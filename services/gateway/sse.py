@@ -33,7 +33,6 @@ one Last-Event-ID resumes without loss. Both kinds count against DOCJOBS_SSE_STR
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -52,6 +51,7 @@ from .errors import ApiError
 from .hub import CLOSE, HEARTBEAT, QUEUE_SIZE, RESYNC, EventHub
 from .inflight import BoundedStub
 from .payloads import TERMINAL_EVENTS, artifact_url, sse_event
+from .peruser import PerUserCount
 
 log = logging.getLogger("gateway.sse")
 
@@ -108,22 +108,19 @@ class Streams:
         self.auth = auth
         self.per_user = per_user
         self.gauge = gauge
-        self.open_by_user: collections.Counter[str] = collections.Counter()
+        self.open_by_user = PerUserCount(per_user)
 
     def admit(self, user_id: str) -> None:
         """Count one more open stream of the user's (a job's or a session's); 429 at the cap."""
-        if self.open_by_user[user_id] >= self.per_user:
+        if not self.open_by_user.admit(user_id):
             raise ApiError(429, "too_many_streams", f"at most {self.per_user} open event streams per user; close "
                            "one (a page needs one stream at a time, not one per job: /api/events carries every "
                            "job of a session)", "events")
-        self.open_by_user[user_id] += 1
         self.gauge.inc()
 
     def release(self, user_id: str) -> None:
         self.gauge.dec()
-        self.open_by_user[user_id] -= 1
-        if not self.open_by_user[user_id]:
-            del self.open_by_user[user_id]
+        self.open_by_user.release(user_id)
 
     def open(self, job_id: str, user_id: str, after: int, expires: int | None = None) -> EventStream:
         self.admit(user_id)
