@@ -112,21 +112,21 @@ def pdf_job(run_at: datetime | None = None) -> NewJob:
 
 async def test_a_woken_claim_whose_caller_left_hands_the_job_to_the_next(jobstore) -> None:
     first, second = await store_claims_asleep(jobstore, 60.0, 60.0)
-    # enqueue_many: a single enqueue would hand the job to the oldest waiter (tests/test_handoff.py).
+    # enqueue_many: a single enqueue would hand the job to a waiter (tests/test_handoff.py).
     [(row, _)] = await jobstore.server.store.enqueue_many([pdf_job()])
-    # The commit woke the oldest waiter; its caller goes away before it looks.
-    assert [w.woken for w in jobstore.server.claims._waiters] == [True, False]
-    first.cancel()
-    [got] = await asyncio.wait_for(second, 10)
+    # The commit woke the newest waiter (the warmest worker); its caller goes away before it looks.
+    assert [w.woken for w in jobstore.server.claims._waiters] == [False, True]
+    second.cancel()
+    [got] = await asyncio.wait_for(first, 10)
     assert got["id"] == row["id"]
     with pytest.raises(asyncio.CancelledError):
-        await first
+        await second
 
 
 async def test_a_claim_that_ends_knowing_of_a_job_due_later_tells_the_next(jobstore) -> None:
     # Only the woken claim looked after the delayed job was made, so only it knows when the job is due;
     # when its own wait ends first, the other claim would sleep through its whole wait unless told.
-    short, long = await store_claims_asleep(jobstore, 2.0, 60.0)
+    long, short = await store_claims_asleep(jobstore, 60.0, 2.0)  # the commit wakes the newest: short
     due = datetime.now(UTC) + timedelta(seconds=4)  # after the short claim's wait ends
     row, _ = await jobstore.server.store.enqueue(pdf_job(due))
     assert await asyncio.wait_for(short, 10) == []

@@ -127,7 +127,7 @@ async def test_a_worker_of_another_type_is_not_handed_the_job(jobstore) -> None:
 
 def asleep(waiters: ClaimWaiters, *job_types: str) -> Any:
     waiter = waiters.register(job_types, "w", 1000)
-    waiter.asleep = True  # as ClaimWaiter.wait() marks it
+    waiter.looked = True  # as Store.claim marks it once its look found nothing
     return waiter
 
 
@@ -142,7 +142,7 @@ async def test_the_handoff_goes_to_the_newest_of_the_waiters_taking_fewest_types
     assert handoff is not None and newest.handoff is handoff and newest.woken
     assert not first.woken and not versatile.woken
     assert waiters.hand_off("pdf") is None  # a waiter of the type is reserved: the next job takes the usual path
-    # A wake passes the reserved waiter by: the longest-waiting other one looks.
+    # A wake passes the reserved waiter by, and goes where a hand-off would: the pdf-only one.
     waiters.wake({"pdf"})
     assert first.woken and not versatile.woken and not handoff.wake_owed
     waiters.unregister(looking)
@@ -157,3 +157,53 @@ async def test_a_wake_that_finds_only_a_reserved_waiter_is_passed_on_by_it() -> 
     # waiter's claim owes the wake (Store.claim passes it on once it has returned its job).
     waiters.wake({"pdf"})
     assert handoff.wake_owed
+
+
+async def test_a_worker_that_has_looked_is_handed_the_job_while_it_reads_when_the_next_is_due(jobstore) -> None:
+    # After a look that finds nothing, a claim reads when the next job is due before its wait. A worker
+    # that has just finished a job spends that read there; a job enqueued meanwhile went the long way
+    # before (stored pending, a wake, a claim statement), often to a colder worker (bench/scale.py).
+    # Every connection of the pool held: the claim's look (on its own connection) ends, its read waits.
+    store, pool = jobstore.server.store, jobstore.server.store._pool
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        looked = count(FOUND_NONE)
+        waiting = asyncio.create_task(store.claim("warm", ["pdf"], 1, 60.0, 30_000))
+        await wait_until(lambda: count(FOUND_NONE) == looked + 1)
+        [waiter] = jobstore.server.claims._waiters
+        assert waiter.looked and not waiter.asleep  # reading when the next job is due
+        enqueued = asyncio.create_task(store.enqueue(pdf_job()))
+        await wait_until(lambda: waiter.handoff is not None)
+    finally:
+        for conn in held:
+            await pool.release(conn)
+    row, created = await asyncio.wait_for(enqueued, 10)
+    assert created and row["status"] == "processing" and row["worker_id"] == "warm"
+    [got] = await asyncio.wait_for(waiting, 10)
+    assert got["id"] == row["id"]
+
+
+async def test_a_commit_wakes_a_worker_still_looking_before_any_asleep(jobstore) -> None:
+    # The worker that has just finished a job asks for the next one with its completion: its look is
+    # under way when the next job commits. It looks again; a worker idle for long is left asleep.
+    store, claims_conn = jobstore.server.store, jobstore.server.store._claims_conn
+    [idle] = await store_claims_asleep(jobstore, 60.0)
+    async with claims_conn._lock:  # the claim connection busy: the warm worker's look waits for it
+        warm = asyncio.create_task(store.claim("warm", ["pdf"], 1, 60.0, 30_000))
+        await wait_until(lambda: len(jobstore.server.claims) == 2)
+        [(row, _)] = await store.enqueue_many([pdf_job()])  # a batch: never handed off
+        sleeper, looker = jobstore.server.claims._waiters
+        assert looker.woken and not sleeper.woken
+    [got] = await asyncio.wait_for(warm, 10)
+    assert got["id"] == row["id"] and got["worker_id"] == "warm"
+    idle.cancel()
+    await asyncio.gather(idle, return_exceptions=True)
+
+
+def test_with_nobody_looking_a_wake_goes_to_the_newest_sleeper_of_the_fewest_types() -> None:
+    waiters = ClaimWaiters()
+    first, newest, versatile = asleep(waiters, "pdf"), asleep(waiters, "pdf"), asleep(waiters, "pdf", "docx")
+    waiters.wake({"pdf"})
+    assert newest.woken and not first.woken and not versatile.woken
+    waiters.wake({"pdf"})  # one woken and yet to look: enough
+    assert not first.woken and not versatile.woken

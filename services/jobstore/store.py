@@ -420,13 +420,18 @@ class Store:
                     self._committed()
                     return rows
                 FOUND_NONE.inc()
+                # Looked and found nothing: from here a new job may be handed to it, while it reads when
+                # the next job is due (a second statement, during which a finished worker's next job
+                # would otherwise have gone the long way, often to a colder worker: claims.py).
+                waiter.looked = True
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self.shutting_down.is_set():
                     return []
-                next_due = await self._pool.fetchval(Q.next_due_in, job_types, self.clock.sql_now())
-                knows_due = next_due is not None
-                timeout = remaining if next_due is None else min(remaining, max(next_due, 0.0) + 0.001)
-                await waiter.wait(timeout)
+                if not waiter.woken:  # woken while it looked: it looks again at once
+                    next_due = await self._pool.fetchval(Q.next_due_in, job_types, self.clock.sql_now())
+                    knows_due = next_due is not None
+                    timeout = remaining if next_due is None else min(remaining, max(next_due, 0.0) + 0.001)
+                    await waiter.wait(timeout)
                 if waiter.handoff is not None:
                     handed: list[Row] = await asyncio.shield(waiter.handoff.result)
                     if handed:
