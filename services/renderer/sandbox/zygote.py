@@ -86,6 +86,9 @@ PR_SET_CHILD_SUBREAPER = 36
 BOX_START_S = 120.0  # the code box imports and warms the libraries as the zygote does, on a loaded host too
 MAX_READS = 16  # chunks read from one child's pipe before the loop serves the others
 SPEC_WORKER_JOBS = 100  # a spec worker is replaced after this many jobs (bounded heap growth)
+# Its successor is started this many jobs before: a new worker's warm-up (_prefault) takes ~110 ms, some
+# ten small documents' time, and it is done before the old worker's last job ends.
+SUCCESSOR_LEAD_JOBS = 25
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,7 @@ class Zygote:
         self.spec_standby = spec_workers  # spec workers started ahead, before any job asks
         self.spec_workers: dict[int, SpecWorker] = {}
         self.idle_workers: list[SpecWorker] = []
+        self.successors: list[SpecWorker] = []  # started ahead of a worker's retirement, warming up
         self.out_fd = os.open(out_dir, os.O_DIRECTORY | os.O_RDONLY)
         self.work_dir = work_dir  # where spec job directories live: set by isolate()
         self.root = os.geteuid() == 0
@@ -524,6 +528,7 @@ class Zygote:
         import tempfile
 
         tempfile.tempdir = "."  # the libraries' temporary files go to the job's own directory
+        self._prefault()
         requests = os.fdopen(requests_fd, "rb")
         _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
         for _ in range(SPEC_WORKER_JOBS):
@@ -551,9 +556,24 @@ class Zygote:
                 _child_send(out, {"done": True, "preview": preview})
             os.chdir("/")
 
+    def _prefault(self) -> None:
+        """Render the sample documents once, before the first job. A forked worker shares the zygote's
+        pages until it writes to them, and a render writes to many (every object it uses has its reference
+        count changed): the first job of a fresh worker took 23-47 ms where the next took 12 (a small pdf,
+        end to end), each page copied on its first write. Done here, while the worker waits for its first
+        job, that copying is not in any job's time. A warm-up that fails leaves the worker to serve cold."""
+        os.chdir(self.work_dir)
+        try:
+            warm_renders()
+        except Exception:  # only the warm-up is lost; a job's own failure is reported
+            pass
+        finally:
+            os.chdir("/")
+
     def _start_spec(self, job: Job, line: bytes) -> None:
         for _ in range(2):
-            worker = self.idle_workers.pop() if self.idle_workers else self._fork_spec_worker()
+            worker = (self.idle_workers.pop() if self.idle_workers else self.successors.pop(0) if self.successors
+                      else self._fork_spec_worker())
             try:
                 _write_all(worker.requests, line + b"\n")
             except OSError:  # it died while idle (reaped soon): never use it again
@@ -561,13 +581,21 @@ class Zygote:
                 continue
             worker.job, job.worker, job.pid = job, worker, worker.pid
             job.deadline = time.monotonic() + self.spec_limits.timeout_s
+            if worker.served == SPEC_WORKER_JOBS - SUCCESSOR_LEAD_JOBS:
+                # Its successor starts now and warms up (_prefault) while it serves its last jobs.
+                self.successors.append(self._fork_spec_worker())
             return
         self._finish(job, error="the spec worker could not be started", given_back=True)
 
     def _retire(self, worker: SpecWorker) -> None:
-        """No more jobs for this worker: it reads the end of its requests and exits (or is already dead)."""
+        """No more jobs for this worker: it reads the end of its requests and exits (or is already dead).
+        A successor started ahead takes its place."""
         if worker in self.idle_workers:
             self.idle_workers.remove(worker)
+        if worker in self.successors:
+            self.successors.remove(worker)
+        elif worker.requests >= 0 and self.successors:
+            self.idle_workers.append(self.successors.pop(0))
         if worker.requests >= 0:
             os.close(worker.requests)
             worker.requests = -1
