@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -582,3 +583,36 @@ async def test_streams_opened_all_at_once_all_start(jobstore) -> None:
         assert not failures, f"{len(failures)} of {len(results)} streams failed, e.g. {failures[:3]}"
     finally:
         await gateway.stop()
+
+
+async def test_heartbeats_are_spread_over_their_period_and_each_stream_hears_one_every_period(http, jobstore) -> None:
+    """Every open stream hears `: heartbeat` every DOCJOBS_SSE_HEARTBEAT seconds, but not all streams at
+    the same moment: every stream's comment in one burst stalled the gateway and its clients every period
+    (with 2,000 streams on two gateways, those bursts were the slowest 1% of jobs, bench/scale.py)."""
+    period = 1.6
+    gateway = await start_gateway(jobstore.address, sse_heartbeat_s=period, sse_streams_per_user=64)
+    loop = asyncio.get_running_loop()
+    urls = [(await post_job(http, gateway, example("pdf")))[1]["eventsUrl"] for _ in range(24)]  # stay pending
+    opened = loop.time()
+    beats: list[list[float]] = [[] for _ in urls]
+
+    async def listen(url: str, heard: list[float]) -> None:
+        async with http.get(gateway.base + url, headers=bearer("alice")) as response:
+            async for line in response.content:
+                if line.startswith(b": heartbeat"):
+                    heard.append(loop.time())
+
+    listeners = [asyncio.create_task(listen(url, heard)) for url, heard in zip(urls, beats, strict=True)]
+    try:
+        await wait_until(lambda: all(len(heard) >= 3 for heard in beats), timeout=60)
+    finally:
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+        await gateway.stop()
+    firsts = sorted(heard[0] for heard in beats)
+    # Spread: all at once before (within milliseconds); now over the period, in its sixteen turns.
+    assert firsts[-1] - firsts[0] > period / 4, firsts
+    assert firsts[-1] - opened < 2 * period  # the first within a period (and a turn or two of slack)
+    for heard in beats:  # then one a period, each stream in its own turn
+        assert all(period / 2 < later - earlier < period * 1.5 for earlier, later in itertools.pairwise(heard[:3]))
