@@ -247,9 +247,10 @@ class Docjobs(System):
     async def enqueue_many(self, n: int) -> None:
         from docjobs.v1 import jobstore_pb2 as pb
 
-        # As PgQueuer's is measured: one call per 1,000 jobs, one after another (EnqueueMany).
+        # As PgQueuer's is measured: one call per 1,000 jobs, one after another (EnqueueMany), answered with
+        # each job's id and state (JOB_VIEW_BASIC), as PgQueuer answers with the ids.
         for start in range(0, n, 1000):
-            await self.stub.EnqueueMany(pb.EnqueueManyRequest(jobs=[
+            await self.stub.EnqueueMany(pb.EnqueueManyRequest(view=pb.JOB_VIEW_BASIC, jobs=[
                 pb.EnqueueRequest(job_type=JOB_TYPE, user_id=f"u{i % 50}", payload_json="{}")
                 for i in range(start, min(n, start + 1000))]))
 

@@ -84,6 +84,31 @@ async def test_one_bad_job_refuses_the_call_naming_it_and_nothing_is_stored(stub
     assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = $1", user) == 0
 
 
+async def test_the_basic_view_answers_what_links_and_follows_each_job_and_nothing_it_was_sent(stub) -> None:
+    requests = [job(user="basic", title=f"t{i}", session_id="chat-1", priority=3, idempotency_key=f"b{i}")
+                for i in range(3)]
+    full = await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=requests[:1]))
+    basic = await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=requests, view=pb.JOB_VIEW_BASIC))
+    assert [r.created for r in basic.jobs] == [False, True, True]  # the first's key is held: its job answers
+    assert basic.jobs[0].job.id == full.jobs[0].job.id
+    for answer in basic.jobs:
+        shown = answer.job
+        assert (shown.user_id, shown.session_id, shown.job_type, shown.status) == (
+            "basic", "chat-1", "pdf", pb.JOB_STATUS_PENDING)
+        assert shown.id and shown.last_event_id > 0 and shown.HasField("created_at")
+        # What the caller sent is not sent back (a reply of 1,000 jobs, a third of the work of FULL's).
+        assert (shown.title, shown.priority, shown.idempotency_key, shown.HasField("run_at")) == ("", 0, "", False)
+    assert full.jobs[0].job.title == "t0" and full.jobs[0].job.priority == 3
+
+
+async def test_an_unknown_view_is_refused_and_nothing_is_stored(stub, database_url) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=[job(user="viewless")], view=7))  # type: ignore[arg-type]
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith("view:"), refused.value.details()
+    assert await query_value(database_url, "SELECT count(*) FROM document_jobs WHERE user_id = 'viewless'") == 0
+
+
 @pytest.mark.parametrize(("count", "message"), [(0, "jobs: required"), (1001, "jobs: at most 1000 jobs")])
 async def test_an_empty_or_oversized_call_is_refused(stub, database_url, count: int, message: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:

@@ -150,8 +150,8 @@ async def create_jobs(request: web.Request) -> web.Response:
             raise ApiError(exc.status, exc.code, f"jobs[{index}].{exc.message}", f"jobs[{index}].{exc.field}") \
                 from None
     try:
-        reply = await request.app[STUB].EnqueueMany(pb.EnqueueManyRequest(
-            jobs=[pb.EnqueueRequest(**fields) for fields in batch]))
+        reply = await request.app[STUB].EnqueueMany(pb.EnqueueManyRequest(  # BASIC: what the answer needs
+            jobs=[pb.EnqueueRequest(**fields) for fields in batch], view=pb.JOB_VIEW_BASIC))
     except grpc.aio.AioRpcError as exc:
         raise _renamed_in_batch(exc) from None
     answers = []

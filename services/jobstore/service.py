@@ -135,9 +135,10 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
     @unary
     async def EnqueueMany(self, request: pb.EnqueueManyRequest, context: Context) -> pb.EnqueueManyResponse:
-        jobs = validation.enqueue_many(request, self._settings, self._store.clock.now())
+        jobs, basic = validation.enqueue_many(request, self._settings, self._store.clock.now())
         stored = await self._store.enqueue_many(jobs)
-        return pb.EnqueueManyResponse(jobs=[pb.EnqueueResponse(job=convert.job(row), created=created)
+        as_job = convert.job_basic if basic else convert.job
+        return pb.EnqueueManyResponse(jobs=[pb.EnqueueResponse(job=as_job(row), created=created)
                                             for row, created in stored])
 
     @unary

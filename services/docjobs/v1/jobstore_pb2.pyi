@@ -19,6 +19,12 @@ class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATUS_FAILED: _ClassVar[JobStatus]
     JOB_STATUS_CANCELLED: _ClassVar[JobStatus]
 
+class JobView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_VIEW_UNSPECIFIED: _ClassVar[JobView]
+    JOB_VIEW_FULL: _ClassVar[JobView]
+    JOB_VIEW_BASIC: _ClassVar[JobView]
+
 class WatchMarker(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WATCH_MARKER_UNSPECIFIED: _ClassVar[WatchMarker]
@@ -46,6 +52,9 @@ JOB_STATUS_PROCESSING: JobStatus
 JOB_STATUS_COMPLETED: JobStatus
 JOB_STATUS_FAILED: JobStatus
 JOB_STATUS_CANCELLED: JobStatus
+JOB_VIEW_UNSPECIFIED: JobView
+JOB_VIEW_FULL: JobView
+JOB_VIEW_BASIC: JobView
 WATCH_MARKER_UNSPECIFIED: WatchMarker
 WATCH_MARKER_SUBSCRIBED: WatchMarker
 WATCH_MARKER_FINISHED: WatchMarker
@@ -185,10 +194,12 @@ class EnqueueResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class EnqueueManyRequest(_message.Message):
-    __slots__ = ("jobs",)
+    __slots__ = ("jobs", "view")
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[EnqueueRequest]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[EnqueueRequest, _Mapping]]] = ...) -> None: ...
+    view: JobView
+    def __init__(self, jobs: _Optional[_Iterable[_Union[EnqueueRequest, _Mapping]]] = ..., view: _Optional[_Union[JobView, str]] = ...) -> None: ...
 
 class EnqueueManyResponse(_message.Message):
     __slots__ = ("jobs",)
