@@ -104,8 +104,7 @@ class Maintenance:
         now = self._clock.sql_now()
         deleted = 0
         while True:
-            status = await conn.execute(Q.delete_finished_jobs, self._settings.retention_s, BATCH, now)
-            count = int(status.split()[-1])
+            count = int(await conn.fetchval(Q.delete_finished_jobs, self._settings.retention_s, BATCH, now))
             deleted += count
             if count < BATCH:
                 break

@@ -695,14 +695,20 @@ SELECT id, user_id, session_id, job_type, 'failed', 'failed', retry_count + 1,
 RETURNING job_id;
 
 -- name: delete_finished_jobs
--- Retention: finished jobs older than $1 seconds, with their events and artifacts (cascade). $2 batch,
--- $3 now.
-DELETE FROM document_jobs
- WHERE id IN (SELECT id
-                FROM document_jobs
-               WHERE status IN ('completed', 'failed', 'cancelled')
-                 AND completed_at < coalesce($3::timestamptz, now()) - $1 * interval '1 second'
-               LIMIT $2);
+-- Retention: finished jobs older than $1 seconds, with their events (no foreign key: migration 0009) and
+-- their artifacts, webhooks and links (cascade). $2 batch, $3 now. Answers how many jobs it deleted.
+WITH finished AS (
+    DELETE FROM document_jobs
+     WHERE id IN (SELECT id
+                    FROM document_jobs
+                   WHERE status IN ('completed', 'failed', 'cancelled')
+                     AND completed_at < coalesce($3::timestamptz, now()) - $1 * interval '1 second'
+                   LIMIT $2)
+    RETURNING id
+), events AS (
+    DELETE FROM job_events WHERE job_id IN (SELECT id FROM finished)
+)
+SELECT count(*) AS deleted FROM finished;
 
 -- name: delete_unkept_artifacts
 -- Artifacts of finished jobs that are not the job's result nor one of its renditions (uploaded by an
