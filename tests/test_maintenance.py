@@ -50,6 +50,62 @@ async def test_retention_deletes_old_finished_jobs_with_their_events_and_artifac
         await conn.close()
 
 
+async def test_a_finished_job_a_retry_makes_pending_meanwhile_is_not_deleted_by_retention(jobstore_factory,
+                                                                                        database_url) -> None:
+    """Retention picks an old failed job while a retry holds its row and makes it pending again: the job
+    stays, with its events. (Before, the DELETE waited for the row and then deleted it all the same: its
+    status was asked only by the subquery, whose answer is not asked again when the row changes.)"""
+    clock = ManualClock()
+    store = await jobstore_factory(clock=clock, retention_s=60.0, maintenance_interval_s=3600.0)
+    job = await enqueue(store.stub, max_retries=0)
+    [c] = await claim(store.stub, types=("spreadsheet",))
+    await store.stub.Fail(pb.FailRequest(job_id=job.id, lease_token=c.lease_token, error_code="boom", error_message="m",
+                                         retryable=False))
+    clock.advance(hours=1)
+    retry = await asyncpg.connect(database_url)
+    watcher = await asyncpg.connect(database_url)
+    try:
+        async with retry.transaction():  # a retry in flight: the row locked and made pending, not committed
+            await retry.execute("UPDATE document_jobs SET status = 'pending', completed_at = NULL WHERE id = $1",
+                                uuid.UUID(job.id))
+            cleanup = asyncio.create_task(store.server.maintenance.cleanup_now())
+
+            async def waits_for_the_row() -> bool:
+                return bool(await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%DELETE%'"))
+
+            await wait_until(lambda: cleanup.done() or waits_for_the_row())
+        assert await cleanup == 0
+        assert await retry.fetchval("SELECT status FROM document_jobs WHERE id = $1", uuid.UUID(job.id)) == "pending"
+        assert await retry.fetchval("SELECT count(*) FROM job_events WHERE job_id = $1", uuid.UUID(job.id)) > 0
+    finally:
+        await retry.close()
+        await watcher.close()
+
+
+async def test_retention_removes_old_events_whose_job_is_gone(jobstore_factory, database_url) -> None:
+    """A jobstore older than migration 0009 deleted a job's events through the foreign key's cascade; one
+    still running during an upgrade leaves them behind. Retention deletes events past the retention
+    period whose job does not exist, and keeps an old pending job's."""
+    clock = ManualClock()
+    store = await jobstore_factory(clock=clock, retention_s=60.0, maintenance_interval_s=3600.0)
+    kept = await enqueue(store.stub, job_type="pdf")  # pending for ever here: its events stay
+    conn = await asyncpg.connect(database_url)
+    try:
+        gone = uuid.uuid4()
+        await conn.execute("INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, "
+                           "created_at) VALUES ($1, 'u', '', 'pdf', 'status', 'pending', 1, $2)", gone, clock.now())
+        clock.advance(seconds=59)
+        await store.server.maintenance.cleanup_now()
+        assert await conn.fetchval("SELECT count(*) FROM job_events WHERE job_id = $1", gone) == 1  # not yet
+        clock.advance(seconds=2)
+        await store.server.maintenance.cleanup_now()
+        assert await conn.fetchval("SELECT count(*) FROM job_events WHERE job_id = $1", gone) == 0
+        assert await conn.fetchval("SELECT count(*) FROM job_events WHERE job_id = $1", uuid.UUID(kept.id)) == 1
+    finally:
+        await conn.close()
+
+
 async def test_only_one_replica_runs_maintenance_at_a_time(jobstore_factory, database_url) -> None:
     a = await jobstore_factory(maintenance_interval_s=3600.0)
     b = await jobstore_factory(maintenance_interval_s=3600.0)

@@ -108,6 +108,7 @@ class Maintenance:
             deleted += count
             if count < BATCH:
                 break
+        await conn.execute(Q.delete_orphaned_events, self._settings.retention_s, BATCH, now)
         await conn.execute(Q.delete_unkept_artifacts)
         await conn.execute(Q.delete_abandoned_uploads, ABANDONED_UPLOAD_S, now)
         if deleted:

@@ -697,18 +697,35 @@ RETURNING job_id;
 -- name: delete_finished_jobs
 -- Retention: finished jobs older than $1 seconds, with their events (no foreign key: migration 0009) and
 -- their artifacts, webhooks and links (cascade). $2 batch, $3 now. Answers how many jobs it deleted.
+-- A job locked meanwhile (a retry or redrive making it pending again) is passed over, and the finished
+-- state is asked again of the row the DELETE locks: a job a retry made pending is not deleted (the
+-- subquery's answer alone is not checked again when its row changed), nor left without the events the
+-- retry wrote after this statement's snapshot.
 WITH finished AS (
-    DELETE FROM document_jobs
-     WHERE id IN (SELECT id
-                    FROM document_jobs
-                   WHERE status IN ('completed', 'failed', 'cancelled')
-                     AND completed_at < coalesce($3::timestamptz, now()) - $1 * interval '1 second'
-                   LIMIT $2)
-    RETURNING id
+    DELETE FROM document_jobs d
+     WHERE d.id IN (SELECT id
+                      FROM document_jobs
+                     WHERE status IN ('completed', 'failed', 'cancelled')
+                       AND completed_at < coalesce($3::timestamptz, now()) - $1 * interval '1 second'
+                     LIMIT $2
+                       FOR UPDATE SKIP LOCKED)
+       AND d.status IN ('completed', 'failed', 'cancelled')
+       AND d.completed_at < coalesce($3::timestamptz, now()) - $1 * interval '1 second'
+    RETURNING d.id
 ), events AS (
     DELETE FROM job_events WHERE job_id IN (SELECT id FROM finished)
 )
 SELECT count(*) AS deleted FROM finished;
+
+-- name: delete_orphaned_events
+-- Events older than $1 seconds whose job is gone: deleted by a jobstore older than migration 0009 (it
+-- counted on the foreign key's cascade, during a rolling upgrade). $2 batch, $3 now.
+DELETE FROM job_events
+ WHERE id IN (SELECT e.id
+                FROM job_events e
+               WHERE e.created_at < coalesce($3::timestamptz, now()) - $1 * interval '1 second'
+                 AND NOT EXISTS (SELECT 1 FROM document_jobs j WHERE j.id = e.job_id)
+               LIMIT $2);
 
 -- name: delete_unkept_artifacts
 -- Artifacts of finished jobs that are not the job's result nor one of its renditions (uploaded by an
