@@ -45,6 +45,7 @@ import gc
 import json
 import os
 import resource
+import select
 import selectors
 import shutil
 import signal
@@ -53,6 +54,7 @@ import stat
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -208,7 +210,7 @@ def import_libraries() -> None:
     from .. import preview  # noqa: F401
 
 
-def warm_renders() -> None:
+def warm_renders(job_types: Iterable[str] = SAMPLE_SPECS) -> None:
     """Render one small document of each type: the libraries import much of themselves lazily (writers,
     XML and zip machinery) and fill caches on first use. Done once here, every spec worker starts warm
     instead of paying ~25 ms each. (Nothing here reads a document back: only code jobs' output checks
@@ -219,7 +221,8 @@ def warm_renders() -> None:
     from ..spec import render
 
     with tempfile.TemporaryDirectory(prefix="docjobs-warm-") as tmp:
-        for job_type, spec in SAMPLE_SPECS.items():
+        for job_type in job_types:
+            spec = SAMPLE_SPECS[job_type]
             specs.validate(job_type, spec)
             path = Path(tmp) / f"warm.{EXTENSIONS[job_type]}"
             render(job_type, spec, "warm-up", path, lambda _p, _m: None)
@@ -488,9 +491,10 @@ class Zygote:
     def _replenish(self) -> None:
         """Keep the standby number of spec workers started (at start, and after one ends)."""
         while len(self.spec_workers) < self.spec_standby:
-            self.idle_workers.append(self._fork_spec_worker())
+            # Behind the warm ones: the next job goes to a worker that is warm, if there is one.
+            self.idle_workers.insert(0, self._fork_spec_worker(warm_up=True))
 
-    def _fork_spec_worker(self) -> SpecWorker:
+    def _fork_spec_worker(self, *, warm_up: bool) -> SpecWorker:
         request_r, request_w = os.pipe2(os.O_CLOEXEC)
         message_r, message_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
@@ -499,7 +503,7 @@ class Zygote:
                 os.close(request_w)
                 os.close(message_r)
                 self._enter_process((request_r, message_w), self.spec_limits)
-                self._serve_specs(request_r, message_w)
+                self._serve_specs(request_r, message_w, warm_up)
                 os._exit(0)
             except BaseException as exc:
                 from ..specs import SpecError
@@ -516,7 +520,7 @@ class Zygote:
         self.selector.register(message_r, selectors.EVENT_READ, worker)
         return worker
 
-    def _serve_specs(self, requests_fd: int, out: int) -> None:
+    def _serve_specs(self, requests_fd: int, out: int, warm_up: bool) -> None:
         """The worker's loop: one job per request line, in the job's directory, until SPEC_WORKER_JOBS
         are done or the zygote goes away. A spec that fails validation is answered and the worker goes
         on; any other failure ends the worker (the caller answers for it)."""
@@ -528,7 +532,8 @@ class Zygote:
         import tempfile
 
         tempfile.tempdir = "."  # the libraries' temporary files go to the job's own directory
-        self._prefault()
+        if warm_up:
+            self._prefault(requests_fd)
         requests = os.fdopen(requests_fd, "rb")
         _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
         for _ in range(SPEC_WORKER_JOBS):
@@ -556,15 +561,19 @@ class Zygote:
                 _child_send(out, {"done": True, "preview": preview})
             os.chdir("/")
 
-    def _prefault(self) -> None:
+    def _prefault(self, requests_fd: int) -> None:
         """Render the sample documents once, before the first job. A forked worker shares the zygote's
         pages until it writes to them, and a render writes to many (every object it uses has its reference
         count changed): the first job of a fresh worker took 23-47 ms where the next took 12 (a small pdf,
         end to end), each page copied on its first write. Done here, while the worker waits for its first
-        job, that copying is not in any job's time. A warm-up that fails leaves the worker to serve cold."""
+        job, that copying is not in any job's time. A job that comes meanwhile waits for one sample at most
+        (the warm-up takes ~110 ms in all); a warm-up that fails leaves the worker to serve cold."""
         os.chdir(self.work_dir)
         try:
-            warm_renders()
+            for job_type in SAMPLE_SPECS:
+                if select.select([requests_fd], [], [], 0)[0]:
+                    return  # a job is waiting: it goes first
+                warm_renders([job_type])
         except Exception:  # only the warm-up is lost; a job's own failure is reported
             pass
         finally:
@@ -572,8 +581,9 @@ class Zygote:
 
     def _start_spec(self, job: Job, line: bytes) -> None:
         for _ in range(2):
+            # A worker forked here, for a job already waiting, does not warm up first (its job would wait).
             worker = (self.idle_workers.pop() if self.idle_workers else self.successors.pop(0) if self.successors
-                      else self._fork_spec_worker())
+                      else self._fork_spec_worker(warm_up=False))
             try:
                 _write_all(worker.requests, line + b"\n")
             except OSError:  # it died while idle (reaped soon): never use it again
@@ -583,7 +593,7 @@ class Zygote:
             job.deadline = time.monotonic() + self.spec_limits.timeout_s
             if worker.served == SPEC_WORKER_JOBS - SUCCESSOR_LEAD_JOBS:
                 # Its successor starts now and warms up (_prefault) while it serves its last jobs.
-                self.successors.append(self._fork_spec_worker())
+                self.successors.append(self._fork_spec_worker(warm_up=True))
             return
         self._finish(job, error="the spec worker could not be started", given_back=True)
 
@@ -595,7 +605,7 @@ class Zygote:
         if worker in self.successors:
             self.successors.remove(worker)
         elif worker.requests >= 0 and self.successors:
-            self.idle_workers.append(self.successors.pop(0))
+            self.idle_workers.insert(0, self.successors.pop(0))  # behind any warmer
         if worker.requests >= 0:
             os.close(worker.requests)
             worker.requests = -1
