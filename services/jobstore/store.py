@@ -428,11 +428,16 @@ class Store:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self.shutting_down.is_set():
                     return []
-                if not waiter.woken:  # woken while it looked: it looks again at once
+                if not waiter.woken:
                     next_due = await self._pool.fetchval(Q.next_due_in, job_types, self.clock.sql_now())
                     knows_due = next_due is not None
                     timeout = remaining if next_due is None else min(remaining, max(next_due, 0.0) + 0.001)
                     await waiter.wait(timeout)
+                else:
+                    # Woken while it looked: it looks again at once, without reading when the next job is
+                    # due. What woke it may be a job due later, which only it may know of: should its
+                    # next look be its last, it passes the wake on.
+                    knows_due = True
                 if waiter.handoff is not None:
                     handed: list[Row] = await asyncio.shield(waiter.handoff.result)
                     if handed:
