@@ -611,7 +611,7 @@ async def test_heartbeats_are_spread_over_their_period_and_each_stream_hears_one
         await asyncio.gather(*listeners, return_exceptions=True)
         await gateway.stop()
     firsts = sorted(heard[0] for heard in beats)
-    # Spread: all at once before (within milliseconds); now over the period, in its sixteen turns.
+    # Spread: all at once before (within milliseconds); now over the period, in its seventeen turns.
     assert firsts[-1] - firsts[0] > period / 4, firsts
     assert firsts[-1] - opened < 2 * period  # the first within a period (and a turn or two of slack)
     for heard in beats:  # then one a period, each stream in its own turn

@@ -34,8 +34,10 @@ HEARTBEAT = pb.JobEvent()  # write a comment line: the stream is idle but alive
 CLOSE = pb.JobEvent()  # end the stream: the gateway is shutting down
 QUEUE_SIZE = 256  # live events a stream may hold unsent; beyond, it reads its history instead
 BEAT_CHUNK = 200  # streams told their heartbeat in one turn of the event loop
-BEAT_SLICES = 16  # a heartbeat period's turns: each stream beats in one of them, every period
-_FIBONACCI = 0x9E3779B97F4A7C15  # multiplicative hashing: objects' addresses are not evenly spread mod 16
+# A heartbeat period's turns: each stream beats in one of them, every period. A prime: streams are placed
+# by their address, and addresses step by their objects' size, which a prime number of turns spreads evenly.
+BEAT_SLICES = 17
+MIN_TURN_S = 0.05  # a shorter period has one turn (each turn looks at every stream to find its own)
 
 
 class Subscriber(Protocol):
@@ -98,7 +100,7 @@ class EventHub:
 
     async def _beat(self) -> None:
         """One timer for every stream's heartbeat comment (a timer per stream costs ~1 KiB each). The
-        period is cut in BEAT_SLICES turns and each stream beats in its own (by its identity), so a
+        period is cut in BEAT_SLICES turns and each stream beats in its own (by its address), so a
         stream still hears every `heartbeat_s`, and the first time within that of its start; and each
         turn's streams are told BEAT_CHUNK at a time (each writes its comment at the loop's next turn).
         Every stream at once held every live event back: ten thousand writes in one turn by a few hundred
@@ -106,16 +108,17 @@ class EventHub:
         slowest 1% of jobs end to end (bench/scale.py: p99 28 ms without heartbeats, 46-85 ms with them
         all at once)."""
         loop = asyncio.get_running_loop()
-        turn_s = self._heartbeat_s / BEAT_SLICES
+        turns = BEAT_SLICES if self._heartbeat_s / BEAT_SLICES >= MIN_TURN_S else 1
+        turn_s = self._heartbeat_s / turns
         next_turn = loop.time()
-        for turn in itertools.cycle(range(BEAT_SLICES)):
+        for turn in itertools.cycle(range(turns)):
             next_turn += turn_s
-            if next_turn < loop.time() - turn_s:  # a stalled process skips the turns it missed, not beats them
-                next_turn = loop.time()       # all at once (their streams hear the next period's)
+            if next_turn < loop.time() - turn_s:  # after a stall the turns go on from now, one at a time,
+                next_turn = loop.time()       # not all those missed at once
             await asyncio.sleep(max(next_turn - loop.time(), 0))  # turns do not drift by their own work
             told = 0
             for stream in self._everyone():
-                if _slice(stream) == turn:
+                if (id(stream) >> 4) % turns == turn:
                     stream.put(HEARTBEAT)
                     told += 1
                     if told % BEAT_CHUNK == 0:
@@ -155,8 +158,3 @@ class EventHub:
             batched = True  # the jobstore may have been upgraded meanwhile
             failures += 1
             await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
-
-
-def _slice(stream: Subscriber) -> int:
-    """The turn of the heartbeat period a stream beats in: fixed for its life, spread evenly over streams."""
-    return (((id(stream) >> 4) * _FIBONACCI) & 0xFFFF_FFFF_FFFF_FFFF) * BEAT_SLICES >> 64
