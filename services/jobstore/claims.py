@@ -7,17 +7,18 @@ worker: a waiter still looking (its claim statement not yet answered: most often
 finished a job, whose next claim came with its completion) looks again once its look has ended, rather
 than a worker idle for minutes starting the job with cold caches (bench/scale.py: a small pdf job took
 38 ms end to end on a woken idle renderer of fifty, 17.5 ms on the one that had just finished); with none
-looking, the newest sleeper of those taking the fewest job types, as a hand-off chooses. A waiter that claims something
-passes the wake on (`Store.claim`): there may be more where its jobs came from, so the next waiter of
-those types looks too, and the chain ends at the first one that finds nothing. A waiter that was woken
-and cannot look (its caller went away, its wait ran out, the jobstore stops) passes its wake on too, so
-no wake is lost.
+looking, the newest sleeper of those taking the fewest job types, as a hand-off chooses.
+
+A waiter that claims something passes the wake on (`Store.claim`): there may be more where its jobs came
+from, so the next waiter of those types looks too, and the chain ends at the first one that finds
+nothing. A waiter that was woken and cannot look (its caller went away, its wait ran out, the jobstore
+stops) passes its wake on too, so no wake is lost.
 
 A job enqueued while a waiter of its type sleeps goes to that waiter directly (`Store.enqueue`, "hand-off"):
 the enqueue statement stores it claimed by the waiter's worker, and the waiter returns it without a claim
 statement of its own. Only when nothing of the type can be waiting to be claimed here: every waiter of the
-type asleep (each looked after the commits that could have woken it, and none was woken since) and none
-mid-query.
+type has looked and found nothing (since the commits that could have woken it, and none was woken since;
+it may still be reading when the next job is due) and none is mid-query.
 """
 
 from __future__ import annotations

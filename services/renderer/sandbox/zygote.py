@@ -89,7 +89,8 @@ BOX_START_S = 120.0  # the code box imports and warms the libraries as the zygot
 MAX_READS = 16  # chunks read from one child's pipe before the loop serves the others
 SPEC_WORKER_JOBS = 100  # a spec worker is replaced after this many jobs (bounded heap growth)
 # Its successor is started this many jobs before: a new worker's warm-up (_prefault) takes ~110 ms, some
-# ten small documents' time, and it is done before the old worker's last job ends.
+# ten small documents' time when it has a core to itself; with a lead of ten it was still warming up when
+# its first job came (bench/scale.py's renderer, jobs back to back on two cores), with 25 it was not.
 SUCCESSOR_LEAD_JOBS = 25
 
 
