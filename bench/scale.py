@@ -191,8 +191,10 @@ async def run(args: argparse.Namespace, dsn: str, data: Path) -> None:
                                        first=len(renderers))
                 await wait_ready(wave)
                 renderers += wave
+            # Heartbeats as deployed (GatewayProcess gives the tests' 0.5 s: thirty times the comments).
             gateways = [GatewayProcess(store.address, data / f"gateway-{n}.log", DOCJOBS_LOG_LEVEL="warning",
-                                       DOCJOBS_SSE_STREAMS_PER_USER="64").start() for n in range(2)]
+                                       DOCJOBS_SSE_STREAMS_PER_USER="64", DOCJOBS_SSE_HEARTBEAT="15").start()
+                        for n in range(2)]
             for gateway in gateways:
                 await asyncio.to_thread(gateway.wait_ready, 60)
             streams, all_open = await open_streams(session, gateways, args.streams)
