@@ -109,17 +109,16 @@ class EventHub:
         loop = asyncio.get_running_loop()
         # Each turn looks at every stream to find its own (~0.1 us each): next to the comments it writes
         # (~20 us each, a seventeenth of the streams), little, however short the period.
-        turns = BEAT_SLICES
-        turn_s = self._heartbeat_s / turns
+        turn_s = self._heartbeat_s / BEAT_SLICES
         next_turn = loop.time()
-        for turn in itertools.cycle(range(turns)):
+        for turn in itertools.cycle(range(BEAT_SLICES)):
             next_turn += turn_s
             if next_turn < loop.time() - turn_s:  # after a stall the turns go on from now, one at a time,
                 next_turn = loop.time()       # not all those missed at once
             await asyncio.sleep(max(next_turn - loop.time(), 0))  # turns do not drift by their own work
             told = 0
             for stream in self._everyone():
-                if (id(stream) >> 4) % turns == turn:
+                if (id(stream) >> 4) % BEAT_SLICES == turn:
                     stream.put(HEARTBEAT)
                     told += 1
                     if told % BEAT_CHUNK == 0:
