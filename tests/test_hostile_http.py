@@ -457,6 +457,27 @@ async def _trickle(port: int, head: bytes, stop: asyncio.Event) -> bytes:
         writer.close()
 
 
+async def test_every_route_that_reads_a_body_cuts_off_one_that_trickles(jobstore) -> None:
+    """A service's batch and redrive read bodies too: each route gives a trickling body DOCJOBS_BODY_TIMEOUT_S,
+    then a 408 naming the body (the redrive once waited for as long as the client kept sending)."""
+    from .gateway_client import start_gateway
+
+    gateway = await start_gateway(jobstore.address, body_timeout_s=0.5)
+    port = int(gateway.base.rsplit(":", 1)[1])
+    service = f"Bearer {token('chat-backend', scope='docjobs:service')}"
+    stop = asyncio.Event()
+    try:
+        for path, auth in (("/api/jobs", f"Bearer {token('slow')}"), ("/api/jobs/batch", service),
+                           ("/api/jobs/redrive", service)):
+            head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{").encode()
+            answer = await asyncio.wait_for(_trickle(port, head, stop), 20)
+            assert answer.startswith(b"HTTP/1.1 408") and b'"field": "body"' in answer, (path, answer[:300])
+    finally:
+        stop.set()
+        await gateway.stop()
+
+
 async def test_slow_and_flooding_clients_do_not_starve_the_others(jobstore, tmp_path) -> None:
     from .gateway_client import read_sse, start_gateway
     from .renderers import RendererProcess, example

@@ -97,16 +97,22 @@ ENQUEUE_FIELDS = {"ttl_ms": "expiresInSeconds", "expires_at": "expiresInSeconds"
                   "message_id": "messageId", "job_type": "documentType", "payload_json": "body"}
 
 
+async def _read_body(request: web.Request) -> bytes:
+    """The request's body (at most client_max_size), within DOCJOBS_BODY_TIMEOUT_S: a client trickling its
+    body must not hold a handler, and what it holds, for ever (408 naming the body)."""
+    limit = request.app[SETTINGS].body_timeout_s
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, "timeout", f"the request body did not arrive within {limit:g} s", "body") from None
+
+
 async def create_job(request: web.Request) -> web.Response:
     caller = request.app[AUTH].caller(request)
     guards.require_json(request)  # before the body is read: a simple cross-origin POST is not JSON
     settings = request.app[SETTINGS]
-    limit = settings.body_timeout_s
-    try:
-        async with asyncio.timeout(limit):
-            raw = await request.read()
-    except TimeoutError:  # a client trickling its body must not hold a handler for ever
-        raise ApiError(408, "timeout", f"the request body did not arrive within {limit:g} s", "body") from None
+    raw = await _read_body(request)
     fields = await asyncio.get_running_loop().run_in_executor(
         None, payloads.parse_job_request, raw, caller, settings, datetime.now(UTC))
     if "webhook_url" in fields:
@@ -134,12 +140,7 @@ async def create_jobs(request: web.Request) -> web.Response:
                        "posts its jobs one at a time to /api/jobs")
     guards.require_json(request)
     settings = request.app[SETTINGS]
-    try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            raw = await request.read()
-    except TimeoutError:
-        raise ApiError(408, "timeout", f"the request body did not arrive within {settings.body_timeout_s:g} s",
-                       "body") from None
+    raw = await _read_body(request)
     batch = await asyncio.get_running_loop().run_in_executor(
         None, payloads.parse_batch_request, raw, caller, settings, datetime.now(UTC))
     for url in {fields["webhook_url"] for fields in batch if "webhook_url" in fields}:
@@ -270,7 +271,7 @@ async def redrive_jobs(request: web.Request) -> web.Response:
                        "(scope docjobs:service); a user retries its own jobs with POST /api/jobs/{jobId}/retry")
     if request.body_exists:
         guards.require_json(request)
-    reply = await request.app[STUB].Redrive(redrive.parse(await request.read()))
+    reply = await request.app[STUB].Redrive(redrive.parse(await _read_body(request)))
     return web.json_response({"count": len(reply.job_ids), "jobIds": list(reply.job_ids), "more": reply.more})
 
 
