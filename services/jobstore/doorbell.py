@@ -5,6 +5,14 @@ that got claimable work, so waiting Claims on other replicas wake without a quer
 coalesced: at most one NOTIFY is in flight per process, and whatever rings meanwhile goes out in the next
 one, because a transaction that NOTIFYs takes a cluster-wide lock at commit.
 
+A bell that says only "new events" (a completion, a claim, progress: no job type got claimable work, no
+job was cancelled) goes out at most once per `events_interval_s` (10 ms): under load such bells came one
+after another, a NOTIFY (a statement, a transaction) every couple of milliseconds, a tenth of the
+jobstore's CPU on the queue benchmark (docs/performance.md). It costs another replica's watchers at
+most that long, and only while bells come faster than that; this process's own watchers and waiting
+claims never wait for a bell. A bell that wakes claims (job types) or carries a cancel goes out at once,
+taking with it whatever waited.
+
 NOTIFYs are sent on the LISTEN connection itself, so the process can tell its own notifications (same
 backend pid) from other replicas' and ignore them: it already knows what it committed.
 
@@ -34,20 +42,26 @@ WAKE_ALL = "*"  # payload that wakes every waiting claim, whatever its job types
 # that hold it on other replicas. A payload too long for them all drops them: a worker then hears of the
 # cancel in its next heartbeat's answer, as it always may.
 CANCELLED_PREFIX = "!"
+EVENTS_INTERVAL_S = 0.01  # the least time between two NOTIFYs of a bell that says only "new events"
 
 
 class Doorbell:
     def __init__(self, dsn: str, *, on_ring: Callable[[set[str]], None],
-                 on_reconnect: Callable[[], None], health_check_s: float = 5.0) -> None:
+                 on_reconnect: Callable[[], None], health_check_s: float = 5.0,
+                 events_interval_s: float = EVENTS_INTERVAL_S) -> None:
         self._dsn = dsn
         self._on_ring = on_ring
         self._on_reconnect = on_reconnect
         self._health_check_s = health_check_s
+        self._events_interval_s = events_interval_s
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._stopping = asyncio.Event()
         self._send_wanted = asyncio.Event()
         self._pending_types: set[str] = set()
+        self._urgent = asyncio.Event()  # a bell with job types or a cancel: it waits for no interval
+        self._last_sent = float("-inf")  # when the last NOTIFY went out (the loop's clock)
+        self.sent = 0  # NOTIFYs sent
         self._tasks: list[asyncio.Task[None]] = []
         self._unsent = False
         self._conn_lock = asyncio.Lock()  # one statement at a time on the LISTEN connection
@@ -81,8 +95,11 @@ class Doorbell:
                     await self._conn.close()
 
     def ring(self, pending_types: Iterable[str] = ()) -> None:
-        """Ask for a NOTIFY soon; pending_types are job types that got claimable work."""
-        self._pending_types.update(pending_types)
+        """Ask for a NOTIFY soon; pending_types are job types that got claimable work (or cancelled job
+        entries): with none, the NOTIFY waits out what is left of the events interval."""
+        if pending_types:
+            self._pending_types.update(pending_types)
+            self._urgent.set()
         self._send_wanted.set()
 
     async def _connect(self) -> None:
@@ -147,9 +164,16 @@ class Doorbell:
             return
 
     async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             await self._send_wanted.wait()
+            wait = self._last_sent + self._events_interval_s - loop.time()
+            if wait > 0 and not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._urgent.wait()  # a bell that wakes claims goes now, with this one
             self._send_wanted.clear()
+            self._urgent.clear()
             if self._stopping.is_set():
                 return
             conn = self._conn
@@ -164,7 +188,9 @@ class Doorbell:
                 async with self._conn_lock:
                     await conn.execute(Q.notify, CHANNEL, payload)
                 self._unsent = False
+                self.sent += 1
             except DATABASE_ERRORS as exc:
                 # The rows are committed; replicas that miss this bell find them on their next read.
                 log.debug("NOTIFY failed: %s", exc)
                 self._unsent = True
+            self._last_sent = loop.time()
