@@ -413,6 +413,28 @@ async def test_complete_many_completes_each_job_once_and_says_why_not(stub) -> N
     assert [o.error_code for o in again.outcomes] == ["FAILED_PRECONDITION"] * 3
 
 
+async def test_complete_many_answers_jobs_with_artifacts_and_a_job_named_twice_in_order(stub) -> None:
+    """Completions with an artifact take another path than those without (store.complete_many): each job
+    still gets its own outcome, in the order asked, and a job named twice is completed once."""
+    from .test_artifacts import upload_requests
+
+    jobs = [await enqueue(stub, job_type="pdf") for _ in range(3)]
+    held = {c.job.id: c for c in await claim(stub, types=("pdf",), max_jobs=3)}
+    a, b, c = (held[j.id] for j in jobs)
+    art_b = await stub.UploadArtifact(upload_requests(b.job.id, b.lease_token, [b"b"]))
+    items = [pb.CompleteRequest(job_id=a.job.id, lease_token=a.lease_token, result_json='{"n": 1}'),
+             pb.CompleteRequest(job_id=b.job.id, lease_token=b.lease_token, artifact_id=art_b.id),
+             pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token, artifact_id=art_b.id),  # b's
+             pb.CompleteRequest(job_id=a.job.id, lease_token=a.lease_token, result_json='{"n": 2}')]
+    reply = await stub.CompleteMany(pb.CompleteManyRequest(jobs=items))
+    assert [(o.job_id, o.completed, o.error_code) for o in reply.outcomes] == [
+        (a.job.id, True, ""), (b.job.id, True, ""), (c.job.id, False, "INVALID_ARGUMENT"),
+        (a.job.id, False, "FAILED_PRECONDITION")]
+    assert json.loads((await stub.GetJob(pb.GetJobRequest(job_id=a.job.id))).result_json) == {"n": 1}
+    assert (await stub.GetJob(pb.GetJobRequest(job_id=b.job.id))).artifact_id == art_b.id
+    assert (await stub.GetJob(pb.GetJobRequest(job_id=c.job.id))).status == pb.JOB_STATUS_PROCESSING
+
+
 @pytest.mark.parametrize(("jobs", "field"), [
     ([], "jobs"),
     ([pb.CompleteRequest(job_id=str(uuid.uuid4()), lease_token=str(uuid.uuid4()))] * 501, "jobs"),

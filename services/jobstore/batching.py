@@ -55,6 +55,17 @@ class Batcher:
         self._wake.set()
         return await asyncio.shield(request.future)  # a caller that goes away does not cancel the batch
 
+    async def submit_many(self, jobs: Sequence[tuple[Any, ...]]) -> list[Row | BaseException | None]:
+        """submit() of several jobs at once (each tuple: the job id, then its columns), with one future each
+        and no task: each job's row, or None, or the error of its batch, in order."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=self._name)
+        requests = [_Request(args[0], args) for args in jobs]
+        self._queue.extend(requests)
+        self._wake.set()
+        # Shielded as submit's: a caller that goes away does not cancel the batch.
+        return await asyncio.shield(asyncio.gather(*(r.future for r in requests), return_exceptions=True))
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -223,9 +223,9 @@ class JobStoreService(pb_grpc.JobStoreServicer):
             context.add_done_callback(release_if_lost)  # type: ignore[arg-type]
         response = pb.ClaimResponse()
         for row in rows:
-            claimed = response.jobs.add(job=convert.job(row, payload=True), lease_token=str(row["lease_token"]),
-                                        attempt=row["retry_count"] + 1)
-            claimed.lease_expires_at.FromDatetime(row["lease_expires_at"])
+            response.jobs.add(job=convert.job(row, payload=True), lease_token=str(row["lease_token"]),
+                              attempt=row["retry_count"] + 1,
+                              lease_expires_at=convert.timestamp(row["lease_expires_at"]))
         return response
 
     @unary
@@ -246,7 +246,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
                            context: Context) -> pb.CompleteManyResponse:
         items = validation.complete_many(request)
         # Concurrent completions are gathered into one statement and one commit (batching.py).
-        results = await asyncio.gather(*(self._store.complete(*item) for item in items), return_exceptions=True)
+        results = await self._store.complete_many(items)
         outcomes = []
         for item, result in zip(request.jobs, results, strict=True):
             if isinstance(result, BaseException):

@@ -318,8 +318,7 @@ class WorkSession:
 
                 async def complete_many() -> pb.WorkAck:
                     # As CompleteMany: the batcher gathers them (and those of other streams) into one statement.
-                    results = await asyncio.gather(*(store.complete(*item) for item in items),
-                                                   return_exceptions=True)
+                    results = await store.complete_many(items)
                     ack = pb.WorkAck()
                     for job_id, result in zip(job_ids, results, strict=True):
                         if isinstance(result, BaseException):
@@ -471,9 +470,9 @@ class WorkSession:
             self.credit -= len(rows)
             response = pb.WorkResponse()
             for row in rows:
-                claimed = response.jobs.jobs.add(job=convert.job(row, payload=True),
-                                                 lease_token=str(row["lease_token"]), attempt=row["retry_count"] + 1)
-                claimed.lease_expires_at.FromDatetime(row["lease_expires_at"])
+                response.jobs.jobs.add(job=convert.job(row, payload=True), lease_token=str(row["lease_token"]),
+                                       attempt=row["retry_count"] + 1,
+                                       lease_expires_at=convert.timestamp(row["lease_expires_at"]))
                 self._hold(str(row["id"]))
             self._outbox.put_nowait(_Pushed(rows, response))
         # The jobstore is stopping: answer what was asked so far, then the worker opens a session elsewhere.

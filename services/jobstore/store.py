@@ -530,11 +530,48 @@ class Store:
                 raise InvalidArgument("artifact_id", "no stored artifact with this id for this job")
         row = await self._completions.submit(job_id, token, result_json, artifact_id)
         if row is None:
-            state = await self._lease_state(job_id, token)
-            raise FailedPrecondition(f"lease on job {job_id} is no longer held (job is {state}); "
-                                     "not completed")
+            raise await self._not_completed(job_id, token)
         self._committed()
         return row
+
+    async def complete_many(self, items: Sequence[tuple[uuid.UUID, uuid.UUID, str, uuid.UUID | None]]
+                            ) -> list[Row | Exception]:
+        """complete() of each job (CompleteMany, a worker session's completions): each job's row, or the
+        error complete() would raise, in order. The jobs without an artifact go to the batcher together,
+        a future each rather than a task each (a tenth of the jobstore's time on the queue benchmark went
+        to tasks, shields and coroutines of single completions)."""
+        answers: dict[int, Row | Exception] = {}
+        plain = [i for i, item in enumerate(items) if item[3] is None]
+        linked = [i for i, item in enumerate(items) if item[3] is not None]
+        # Those with an artifact alongside, not after: their own checks, then the same batches.
+        others = (asyncio.gather(*(self.complete(*items[i]) for i in linked), return_exceptions=True)
+                  if linked else None)
+        rows = await self._completions.submit_many([items[i] for i in plain]) if plain else []
+        if others is not None:
+            for i, answer in zip(linked, await others, strict=True):
+                if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                    raise answer  # cancelled
+                answers[i] = answer
+        completed = False
+        for i, row in zip(plain, rows, strict=True):
+            if isinstance(row, BaseException) and not isinstance(row, Exception):
+                raise row
+            if row is None:
+                job_id, token = items[i][0], items[i][1]
+                try:
+                    answers[i] = await self._not_completed(job_id, token)
+                except Exception as exc:  # its state could not be read: that error is its answer
+                    answers[i] = exc
+            else:
+                answers[i] = row
+                completed |= not isinstance(row, Exception)
+        if completed:
+            self._committed()
+        return [answers[i] for i in range(len(items))]
+
+    async def _not_completed(self, job_id: uuid.UUID, token: uuid.UUID) -> FailedPrecondition:
+        state = await self._lease_state(job_id, token)
+        return FailedPrecondition(f"lease on job {job_id} is no longer held (job is {state}); not completed")
 
     async def complete_with_artifact(self, header: ArtifactHeader, content: bytes, result_json: str) -> Row:
         """Store a small artifact and complete the job with it in one statement; the result gets the
