@@ -8,10 +8,11 @@ one, because a transaction that NOTIFYs takes a cluster-wide lock at commit.
 A bell that says only "new events" (a completion, a claim, progress: no job type got claimable work, no
 job was cancelled) goes out at most once per `events_interval_s` (10 ms): under load such bells came one
 after another, a NOTIFY (a statement, a transaction) every couple of milliseconds, a tenth of the
-jobstore's CPU on the queue benchmark (docs/performance.md). It costs another replica's watchers at
-most that long, and only while bells come faster than that; this process's own watchers and waiting
-claims never wait for a bell. A bell that wakes claims (job types) or carries a cancel goes out at once,
-taking with it whatever waited.
+jobstore's CPU on the queue benchmark (docs/performance.md). What reads the event log on another
+replica hears of such events about that much later (plus a NOTIFY still in flight), and only while bells
+come faster than that; this process's own watchers and waiting claims never wait for a bell. A bell that
+wakes claims (job types) or carries a cancel goes out at once, taking with it whatever waited, and so
+does the bell still waiting when the doorbell stops (the last commits of draining sessions).
 
 NOTIFYs are sent on the LISTEN connection itself, so the process can tell its own notifications (same
 backend pid) from other replicas' and ignore them: it already knows what it committed.
@@ -43,6 +44,7 @@ WAKE_ALL = "*"  # payload that wakes every waiting claim, whatever its job types
 # cancel in its next heartbeat's answer, as it always may.
 CANCELLED_PREFIX = "!"
 EVENTS_INTERVAL_S = 0.01  # the least time between two NOTIFYs of a bell that says only "new events"
+STOP_FLUSH_S = 2.0  # how long stop() lets a bell still waiting go out
 
 
 class Doorbell:
@@ -61,6 +63,7 @@ class Doorbell:
         self._pending_types: set[str] = set()
         self._urgent = asyncio.Event()  # a bell with job types or a cancel: it waits for no interval
         self._last_sent = float("-inf")  # when the last NOTIFY went out (the loop's clock)
+        self._rung = False  # rung since the last NOTIFY was sent
         self.sent = 0  # NOTIFYs sent
         self._tasks: list[asyncio.Task[None]] = []
         self._unsent = False
@@ -83,7 +86,12 @@ class Doorbell:
 
     async def stop(self) -> None:
         self._stopping.set()
+        self._urgent.set()
         self._send_wanted.set()
+        if len(self._tasks) > 1:  # the last commits' bell goes out first, if it is still waiting
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(STOP_FLUSH_S):
+                    await asyncio.shield(self._tasks[1])
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -97,9 +105,11 @@ class Doorbell:
     def ring(self, pending_types: Iterable[str] = ()) -> None:
         """Ask for a NOTIFY soon; pending_types are job types that got claimable work (or cancelled job
         entries): with none, the NOTIFY waits out what is left of the events interval."""
-        if pending_types:
-            self._pending_types.update(pending_types)
+        types = set(pending_types)
+        if types:
+            self._pending_types.update(types)
             self._urgent.set()
+        self._rung = True
         self._send_wanted.set()
 
     async def _connect(self) -> None:
@@ -164,23 +174,28 @@ class Doorbell:
             return
 
     async def _send_loop(self) -> None:
+        """One NOTIFY at a time, for whatever was rung since the last; once stopping, what was rung and not
+        yet sent goes out at once, then the loop ends."""
         loop = asyncio.get_running_loop()
-        while not self._stopping.is_set():
+        while not (self._stopping.is_set() and not self._rung):
             await self._send_wanted.wait()
             wait = self._last_sent + self._events_interval_s - loop.time()
-            if wait > 0 and not self._urgent.is_set():
+            if wait > 0 and not self._urgent.is_set() and not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await self._urgent.wait()  # a bell that wakes claims goes now, with this one
+                        await self._urgent.wait()  # a bell that wakes claims (or a stop) cuts it short
             self._send_wanted.clear()
             self._urgent.clear()
-            if self._stopping.is_set():
+            if self._stopping.is_set() and not self._rung:
                 return
             conn = self._conn
             if conn is None or conn.is_closed():
                 self._unsent = True  # rung again after the reconnect
+                if self._stopping.is_set():
+                    return
                 continue
             types, self._pending_types = self._pending_types, set()
+            self._rung = False
             payload = ",".join(sorted(types))
             if len(payload) > MAX_PAYLOAD:
                 payload = WAKE_ALL

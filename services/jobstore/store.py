@@ -535,38 +535,27 @@ class Store:
         return row
 
     async def complete_many(self, items: Sequence[tuple[uuid.UUID, uuid.UUID, str, uuid.UUID | None]]
-                            ) -> list[Row | Exception]:
+                            ) -> list[Row | BaseException]:
         """complete() of each job (CompleteMany, a worker session's completions): each job's row, or the
         error complete() would raise, in order. The jobs without an artifact go to the batcher together,
         a future each rather than a task each (a tenth of the jobstore's time on the queue benchmark went
-        to tasks, shields and coroutines of single completions)."""
-        answers: dict[int, Row | Exception] = {}
+        to tasks, shields and coroutines of single completions); those with one, alongside, as complete()."""
+        answers: dict[int, Row | BaseException] = {}
         plain = [i for i, item in enumerate(items) if item[3] is None]
         linked = [i for i, item in enumerate(items) if item[3] is not None]
-        # Those with an artifact alongside, not after: their own checks, then the same batches.
+        # complete() rings for its own; if this call is cancelled meanwhile, they finish on their own.
         others = (asyncio.gather(*(self.complete(*items[i]) for i in linked), return_exceptions=True)
                   if linked else None)
         rows = await self._completions.submit_many([items[i] for i in plain]) if plain else []
+        if any(row is not None and not isinstance(row, BaseException) for row in rows):
+            self._committed()  # at once, not after the answers of the others below
+        stale = [i for i, row in zip(plain, rows, strict=True) if row is None]
+        reasons = await asyncio.gather(*(self._not_completed(items[i][0], items[i][1]) for i in stale),
+                                       return_exceptions=True)
+        answers.update(zip(stale, reasons, strict=True))
+        answers.update((i, row) for i, row in zip(plain, rows, strict=True) if row is not None)
         if others is not None:
-            for i, answer in zip(linked, await others, strict=True):
-                if isinstance(answer, BaseException) and not isinstance(answer, Exception):
-                    raise answer  # cancelled
-                answers[i] = answer
-        completed = False
-        for i, row in zip(plain, rows, strict=True):
-            if isinstance(row, BaseException) and not isinstance(row, Exception):
-                raise row
-            if row is None:
-                job_id, token = items[i][0], items[i][1]
-                try:
-                    answers[i] = await self._not_completed(job_id, token)
-                except Exception as exc:  # its state could not be read: that error is its answer
-                    answers[i] = exc
-            else:
-                answers[i] = row
-                completed |= not isinstance(row, Exception)
-        if completed:
-            self._committed()
+            answers.update(zip(linked, await others, strict=True))
         return [answers[i] for i in range(len(items))]
 
     async def _not_completed(self, job_id: uuid.UUID, token: uuid.UUID) -> FailedPrecondition:
