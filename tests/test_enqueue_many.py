@@ -91,6 +91,7 @@ async def test_the_basic_view_answers_what_links_and_follows_each_job_and_nothin
     basic = await stub.EnqueueMany(pb.EnqueueManyRequest(jobs=requests, view=pb.JOB_VIEW_BASIC))
     assert [r.created for r in basic.jobs] == [False, True, True]  # the first's key is held: its job answers
     assert basic.jobs[0].job.id == full.jobs[0].job.id
+    assert basic.jobs[0].job.created_at == full.jobs[0].job.created_at  # to the microsecond, as FULL shows it
     for answer in basic.jobs:
         shown = answer.job
         assert (shown.user_id, shown.session_id, shown.job_type, shown.status) == (

@@ -102,11 +102,18 @@ def job(row: Row, *, payload: bool = False) -> pb.Job:
     return msg
 
 
-def job_basic(row: Row) -> pb.Job:
-    """A job as JOB_VIEW_BASIC shows it: what links and follows it (EnqueueMany's reply, for 1,000 jobs)."""
-    return pb.Job(id=str(row["id"]), user_id=row["user_id"], session_id=row["session_id"], job_type=row["job_type"],
-                  status=STATUS_TO_PB[row["status"]], last_event_id=row["last_event_id"] or 0,
-                  created_at=timestamp(row["created_at"]))
+def fill_job_basic(target: pb.Job, row: Row) -> None:
+    """A job as JOB_VIEW_BASIC shows it, what links and follows it, written into target: EnqueueMany's
+    reply adds 1,000 of them in place (a message built apart, then copied in, took twice as long)."""
+    target.id = str(row["id"])
+    target.user_id = row["user_id"]
+    target.session_id = row["session_id"]
+    target.job_type = row["job_type"]
+    target.status = STATUS_TO_PB[row["status"]]
+    target.last_event_id = row["last_event_id"] or 0
+    delta = row["created_at"] - _EPOCH
+    target.created_at.seconds = delta.days * 86_400 + delta.seconds
+    target.created_at.nanos = delta.microseconds * 1000
 
 
 def event(row: Row) -> pb.JobEvent:

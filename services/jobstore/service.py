@@ -137,9 +137,14 @@ class JobStoreService(pb_grpc.JobStoreServicer):
     async def EnqueueMany(self, request: pb.EnqueueManyRequest, context: Context) -> pb.EnqueueManyResponse:
         jobs, basic = validation.enqueue_many(request, self._settings, self._store.clock.now())
         stored = await self._store.enqueue_many(jobs)
-        as_job = convert.job_basic if basic else convert.job
-        return pb.EnqueueManyResponse(jobs=[pb.EnqueueResponse(job=as_job(row), created=created)
-                                            for row, created in stored])
+        reply = pb.EnqueueManyResponse()
+        add = reply.jobs.add
+        for row, created in stored:
+            if basic:
+                convert.fill_job_basic(add(created=created).job, row)
+            else:
+                add(created=created, job=convert.job(row))
+        return reply
 
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
