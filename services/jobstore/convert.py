@@ -42,10 +42,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    # Timestamp.FromDatetime goes through time tuples; this is the same arithmetic, exact to the
-    # microsecond, several times faster (it runs for six fields of every job in every answer).
+    target = Timestamp()
+    set_timestamp(target, value)
+    return target
+
+
+def set_timestamp(target: Timestamp, value: datetime) -> None:
+    """Timestamp.FromDatetime goes through time tuples; this is the same arithmetic, exact to the
+    microsecond, several times faster (it runs for six fields of every job in every answer)."""
     delta = value - _EPOCH
-    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
+    target.seconds = delta.days * 86_400 + delta.seconds
+    target.nanos = delta.microseconds * 1000
 
 
 def _json_obj(value: Any) -> dict[str, Any] | None:
@@ -95,11 +102,14 @@ def job(row: Row, *, payload: bool = False) -> pb.Job:
     for field in ("created_at", "run_at", "started_at", "completed_at", "expires_at", "updated_at"):
         value = row[field]
         if value is not None:
-            delta = value - _EPOCH
-            target = getattr(msg, field)
-            target.seconds = delta.days * 86_400 + delta.seconds
-            target.nanos = delta.microseconds * 1000
+            set_timestamp(getattr(msg, field), value)
     return msg
+
+
+def add_claimed(jobs: Any, row: Row) -> None:
+    """A claimed job (with its payload and lease) added to a ClaimResponse's or a push's `jobs`."""
+    set_timestamp(jobs.add(job=job(row, payload=True), lease_token=str(row["lease_token"]),
+                           attempt=row["retry_count"] + 1).lease_expires_at, row["lease_expires_at"])
 
 
 def fill_job_basic(target: pb.Job, row: Row) -> None:
@@ -111,9 +121,7 @@ def fill_job_basic(target: pb.Job, row: Row) -> None:
     target.job_type = row["job_type"]
     target.status = STATUS_TO_PB[row["status"]]
     target.last_event_id = row["last_event_id"] or 0
-    delta = row["created_at"] - _EPOCH
-    target.created_at.seconds = delta.days * 86_400 + delta.seconds
-    target.created_at.nanos = delta.microseconds * 1000
+    set_timestamp(target.created_at, row["created_at"])
 
 
 def event(row: Row) -> pb.JobEvent:

@@ -228,9 +228,7 @@ class JobStoreService(pb_grpc.JobStoreServicer):
             context.add_done_callback(release_if_lost)  # type: ignore[arg-type]
         response = pb.ClaimResponse()
         for row in rows:
-            response.jobs.add(job=convert.job(row, payload=True), lease_token=str(row["lease_token"]),
-                              attempt=row["retry_count"] + 1,
-                              lease_expires_at=convert.timestamp(row["lease_expires_at"]))
+            convert.add_claimed(response.jobs, row)
         return response
 
     @unary

@@ -470,9 +470,7 @@ class WorkSession:
             self.credit -= len(rows)
             response = pb.WorkResponse()
             for row in rows:
-                response.jobs.jobs.add(job=convert.job(row, payload=True), lease_token=str(row["lease_token"]),
-                                       attempt=row["retry_count"] + 1,
-                                       lease_expires_at=convert.timestamp(row["lease_expires_at"]))
+                convert.add_claimed(response.jobs.jobs, row)
                 self._hold(str(row["id"]))
             self._outbox.put_nowait(_Pushed(rows, response))
         # The jobstore is stopping: answer what was asked so far, then the worker opens a session elsewhere.
