@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from renderer.sandbox.client import RenderError, Sandbox
+from renderer.sandbox.zygote import SPEC_PROGRESS_AFTER_S, SPEC_PROGRESS_EVERY_S
 
 from .conftest import wait_until
 from .renderers import example
@@ -54,6 +55,30 @@ async def test_spec_jobs_are_served_by_standing_workers_not_a_fork_each(sandbox:
         path = await render(sandbox, spec)
         assert openpyxl.load_workbook(path)["Summary"]["A2"].value == "North"
     assert workers(sandbox) == standing
+
+
+async def test_a_spec_render_reports_progress_only_once_it_has_run_a_while_and_then_paced(sandbox: Sandbox) -> None:
+    # Each report wakes the zygote and the renderer while the render runs; the renderer sends none in a
+    # job's first 0.25 s nor more than five a second, so the worker says nothing it would not use.
+    reports: list[float] = []
+    started = loop_time()
+    await sandbox.render(sandbox.new_render_id(), "spreadsheet", "spec", example("spreadsheet")["spec"], "t",
+                         lambda _p, _m: reports.append(loop_time()))
+    # A small document is done in a few milliseconds: nothing (and never anything before its time).
+    assert all(at - started >= SPEC_PROGRESS_AFTER_S for at in reports), [at - started for at in reports]
+
+    reports.clear()
+    started = loop_time()
+    await sandbox.render(sandbox.new_render_id(), "spreadsheet", "spec", rows_spec(20_000), "t",
+                         lambda _p, _m: reports.append(loop_time()))
+    elapsed = loop_time() - started
+    assert reports, "a render of seconds reports its progress"
+    assert reports[0] - started >= SPEC_PROGRESS_AFTER_S
+    assert len(reports) <= elapsed / SPEC_PROGRESS_EVERY_S, (len(reports), elapsed)
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 async def test_a_refused_spec_keeps_its_worker_and_a_cancelled_one_is_replaced(sandbox: Sandbox) -> None:

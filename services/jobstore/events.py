@@ -5,12 +5,15 @@ Event ids come from a sequence, so concurrent transactions can commit them out o
 visible before id 9 commits. Reading "id > last seen" would then skip 9 for ever. The dispatcher keeps a
 settled cursor instead:
 
-* every read first notes A, the highest id handed out so far, and then takes a fresh transaction id X.
-  A transaction holding an event id <= A already had its own xid when it took that id (events are
-  written after the job row), so its xid is < X;
-* then (one statement, one snapshot) it reads the events after the cursor and the snapshot's xmin;
-* once a snapshot has xmin >= X, every such transaction has ended and is visible to it, so nothing
-  <= A can still appear: after delivering what that read found, the cursor moves to A;
+* every read is one statement, one snapshot: it reads the events after the cursor and the snapshot's
+  xmin, then notes A, the highest id handed out so far, and then takes a fresh transaction id X. A
+  transaction holding an event id <= A already had its own xid when it took that id (events are written
+  after the job row), so its xid is < X;
+* once a read's snapshot has xmin >= X, every such transaction has ended and is visible to it, so
+  nothing <= A can still appear: after delivering what that read found, the cursor moves to A. A read's
+  own snapshot comes before its X, so it settles its own A only when nothing was running at it; a scope
+  watch waits for the cursor (watch.py), so while one is open an unsettled read is followed by one more
+  at once (job and all-jobs watches have their events from the first: one round trip, not two);
 * events above the cursor that were already delivered are remembered (and skipped) until then.
 
 So every committed event is delivered exactly once, in id order per job, however commits interleave,
@@ -315,13 +318,12 @@ class EventDispatcher:
         self._allowance_at = asyncio.get_running_loop().time()
 
     async def _read(self) -> None:
+        settling = False
         while True:
             self.reads += 1
             async with self._pool.acquire() as conn:
-                mark = await conn.fetchrow(Q.events_sequence_position)
                 rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH, list(self._delivered))
-            assert mark is not None  # one row, always
-            position, horizon, xmin = mark["position"], mark["horizon"], rows[0]["xmin"]
+            position, horizon, xmin = rows[0]["position"], rows[0]["horizon"], rows[0]["xmin"]  # always a row
             # The jobs left pending by this batch's events, and their types: a job whose pending event is
             # followed by its claim in the same batch (a hand-off at enqueue writes both) wakes nobody.
             pending: dict[object, str] = {}
@@ -346,8 +348,16 @@ class EventDispatcher:
             self._settle(xmin)
             if pending:
                 self._on_claimable(set(pending.values()))
-            if not full:
-                return
+            if full:
+                continue
+            if self._checkpoints and not settling and (self._by_user or self._by_session):
+                # Scope watches send an event only once the cursor has passed it. A read's xid is taken
+                # after its snapshot, so its own xmin settles its mark only if nothing was running then:
+                # one more read at once (its snapshot the later one, its events delivered too) settles the
+                # marks of this one once what ran has ended, as a mark taken before each read did.
+                settling = True
+                continue
+            return
 
     async def _advance_idle(self) -> None:
         """No subscriber: settle the cursor without reading events (none would be delivered).

@@ -774,10 +774,19 @@ SELECT s.position, pg_current_xact_id()::text::bigint AS horizon
         OFFSET 0) s;
 
 -- name: events_after
--- Events after $1 (all jobs), leaving out ids already delivered ($3), with the snapshot's xmin: every
--- transaction with a lower xid has ended (committed and visible here, or aborted). At least one row.
-SELECT s.xmin, e.*
-  FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) s
+-- Events after $1 (all jobs), leaving out ids already delivered ($3), in one statement with the dispatcher's
+-- marks: its snapshot's xmin (every transaction with a lower xid has ended: committed and visible here, or
+-- aborted), then the highest event id handed out so far (committed or not) and a fresh transaction id
+-- taken after reading it, as events_sequence_position has them. At least one row. The xid is taken after
+-- the snapshot, so this read's own xmin settles its marks only when nothing ran at its snapshot (the
+-- caller then reads snapshot_xmin, or a later read settles them).
+SELECT m.xmin, m.position, m.horizon, e.*
+  FROM (SELECT p.xmin, p.position, pg_current_xact_id()::text::bigint AS horizon
+          FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+                       CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position
+                  FROM job_events_id_seq
+                OFFSET 0) p
+        OFFSET 0) m
   LEFT JOIN LATERAL (SELECT *
                        FROM job_events
                       WHERE id > $1 AND NOT (id = ANY($3::bigint[]))

@@ -92,6 +92,11 @@ SPEC_WORKER_JOBS = 100  # a spec worker is replaced after this many jobs (bounde
 # ten small documents' time when it has a core to itself; with a lead of ten it was still warming up when
 # its first job came (bench/scale.py's renderer, jobs back to back on two cores), with 25 it was not.
 SUCCESSOR_LEAD_JOBS = 25
+# A spec render tells the zygote of its progress only once it has run this long, and then at most this
+# often: the renderer reports nothing in a job's first 0.25 s nor more than five times a second, and each
+# message wakes the zygote and the renderer while the render runs (docs/performance.md, small documents).
+SPEC_PROGRESS_AFTER_S = 0.2
+SPEC_PROGRESS_EVERY_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -551,11 +556,11 @@ class Zygote:
             job_type = request["job_type"]
             try:
                 # Validated here, not in the renderer: checking a spec of 100,000 rows is CPU work too.
+                progress = _PacedProgress(out)
                 specs.validate(job_type, request["spec"])
-                _child_send(out, {"progress": 3, "message": "spec validated"})
+                progress(3, "spec validated")
                 preview = render(job_type, request["spec"], request.get("title", ""),
-                                 Path(f"document.{EXTENSIONS[job_type]}"),
-                                 lambda p, m: _child_send(out, {"progress": p, "message": m}))
+                                 Path(f"document.{EXTENSIONS[job_type]}"), progress)
             except specs.SpecError as exc:
                 _child_send(out, {"error": str(exc), "code": "invalid_spec"})
             else:
@@ -1037,6 +1042,23 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, SpecError):
         return str(exc)
     return " ".join(lines)[:1000]
+
+
+class _PacedProgress:
+    """A spec render's progress callback: sends a report once the render has run SPEC_PROGRESS_AFTER_S,
+    then at most every SPEC_PROGRESS_EVERY_S (the reports between are dropped: the next one says more)."""
+
+    __slots__ = ("_next", "_out")
+
+    def __init__(self, out: int) -> None:
+        self._out = out
+        self._next = time.monotonic() + SPEC_PROGRESS_AFTER_S
+
+    def __call__(self, progress: int, message: str) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + SPEC_PROGRESS_EVERY_S
+            _child_send(self._out, {"progress": progress, "message": message})
 
 
 def _child_send(fd: int, message: ChildMessage | dict[str, Any]) -> None:
