@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +82,46 @@ async def test_a_spec_render_reports_progress_only_once_it_has_run_a_while_and_t
 
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
+
+
+# In a process of its own: the pacing's timer is a SIGALRM, which this test process leaves to pytest-timeout.
+PACED = """
+import json, os, time
+from renderer.sandbox.zygote import _PacedProgress
+r, w = os.pipe()
+os.set_blocking(r, False)
+
+def sent():
+    try:
+        return [json.loads(line) for line in os.read(r, 1 << 16).splitlines()]
+    except BlockingIOError:
+        return []
+
+progress = _PacedProgress(w)
+progress(40, "row 1 of 2")
+progress(95, "saving")
+early = sent()
+time.sleep(0.6)  # a stage that says nothing more (a long save)
+late = sent()
+progress.close()
+progress = _PacedProgress(w)
+started = time.monotonic()
+while time.monotonic() - started < 0.7:
+    progress(50, "row")
+    time.sleep(0.01)
+progress.close()
+time.sleep(0.3)  # nothing held back goes out after close()
+print(json.dumps({"early": early, "late": late, "steady": len(sent())}))
+"""
+
+
+def test_a_progress_report_held_back_goes_out_when_its_time_comes_though_the_render_says_nothing_more() -> None:
+    done = subprocess.run([sys.executable, "-c", PACED], capture_output=True, text=True, timeout=60, check=True)
+    reports = json.loads(done.stdout)
+    assert reports["early"] == []  # nothing in the first 0.2 s
+    assert reports["late"] == [{"progress": 95, "message": "saving"}]  # the latest, though none came after it
+    # 0.7 s of reports every 10 ms: one at 0.2 s at the soonest, then at most one per 0.2 s.
+    assert 1 <= reports["steady"] <= 3, reports
 
 
 async def test_a_refused_spec_keeps_its_worker_and_a_cancelled_one_is_replaced(sandbox: Sandbox) -> None:

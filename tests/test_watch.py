@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
+from jobstore.events import READ_BATCH
 
 from .conftest import new_user, wait_until
 from .helpers import claim, collect_events, enqueue
@@ -124,6 +125,44 @@ async def test_events_committed_out_of_id_order_are_all_delivered(stub, jobstore
     events = await asyncio.wait_for(watcher, 10)
     # In id order, although 9 committed last: a client that got 10 and resumes "after 10" loses nothing.
     assert [e.id for e in events] == [slow_id, cancelled.last_event_id]
+
+
+@pytest.mark.parametrize("scope", ["user", "every job"])
+async def test_more_events_in_flight_than_one_read_takes_are_all_delivered(stub, jobstore, database_url,
+                                                                           scope) -> None:
+    """A transaction holds more event ids than one dispatcher read takes (READ_BATCH) while a later event
+    commits and is read; once it commits, the reads that follow are full, and the first of them settles
+    the later event's mark: the cursor must not move past the ids they have not read yet. (With a scope
+    watch open the dispatcher takes its marks apart from its reads; without, in the same statement.)"""
+    user = new_user()
+    dispatcher = jobstore.server.dispatcher
+    sub = dispatcher.subscribe(user_id=user if scope == "user" else None, limit=10 * READ_BATCH)
+    got: list[int] = []
+
+    def received(at_least: int) -> bool:
+        got.extend(e.id for e in sub.drain())
+        return len(got) >= at_least
+
+    held_count = READ_BATCH + 500
+    try:
+        conn = await asyncpg.connect(database_url)
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            held = await conn.fetch(
+                "INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)"
+                " SELECT gen_random_uuid(), $1, '', 'pdf', 'progress', 'processing', 1, '{\"progress\": 1}'"
+                "   FROM generate_series(1, $2) RETURNING id", user, held_count)
+            later = await enqueue(stub, user_id=user)  # a higher id, committed and read first
+            await wait_until(lambda: received(1))
+            assert got == [later.last_event_id]
+            await tx.commit()
+        finally:
+            await conn.close()
+        await wait_until(lambda: received(held_count + 1), timeout=20)
+    finally:
+        dispatcher.unsubscribe(sub)
+    assert sorted(got) == sorted([r["id"] for r in held] + [later.last_event_id])
 
 
 async def test_watch_a_session_streams_every_job_of_it(stub) -> None:

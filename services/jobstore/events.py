@@ -5,15 +5,18 @@ Event ids come from a sequence, so concurrent transactions can commit them out o
 visible before id 9 commits. Reading "id > last seen" would then skip 9 for ever. The dispatcher keeps a
 settled cursor instead:
 
-* every read is one statement, one snapshot: it reads the events after the cursor and the snapshot's
-  xmin, then notes A, the highest id handed out so far, and then takes a fresh transaction id X. A
+* every read notes A, the highest id handed out so far, and then takes a fresh transaction id X. A
   transaction holding an event id <= A already had its own xid when it took that id (events are written
   after the job row), so its xid is < X;
+* it reads (one statement, one snapshot) the events after the cursor and the snapshot's xmin;
 * once a read's snapshot has xmin >= X, every such transaction has ended and is visible to it, so
-  nothing <= A can still appear: after delivering what that read found, the cursor moves to A. A read's
-  own snapshot comes before its X, so it settles its own A only when nothing was running at it; a scope
-  watch waits for the cursor (watch.py), so while one is open an unsettled read is followed by one more
-  at once (job and all-jobs watches have their events from the first: one round trip, not two);
+  nothing <= A can still appear: after delivering what that read found, the cursor moves to A (no
+  further than the read got, if it stopped at READ_BATCH events);
+* while a scope watch is open (it sends an event only once the cursor has passed it: watch.py), the
+  mark is a statement of its own before the read, whose snapshot can then settle it at once; otherwise
+  the mark is taken in the read's own statement, after its snapshot (one round trip before a job's or
+  the all-jobs watch has its event, not two), and a later read settles it unless no xid was running at
+  the read's snapshot nor taken between its snapshot and its X;
 * events above the cursor that were already delivered are remembered (and skipped) until then.
 
 So every committed event is delivered exactly once, in id order per job, however commits interleave,
@@ -318,12 +321,20 @@ class EventDispatcher:
         self._allowance_at = asyncio.get_running_loop().time()
 
     async def _read(self) -> None:
-        settling = False
         while True:
             self.reads += 1
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH, list(self._delivered))
-            position, horizon, xmin = rows[0]["position"], rows[0]["horizon"], rows[0]["xmin"]  # always a row
+                if self._by_user or self._by_session:
+                    # Scope watches wait for the cursor: the mark in a statement of its own, before the
+                    # read, so that the read's snapshot can settle it at once.
+                    mark = await conn.fetchrow(Q.events_sequence_position)
+                    rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH, list(self._delivered))
+                    assert mark is not None  # one row, always
+                    position, horizon = mark["position"], mark["horizon"]
+                else:
+                    rows = await conn.fetch(Q.events_after_marked, self._cursor, READ_BATCH, list(self._delivered))
+                    position, horizon = rows[0]["position"], rows[0]["horizon"]  # at least one row, always
+            xmin = rows[0]["xmin"]
             # The jobs left pending by this batch's events, and their types: a job whose pending event is
             # followed by its claim in the same batch (a hand-off at enqueue writes both) wakes nobody.
             pending: dict[object, str] = {}
@@ -345,19 +356,11 @@ class EventDispatcher:
             full = count >= READ_BATCH
             # A full batch may have left events unread above last_read: settle no further than that.
             self._checkpoints.append((min(position, last_read) if full else position, horizon))
-            self._settle(xmin)
+            self._settle(xmin, last_read if full else None)
             if pending:
                 self._on_claimable(set(pending.values()))
-            if full:
-                continue
-            if self._checkpoints and not settling and (self._by_user or self._by_session):
-                # Scope watches send an event only once the cursor has passed it. A read's xid is taken
-                # after its snapshot, so its own xmin settles its mark only if nothing was running then:
-                # one more read at once (its snapshot the later one, its events delivered too) settles the
-                # marks of this one once what ran has ended, as a mark taken before each read did.
-                settling = True
-                continue
-            return
+            if not full:
+                return
 
     async def _advance_idle(self) -> None:
         """No subscriber: settle the cursor without reading events (none would be delivered).
@@ -375,9 +378,13 @@ class EventDispatcher:
         if self._epoch == epoch and not self.subscriber_count:
             self._settle(xmin)
 
-    def _settle(self, xmin: int) -> None:
+    def _settle(self, xmin: int, read_to: int | None = None) -> None:
+        """Move the cursor to the marks whose xid is below xmin, the xmin of a snapshot whose events were
+        all delivered: up to read_to only, if that read stopped there (a full batch; the marks above it
+        wait for the reads that follow, which read the rest of that snapshot's events and more)."""
         before = self._cursor
-        while self._checkpoints and self._checkpoints[0][1] <= xmin:
+        while (self._checkpoints and self._checkpoints[0][1] <= xmin
+               and (read_to is None or self._checkpoints[0][0] <= read_to)):
             settled, _ = self._checkpoints.popleft()
             if settled > self._cursor:
                 self._cursor = settled

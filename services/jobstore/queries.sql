@@ -774,12 +774,24 @@ SELECT s.position, pg_current_xact_id()::text::bigint AS horizon
         OFFSET 0) s;
 
 -- name: events_after
--- Events after $1 (all jobs), leaving out ids already delivered ($3), in one statement with the dispatcher's
--- marks: its snapshot's xmin (every transaction with a lower xid has ended: committed and visible here, or
--- aborted), then the highest event id handed out so far (committed or not) and a fresh transaction id
--- taken after reading it, as events_sequence_position has them. At least one row. The xid is taken after
--- the snapshot, so this read's own xmin settles its marks only when nothing ran at its snapshot (the
--- caller then reads snapshot_xmin, or a later read settles them).
+-- Events after $1 (all jobs), leaving out ids already delivered ($3), with the snapshot's xmin: every
+-- transaction with a lower xid has ended (committed and visible here, or aborted). At least one row.
+SELECT s.xmin, e.*
+  FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) s
+  LEFT JOIN LATERAL (SELECT *
+                       FROM job_events
+                      WHERE id > $1 AND NOT (id = ANY($3::bigint[]))
+                      ORDER BY id
+                      LIMIT $2) e ON true
+ ORDER BY e.id;
+
+-- name: events_after_marked
+-- events_after and the dispatcher's mark in one statement: the events and the snapshot's xmin, then
+-- (in this order: OFFSET 0 keeps the subqueries apart) the highest event id handed out so far and a
+-- fresh transaction id, as events_sequence_position has them. The xid comes after this statement's
+-- snapshot, so this read's xmin settles its own mark only when no xid was running at the snapshot and
+-- none was taken before the mark's; a later read's settles it otherwise. Only the xmin of a snapshot whose
+-- events were read and delivered may settle a mark.
 SELECT m.xmin, m.position, m.horizon, e.*
   FROM (SELECT p.xmin, p.position, pg_current_xact_id()::text::bigint AS horizon
           FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,

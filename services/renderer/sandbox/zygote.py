@@ -554,17 +554,20 @@ class Zygote:
                                                      else min(soft, cpu_hard), cpu_hard))
             os.chdir(os.path.join(self.work_dir, request["id"]))
             job_type = request["job_type"]
+            progress = _PacedProgress(out)
+            answer: dict[str, Any]
             try:
                 # Validated here, not in the renderer: checking a spec of 100,000 rows is CPU work too.
-                progress = _PacedProgress(out)
                 specs.validate(job_type, request["spec"])
                 progress(3, "spec validated")
                 preview = render(job_type, request["spec"], request.get("title", ""),
                                  Path(f"document.{EXTENSIONS[job_type]}"), progress)
+                answer = {"done": True, "preview": preview}
             except specs.SpecError as exc:
-                _child_send(out, {"error": str(exc), "code": "invalid_spec"})
-            else:
-                _child_send(out, {"done": True, "preview": preview})
+                answer = {"error": str(exc), "code": "invalid_spec"}
+            finally:
+                progress.close()
+            _child_send(out, answer)
             os.chdir("/")
 
     def _prefault(self, requests_fd: int) -> None:
@@ -1045,20 +1048,48 @@ def _describe(exc: BaseException) -> str:
 
 
 class _PacedProgress:
-    """A spec render's progress callback: sends a report once the render has run SPEC_PROGRESS_AFTER_S,
-    then at most every SPEC_PROGRESS_EVERY_S (the reports between are dropped: the next one says more)."""
+    """A spec render's progress callback: a report goes to the zygote once the render has run
+    SPEC_PROGRESS_AFTER_S, then at most every SPEC_PROGRESS_EVERY_S. Of the reports in between, the
+    latest is held back and sent when its time comes, by a timer signal if the render says nothing more
+    by then (a stage such as "saving" or "laying out pages" can take seconds). close() before the
+    render's answer: nothing held back goes out after it."""
 
-    __slots__ = ("_next", "_out")
+    __slots__ = ("_held", "_next", "_out", "_sending")
 
     def __init__(self, out: int) -> None:
         self._out = out
         self._next = time.monotonic() + SPEC_PROGRESS_AFTER_S
+        self._held: tuple[int, str] | None = None
+        self._sending = False
+        signal.signal(signal.SIGALRM, self._on_alarm)
 
     def __call__(self, progress: int, message: str) -> None:
         now = time.monotonic()
         if now >= self._next:
-            self._next = now + SPEC_PROGRESS_EVERY_S
-            _child_send(self._out, {"progress": progress, "message": message})
+            self._send((progress, message))
+            return
+        if self._held is None:
+            signal.setitimer(signal.ITIMER_REAL, self._next - now)
+        self._held = (progress, message)
+
+    def close(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self._held = None
+
+    def _on_alarm(self, _signum: int, _frame: object) -> None:
+        # Runs between two bytecodes of the render: never inside a send of this callback's own.
+        if self._held is not None and not self._sending:
+            self._send(self._held)
+
+    def _send(self, report: tuple[int, str]) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self._held = None
+        self._next = time.monotonic() + SPEC_PROGRESS_EVERY_S
+        self._sending = True
+        try:
+            _child_send(self._out, {"progress": report[0], "message": report[1]})
+        finally:
+            self._sending = False
 
 
 def _child_send(fd: int, message: ChildMessage | dict[str, Any]) -> None:
