@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -45,12 +46,17 @@ class RunningGateway:
 
 
 async def start_gateway(jobstore_address: str, **overrides: Any) -> RunningGateway:
+    """overrides: the gateway's settings, and `sock`: a socket bound already (its port held from the moment
+    it was chosen), to serve on."""
+    sock: socket.socket | None = overrides.pop("sock", None)
+    port = sock.getsockname()[1] if sock is not None else free_port()
     options: dict[str, Any] = {"auth": "jwt", "jwt_secret": SECRET, "sse_heartbeat_s": 0.5, "grpc_token": GRPC_TOKEN,
-                               "http_port": free_port(), **overrides}
+                               "http_port": port, **overrides}
     settings = Settings(jobstore_address=jobstore_address, **options)
     runner = web.AppRunner(create_app(settings), shutdown_timeout=2, **SERVER_OPTIONS)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
+    site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, "127.0.0.1", settings.http_port)
+    await site.start()
     return RunningGateway(runner, f"http://127.0.0.1:{settings.http_port}")
 
 

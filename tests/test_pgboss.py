@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -59,7 +60,12 @@ class Stack:
     def __init__(self, database_url: str, data_dir: Path) -> None:
         self.database_url = database_url
         self.data_dir = data_dir
-        self.gateway_port = free_port()
+        # Bound now, served on later: a port only chosen here could be taken (by a connection's ephemeral
+        # port) while the jobstore starts with the gateway's URL.
+        self.gateway_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.gateway_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.gateway_socket.bind(("127.0.0.1", 0))
+        self.gateway_port = self.gateway_socket.getsockname()[1]
         self.metrics_port = free_port()
         self.jobstore: JobStoreProcess | None = None
         self.renderer: RendererProcess | None = None
@@ -96,17 +102,20 @@ class Stack:
             await self.channel.close()
         if self.jobstore is not None:
             self.jobstore.kill()
+        self.gateway_socket.close()  # served and closed by the gateway, or never served
 
 
 @pytest.fixture
 async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
     assert await boss(database_url, "setup") == 46  # the schema version the bridge is tested with
     running = Stack(database_url, tmp_path)
-    running.start_jobstore()
-    assert running.jobstore is not None
-    running.gateway = await start_gateway(running.jobstore.address, http_port=running.gateway_port)
-    yield running
-    await running.stop()
+    try:
+        running.start_jobstore()
+        assert running.jobstore is not None
+        running.gateway = await start_gateway(running.jobstore.address, sock=running.gateway_socket)
+        yield running
+    finally:  # what was started, also when a later step failed
+        await running.stop()
 
 
 async def pgboss_job(stack: Stack | str, job_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:

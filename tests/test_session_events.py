@@ -301,7 +301,10 @@ async def test_events_committed_out_of_id_order_reach_the_session_stream_in_id_o
                 assert r.status == 200
                 cancel_id = (await r.json())["lastEventId"]
             assert cancel_id > slow_id
-            await asyncio.sleep(0.2)  # the dispatcher reads a few times while the lower id is in flight
+            # The dispatcher reads a few times (every 20 ms) while the lower id is in flight.
+            dispatcher = jobstore.server.dispatcher
+            reads = dispatcher.reads
+            await wait_until(lambda: dispatcher.reads >= reads + 5)
             assert len(stream.events) == 2  # the higher id waits for the lower one
     finally:
         await conn.close()

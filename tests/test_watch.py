@@ -118,7 +118,8 @@ async def test_events_committed_out_of_id_order_are_all_delivered(stub, jobstore
         cancelled = await stub.Cancel(pb.CancelRequest(job_id=fast_job.id))
         assert cancelled.last_event_id > slow_id
         await wait_until(lambda: jobstore.server.dispatcher.delivered_total >= 1)
-        await asyncio.sleep(0.1)  # let the dispatcher read a few times while the lower id is in flight
+        reads = jobstore.server.dispatcher.reads  # a few more reads while the lower id is in flight
+        await wait_until(lambda: jobstore.server.dispatcher.reads >= reads + 3)
         await tx.commit()
     finally:
         await conn.close()
@@ -149,6 +150,8 @@ async def test_more_events_in_flight_than_one_read_takes_are_all_delivered(stub,
         try:
             tx = conn.transaction()
             await tx.start()
+            # An xid first, as every transition has one (its job row) before it takes an event id.
+            await conn.execute("SELECT pg_current_xact_id()")
             held = await conn.fetch(
                 "INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)"
                 " SELECT gen_random_uuid(), $1, '', 'pdf', 'progress', 'processing', 1, '{\"progress\": 1}'"

@@ -1068,18 +1068,22 @@ class _PacedProgress:
         if now >= self._next:
             self._send((progress, message))
             return
-        if self._held is None:
+        first, self._held = self._held is None, (progress, message)
+        if first:  # held before the timer is set: an alarm due at once finds it
             signal.setitimer(signal.ITIMER_REAL, self._next - now)
-        self._held = (progress, message)
 
     def close(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         self._held = None
 
     def _on_alarm(self, _signum: int, _frame: object) -> None:
-        # Runs between two bytecodes of the render: never inside a send of this callback's own.
+        # Runs in the render's thread, between two of its bytecodes (a long call into C, zlib's or lxml's,
+        # puts it off until it returns), never inside a send of this callback's own. A report it cannot
+        # send is dropped here, not raised into the render: the answer meets the same pipe, and its
+        # failure ends the worker where that is handled.
         if self._held is not None and not self._sending:
-            self._send(self._held)
+            with contextlib.suppress(Exception):
+                self._send(self._held)
 
     def _send(self, report: tuple[int, str]) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
