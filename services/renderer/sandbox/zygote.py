@@ -1070,7 +1070,8 @@ class _PacedProgress:
             return
         first, self._held = self._held is None, (progress, message)
         if first:  # held before the timer is set: an alarm due at once finds it
-            signal.setitimer(signal.ITIMER_REAL, self._next - now)
+            # (at least 1 ms: a timer of less than a microsecond would be no timer at all)
+            signal.setitimer(signal.ITIMER_REAL, max(self._next - now, 0.001))
 
     def close(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
