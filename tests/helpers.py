@@ -51,6 +51,13 @@ async def query_value(database_url: str, sql: str, *args: Any) -> Any:
         await conn.close()
 
 
+async def lock_waits(database_url: str) -> int:
+    """How many statements wait for a lock on a job row, read on a connection of its own (a transaction keeps
+    the first look at pg_stat_activity it took, so the connection holding the lock cannot be the one asking)."""
+    return int(await query_value(database_url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                               " AND query LIKE '%document_jobs%' AND pid <> pg_backend_pid()"))
+
+
 async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """A Prometheus /metrics page as {(sample name, sorted labels): value}."""
     async with aiohttp.ClientSession() as session, session.get(url) as response:

@@ -4,15 +4,18 @@ caller still gets its own answer: its lease renewed and its progress event, or i
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
 import asyncpg
 import grpc
+import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
 
-from .helpers import claim, collect_events, enqueue
+from .conftest import wait_until
+from .helpers import claim, collect_events, enqueue, lock_waits
 
 
 async def test_concurrent_heartbeats_share_statements_and_each_gets_its_answer(jobstore) -> None:
@@ -87,3 +90,49 @@ async def test_a_locked_job_holds_up_only_its_own_heartbeat(jobstore, database_u
         assert not answer.cancelled and answer.lease_expires_at.seconds > 0
     finally:
         await conn.close()
+
+
+async def test_a_complete_many_whose_caller_goes_away_mid_statement_completes_each_job_once(
+        jobstore, database_url) -> None:
+    """A worker cancels its CompleteMany while the statement waits on a locked row (or dies with the call in
+    flight): no job is left half-done. Each job it named ends completed, with one completed event, and the
+    worker's retry is told so (FAILED_PRECONDITION), not given a second completion."""
+    stub = jobstore.stub
+    for i in range(5):
+        await enqueue(stub, user_id=f"user-{i}", job_type="pdf")
+    claimed = await claim(stub, types=("pdf",), max_jobs=5)
+    assert len(claimed) == 5
+    items = [pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token, result_json=f'{{"n": {i}}}')
+             for i, c in enumerate(claimed)]
+    store = jobstore.server.store
+    conn = await asyncpg.connect(database_url)
+    try:
+        locking = conn.transaction()
+        await locking.start()
+        await conn.execute("SELECT 1 FROM document_jobs WHERE id = $1 FOR UPDATE", uuid.UUID(claimed[2].job.id))
+        before = store._completions.batches
+        call = stub.CompleteMany(pb.CompleteManyRequest(jobs=items))
+        # The statement has started, and waits for the locked row.
+        await wait_until(lambda: store._completions.batches > before)
+        await wait_until(lambda: lock_waits(database_url))
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for c in claimed:  # nothing committed yet
+            assert (await stub.GetJob(pb.GetJobRequest(job_id=c.job.id))).status == pb.JOB_STATUS_PROCESSING
+        await locking.rollback()
+    finally:
+        await conn.close()
+
+    async def all_completed() -> bool:
+        jobs = [await stub.GetJob(pb.GetJobRequest(job_id=c.job.id)) for c in claimed]
+        return all(j.status == pb.JOB_STATUS_COMPLETED for j in jobs)
+
+    await wait_until(all_completed)
+    for i, c in enumerate(claimed):
+        job = await stub.GetJob(pb.GetJobRequest(job_id=c.job.id))
+        assert json.loads(job.result_json) == {"n": i}
+        events = await collect_events(stub, pb.WatchRequest(job_id=c.job.id, history_only=True))
+        assert [e.kind for e in events].count(pb.EVENT_KIND_COMPLETED) == 1
+    again = await stub.CompleteMany(pb.CompleteManyRequest(jobs=items))
+    assert [(o.completed, o.error_code) for o in again.outcomes] == [(False, "FAILED_PRECONDITION")] * 5

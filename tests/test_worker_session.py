@@ -14,6 +14,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 
@@ -25,7 +26,7 @@ from jobstore.clock import ManualClock
 from jobstore.session import MAX_CREDIT
 
 from .conftest import GRPC_TOKEN, RunningJobStore, jobstore_settings, new_user, start_jobstore, wait_until
-from .helpers import collect_events, enqueue
+from .helpers import collect_events, enqueue, lock_waits
 from .renderers import RendererProcess, example, submit, wait_finished
 
 TYPES = ("spreadsheet", "document", "pdf", "presentation")
@@ -411,6 +412,52 @@ async def test_completions_asked_together_go_as_one_message_each_answered_as_com
             assert job.status == pb.JOB_STATUS_COMPLETED
     finally:
         await work.stop()
+
+
+async def test_a_stream_cut_while_its_completions_wait_on_a_locked_row_completes_each_job_once(
+        jobstore: RunningJobStore, database_url: str) -> None:
+    """A worker dies with a complete_many in flight, its statement waiting on a row another transaction
+    holds: the completions taken in are finished (each job completed once, one completed event), none is
+    left half-done, and nothing it held is given back to run again."""
+    stub = jobstore.stub
+    user = new_user()
+    for _ in range(5):
+        await enqueue(stub, user_id=user)
+    held = Held()
+    work = session(stub, held)
+    store = jobstore.server.store
+    conn = await asyncpg.connect(database_url)
+    try:
+        work.grant(5)
+        await wait_until(lambda: len(held.jobs) == 5)
+        locking = conn.transaction()
+        await locking.start()
+        await conn.execute("SELECT 1 FROM document_jobs WHERE id = $1 FOR UPDATE", uuid.UUID(held.jobs[2].job.id))
+        before = store._completions.batches
+        completing = asyncio.gather(*(work.complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+                                      for c in held.jobs), return_exceptions=True)
+        await wait_until(lambda: store._completions.batches > before)
+        await wait_until(lambda: lock_waits(database_url))
+        await work.stop()  # the stream is cut: no goodbye, no answer read
+        results = await completing
+        assert all(isinstance(r, SessionError) for r in results), results
+        await wait_until(lambda: jobstore.server.sessions.open == 0)
+        for c in held.jobs:  # nothing committed yet
+            assert (await stub.GetJob(pb.GetJobRequest(job_id=c.job.id))).status == pb.JOB_STATUS_PROCESSING
+        await locking.rollback()
+    finally:
+        await conn.close()
+        await work.stop()
+
+    async def all_completed() -> bool:
+        jobs = [await stub.GetJob(pb.GetJobRequest(job_id=c.job.id)) for c in held.jobs]
+        return all(j.status == pb.JOB_STATUS_COMPLETED for j in jobs)
+
+    await wait_until(all_completed)
+    for c in held.jobs:
+        events = await collect_events(stub, pb.WatchRequest(job_id=c.job.id, history_only=True))
+        assert [e.kind for e in events].count(pb.EVENT_KIND_COMPLETED) == 1
+        assert [e.status for e in events].count(pb.JOB_STATUS_PROCESSING) == 1  # never given back and re-run
 
 
 async def test_slots_freed_as_their_jobs_complete_send_their_credit_with_the_completions(stub, monkeypatch) -> None:
