@@ -3,7 +3,6 @@ ends in a failed job with a clear message, the renderer keeps serving, and nothi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -196,17 +195,26 @@ async def test_a_background_process_left_by_the_code_is_killed(stub, code_render
 async def test_cancelling_a_running_code_job_aborts_it(stub, code_renderer) -> None:
     job = await submit(stub, "spreadsheet", {"code": "import time\ntime.sleep(3600)"})
 
-    async def running() -> bool:
+    def job_boxes() -> list[psutil.Process]:
+        # The box running a job names itself so; a spare's replacement, built as the job's box ends, is
+        # a sandbox process too for the moment before it names itself a spare (which once made this flaky).
+        return [p for p in sandbox_processes_of(code_renderer) if p.info["name"] == "docjobs job"]
+
+    async def running() -> list[psutil.Process]:
         current = await stub.GetJob(pb.GetJobRequest(job_id=job.id))
-        return current.status == pb.JOB_STATUS_PROCESSING and bool(sandbox_processes_of(code_renderer))
+        return job_boxes() if current.status == pb.JOB_STATUS_PROCESSING else []
 
     # As long as a renderer takes to start its sandbox on a busy machine (another test worker beside it).
-    await wait_until(running, timeout=60, interval=0.05)
+    [box] = await wait_until(running, timeout=60, interval=0.05)
     await stub.Cancel(pb.CancelRequest(job_id=job.id))
-    for _ in range(200):
-        if not sandbox_processes_of(code_renderer):
-            break
-        await asyncio.sleep(0.05)
-    assert sandbox_processes_of(code_renderer) == [], "the render was not aborted"
+
+    def aborted() -> bool:
+        try:
+            return not box.is_running() or box.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        except psutil.NoSuchProcess:
+            return True
+
+    await wait_until(aborted, timeout=10, interval=0.05)  # the render was aborted
+    assert job_boxes() == []
     assert (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).status == pb.JOB_STATUS_CANCELLED
     assert (await run_code(stub, GOOD_CODE)).status == pb.JOB_STATUS_COMPLETED
