@@ -136,3 +136,35 @@ async def test_a_worker_that_crashed_loses_its_job_to_the_reaper_of_another_repl
     clock.advance(milliseconds=200)  # past the retry's backoff (base 200 ms: at most 200 ms)
     [again] = await asyncio.wait_for(waiting, 10)  # woken by b's reaper through NOTIFY, not by its 15 s
     assert again.job.id == job.id and again.attempt == 2
+
+
+async def test_a_job_retried_a_thousand_times_does_not_stop_the_reaper_for_everyone(jobstore_factory) -> None:
+    """A user may cancel and retry their own job as often as they like. Its retry delay once overflowed
+    (2 to the power of its attempts), and the error failed the reaper's whole tick: no lease ran out and no
+    job expired, for anyone."""
+    clock = ManualClock()
+    store = await jobstore_factory(clock=clock, maintenance_interval_s=3600.0)  # reaps when the test says
+    stub = store.stub
+    own = await enqueue(stub, user_id="retrier", job_type="pdf", max_retries=3)
+    for _ in range(1030):
+        await stub.Cancel(pb.CancelRequest(job_id=own.id, user_id="retrier"))
+        await stub.Retry(pb.RetryRequest(job_id=own.id, user_id="retrier"))
+    victim = await enqueue(stub, user_id="someone-else", job_type="document", max_retries=2)
+    expiring = await enqueue(stub, user_id="someone-else", job_type="presentation", ttl_ms=1000)
+    [mine] = await claim(stub, worker="retrier's", types=("pdf",), lease_ms=1000)
+    [theirs] = await claim(stub, worker="crashed", types=("document",), lease_ms=1000)
+    assert mine.attempt == 1031
+    clock.advance(seconds=2)
+    result = await store.server.maintenance.tick()
+    assert result.reaped == 2 and result.expired == 1
+    after = {j.id: await stub.GetJob(pb.GetJobRequest(job_id=j.id)) for j in (own, victim, expiring)}
+    assert after[victim.id].status == pb.JOB_STATUS_PENDING and after[victim.id].retry_count == 1
+    assert after[expiring.id].status == pb.JOB_STATUS_FAILED
+    assert after[own.id].status == pb.JOB_STATUS_PENDING  # its next retry waits at most the cap
+    # A failed attempt of that job is retried too, rather than refused by the database.
+    clock.advance(seconds=3600)
+    [again] = await claim(stub, worker="retrier's", types=("pdf",), lease_ms=60_000)
+    reply = await stub.Fail(pb.FailRequest(job_id=again.job.id, lease_token=again.lease_token, error_code="flaky",
+                                           retryable=True))
+    assert reply.will_retry
+    assert theirs.job.id == victim.id
