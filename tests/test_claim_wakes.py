@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
-from jobstore.claims import FOUND, FOUND_NONE
+from jobstore.claims import CLAIM_STATEMENTS, FOUND, FOUND_NONE
+from jobstore.clock import ManualClock
 from jobstore.store import NewJob
 
 from .conftest import wait_until
@@ -132,3 +133,18 @@ async def test_a_claim_that_ends_knowing_of_a_job_due_later_tells_the_next(jobst
     assert await asyncio.wait_for(short, 10) == []
     [got] = await asyncio.wait_for(long, 10)
     assert got["id"] == row["id"]
+
+
+async def test_a_claim_does_not_spin_on_a_pending_job_past_its_expiry(jobstore_factory) -> None:
+    """A pending job past its expiry waits for the maintenance tick to fail it, and no claim can take it. A
+    waiting claim once counted it as due at once and looked again every millisecond until that tick came
+    (forever, were the tick held up)."""
+    clock = ManualClock()
+    store = await jobstore_factory(clock=clock, maintenance_interval_s=3600.0)  # expiry waits for the test
+    await enqueue(store.stub, job_type="pdf", ttl_ms=1000)
+    clock.advance(seconds=2)
+    before = count(CLAIM_STATEMENTS)
+    assert await claim(store.stub, types=("pdf",), wait_ms=300) == []  # the claim's own long-poll, 0.3 s
+    # One look, then asleep to the end of its wait (a spinning claim made ~100 statements in this time).
+    assert count(CLAIM_STATEMENTS) - before <= 2
+    assert (await store.server.maintenance.tick()).expired == 1

@@ -488,9 +488,12 @@ SELECT released.*, event.id AS last_event_id
 
 -- name: next_due_in
 -- Seconds until the next pending job of these types becomes due (NULL: none pending). $1 job types, $2 now.
+-- A job past its expiry is not one: no claim takes it (the maintenance tick fails it), and counting it
+-- made every waiting claim look again at once, hundreds of times a second, until that tick came.
 SELECT extract(epoch FROM min(run_at) - coalesce($2::timestamptz, now()))::float8 AS seconds
   FROM document_jobs
- WHERE status = 'pending' AND job_type = ANY($1::text[]);
+ WHERE status = 'pending' AND job_type = ANY($1::text[])
+   AND (expires_at IS NULL OR expires_at > coalesce($2::timestamptz, now()));
 
 -- name: heartbeat
 -- Renews the leases of a batch of jobs in one statement (batching.py) and records their progress, with
