@@ -3,6 +3,8 @@ INTERNAL, and never a half-written job."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 
 import asyncpg
@@ -172,3 +174,31 @@ async def test_bytes_that_are_no_message_get_invalid_argument_on_every_method(jo
                     refused += 1
     assert refused >= len(service.methods) * 2  # the undecodable ones, at least, on every method
     assert (await jobstore.stub.GetStats(pb.GetStatsRequest())) is not None
+
+
+def _token(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("token", [
+    _token(["2026-01-01T00:00:00+00:00", 5]),  # a job id that is no text
+    base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode(),  # nested past Python's recursion limit
+    _token(["0001-01-01T00:00:00+14:00", UNKNOWN]),  # a time before any Postgres takes
+    _token(["9999-12-31T23:59:59-14:00", UNKNOWN]),  # and after
+    _token(["2026-01-01T00:00:00", UNKNOWN]),  # no zone: not a time we handed out
+    _token({"a": 1, "b": 2}),
+    _token(["2026-01-01T00:00:00+00:00", UNKNOWN, "x"]),
+], ids=["id not text", "deep nesting", "year 1", "year 9999", "naive time", "object", "three parts"])
+async def test_a_forged_page_token_is_refused_by_name(stub, token: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListJobs(pb.ListJobsRequest(user_id="u", page_token=token))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert dict(err.value.trailing_metadata())["docjobs-field"] == "page_token"
+
+
+async def test_a_page_token_handed_out_reads_the_next_page(stub) -> None:
+    user = str(uuid.uuid4())
+    ids = {(await enqueue(stub, user_id=user)).id for _ in range(3)}
+    first = await stub.ListJobs(pb.ListJobsRequest(user_id=user, page_size=2))
+    second = await stub.ListJobs(pb.ListJobsRequest(user_id=user, page_size=2, page_token=first.next_page_token))
+    assert {j.id for j in first.jobs} | {j.id for j in second.jobs} == ids and not second.next_page_token

@@ -218,15 +218,29 @@ def encode_page_token(created_at: datetime, job_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_PAGE_TOKEN_CHARS = 256  # the tokens handed out are about 110
+# The cursor's time within what Postgres takes (any zone): a token's values are checked here, not by the driver.
+_TOKEN_TIMES = (datetime(2000, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
+
+
 def decode_page_token(token: str) -> tuple[datetime, uuid.UUID] | None:
+    """The cursor of a page token handed out by encode_page_token; anything else is refused, whatever it
+    decodes to (a token is the caller's to send back, so it is read as strictly as any other input)."""
     if not token:
         return None
+    refused = InvalidArgument("page_token", "not a token from a previous response")
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise refused
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(job_id)
-    except (ValueError, TypeError):
-        raise InvalidArgument("page_token", "not a token from a previous response") from None
+        value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+            raise refused
+        created, job_id = datetime.fromisoformat(value[0]), uuid.UUID(value[1])
+    except (ValueError, TypeError, RecursionError):
+        raise refused from None
+    if created.tzinfo is None or not _TOKEN_TIMES[0] <= created <= _TOKEN_TIMES[1]:
+        raise refused
+    return created, job_id
 
 
 def lease_ms(value: int, settings: Settings, field: str = "lease_ms") -> int:
