@@ -470,3 +470,23 @@ async def test_release_worker_gives_back_what_a_stopping_worker_never_received(s
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.ReleaseWorker(pb.ReleaseWorkerRequest(worker_id=" "))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_claim_answer_holds_what_one_message_can_and_gives_the_rest_back_at_once(stub) -> None:
+    """Five jobs of 3.9 MB payloads passed what one answer may hold (16 MiB): the answer failed, and all
+    five stayed leased to a worker that never had them, each losing an attempt. Now the answer holds what
+    fits, and the others are back in the queue at once, their attempts not counted."""
+    user = new_user()
+    payload = json.dumps({"text": "x" * 3_900_000})
+    ids = {(await stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id=user, payload_json=payload))).job.id
+           for _ in range(5)}
+    first = (await stub.Claim(pb.ClaimRequest(worker_id="big", job_types=["pdf"], max_jobs=5))).jobs
+    assert 1 <= len(first) < 5
+    assert all(len(c.job.payload_json) == len(payload) for c in first)
+
+    async def claimable() -> list[pb.ClaimedJob]:
+        return list((await stub.Claim(pb.ClaimRequest(worker_id="next", job_types=["pdf"], max_jobs=5))).jobs)
+
+    rest = await wait_until(claimable)  # given back in the background, right after the answer
+    assert {c.job.id for c in first} | {c.job.id for c in rest} == ids
+    assert {c.attempt for c in (*first, *rest)} == {1}

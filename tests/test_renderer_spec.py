@@ -204,3 +204,26 @@ async def test_code_mode_is_off_by_default(stub, renderer) -> None:
     assert final.status == pb.JOB_STATUS_FAILED and final.retry_count == 0
     assert final.error.code == "code_execution_disabled"
     assert "DOCJOBS_CODE_EXECUTION" in final.error.message
+
+
+async def test_jobs_at_the_payload_limit_render_however_many_a_renderer_takes_at_once(stub, renderer,
+                                                                                      tmp_path) -> None:
+    """A payload may be 4 MiB. Three such jobs pushed together passed what one gRPC message holds (16 MiB),
+    and a renderer's channel took no message over 4 MiB (grpc's default): the jobs stayed leased to a
+    worker that never had them, and failed when their retries ran out without ever being rendered."""
+    row = "x" * 30_000
+    rows = [[f"{i}{row}"] for i in range(137)]
+    spec = {"sheets": [{"name": "Big", "columns": [{"header": "Text"}], "rows": rows}]}
+    payload = json.dumps({"spec": spec})
+    assert 4_000_000 < len(payload) <= 4 * 1024 * 1024
+    jobs = [(await stub.Enqueue(pb.EnqueueRequest(job_type="spreadsheet", user_id=f"big-{i}", title="Big",
+                                                  payload_json=payload))).job for i in range(4)]
+    for job in jobs:
+        final, _ = await wait_finished(stub, job.id, timeout=120)
+        assert final.status == pb.JOB_STATUS_COMPLETED, final.error
+        assert final.retry_count == 0  # rendered on its first attempt: none was lost on the way
+    result = json.loads(final.result_json)
+    path = tmp_path / result["filename"]
+    await download(stub, result["artifact_id"], path)
+    sheet = openpyxl.load_workbook(path)["Big"]
+    assert sheet.max_row == 138 and sheet["A138"].value == f"136{row}"

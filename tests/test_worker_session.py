@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -458,6 +459,57 @@ async def test_a_stream_cut_while_its_completions_wait_on_a_locked_row_completes
         events = await collect_events(stub, pb.WatchRequest(job_id=c.job.id, history_only=True))
         assert [e.kind for e in events].count(pb.EVENT_KIND_COMPLETED) == 1
         assert [e.status for e in events].count(pb.JOB_STATUS_PROCESSING) == 1  # never given back and re-run
+
+
+async def test_jobs_too_large_for_one_push_together_come_in_several(stub) -> None:
+    """Five payloads of 3.9 MB claimed at once pass what one message holds (16 MiB): they are pushed in
+    several messages, each job once, none lost to a write that failed with the jobs leased."""
+    user = new_user()
+    text = "x" * 3_900_000
+    ids = {(await enqueue(stub, user_id=user, payload={"text": text})).id for _ in range(5)}
+    held = Held()
+    work = session(stub, held)
+    try:
+        work.grant(8)
+        await wait_until(lambda: len(held.jobs) == 5)
+        assert {c.job.id for c in held.jobs} == ids and {c.attempt for c in held.jobs} == {1}
+        assert all(json.loads(c.job.payload_json)["text"] == text for c in held.jobs)
+        for c in held.jobs:
+            await work.complete(pb.CompleteRequest(job_id=c.job.id, lease_token=c.lease_token))
+    finally:
+        await work.stop()
+
+
+async def test_a_push_whose_write_fails_gives_its_jobs_back_at_once(stub, monkeypatch) -> None:
+    """Should a push's write fail (here: one message made larger than gRPC sends, the split above turned
+    off), its jobs go back to the queue as the stream ends, no attempt counted: the worker never had them.
+    They did wait for their leases to run out, each losing an attempt."""
+    import jobstore.session
+
+    monkeypatch.setattr(jobstore.session, "MESSAGE_BUDGET_BYTES", 1 << 40)
+    user = new_user()
+    ids = {(await enqueue(stub, user_id=user, payload={"text": "x" * 3_900_000})).id for _ in range(5)}
+    held = Held()
+    work = session(stub, held, lease_ms=3_600_000)
+    try:
+        work.grant(8)
+
+        async def given_back() -> bool:
+            # Each job claimed for the stream (processing) and then pending again, the claim undone.
+            for job_id in ids:
+                events = await collect_events(stub, pb.WatchRequest(job_id=job_id, history_only=True))
+                statuses = [e.status for e in events if e.kind == pb.EVENT_KIND_STATUS]
+                if pb.JOB_STATUS_PROCESSING not in statuses or statuses[-1] != pb.JOB_STATUS_PENDING:
+                    return False
+            return True
+
+        # Pushed, refused by gRPC, given back (and pushed again on the next stream, and given back...).
+        await wait_until(given_back)
+    finally:
+        await work.stop()
+    assert not held.jobs
+    for job_id in ids:
+        assert (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).retry_count == 0
 
 
 async def test_slots_freed_as_their_jobs_complete_send_their_credit_with_the_completions(stub, monkeypatch) -> None:

@@ -50,9 +50,22 @@ def bearer(token: str) -> tuple[str, str]:
     return (AUTHORIZATION, f"Bearer {token}")
 
 
+# The largest message the jobstore sends or takes (a job's payload may be 4 MiB, a small artifact too), and
+# what its clients take by default (grpc's own default is 4 MiB, less than one job at its largest).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_MESSAGE_OPTIONS = (("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES))
+
+
+def _with_message_sizes(options: ChannelOptions) -> list[tuple[str, Any]]:
+    given = {name for name, _ in options}
+    return [*options, *(option for option in _MESSAGE_OPTIONS if option[0] not in given)]
+
+
 def jobstore_channel(address: str, token: str, options: ChannelOptions = ()) -> grpc.aio.Channel:
-    """A grpc.aio channel to the jobstore whose every call carries the shared secret."""
-    channel = grpc.aio.insecure_channel(address, options=list(options))
+    """A grpc.aio channel to the jobstore whose every call carries the shared secret, and which takes the
+    largest message the jobstore sends (unless options say otherwise)."""
+    channel = grpc.aio.insecure_channel(address, options=_with_message_sizes(options))
     return cast(grpc.aio.Channel, _BearerChannel(channel, token))
 
 
@@ -102,7 +115,8 @@ class _WithBearer:
 
 def jobstore_channel_blocking(address: str, token: str, options: ChannelOptions = ()) -> grpc.Channel:
     """The same for grpc's blocking API (tests that drive a stack from a thread of their own)."""
-    return grpc.intercept_channel(grpc.insecure_channel(address, options=list(options)), _BlockingBearer(token))
+    return grpc.intercept_channel(grpc.insecure_channel(address, options=_with_message_sizes(options)),
+                                  _BlockingBearer(token))
 
 
 class _CallDetails(NamedTuple):

@@ -488,8 +488,7 @@ def _keepalive(interval_s: float) -> list[tuple[str, int]]:
 
 async def _jobstore_channel(app: web.Application) -> AsyncIterator[None]:
     channel = jobstore_channel(app[SETTINGS].jobstore_address, app[SETTINGS].grpc_token, options=[
-        ("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-        ("grpc.max_send_message_length", 16 * 1024 * 1024), *_keepalive(app[SETTINGS].jobstore_keepalive_s)])
+        ("grpc.service_config", GRPC_SERVICE_CONFIG), *_keepalive(app[SETTINGS].jobstore_keepalive_s)])
     app[CHANNEL] = channel
     plain = pb_grpc.JobStoreStub(channel)
     metrics = app[METRICS]

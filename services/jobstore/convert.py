@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -110,6 +111,19 @@ def add_claimed(jobs: Any, row: Row) -> None:
     """A claimed job (with its payload and lease) added to a ClaimResponse's or a push's `jobs`."""
     set_timestamp(jobs.add(job=job(row, payload=True), lease_token=str(row["lease_token"]),
                            attempt=row["retry_count"] + 1).lease_expires_at, row["lease_expires_at"])
+
+
+def add_claimed_within(jobs: Any, rows: Sequence[Row], start: int, budget: int) -> int:
+    """add_claimed() of rows[start:] while their encoded size stays within budget bytes (the first always
+    goes in: one job fits any message); the index of the first row left out (len(rows): none)."""
+    size = 0
+    for i in range(start, len(rows)):
+        add_claimed(jobs, rows[i])
+        size += jobs[-1].ByteSize()
+        if size > budget and i > start:
+            del jobs[-1]
+            return i
+    return len(rows)
 
 
 def fill_job_basic(target: pb.Job, row: Row) -> None:

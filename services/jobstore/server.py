@@ -17,6 +17,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from docjobs.channels import MAX_MESSAGE_BYTES
 from docjobs.exits import EXIT_DO_NOT_RESTART
 from docjobs.metrics_http import MetricsServer, start_metrics_server
 from docjobs.settings import load_or_exit, setup_logging
@@ -44,7 +45,6 @@ from .watch import Watches
 log = logging.getLogger("jobstore")
 
 SERVICE_NAME = jobstore_pb2.DESCRIPTOR.services_by_name["JobStore"].full_name
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

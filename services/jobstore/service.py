@@ -23,7 +23,7 @@ from docjobs.v1 import jobstore_pb2_grpc as pb_grpc
 from . import convert, metrics, validation
 from .deliveries import Deliveries
 from .errors import DATABASE_DOWN, FailedPrecondition, InvalidArgument, JobStoreError, NotFound, Unavailable
-from .session import Sessions, WorkSession
+from .session import MESSAGE_BUDGET_BYTES, Sessions, WorkSession
 from .settings import Settings
 from .store import Store
 from .watch import Watches
@@ -214,7 +214,14 @@ class JobStoreService(pb_grpc.JobStoreServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             wait_s = max(0.0, min(wait_s, remaining - 0.05))
-        rows = await self._store.claim(worker_id, job_types, max_jobs, wait_s, lease_ms)
+        claimed = await self._store.claim(worker_id, job_types, max_jobs, wait_s, lease_ms)
+        response = pb.ClaimResponse()
+        end = convert.add_claimed_within(response.jobs, claimed, 0, MESSAGE_BUDGET_BYTES)
+        rows, over = claimed[:end], claimed[end:]
+        if over:  # more than one answer holds (large payloads): back to the queue at once, no attempt counted
+            giving_back = asyncio.ensure_future(self._store.release(over))
+            self._background.add(giving_back)
+            giving_back.add_done_callback(self._background.discard)
         if rows:
             # The worker may go away while the answer is on its way (it stops, its call is cancelled):
             # then nobody holds these jobs, and they go back at once instead of when their leases end.
@@ -226,9 +233,6 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
             # The stubs take an instance of their class _DoneCallback, where grpc takes any callable.
             context.add_done_callback(release_if_lost)  # type: ignore[arg-type]
-        response = pb.ClaimResponse()
-        for row in rows:
-            convert.add_claimed(response.jobs, row)
         return response
 
     @unary

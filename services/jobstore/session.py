@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 
+from docjobs.channels import MAX_MESSAGE_BYTES
 from docjobs.v1 import jobstore_pb2 as pb
 
 from . import convert, validation
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 MAX_CREDIT = 1000  # jobs granted and not yet pushed, per stream
 MAX_CLAIM = 100  # jobs per push (what one Claim may take)
+# A push's message holds jobs up to this size, and the rest go in the next: 100 payloads of up to 4 MiB
+# in one message passed what grpc sends (MAX_MESSAGE_BYTES), and the write failed with the jobs leased.
+MESSAGE_BUDGET_BYTES = MAX_MESSAGE_BYTES * 3 // 4
 MAX_IN_FLIGHT = 128  # requests being handled or waiting for their answer to be written, per stream
 MAX_ARTIFACTS_IN_FLIGHT = 4  # of those, complete_with_artifact (up to 4 MiB each)
 MAX_REQUEST_ID = 2**53  # what a JSON number holds exactly
@@ -129,6 +133,7 @@ class WorkSession:
     def __post_init__(self) -> None:
         self._closed = False  # the stream has ended: the session takes hold of no job again
         self._finishing: set[str] = set()  # held jobs with a complete, fail or release being handled
+        self._unwritten: list[Row] = []  # the jobs of a push whose write failed (given back as the stream ends)
         self._outbox: asyncio.Queue[_Out] = asyncio.Queue()
         self._credit_added = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -152,6 +157,12 @@ class WorkSession:
                     return
                 try:
                     yield item.message
+                except BaseException:
+                    # Its write did not finish: the jobs go back now rather than when their leases run out
+                    # (had the worker got them after all, its lease is gone: the job runs once more).
+                    if isinstance(item, _Pushed):
+                        self._unwritten = item.rows
+                    raise
                 finally:
                     if isinstance(item, _Answer) and item.slot:
                         self._slots.release()
@@ -167,7 +178,7 @@ class WorkSession:
             for job_id in self.held:
                 self.sessions.drop(job_id, self)
             self.held.clear()
-            unsent = []
+            unsent, self._unwritten = self._unwritten, []
             while not self._outbox.empty():
                 left = self._outbox.get_nowait()
                 if isinstance(left, _Pushed):
@@ -468,11 +479,14 @@ class WorkSession:
                     break
                 continue
             self.credit -= len(rows)
-            response = pb.WorkResponse()
-            for row in rows:
-                convert.add_claimed(response.jobs.jobs, row)
-                self._hold(str(row["id"]))
-            self._outbox.put_nowait(_Pushed(rows, response))
+            start = 0
+            while start < len(rows):  # as many messages as their size needs (a payload may be 4 MiB)
+                response = pb.WorkResponse()
+                end = convert.add_claimed_within(response.jobs.jobs, rows, start, MESSAGE_BUDGET_BYTES)
+                for row in rows[start:end]:
+                    self._hold(str(row["id"]))
+                self._outbox.put_nowait(_Pushed(rows[start:end], response))
+                start = end
         # The jobstore is stopping: answer what was asked so far, then the worker opens a session elsewhere.
         if self._handlers:
             await asyncio.wait(set(self._handlers))

@@ -141,8 +141,7 @@ class Worker:
                 log.info("code execution is on, sandboxed: %s", isolation)
         self._channel = jobstore_channel(
             self.settings.jobstore_address, self.settings.grpc_token,
-            options=[("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.enable_retries", 1),
-                     ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+            options=[("grpc.service_config", GRPC_SERVICE_CONFIG), ("grpc.enable_retries", 1)])
         self.stub = pb_grpc.JobStoreStub(self._channel)
         self.session = WorkSession(self.stub, self.settings.worker_id, self.settings.job_types, self.settings.lease_ms,
                                    on_jobs=self._take, on_cancel=self._cancelled, on_broken=self._session_broken,
