@@ -36,6 +36,11 @@ INVALID_ENQUEUES = {
                                          idempotency_key="k" * 201),
     "expires_at": pb.EnqueueRequest(job_type="pdf", user_id="u", payload_json=OK_PAYLOAD,
                                     expires_at={"seconds": 1}),
+    # The first instant of year 1: read back by the driver as -infinity, which no answer can show.
+    "run_at": pb.EnqueueRequest(job_type="pdf", user_id="u", payload_json=OK_PAYLOAD,
+                                run_at={"seconds": -62135596800}),
+    "expires_at ": pb.EnqueueRequest(job_type="pdf", user_id="u", payload_json=OK_PAYLOAD,
+                                     expires_at={"seconds": 253402300799}),  # the last second of 9999
 }
 
 

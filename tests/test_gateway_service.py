@@ -4,6 +4,7 @@ retries), over real HTTP against a real jobstore, and a real renderer where a jo
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -195,6 +196,20 @@ async def test_run_at_bounds(http, gateway, stub) -> None:
     assert status == 202
     _, job = await get(http, gateway, created["statusUrl"], bearer("knobs"))
     assert job["runAt"] == "2020-01-01T08:00:00.123456Z"
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00-23:59", "1969-12-31T23:59:59Z",
+                                  "9999-12-31T23:59:59Z"])
+async def test_a_run_at_no_answer_could_show_is_refused_and_nothing_stored(http, gateway, stub, when) -> None:
+    """The first instant of year 1 was stored, read back by the database driver as -infinity, and every
+    answer naming the job failed: its POST (502, the job stored all the same), its user's list, and the
+    worker session it was pushed on."""
+    user = f"run-at-{uuid.uuid4().hex[:8]}"
+    status, answer = await post(http, gateway, {**example("pdf"), "runAt": when}, bearer(user))
+    assert status == 422 and answer["error"]["field"] == "runAt", answer
+    assert list((await stub.ListJobs(pb.ListJobsRequest(user_id=user))).jobs) == []
+    status, listing = await get(http, gateway, "/api/jobs", bearer(user))
+    assert status == 200 and listing["jobs"] == []
 
 
 async def test_expires_in_seconds_fails_a_job_not_done_by_then(http, gateway) -> None:

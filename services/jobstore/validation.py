@@ -78,11 +78,20 @@ def _optional_user(value: str) -> str | None:
     return _text(value, "user_id") or None
 
 
+# The times a request may name. Postgres stores more, but the driver reads the first instant of year 1
+# back as -infinity, a value no answer can show: a job due then was stored, and then every answer naming
+# it failed (its Enqueue, its user's list, the worker session it was pushed on).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(ts: Timestamp, field: str) -> datetime:
     try:
         value = ts.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise InvalidArgument(field, "not a valid timestamp") from None
+    if not EARLIEST <= value < LATEST:
+        raise InvalidArgument(field, "must be between 1970 and 9000")
     return value
 
 
