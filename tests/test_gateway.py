@@ -168,6 +168,24 @@ async def test_two_tabs_on_one_job_and_one_closes(http, gateway, stub) -> None:
     assert [e.name for e in stream.events] == ["status", "status", "progress", "job-complete"]
 
 
+@pytest.mark.parametrize("spelling", [str.upper, lambda job_id: job_id.replace("-", ""),
+                                      lambda job_id: f"urn:uuid:{job_id}"], ids=["upper", "no dashes", "urn"])
+async def test_a_job_id_spelt_another_way_streams_its_live_events_to_the_end(http, gateway, stub, spelling) -> None:
+    """A UUID has several spellings. A stream opened with another than the jobstore's got the job's
+    history, then no live event, and never ended (counting against its user's streams all the while)."""
+    _, created = await post_job(http, gateway, example("pdf"))
+    job_id = created["jobId"]
+    url = gateway.base + created["eventsUrl"].replace(job_id, spelling(job_id))
+    assert spelling(job_id) != job_id and spelling(job_id) in url
+    seen = SseStream()
+    reader = asyncio.create_task(read_sse(http, url, stream=seen))
+    await wait_until(lambda: len(seen.events) == 1)  # its history: pending
+    [claimed] = (await stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["pdf"], wait_ms=5000))).jobs
+    await stub.Complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
+    stream = await asyncio.wait_for(reader, 30)
+    assert [e.name for e in stream.events] == ["status", "status", "job-complete"]
+
+
 async def test_head_on_the_streaming_urls_is_refused_not_answered_with_a_body(http, gateway, renderer) -> None:
     """A HEAD response has no body. aiohttp sends a streamed response's body after a HEAD's headers (the
     client then read the event stream as the next response's status line), so these two routes refuse

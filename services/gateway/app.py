@@ -78,12 +78,13 @@ SERVER_OPTIONS: ServerOptions = {"handler_cancellation": True}
 
 
 def _job_id(request: web.Request) -> str:
-    job_id = request.match_info["job_id"]
+    """The path's job id in the one form the jobstore writes (lower case, with dashes): a stream subscribed
+    under another spelling (upper case, no dashes, urn:uuid:) got its job's history and then nothing, and
+    never ended."""
     try:
-        uuid.UUID(job_id)
+        return str(uuid.UUID(request.match_info["job_id"]))
     except ValueError:  # a path that names no job, whatever it holds (it may not even be text to pass on)
         raise ApiError(404, "not_found", "no such job: a job id is a UUID", "jobId") from None
-    return job_id
 
 
 def _links(request: web.Request, job_id: str, user_id: str) -> dict[str, str]:
