@@ -3,6 +3,8 @@ retries), over real HTTP against a real jobstore, and a real renderer where a jo
 
 from __future__ import annotations
 
+import io
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -257,3 +259,19 @@ async def test_max_retries_caps_the_retries(http, gateway, stub) -> None:
     assert attempts == 2  # the first attempt and one retry
     _, job = await get(http, gateway, created["statusUrl"], bearer("knobs"))
     assert job["maxRetries"] == 1 and job["status"] == "failed" and job["attempts"] == 2
+
+
+async def test_a_document_in_chinese_is_measured_by_its_bytes_not_its_escapes(http, gateway, stub) -> None:
+    """2.4 MB of Chinese (a third of the characters of the same size in English) was sent on \\u-escaped,
+    6 bytes a character, and refused as larger than the 4 MiB a payload may be."""
+    paragraph = "文档生成" * 5_000  # 20,000 characters, 60,000 bytes
+    spec = {"blocks": [{"type": "paragraph", "text": paragraph} for _ in range(40)]}
+    body = {"documentType": "document", "title": "报告", "spec": spec}
+    raw = json.dumps(body, ensure_ascii=False).encode()  # as a browser's fetch sends it
+    assert 2_300_000 < len(raw) < 2_500_000
+    async with http.post(gateway.base + "/api/jobs", data=io.BytesIO(raw),
+                         headers={**bearer("knobs"), "Content-Type": "application/json"}) as reply:
+        status, created = reply.status, await reply.json()
+    assert status == 202, created
+    job = await stub.GetJob(pb.GetJobRequest(job_id=created["jobId"], include_payload=True))
+    assert json.loads(job.payload_json)["spec"] == spec and job.title == "报告"

@@ -185,7 +185,9 @@ def _job_fields(body: dict[str, Any], caller: Caller, settings: Settings, now: d
         # Only a service orders the queue: a user who could set it would jump everyone else's jobs.
         "priority": priority if caller.service else 0,
         **knobs,
-        "payload_json": json.dumps(payload),
+        # As written, not \u-escaped: a character of Chinese is 3 bytes in UTF-8 and 6 escaped, and the
+        # payload's limit (4 MiB) is counted in bytes.
+        "payload_json": json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
     }
 
 
