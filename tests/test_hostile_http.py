@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import socket
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -247,6 +248,30 @@ def test_an_expectation_other_than_100_continue_is_a_417_in_json(gateway: LiveGa
         assert sock.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         assert sock.recv(12) == b"HTTP/1.1 202"
+
+
+def test_a_client_that_resets_as_its_answer_starts_costs_no_500_and_no_traceback(gateway: LiveGateway) -> None:
+    """A client that sends its request and resets the connection at once (a tab closed, a network gone):
+    writing the answer's head failed, and the gateway logged an unexpected error with its traceback and a
+    500 for every such request."""
+    target = "/api/events?sessionId=reset-session"
+
+    def logged() -> list[str]:  # the requests' access-log lines
+        return [line for line in gateway.log.read_text(errors="replace").splitlines() if f"GET {target} " in line]
+
+    for _ in range(10):
+        before = len(logged())
+        sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=30)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # its close is a reset
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n%s: %s\r\n\r\n" % (target.encode(), *auth()))
+        sock.close()
+        # Its line once the gateway gave its answer up (none if its handler was cancelled before writing).
+        deadline = time.monotonic() + 3
+        while len(logged()) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(logged()) >= 5, logged()  # most reach the write of their answer's head
+    assert not [line for line in logged() if '" 500 ' in line], logged()
+    gateway.assert_no_traceback()
 
 
 # --- properties ------------------------------------------------------------------------------------

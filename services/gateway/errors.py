@@ -52,6 +52,9 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     return ApiError(status, code, message, field)
 
 
+CLIENT_CLOSED_REQUEST = 499
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -75,6 +78,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status >= 400:
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
+    except ConnectionResetError:
+        # The client went away while its answer was being written (aiohttp's ClientConnectionResetError):
+        # nothing is wrong here and nobody is left to answer. 499 is what the access log shows for it
+        # (nginx's "client closed request"), not a 500 with a traceback.
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error")
