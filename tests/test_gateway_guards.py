@@ -80,3 +80,35 @@ async def test_with_tokens_any_host_is_served(http, jobstore) -> None:
             assert r.status == 200
     finally:
         await gateway.stop()
+
+
+async def test_the_no_auth_demo_takes_changes_only_from_its_own_page(http, jobstore, stub) -> None:
+    """Without tokens, a page on any site could retry or redrive jobs with a POST that has no body (a simple
+    request, sent without a preflight: no body, no Content-Type to refuse). Changes from another origin are
+    a 403 naming Origin; the demo page's own, a listed origin's and a non-browser caller's still go."""
+    gateway = await start_gateway(jobstore.address, auth="none", jwt_secret="",
+                                  cors_origins=("http://app.example.test",))
+    try:
+        async with http.post(gateway.base + "/api/jobs", json=example("pdf")) as r:
+            job_id = (await r.json())["jobId"]
+        async with http.delete(gateway.base + f"/api/jobs/{job_id}") as r:
+            assert r.status == 200
+        for method, path in (("POST", f"/api/jobs/{job_id}/retry"), ("POST", "/api/jobs/redrive"),
+                             ("DELETE", f"/api/jobs/{job_id}")):
+            for origin in ("http://evil.example.test", "null", f"{gateway.base}.evil.example.test"):
+                async with http.request(method, gateway.base + path, headers={"Origin": origin},
+                                        skip_auto_headers=["Content-Type"]) as r:
+                    assert r.status == 403, (method, path, origin, r.status)
+                    assert (await r.json())["error"]["field"] == "Origin"
+        job = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
+        assert job.status == pb.JOB_STATUS_CANCELLED and job.retry_count == 0  # nothing was retried
+        for origin in (gateway.base, "http://app.example.test", None):
+            async with http.post(gateway.base + f"/api/jobs/{job_id}/retry",
+                                 headers={"Origin": origin} if origin else {}) as r:
+                assert r.status == 202, (origin, await r.text())
+            async with http.delete(gateway.base + f"/api/jobs/{job_id}") as r:
+                assert r.status == 200
+        async with http.get(gateway.base + "/api/jobs", headers={"Origin": "http://evil.example.test"}) as r:
+            assert r.status == 200  # reading is CORS's to allow or hide, as before
+    finally:
+        await gateway.stop()

@@ -545,6 +545,7 @@ def create_app(settings: Settings) -> web.Application:
     app[client.FILES] = client.load()
     Cors(settings.cors_origins).install(app)
     if settings.auth == "none":  # outermost: a rebound name gets nothing, not even a preflight's answer
+        app.middlewares.insert(0, guards.writes_from_own_origins(settings.cors_origins))
         app.middlewares.insert(0, guards.loopback_only)
     app.cleanup_ctx.append(_jobstore_channel)
     app.cleanup_ctx.append(_webhook_sender)

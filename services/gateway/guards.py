@@ -13,6 +13,8 @@ Two holes a web page on any origin could use without a CORS preflight or a token
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from .errors import ApiError, Handler, error_response
@@ -41,6 +43,30 @@ async def loopback_only(request: web.Request, handler: Handler) -> web.StreamRes
                               f"(DOCJOBS_AUTH=none) and answers only requests to 127.0.0.1, localhost or [::1], "
                               f"not to {host[:100]!r}", "Host")
     return await handler(request)
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def writes_from_own_origins(listed: tuple[str, ...]) -> Any:
+    """No-auth mode: a request that changes something (POST, DELETE, ...) sent by a web page must come from
+    the gateway's own origin or a listed one (DOCJOBS_CORS_ORIGINS); 403 naming Origin otherwise. Without a
+    token, a page on any site could otherwise retry or redrive jobs with a POST that has no body: a simple
+    request, sent without a preflight (require_json sees no body to judge). Callers that are no browser
+    send no Origin and are served as before."""
+    allowed = frozenset(listed)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if (request.method not in SAFE_METHODS and origin is not None and origin not in allowed
+                and origin != f"{request.scheme}://{request.host}"):
+            return error_response(403, "forbidden", f"this gateway runs without authentication "
+                                  f"(DOCJOBS_AUTH=none) and takes changes only from its own page or a listed "
+                                  f"origin, not from {origin[:100]!r}", "Origin")
+        return await handler(request)
+
+    return middleware
 
 
 def require_json(request: web.Request) -> None:
