@@ -37,6 +37,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from docjobs.urltokens import URL_TOKEN_AUDIENCE
+from gateway.auth import SESSION_URL_AUDIENCE
+
 from .conftest import create_database, wait_until
 from .gateway_client import SECRET, bearer, token
 from .processes import GatewayProcess, JobStoreProcess
@@ -372,6 +375,20 @@ def test_any_url_token_is_answered_in_json(gateway: LiveGateway) -> None:
             assert_answered(reply, 401)
 
     run()
+
+
+@pytest.mark.parametrize("sub", ["\ud800", "a\u0000b", "", 5, None, ["x"], "u" * 201])
+def test_a_signed_link_token_whose_sub_is_no_user_id_is_a_401(gateway: LiveGateway, sub: Any) -> None:
+    """A link token's user was taken as written: a lone surrogate failed as a 500 (it cannot be encoded), a
+    NUL as a 422 in the jobstore's words. Signing one takes the secret (public in no-auth mode)."""
+    now = int(time.time())
+    job = {"aud": URL_TOKEN_AUDIENCE, "job": gateway.finished_job, "iat": now, "exp": now + 60}
+    session = {"aud": SESSION_URL_AUDIENCE, "iat": now, "exp": now + 60}
+    for claims, target in ((job, f"/api/jobs/{gateway.finished_job}/events"),
+                           (job, f"/api/jobs/{gateway.finished_job}/artifact"), (session, "/api/events")):
+        token = _signed(b'{"alg":"HS256","typ":"JWT"}', json.dumps({**claims, "sub": sub}).encode())
+        reply = http(gateway.port, "GET", f"{target}?token={token.decode()}")
+        assert_answered(reply, 401)
 
 
 def test_any_scope_claim_is_a_user_or_a_service_never_an_error(gateway: LiveGateway) -> None:

@@ -111,7 +111,7 @@ class Auth:
                               require=["job"])
         if claims.get("job") != job_id:
             raise ApiError(401, "unauthenticated", "this link token is for another job")
-        return Caller(str(claims["sub"]), expires=int(claims["exp"]))
+        return Caller(_url_token_user(claims), expires=int(claims["exp"]))
 
     def caller_for_session_url(self, request: web.Request, session_id: str) -> Caller:
         """For a session's events: a session URL token (for this session, or for all the user's jobs),
@@ -123,7 +123,7 @@ class Auth:
         scoped = claims.get("session")
         if scoped is not None and scoped != session_id:
             raise ApiError(401, "unauthenticated", "this link token is for another session", "sessionId")
-        return Caller(str(claims["sub"]), expires=int(claims["exp"]))
+        return Caller(_url_token_user(claims), expires=int(claims["exp"]))
 
     def _decode(self, token: str, what: str, *, audience: str | None = None, require: Sequence[str] = (),
                 secret: str | None = None) -> dict[str, Any]:
@@ -167,3 +167,13 @@ class Auth:
         if session_id:
             claims["session"] = session_id
         return jwt.encode(claims, self._secret, algorithm="HS256")
+
+
+def _url_token_user(claims: dict[str, Any]) -> str:
+    """A URL token's user, checked as a bearer token's is: a sub that is no user id (a lone surrogate, a
+    NUL: whoever holds the signing secret may write one, and in no-auth mode that secret is public) was
+    passed on as it was, and failed as a 500 where it could not be encoded."""
+    sub = claims["sub"]
+    if not isinstance(sub, str) or not valid_user_id(sub):
+        raise ApiError(401, "unauthenticated", "the link token's sub must be the user id")
+    return sub
