@@ -239,6 +239,26 @@ def test_a_body_aiohttp_cannot_decode_is_a_400_in_json(gateway: LiveGateway) -> 
     assert_answered(reply, 202)  # a body that is gzip is read
 
 
+@pytest.mark.parametrize("encoding", ["br", "zstd"])
+def test_a_body_in_brotli_or_zstandard_is_read_and_a_broken_one_is_a_400_in_json(gateway: LiveGateway,
+                                                                                  encoding: str) -> None:
+    """aiohttp refused these encodings before any handler, in plain text naming a package to install."""
+    import brotli
+    from backports import zstd
+
+    compress = brotli.compress if encoding == "br" else zstd.compress
+    reply = _post(gateway, compress(json.dumps(example("pdf")).encode()), (b"Content-Encoding", encoding.encode()))
+    assert_answered(reply, 202)
+    reply = _post(gateway, b"this is not " + encoding.encode(), (b"Content-Encoding", encoding.encode()))
+    assert_answered(reply, 400)
+    assert reply.json()["error"]["field"] == "body"
+    bomb = b'{"title": "' + b"0" * 64 * 1024 * 1024 + b'"}'  # 64 MiB that compress to a few kB
+    packed = brotli.compress(bomb, quality=1) if encoding == "br" else zstd.compress(bomb, level=1)
+    assert len(packed) < 1024 * 1024
+    reply = _post(gateway, packed, (b"Content-Encoding", encoding.encode()))
+    assert_answered(reply, 413)
+
+
 def test_an_expectation_other_than_100_continue_is_a_417_in_json(gateway: LiveGateway) -> None:
     reply = _post(gateway, example("pdf"), (b"Expect", b"the-impossible"))
     assert_answered(reply, 417)
