@@ -102,10 +102,9 @@ async def test_the_no_auth_demo_takes_changes_only_from_its_own_page(http, jobst
                     assert (await r.json())["error"]["field"] == "Origin"
         job = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
         assert job.status == pb.JOB_STATUS_CANCELLED and job.retry_count == 0  # nothing was retried
-        for origin in (gateway.base, "http://app.example.test", None):
-            async with http.post(gateway.base + f"/api/jobs/{job_id}/retry",
-                                 headers={"Origin": origin} if origin else {}) as r:
-                assert r.status == 202, (origin, await r.text())
+        for sent in ({"Origin": gateway.base}, {"Origin": "http://app.example.test"}, {}):
+            async with http.post(gateway.base + f"/api/jobs/{job_id}/retry", headers=sent) as r:
+                assert r.status == 202, (sent, await r.text())
             async with http.delete(gateway.base + f"/api/jobs/{job_id}") as r:
                 assert r.status == 200
         async with http.get(gateway.base + "/api/jobs", headers={"Origin": "http://evil.example.test"}) as r:
