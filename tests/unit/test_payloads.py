@@ -39,7 +39,8 @@ def refused(raw: bytes, caller: Caller | str = "alice") -> ApiError:
 def test_a_good_request_becomes_an_enqueue() -> None:
     parsed = parse(body(messageId="m", priority=3, userId=123), SERVICE)
     assert parsed == {"user_id": "123", "job_type": "spreadsheet", "title": "T", "session_id": "s",
-                      "message_id": "m", "priority": 3, "payload_json": json.dumps({"spec": SPEC})}
+                      "message_id": "m", "priority": 3,
+                      "payload_json": json.dumps({"spec": SPEC}, ensure_ascii=False, separators=(",", ":"))}
     code = parse(json.dumps({"documentType": "pdf", "code": "print(1)", "priority": 3}).encode())
     assert json.loads(code["payload_json"]) == {"code": "print(1)"}
     # A user's priority is ignored: the queue's order is not the user's to set.
