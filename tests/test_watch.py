@@ -128,6 +128,46 @@ async def test_events_committed_out_of_id_order_are_all_delivered(stub, jobstore
     assert [e.id for e in events] == [slow_id, cancelled.last_event_id]
 
 
+async def test_a_scope_watch_waits_for_event_writers_only_not_for_every_open_transaction(
+        stub, jobstore, database_url, pg) -> None:
+    """A write transaction left open in another database of the cluster (or on other tables of this one)
+    held the snapshots' xmin, and with it every user's and session's watch, without one event for as long
+    as it stayed open. A transaction that holds an event id still holds them back, in id order."""
+    user = new_user()
+    dispatcher = jobstore.server.dispatcher
+    slow_job = await enqueue(stub, user_id=user, job_type="pdf")
+    fast_job = await enqueue(stub, user_id=user, job_type="document")
+    baseline = await collect_events(stub, pb.WatchRequest(user_id=user), count=2)
+    elsewhere = await asyncpg.connect(pg.dsn)  # the cluster's "postgres" database
+    unrelated = await asyncpg.connect(database_url)
+    writer = await asyncpg.connect(database_url)
+    try:
+        for conn in (elsewhere, unrelated):
+            await conn.execute("BEGIN")
+            await conn.execute("SELECT pg_current_xact_id()")  # an xid held open; no event written
+        watcher = asyncio.create_task(collect_events(stub, pb.WatchRequest(user_id=user,
+                                                                           after_event_id=baseline[-1].id), count=2))
+        await wait_until(lambda: dispatcher.subscriber_count == 1)
+        await writer.execute("BEGIN")
+        await writer.execute("UPDATE document_jobs SET updated_at = now() WHERE id = $1", uuid.UUID(slow_job.id))
+        slow_id = await writer.fetchval(
+            "INSERT INTO job_events (job_id, user_id, session_id, job_type, kind, status, attempt, data)"
+            " VALUES ($1, $2, '', 'pdf', 'progress', 'pending', 1, '{\"progress\": 1}') RETURNING id",
+            uuid.UUID(slow_job.id), user)
+        cancelled = await stub.Cancel(pb.CancelRequest(job_id=fast_job.id))  # a higher id, committed first
+        stalled = dispatcher.stalled_reads
+        await wait_until(lambda: dispatcher.stalled_reads >= stalled + 3, timeout=10)
+        # The writer holds a lower id: nothing past it is settled, the later event waits.
+        assert dispatcher.settled < slow_id and not watcher.done()
+        await writer.execute("COMMIT")
+        # Delivered in id order, while the two other transactions are still open.
+        events = await asyncio.wait_for(watcher, 10)
+        assert [e.id for e in events] == [slow_id, cancelled.last_event_id]
+    finally:
+        for conn in (elsewhere, unrelated, writer):
+            await conn.close()
+
+
 @pytest.mark.parametrize("scope", ["user", "every job"])
 async def test_more_events_in_flight_than_one_read_takes_are_all_delivered(stub, jobstore, database_url,
                                                                            scope) -> None:

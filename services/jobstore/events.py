@@ -17,7 +17,10 @@ settled cursor instead:
   the mark is taken in the read's own statement, after its snapshot (one round trip before a job's or
   the all-jobs watch has its event, not two), and a later read settles it unless no xid was running at
   the read's snapshot nor taken between its snapshot and its X;
-* events above the cursor that were already delivered are remembered (and skipped) until then.
+* events above the cursor that were already delivered are remembered (and skipped) until then;
+* a mark still unsettled after STALLED_AFTER_S is settled by the xmin of the transactions that may hold
+  event ids (docjobs_events_xmin, migration 0011), not of every transaction in the cluster: one left open
+  in another database held every scope watch for as long as it stayed open.
 
 So every committed event is delivered exactly once, in id order per job, however commits interleave,
 and a LISTEN reconnect needs nothing but another read. While no stream subscribes, nothing needs
@@ -56,6 +59,7 @@ SETTLE_READ_S = 0.02  # re-read soon while delivered events are not yet settled
 ACTIVE_MIN_INTERVAL_S = 0.002  # with subscribers: at most one read per 2 ms on average, however often bells ring
 READ_BURST = 4  # reads that may follow one another at once after a quiet spell
 IDLE_MIN_INTERVAL_S = 0.05  # without subscribers: only the cursor moves, at most every 50 ms
+STALLED_AFTER_S = 0.1  # a mark this old settles by the transactions that may hold event ids, not all of them
 
 
 class FellBehind(Exception):
@@ -176,7 +180,7 @@ class EventDispatcher:
         self._read_allowance = float(READ_BURST)  # reads that may start now without a pause (a token bucket)
         self._allowance_at = 0.0  # when the allowance was last counted (the loop's clock)
         self._delivered: set[int] = set()
-        self._checkpoints: deque[tuple[int, int]] = deque()
+        self._checkpoints: deque[tuple[int, int, float]] = deque()  # (position, horizon, when it was taken)
         # Subscriptions by what they follow, so that an event is offered only to those it may concern:
         # a job's; a user's (and maybe one session of theirs); a session's, of any user; every event.
         self._by_job: dict[str, set[Subscription]] = {}
@@ -187,6 +191,7 @@ class EventDispatcher:
         self._epoch = 0  # counts subscriptions, so an idle round can tell that one happened meanwhile
         self._idle_epoch = 0
         self.reads = 0
+        self.stalled_reads = 0  # reads that asked for the event writers' xmin (_stalled)
         self.delivered_total = 0
         self.overflows = 0  # live events dropped by full buffers
         self.healthy = True
@@ -320,19 +325,33 @@ class EventDispatcher:
             self._read_allowance = 0.0  # the pause has paid for this read
         self._allowance_at = asyncio.get_running_loop().time()
 
+    def _stalled(self) -> bool:
+        """Whether the oldest mark has waited past STALLED_AFTER_S: the snapshots' xmin, the oldest
+        transaction running anywhere in the cluster, may be one that never writes an event (a write left
+        open in another database, or on other tables of this one), and would hold the cursor, and every
+        scope watch, for as long as it stays open. The reads then ask for the xmin of the transactions
+        that may hold event ids (docjobs_events_xmin): a look at the lock table, so not on every read."""
+        if not self._checkpoints:
+            return False
+        return asyncio.get_running_loop().time() - self._checkpoints[0][2] > STALLED_AFTER_S
+
     async def _read(self) -> None:
         while True:
             self.reads += 1
+            stalled = self._stalled()
+            self.stalled_reads += stalled
             async with self._pool.acquire() as conn:
                 if self._by_user or self._by_session:
                     # Scope watches wait for the cursor: the mark in a statement of its own, before the
                     # read, so that the read's snapshot can settle it at once.
                     mark = await conn.fetchrow(Q.events_sequence_position)
-                    rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH, list(self._delivered))
+                    rows = await conn.fetch(Q.events_after, self._cursor, READ_BATCH, list(self._delivered),
+                                            stalled)
                     assert mark is not None  # one row, always
                     position, horizon = mark["position"], mark["horizon"]
                 else:
-                    rows = await conn.fetch(Q.events_after_marked, self._cursor, READ_BATCH, list(self._delivered))
+                    rows = await conn.fetch(Q.events_after_marked, self._cursor, READ_BATCH, list(self._delivered),
+                                            stalled)
                     position, horizon = rows[0]["position"], rows[0]["horizon"]  # at least one row, always
             xmin = rows[0]["xmin"]
             # The jobs left pending by this batch's events, and their types: a job whose pending event is
@@ -355,7 +374,8 @@ class EventDispatcher:
                 self._deliver(convert.event(row))
             full = count >= READ_BATCH
             # A full batch may have left events unread above last_read: settle no further than that.
-            self._checkpoints.append((min(position, last_read) if full else position, horizon))
+            self._checkpoints.append((min(position, last_read) if full else position, horizon,
+                                      asyncio.get_running_loop().time()))
             self._settle(xmin, last_read if full else None)
             if pending:
                 self._on_claimable(set(pending.values()))
@@ -370,11 +390,12 @@ class EventDispatcher:
         pass it here. The checkpoint stays, and an active read settles it."""
         self.reads += 1
         epoch = self._epoch
+        stalled = self._stalled()
         async with self._pool.acquire() as conn:
             mark = await conn.fetchrow(Q.events_sequence_position)
-            xmin = await conn.fetchval(Q.snapshot_xmin)
+            xmin = await conn.fetchval(Q.snapshot_xmin, stalled)
         assert mark is not None  # one row, always
-        self._checkpoints.append((mark["position"], mark["horizon"]))
+        self._checkpoints.append((mark["position"], mark["horizon"], asyncio.get_running_loop().time()))
         if self._epoch == epoch and not self.subscriber_count:
             self._settle(xmin)
 
@@ -385,7 +406,7 @@ class EventDispatcher:
         before = self._cursor
         while (self._checkpoints and self._checkpoints[0][1] <= xmin
                and (read_to is None or self._checkpoints[0][0] <= read_to)):
-            settled, _ = self._checkpoints.popleft()
+            settled, _, _ = self._checkpoints.popleft()
             if settled > self._cursor:
                 self._cursor = settled
         if self._delivered:

@@ -779,8 +779,11 @@ SELECT s.position, pg_current_xact_id()::text::bigint AS horizon
 -- name: events_after
 -- Events after $1 (all jobs), leaving out ids already delivered ($3), with the snapshot's xmin: every
 -- transaction with a lower xid has ended (committed and visible here, or aborted). At least one row.
+-- $4: the dispatcher's cursor is stalled, and the xmin leaves out the transactions that provably hold no
+-- event id (docjobs_events_xmin, migration 0011; a look at the lock table, so only then).
 SELECT s.xmin, e.*
-  FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) s
+  FROM (SELECT CASE WHEN $4::bool THEN docjobs_events_xmin(pg_current_snapshot())
+                    ELSE pg_snapshot_xmin(pg_current_snapshot())::text::bigint END AS xmin) s
   LEFT JOIN LATERAL (SELECT *
                        FROM job_events
                       WHERE id > $1 AND NOT (id = ANY($3::bigint[]))
@@ -789,7 +792,7 @@ SELECT s.xmin, e.*
  ORDER BY e.id;
 
 -- name: events_after_marked
--- events_after and the dispatcher's mark in one statement: the events and the snapshot's xmin, then
+-- events_after (its $4 too) and the dispatcher's mark in one statement: the events and the snapshot's xmin, then
 -- (in this order: OFFSET 0 keeps the subqueries apart) the highest event id handed out so far and a
 -- fresh transaction id, as events_sequence_position has them. The xid comes after this statement's
 -- snapshot, so this read's xmin settles its own mark only when no xid was running at the snapshot and
@@ -797,7 +800,8 @@ SELECT s.xmin, e.*
 -- events were read and delivered may settle a mark.
 SELECT m.xmin, m.position, m.horizon, e.*
   FROM (SELECT p.xmin, p.position, pg_current_xact_id()::text::bigint AS horizon
-          FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+          FROM (SELECT CASE WHEN $4::bool THEN docjobs_events_xmin(pg_current_snapshot())
+                            ELSE pg_snapshot_xmin(pg_current_snapshot())::text::bigint END AS xmin,
                        CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position
                   FROM job_events_id_seq
                 OFFSET 0) p
@@ -810,7 +814,9 @@ SELECT m.xmin, m.position, m.horizon, e.*
  ORDER BY e.id;
 
 -- name: snapshot_xmin
-SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
+-- $1 as events_after's $4.
+SELECT CASE WHEN $1::bool THEN docjobs_events_xmin(pg_current_snapshot())
+            ELSE pg_snapshot_xmin(pg_current_snapshot())::text::bigint END AS xmin;
 
 -- name: job_events_after
 SELECT * FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3;
