@@ -11,6 +11,7 @@ import json
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -490,3 +491,40 @@ async def test_a_claim_answer_holds_what_one_message_can_and_gives_the_rest_back
     rest = await wait_until(claimable)  # given back in the background, right after the answer
     assert {c.job.id for c in first} | {c.job.id for c in rest} == ids
     assert {c.attempt for c in (*first, *rest)} == {1}
+
+
+async def test_a_page_with_payloads_is_read_a_few_jobs_at_a_time(jobstore, monkeypatch) -> None:
+    """A page of up to 500 jobs with their payloads (4 MiB each at most) was read whole, up to 2 GB in the
+    jobstore's memory, to answer the 12 MiB of it one reply holds. Now it is read a few jobs at a time, and
+    the pages still hold every job once, in order, each payload whole."""
+    from jobstore.service import LIST_PAYLOAD_BATCH
+
+    store = jobstore.server.store
+    asked: list[tuple[int, bool]] = []
+    list_jobs = store.list_jobs
+
+    async def recorded(*args: Any, **kwargs: Any) -> Any:
+        asked.append((args[4], kwargs.get("with_payloads", False)))
+        return await list_jobs(*args, **kwargs)
+
+    monkeypatch.setattr(store, "list_jobs", recorded)
+    user = new_user()
+    text = "y" * 1_000_000
+    ids = [(await jobstore.stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id=user,
+                                                          payload_json=json.dumps({"n": i, "text": text})))).job.id
+           for i in range(30)]
+    pages, token = [], ""
+    while True:
+        page = await jobstore.stub.ListJobs(pb.ListJobsRequest(user_id=user, page_size=500, include_payloads=True,
+                                                               page_token=token))
+        assert all(json.loads(j.payload_json)["text"] == text for j in page.jobs)
+        pages.append([j.id for j in page.jobs])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [i for p in pages for i in p] == ids[::-1] and len(pages) > 1
+    assert asked and all(with_payloads and limit <= LIST_PAYLOAD_BATCH + 1 for limit, with_payloads in asked)
+    # Without payloads, a page is one read, as before.
+    asked.clear()
+    listed = await jobstore.stub.ListJobs(pb.ListJobsRequest(user_id=user, page_size=500))
+    assert len(listed.jobs) == 30 and asked == [(501, False)]
