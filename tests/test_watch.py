@@ -67,6 +67,18 @@ async def test_watch_after_the_terminal_event_ends_at_once(stub) -> None:
     assert tail == []
 
 
+async def test_a_watch_from_past_the_job_s_events_ends_when_the_job_does(stub, jobstore) -> None:
+    """A client's cursor past any event the job has (made up, or from another job): the job's terminal
+    event came below it and was skipped, and the stream stayed open for ever."""
+    job = await enqueue(stub, job_type="pdf")
+    ahead = job.last_event_id + 1_000_000
+    watching = jobstore.server.dispatcher.subscriber_count
+    watcher = asyncio.create_task(collect_events(stub, pb.WatchRequest(job_id=job.id, after_event_id=ahead)))
+    await wait_until(lambda: jobstore.server.dispatcher.subscriber_count == watching + 1)
+    await run_job_to_completion(stub, job.id, progress_steps=1)
+    assert await asyncio.wait_for(watcher, 10) == []
+
+
 async def test_watch_survives_a_forced_drop_of_the_listen_connection(jobstore_factory, pg) -> None:
     a = await jobstore_factory()  # serves the watchers
     b = await jobstore_factory()  # does the writes, so a hears of them only through its LISTEN connection

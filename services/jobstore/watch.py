@@ -86,6 +86,12 @@ class Watches:
                     while True:
                         event = await _next(sub)
                         if event.id <= last:  # also in the stored events just read
+                            # Or never sent: after_id was past it (a client's own, made-up cursor). Its
+                            # terminal event ends the stream if it is the job's newest; waiting for one
+                            # above after_id kept the stream open for ever.
+                            if (event.kind in TERMINAL_EVENT_KINDS
+                                    and _finished_by(await self._store.get_job(job_id, user_id), last)):
+                                return
                             continue
                         last = event.id
                         yield event
