@@ -186,6 +186,23 @@ async def test_a_job_id_spelt_another_way_streams_its_live_events_to_the_end(htt
     assert [e.name for e in stream.events] == ["status", "status", "job-complete"]
 
 
+async def test_a_last_event_id_past_the_job_s_events_ends_the_stream_with_the_job(http, gateway, stub) -> None:
+    """A Last-Event-ID past any event the job has (made up): the job's terminal event came below it and was
+    skipped, and the stream stayed open for ever, heartbeat after heartbeat."""
+    from gateway.app import HUB
+
+    hub = gateway.runner.app[HUB]
+    _, created = await post_job(http, gateway, example("pdf"))
+    open_before = hub.stream_count
+    reader = asyncio.create_task(read_sse(http, gateway.base + created["eventsUrl"],
+                                          headers={"Last-Event-ID": str(10**15)}))
+    await wait_until(lambda: hub.stream_count == open_before + 1, timeout=10)
+    [claimed] = (await stub.Claim(pb.ClaimRequest(worker_id="w", job_types=["pdf"], wait_ms=5000))).jobs
+    await stub.Complete(pb.CompleteRequest(job_id=claimed.job.id, lease_token=claimed.lease_token))
+    stream = await asyncio.wait_for(reader, 30)
+    assert stream.events == []
+
+
 async def test_head_on_the_streaming_urls_is_refused_not_answered_with_a_body(http, gateway, renderer) -> None:
     """A HEAD response has no body. aiohttp sends a streamed response's body after a HEAD's headers (the
     client then read the event stream as the next response's status line), so these two routes refuse

@@ -55,6 +55,9 @@ from .peruser import PerUserCount
 
 log = logging.getLogger("gateway.sse")
 
+TERMINAL_EVENT_KINDS = frozenset({pb.EVENT_KIND_COMPLETED, pb.EVENT_KIND_FAILED, pb.EVENT_KIND_CANCELLED})
+TERMINAL_STATUSES = frozenset({pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED})
+
 # A Watch of a job's stored events; and one whose first event was read before the response started.
 WatchCall: TypeAlias = grpc.aio.UnaryStreamCall[pb.WatchRequest, pb.JobEvent]
 History: TypeAlias = tuple[WatchCall, AsyncIterator[pb.JobEvent], pb.JobEvent | None]
@@ -173,6 +176,11 @@ class EventStream(web.StreamResponse):
 
     async def send(self, event: pb.JobEvent) -> None:
         if event.id <= self.after:
+            # Sent already, or never: the client's Last-Event-ID was past it (made up). Its terminal event
+            # then ends the stream if the job is finished with it (waiting for one above Last-Event-ID
+            # kept the stream open for ever).
+            if event.kind in TERMINAL_EVENT_KINDS and await self._finished_by_now():
+                self.finished = True
             return
         if expired(self.expires):
             raise CredentialExpired
@@ -230,6 +238,11 @@ class EventStream(web.StreamResponse):
             raise
         self._history = (call, history, first)
         return self
+
+    async def _finished_by_now(self) -> bool:
+        """Whether the job is finished, with no event after the last one this stream counts as sent."""
+        job = await self._streams.stub.GetJob(pb.GetJobRequest(job_id=self.job_id, user_id=self.user_id))
+        return job.status in TERMINAL_STATUSES and job.last_event_id <= self.after
 
     async def _history_call(self) -> WatchCall:
         """A short Watch of the job's stored events after the last one sent (it waits for a call slot)."""
