@@ -3,6 +3,7 @@ retries), over real HTTP against a real jobstore, and a real renderer where a jo
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -275,3 +276,49 @@ async def test_a_document_in_chinese_is_measured_by_its_bytes_not_its_escapes(ht
     assert status == 202, created
     job = await stub.GetJob(pb.GetJobRequest(job_id=created["jobId"], include_payload=True))
     assert json.loads(job.payload_json)["spec"] == spec and job.title == "报告"
+
+
+async def test_a_service_s_large_downloads_count_against_each_job_s_user(http, jobstore, stub) -> None:
+    """A backend downloading its users' documents: each large download counts against the job's user
+    (DOCJOBS_DOWNLOADS_PER_USER), as the user's own would. They all counted against one user of no name,
+    the service's, so with the bound at 1 a backend could send one large document at a time in all."""
+    from .helpers import claim
+
+    gateway = await start_gateway(jobstore.address, downloads_per_user=1)
+    stalled: list[asyncio.StreamWriter] = []
+    try:
+        chunk = bytes(range(256)) * 4096  # 1 MiB
+        size = 40 * len(chunk)
+
+        async def finished(user: str) -> str:
+            """A job of the user's done with a 40 MiB document; the path that downloads it."""
+            status, created = await post(http, gateway, {**example("pdf"), "userId": user}, service_token())
+            assert status == 202, created
+            [job] = await claim(stub, types=("pdf",))
+
+            async def parts():
+                yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(
+                    job_id=job.job.id, lease_token=job.lease_token, filename="big.pdf", content_type="application/pdf"))
+                for _ in range(size // len(chunk)):
+                    yield pb.UploadArtifactRequest(chunk=chunk)
+
+            artifact = await stub.UploadArtifact(parts())
+            await stub.Complete(pb.CompleteRequest(job_id=job.job.id, lease_token=job.lease_token,
+                                                   artifact_id=artifact.id))
+            return f"/api/jobs/{job.job.id}/artifact"
+
+        alices, bobs = await finished("alice"), await finished("bob")
+        # The backend starts alice's and stops reading it.
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(gateway.base.rsplit(":", 1)[1]))
+        stalled.append(writer)
+        writer.write(f"GET {alices} HTTP/1.1\r\nHost: test\r\nAuthorization: {service_token()['Authorization']}"
+                     "\r\n\r\n".encode())
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        async with http.get(gateway.base + bobs, headers=service_token()) as r:  # bob's is bob's own count
+            assert r.status == 200 and len(await r.read()) == size
+        async with http.get(gateway.base + alices, headers=service_token()) as r:  # alice's second waits
+            assert r.status == 429 and (await r.json())["error"]["field"] == "download"
+    finally:
+        for writer in stalled:
+            writer.close()
+        await gateway.stop()

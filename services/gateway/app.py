@@ -323,7 +323,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     job = await stub.GetJob(pb.GetJobRequest(job_id=job_id, user_id=user_id))
     if not job.artifact_id:
         raise ApiError(404, "not_found", "this job has no document (yet)")
-    return await _send_artifact(request, job.artifact_id, user_id, content_disposition)
+    return await _send_artifact(request, job.artifact_id, user_id, job.user_id, content_disposition)
 
 
 async def rendition(request: web.Request) -> web.StreamResponse:
@@ -341,17 +341,19 @@ async def rendition(request: web.Request) -> web.StreamResponse:
     artifact_id = job.artifact_id if item.get("same_as_document") else str(item.get("artifact_id") or "")
     if not artifact_id:
         raise ApiError(404, "not_found", f"this job has no {kind} rendition", "kind")
-    return await _send_artifact(request, artifact_id, user_id, inline_disposition)
+    return await _send_artifact(request, artifact_id, user_id, job.user_id, inline_disposition)
 
 
-async def _send_artifact(request: web.Request, artifact_id: str, user_id: str,
+async def _send_artifact(request: web.Request, artifact_id: str, user_id: str, counted_as: str,
                          disposition: Callable[[str], str]) -> web.StreamResponse:
     """Stream an artifact to the client. A download holds no call slot once the jobstore has taken it, but
     a large one holds memory until its client has read it (what gRPC's flow control lets in ahead of a
     client that reads slowly, ~10 MiB at the gateway), so a user has at most DOCJOBS_DOWNLOADS_PER_USER
     large downloads at once in a gateway process: one more gets 429. One up to LARGE_DOWNLOAD_BYTES
     (every thumbnail, most documents) fits in the socket's buffers and is not counted: a page that
-    shows a chat's thumbnails asks for them all at once, and an <img> does not retry."""
+    shows a chat's thumbnails asks for them all at once, and an <img> does not retry. The count is the
+    job's user's (counted_as), whoever asks: a service's downloads for its users counted against one user
+    of no name, one large document at a time for the whole backend."""
     stub = request.app[STUB]
     call = await stub.DownloadArtifact(pb.DownloadArtifactRequest(artifact_id=artifact_id, user_id=user_id))
     try:  # the call ends here whatever happens (it holds a slot in flight only until the jobstore took it)
@@ -362,7 +364,7 @@ async def _send_artifact(request: web.Request, artifact_id: str, user_id: str,
         etag = f'"{info.sha256}"'
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers={"ETag": etag})
-        with _counted_download(request, user_id, info.size_bytes > LARGE_DOWNLOAD_BYTES):
+        with _counted_download(request, counted_as, info.size_bytes > LARGE_DOWNLOAD_BYTES):
             response = web.StreamResponse(headers={
                 "Content-Type": info.content_type, "Content-Length": str(info.size_bytes), "ETag": etag,
                 "Content-Disposition": disposition(info.filename), "Cache-Control": "private, max-age=0"})

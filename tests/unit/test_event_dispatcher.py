@@ -85,7 +85,7 @@ async def test_the_settled_cursor_wakes_only_readers_holding_events_for_it() -> 
     woken = asyncio.ensure_future(holding.changed(until_settled=True))
     waiting = asyncio.ensure_future(idle.changed(until_settled=False))
     await asyncio.sleep(0)
-    d._checkpoints.append((5, 1))
+    d._checkpoints.append((5, 1, 0.0))
     d._settle(2)
     await asyncio.sleep(0)
     assert woken.done() and not waiting.done()
@@ -107,7 +107,7 @@ async def test_closing_ends_every_subscription_and_those_that_come_later() -> No
 def test_the_cursor_settles_only_when_a_snapshot_has_passed_every_earlier_transaction() -> None:
     d = dispatcher()
     d._delivered = {11, 12}
-    d._checkpoints.extend([(12, 100), (15, 105)])  # (highest id handed out, horizon xid) per read
+    d._checkpoints.extend([(12, 100, 0.0), (15, 105, 0.0)])  # (highest id handed out, horizon xid, when) per read
     d._settle(99)  # transactions before xid 100 may still commit ids <= 12
     assert d.settled == 0 and d._delivered == {11, 12}
     d._settle(100)
