@@ -5,24 +5,39 @@
 -- gateway's session stream) without a single event for as long as it stayed open.
 --
 -- Of the transactions the snapshot saw running (its xip), one is left out when it provably holds no event
--- id: it still runs now (its transaction-id lock is held) and holds no lock on the event log (inserting an
--- event takes one, kept to the transaction's end). One that ended between the snapshot and this look is
--- kept (its events, if any, may be missing from what the snapshot read). The result is the lowest xid
--- kept, or the snapshot's xmax when none is: as the snapshot's xmin, every transaction below it that may
--- hold an event id had ended when the snapshot was taken.
-CREATE FUNCTION docjobs_events_xmin(snap pg_snapshot) RETURNS bigint LANGUAGE sql VOLATILE AS $$
-    WITH locks AS MATERIALIZED (  -- one look at the lock table (each read of pg_locks is another)
-        SELECT locktype, transactionid, database, relation, virtualtransaction FROM pg_locks
+-- id: in one look at the lock table it holds its transaction-id lock and no lock on the event log
+-- (inserting an event takes one, kept to the transaction's end), it is not a prepared transaction (whose
+-- locks move to a placeholder one partition at a time), and, asked after that look, it is still in
+-- progress. The last condition matters: a transaction ends before it releases its locks (its fast-path
+-- lock on the event log first, its transaction-id lock later), so one seen between the two may have
+-- committed an event after the snapshot; still running after the look, it was not releasing anything
+-- during it. Every other running transaction is kept. The result is the lowest xid kept, or the
+-- snapshot's xmax when none is: as the snapshot's xmin, every transaction below it that may hold an event
+-- id had ended when the snapshot was taken.
+CREATE FUNCTION docjobs_events_xmin(snap pg_snapshot) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    lockless xid8[];
+BEGIN
+    WITH locks AS MATERIALIZED (  -- the one look (each read of pg_locks is another)
+        SELECT locktype, transactionid, database, relation, virtualtransaction, pid
+          FROM pg_locks
+         WHERE locktype IN ('transactionid', 'relation')
+    ), writers AS MATERIALIZED (
+        SELECT virtualtransaction
+          FROM locks
+         WHERE locktype = 'relation' AND relation = 'job_events'::regclass
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
     )
-    SELECT coalesce(min(x::text::bigint), pg_snapshot_xmax(snap)::text::bigint)
+    SELECT array_agg(x) INTO lockless
       FROM pg_snapshot_xip(snap) AS x
-     WHERE NOT EXISTS (
-             SELECT 1
-               FROM locks t
-              WHERE t.locktype = 'transactionid' AND t.transactionid = xid(x)
-                AND NOT EXISTS (SELECT 1
-                                  FROM locks r
-                                 WHERE r.locktype = 'relation' AND r.virtualtransaction = t.virtualtransaction
-                                   AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                                   AND r.relation = 'job_events'::regclass))
+     WHERE EXISTS (SELECT 1
+                     FROM locks t
+                    WHERE t.locktype = 'transactionid' AND t.transactionid = xid(x) AND t.pid IS NOT NULL
+                      AND t.virtualtransaction NOT IN (SELECT virtualtransaction FROM writers));
+    -- A statement after the look: still running now, so running (and releasing nothing) all through it.
+    RETURN coalesce((SELECT min(x::text::bigint)
+                       FROM pg_snapshot_xip(snap) AS x
+                      WHERE NOT (x = ANY (coalesce(lockless, '{}')) AND pg_xact_status(x) = 'in progress')),
+                    pg_snapshot_xmax(snap)::text::bigint);
+END
 $$;
