@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -392,6 +393,30 @@ async def test_a_payload_nested_too_deep_is_refused_alone_and_the_queue_goes_on(
     assert row is not None and row["state"] == "failed"
     error = json.loads(row["output"])["error"]
     assert error["code"] == "malformed" and error["field"] == "body" and "nested" in error["message"]
+
+
+async def test_a_number_python_will_not_read_is_refused_alone_and_the_queue_goes_on(stack: Stack) -> None:
+    """jsonb stores a number of 5,000 digits; Python refuses to read more than 4,300. Raised, it failed
+    every round at its claim: no later job was taken, and the jobs already taken were neither beaten nor
+    settled. It fails its own pg-boss job as malformed, and the jobs after it are made and completed."""
+    stack.start_renderer()
+    user = new_user()
+    # Held back (startAfter) until its data is made what no pg-boss client can send, then due at once.
+    hostile = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user,
+                                                           "n": 1}, options={"startAfter": 3600})
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await conn.execute("UPDATE pgboss.job SET data = jsonb_set(data, '{n}', ('1' || repeat('0', 5000))::jsonb),"
+                           " start_after = now() WHERE id = $1", uuid.UUID(hostile))
+        after = await boss(stack.database_url, "send", data={"documentType": "pdf", "spec": PDF, "userId": user})
+        done = await pgboss_job(stack, after, "completed")
+        assert done["output"]["status"] == "completed"
+        row = await conn.fetchrow("SELECT state::text, output::text FROM pgboss.job WHERE id = $1", uuid.UUID(hostile))
+    finally:
+        await conn.close()
+    assert row is not None and row["state"] == "failed"
+    error = json.loads(row["output"])["error"]
+    assert error["code"] == "malformed" and error["field"] == "body"
 
 
 async def test_a_docjobs_job_retried_after_its_pgboss_job_failed_leaves_that_job_failed(stack: Stack) -> None:

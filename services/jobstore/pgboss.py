@@ -119,6 +119,8 @@ def _request(data: Any, fallback_priority: int) -> pb.EnqueueRequest | Invalid:
         body = _json(data)
     except RecursionError:
         return Invalid("malformed", f"the body is nested more than {jsonvalues.MAX_DEPTH} levels deep", "body")
+    except ValueError as exc:  # a number of more than 4,300 digits, which jsonb stores and Python will not read
+        return Invalid("malformed", f"the body is not valid JSON here ({exc})", "body")
     return parse_payload(body, fallback_priority)
 
 
@@ -200,12 +202,19 @@ class PgBossBridge:
     # --- one round -----------------------------------------------------------------------------
 
     async def round(self) -> None:
-        """Claim, beat, settle, once (tests call it; the loop calls it every interval)."""
+        """Claim, beat, settle, once (tests call it; the loop calls it every interval). Each step runs
+        whatever the one before it raised (the first error is raised after them): a claim that failed
+        round after round once left every active pg-boss job unbeaten and unsettled, for pg-boss to expire."""
         if not await self._ready():
             return
-        await self._claim()
-        await self._beat()
-        await self._settle()
+        error: Exception | None = None
+        for step in (self._claim, self._beat, self._settle):
+            try:
+                await step()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     @contextlib.asynccontextmanager
     async def _boss(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
