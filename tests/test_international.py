@@ -139,6 +139,48 @@ def test_right_to_left_words_stand_right_to_left(tmp_path: Path) -> None:
     assert normal(pdftotext(tmp_path / "rtl.pdf")) == normal(text)
 
 
+def _pdf(blocks: list[dict[str, Any]], path: Path) -> str:
+    render("pdf", {"blocks": blocks, "footer": {}}, "", path, lambda _p, _m: None)
+    return pdftotext(path)
+
+
+@pytest.mark.parametrize("note", [
+    ("The quarterly revenue grew strongly in every region we operate in. " * 30)[:2000],
+    ("الإيرادات الفصلية نمت بقوة في كل منطقة نعمل فيها. " * 60)[:2000],
+], ids=["English", "Arabic"])
+def test_a_table_row_taller_than_a_page_goes_on_over_the_page_break(tmp_path: Path, note: str) -> None:
+    """A cell may hold 2,000 characters: in a narrow column its row is taller than a page, and the whole
+    document failed (reportlab's LayoutError, or in Arabic a TypeError naming getPlainText)."""
+    shown = _pdf([{"type": "table", "header": ["Region", "Q1", "Q2", "Notes"], "rows": [["EMEA", 1, 2, note]]}],
+                 tmp_path / "table.pdf")
+    assert "\f" in shown.rstrip("\f")  # more than one page
+    # Every word of it (the header row, repeated on the next page, stands between its two parts).
+    assert all(normal(word) in normal(shown) for word in set(note.split()))
+    if not RTL.search(note):  # its end, on the next page, in one piece
+        assert normal(note[-300:]) in normal(shown)
+
+
+def test_a_link_in_a_right_to_left_paragraph_is_a_link(tmp_path: Path) -> None:
+    """A paragraph with Arabic or Hebrew in it is laid out word by word, and its runs lost their links."""
+    import pypdf
+
+    path = tmp_path / "link.pdf"
+    _pdf([{"type": "paragraph", "runs": [{"text": "مرحبا بالعالم "}, {"text": "the report",
+                                                                      "link": "https://example.com/r"}]}], path)
+    links = {annotation.get_object()["/A"]["/URI"] for page in pypdf.PdfReader(path).pages
+             for annotation in page.get("/Annots", [])}
+    assert links == {"https://example.com/r"}
+
+
+def test_a_long_paragraph_of_chinese_quoting_an_arabic_name_is_laid_out(tmp_path: Path) -> None:
+    """Chinese has no spaces: with one Arabic word in it the paragraph is laid out word by word, and all
+    of its Chinese was one word wider than the line, one line taller than a page (a TypeError)."""
+    chinese = "这是一个很长的中文段落\uff0c用来测试排版。" * 250  # \uff0c: a full-width comma
+    shown = _pdf([{"type": "paragraph", "text": chinese + " محمد"}], tmp_path / "zh.pdf")
+    assert "\f" in shown.rstrip("\f")
+    assert normal(chinese) in normal(shown)
+
+
 # A face, a skin tone, a ZWJ family, a flag, a keycap, a VS16 heart, a tag-sequence flag.
 EMOJI = ["\U0001f600", "\U0001f44d\U0001f3fd", "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466",
          "\U0001f1ef\U0001f1f5", "1\ufe0f\u20e3", "\u2764\ufe0f",

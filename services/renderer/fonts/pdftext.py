@@ -302,6 +302,48 @@ class _Paragraph(Paragraph):
         return str(super().getPlainText(identify))
 
 
+class _LineStack(Flowable):
+    """Laid-out lines of a BidiParagraph, drawn one under the other: what its split hands on."""
+
+    def __init__(self, lines: list[Paragraph], heights: list[float], space_before: float, space_after: float) -> None:
+        super().__init__()
+        self._lines = lines
+        self._heights = heights
+        self._space = (space_before, space_after)
+        self.height = sum(heights)
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        self.width = available_width
+        return available_width, self.height
+
+    def split(self, available_width: float, available_height: float) -> list[Any]:
+        fits, used = 0, 0.0
+        for height in self._heights:
+            if used + height > available_height:
+                break
+            used += height
+            fits += 1
+        if fits == 0 or fits == len(self._lines):
+            return [] if fits == 0 else [self]
+        return [_LineStack(self._lines[:fits], self._heights[:fits], self._space[0], 0.0),
+                _LineStack(self._lines[fits:], self._heights[fits:], 0.0, self._space[1])]
+
+    def draw(self) -> None:
+        y = self.height
+        for line, height in zip(self._lines, self._heights, strict=True):
+            y -= height
+            line.drawOn(self.canv, 0, y)
+
+    def getPlainText(self, identify: Any = None) -> str:
+        return " ".join(line.getPlainText() for line in self._lines)
+
+    def getSpaceBefore(self) -> float:
+        return float(self._space[0])
+
+    def getSpaceAfter(self) -> float:
+        return float(self._space[1])
+
+
 def shaped(style: ParagraphStyle) -> ParagraphStyle:
     """The style in the base face, with HarfBuzz shaping on (Arabic joining, Indic conjuncts, Thai marks)."""
     copy = ParagraphStyle(style.name, parent=style)
@@ -356,9 +398,29 @@ class BidiParagraph(Flowable):
                     words[-1] = []
                     words.append([Run("\n")])
                     words.append([])
-                elif part:
-                    words[-1].append(Run(part, run.bold, run.italic))
+                elif part:  # its link too (a paragraph with right-to-left text lost its links)
+                    words[-1].append(Run(part, run.bold, run.italic, run.link, run.link_color))
         return [w for w in words if w]
+
+    def _cut(self, word: list[Run], width: float) -> list[list[Run]]:
+        """A word wider than a line in pieces that fit, cut between characters: Chinese and Japanese are
+        written without spaces, so a long paragraph of them quoting one Arabic name was one word, one line
+        taller than a page, which could not be laid out."""
+        pieces: list[list[Run]] = [[]]
+        used = 0.0
+        for run in word:
+            for char in run.text:
+                w = self._width([Run(char, run.bold, run.italic)])
+                if pieces[-1] and used + w > width:
+                    pieces.append([])
+                    used = 0.0
+                last = pieces[-1][-1] if pieces[-1] else None
+                if last is not None and (last.bold, last.italic, last.link) == (run.bold, run.italic, run.link):
+                    pieces[-1][-1] = Run(last.text + char, run.bold, run.italic, run.link, run.link_color)
+                else:
+                    pieces[-1].append(Run(char, run.bold, run.italic, run.link, run.link_color))
+                used += w
+        return [piece for piece in pieces if piece]
 
     def _width(self, word: list[Run]) -> float:
         size = self.style.fontSize
@@ -381,11 +443,14 @@ class BidiParagraph(Flowable):
                 used = 0.0
                 continue
             w = self._width(word)
-            if lines[-1] and used + space + w > width * 0.97:  # shaped words can be a little wider
-                lines.append([])
-                used = 0.0
-            used += (space if lines[-1] else 0.0) + w
-            lines[-1].append(word)
+            for part in self._cut(word, width * 0.97) if w > width * 0.97 else [word]:
+                if part is not word:
+                    w = self._width(part)
+                if lines[-1] and used + space + w > width * 0.97:  # shaped words can be a little wider
+                    lines.append([])
+                    used = 0.0
+                used += (space if lines[-1] else 0.0) + w
+                lines[-1].append(part)
         return lines
 
     def _visual(self, line: list[list[Run]]) -> list[list[Run]]:
@@ -420,8 +485,11 @@ class BidiParagraph(Flowable):
         return available_width, self.height
 
     def split(self, available_width: float, available_height: float) -> list[Any]:
+        """The lines that fit in available_height, then the rest: two parts, as reportlab's frames and a
+        table's cells (a row split over a page break) take them; none when not even one line fits."""
         self.wrap(available_width, available_height)
-        return list(self._lines) if len(self._lines) > 1 else []
+        return _LineStack(self._lines, self._heights, self.style.spaceBefore, self.style.spaceAfter).split(
+            available_width, available_height)
 
     def draw(self) -> None:
         y = self.height
@@ -429,7 +497,7 @@ class BidiParagraph(Flowable):
             y -= height
             line.drawOn(self.canv, 0, y)
 
-    def getPlainText(self) -> str:
+    def getPlainText(self, identify: Any = None) -> str:  # reportlab names a flowable that did not fit by it
         return "".join(r.text for r in self.pieces)
 
     def getSpaceBefore(self) -> float:

@@ -290,7 +290,9 @@ def _flowables(block: dict[str, Any], styles: Any, cell_style: Any, width: float
             [pdftext.paragraph([Run("" if v is None else str(v))], cell_style) for v in row] for row in block["rows"]]
         n = len(block["header"])
         rows = [r + [""] * (n - len(r)) for r in rows]
-        table = Table([header, *rows], colWidths=[width / n] * n, repeatRows=1)
+        # splitInRow: a row taller than a page (2,000 characters in a narrow column) goes on over the page
+        # break; without it such a row failed the whole document (LayoutError).
+        table = Table([header, *rows], colWidths=[width / n] * n, repeatRows=1, splitInRow=1)
         table.setStyle(TableStyle([
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor(look.accent or DEFAULT_ACCENT)),
             ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
