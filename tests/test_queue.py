@@ -528,3 +528,11 @@ async def test_a_page_with_payloads_is_read_a_few_jobs_at_a_time(jobstore, monke
     asked.clear()
     listed = await jobstore.stub.ListJobs(pb.ListJobsRequest(user_id=user, page_size=500))
     assert len(listed.jobs) == 30 and asked == [(501, False)]
+    # Small payloads are read more at a time once the first few show they are small.
+    small = new_user()
+    for i in range(120):
+        await jobstore.stub.Enqueue(pb.EnqueueRequest(job_type="pdf", user_id=small, payload_json=f'{{"n": {i}}}'))
+    asked.clear()
+    page = await jobstore.stub.ListJobs(pb.ListJobsRequest(user_id=small, page_size=500, include_payloads=True))
+    assert [json.loads(j.payload_json)["n"] for j in page.jobs] == list(range(119, -1, -1))
+    assert not page.next_page_token and len(asked) <= 4, asked

@@ -114,16 +114,33 @@ def add_claimed(jobs: Any, row: Row) -> None:
 
 
 def add_claimed_within(jobs: Any, rows: Sequence[Row], start: int, budget: int) -> int:
-    """add_claimed() of rows[start:] while their encoded size stays within budget bytes (the first always
-    goes in: one job fits any message); the index of the first row left out (len(rows): none)."""
+    """add_claimed() of rows[start:] (into an empty `jobs`) while their encoded size stays within budget
+    bytes (the first always goes in: one job fits any message); the index of the first row left out
+    (len(rows): none). Sizes are bounded from the rows' texts while that bound fits, and measured only
+    after (ByteSize() encodes the job: 4-36% more work per job on the push path, had every job paid it)."""
     size = 0
+    exact = False
     for i in range(start, len(rows)):
         add_claimed(jobs, rows[i])
-        size += jobs[-1].ByteSize()
+        if not exact:
+            size += _size_bound(rows[i])
+            if size <= budget:
+                continue
+            exact = True
+            size = sum(job.ByteSize() for job in jobs)
+        else:
+            size += jobs[-1].ByteSize()
         if size > budget and i > start:
             del jobs[-1]
             return i
     return len(rows)
+
+
+def _size_bound(row: Row) -> int:
+    """At least the bytes a claimed job made of the row encodes to: its large texts (payload, result,
+    error) at 4 bytes a character (UTF-8's most), and 16 KiB for the rest (the title, ids and progress
+    message are a few hundred characters at most; numbers, timestamps and field tags)."""
+    return 16384 + 4 * (len(row["payload"] or "") + len(row["result"] or "") + len(row["error"] or ""))
 
 
 def fill_job_basic(target: pb.Job, row: Row) -> None:

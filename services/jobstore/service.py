@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 LIST_REPLY_BUDGET = 12 * 1024 * 1024  # a ListJobs page with payloads ends before this (the limit is 16 MiB)
 LIST_PAYLOAD_BATCH = 4  # jobs read at a time for a page with payloads (4 MiB each at most)
+LIST_PAYLOAD_BATCH_MOST = 50  # and once the payloads read so far are small (50 of the largest fit what is left)
 Service = TypeVar("Service")
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -172,18 +173,23 @@ class JobStoreService(pb_grpc.JobStoreServicer):
 
     async def _list_with_payloads(self, user_id: str | None, session_id: str | None, statuses: list[str],
                                   cursor: tuple[datetime, uuid.UUID] | None, page_size: int) -> pb.ListJobsResponse:
-        """A page of jobs with their payloads (up to 4 MiB each), read LIST_PAYLOAD_BATCH at a time, that ends
-        before its reply passes LIST_REPLY_BUDGET. Read whole, a page of 500 was up to 2 GB in the jobstore's
-        memory to answer 12 MiB of it."""
+        """A page of jobs with their payloads (up to 4 MiB each), read LIST_PAYLOAD_BATCH at a time (up to
+        LIST_PAYLOAD_BATCH_MOST while the payloads are small), that ends before its reply passes
+        LIST_REPLY_BUDGET. Read whole, a page of 500 was up to 2 GB in the jobstore's memory to answer
+        12 MiB of it; the most read at once now is 50 payloads (200 MiB at worst, were the next 50 each
+        4 MiB after smaller ones)."""
         response = pb.ListJobsResponse()
-        size = 0
+        size = largest = 0
         last = None
+        batch = LIST_PAYLOAD_BATCH
         while True:
-            batch = min(LIST_PAYLOAD_BATCH, page_size - len(response.jobs))
+            batch = min(batch, page_size - len(response.jobs))
             rows = await self._store.list_jobs(user_id, session_id, statuses, cursor, batch + 1, with_payloads=True)
             for row in rows[:batch]:
                 job = convert.job(row, payload=True)
-                size += job.ByteSize()
+                job_size = job.ByteSize()
+                size += job_size
+                largest = max(largest, job_size)
                 if response.jobs and size > LIST_REPLY_BUDGET:
                     more = True  # this job starts the next page
                     break
@@ -194,6 +200,9 @@ class JobStoreService(pb_grpc.JobStoreServicer):
                 if more and len(response.jobs) < page_size:
                     assert last is not None  # the batch was whole
                     cursor = (last["created_at"], last["id"])
+                    # Small payloads so far: larger reads (500 small jobs were 125 reads of four).
+                    fits = (LIST_REPLY_BUDGET - size) // max(largest, 1)
+                    batch = LIST_PAYLOAD_BATCH_MOST if fits >= LIST_PAYLOAD_BATCH_MOST else LIST_PAYLOAD_BATCH
                     continue
             break
         if more and last is not None:
