@@ -230,7 +230,7 @@ async def test_writers_committing_while_every_read_is_stalled_lose_no_event(jobs
         # Others read the lock table too (another replica's dispatcher, a monitor): a commit's release of
         # its locks waits for them, between its lock on the event log and its transaction-id lock.
         writers = [asyncio.create_task(writer()) for _ in range(4)] + [asyncio.create_task(looker()) for _ in range(2)]
-        await wait_until(lambda: dispatcher.stalled_reads >= stalled + 400, timeout=60)
+        await wait_until(lambda: dispatcher.stalled_reads >= stalled + 250, timeout=60)
         stop.set()
         await asyncio.gather(*writers)
         got: set[int] = set()
