@@ -16,7 +16,7 @@ import pytest
 
 from docjobs.v1 import jobstore_pb2 as pb
 from renderer.sandbox.codebox import UID_BASE, UID_END
-from renderer.sandbox.codezygote import SPARE_NAME
+from renderer.sandbox.codezygote import SPARE_NAME, TMPFS_FILES
 
 from .conftest import RunningJobStore, module_jobstore, wait_until
 from .renderers import RendererProcess, download, submit, wait_finished
@@ -161,6 +161,22 @@ ESCAPES = {
     "a syntax error": ("def broken(:\n    pass", "SyntaxError"),
     "a symlink to a secret": ("import os\nos.symlink('/etc/shadow', output_path)", "not a regular file"),
 }
+
+
+async def test_a_code_job_can_make_only_so_many_files(stub, code_renderer, tmp_path) -> None:
+    """A job's tmpfs was bounded in bytes, not in files: a job making empty files held gigabytes of the
+    host's kernel memory outside its memory limit (3 million files), and their teardown stalled the
+    renderer's other jobs. It may make TMPFS_FILES, then the kernel refuses, and the job goes on."""
+    code = ("import os\nmade = 0\ntry:\n    for i in range(20000):\n        open(f'f{i}', 'w').close()\n"
+            "        made += 1\nexcept OSError:\n    pass\nfor i in range(10):\n    os.remove(f'f{i}')\n"
+            "from openpyxl import Workbook\nwb = Workbook()\nwb.active['A1'] = made\nwb.save(output_path)\n")
+    final = await run_code(stub, code)
+    assert final.status == pb.JOB_STATUS_COMPLETED, final.error
+    path = tmp_path / "made.xlsx"
+    await download(stub, json.loads(final.result_json)["artifact_id"], path)
+    made = openpyxl.load_workbook(path).active["A1"].value
+    assert 3000 < made < TMPFS_FILES, made
+    await no_sandbox_process_left(code_renderer)
 
 
 @pytest.mark.parametrize("name", list(ESCAPES))

@@ -77,6 +77,11 @@ from . import linux
 JOB_UID = 1000  # the job's uid inside its own user namespace
 # What `ps` shows of a box (its process name): waiting for a job, then running one or checking its document.
 SPARE_NAME = "docjobs spare"
+# The files (and directories) a job's tmpfs holds. Its size counts file data only: a job making empty
+# files held ~4 GB of the host's kernel memory outside its memory limit (3 million of them), and their
+# teardown as the job ended stalled every other job of the renderer for seconds. A document job makes a
+# handful; libraries' caches, a few dozen.
+TMPFS_FILES = 4096
 SETUP_FAILED = 121  # a job's exit status when its box could not be built (not the job's fault)
 MAX_REQUEST = 8 * 1024 * 1024
 NAMESPACES = (linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWNET
@@ -376,7 +381,8 @@ class CodeZygote:
         if _gone(sync):
             return SETUP_FAILED
         flags = linux.MS_NOSUID | linux.MS_NODEV
-        linux.mount("tmpfs", "/tmp", "tmpfs", flags, f"size={self.config.tmpfs_mb}m,mode=0700")
+        linux.mount("tmpfs", "/tmp", "tmpfs", flags,
+                    f"size={self.config.tmpfs_mb}m,nr_inodes={TMPFS_FILES},mode=0700")
         for path, fd in zip(self.config.under_tmp, runtime, strict=True):
             os.makedirs(path, exist_ok=True)  # in the job's tmpfs; the bind below is read-only already
             linux.mount(f"/proc/self/fd/{fd}", path, None, linux.MS_BIND | linux.MS_REC)
